@@ -1,0 +1,53 @@
+# The few verbs people type. `make demo` and `make test` install what they need first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+# The venv first on PATH: kedro, dvc and mlflow (which runs `uv export` to record the
+# model's requirements) find the project's tools.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install demo test lint format bench viz mlflow-ui clean help
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## Create .venv and install the locked dependencies (incl. test tools)
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	UV_PYTHON=$(BIN)/python $(BIN)/uv sync --frozen --inexact
+	@touch $@
+
+demo: install  ## Generate the synthetic demo data if absent, then run the whole DAG on it
+	@if [ -z "$$(find data/01_raw/demo -type f 2>/dev/null | head -n 1)" ]; then \
+		KEDRO_ENV=demo $(BIN)/kedro run --pipelines=demo_data; fi
+	KEDRO_ENV=demo $(BIN)/kedro run
+
+test: install  ## Lint, then the test suite (about 5 minutes on 2 cores)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: install  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install  ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install  ## Benchmarks → benchmarks/results/latest.json
+	$(BIN)/python -m benchmarks.run
+
+viz: install  ## kedro-viz on http://127.0.0.1:4141
+	$(BIN)/kedro viz run
+
+mlflow-ui: install  ## The MLflow UI on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+clean:  ## Remove generated data, models, reports and the MLflow database (keeps .venv)
+	find data -mindepth 2 ! -name .gitkeep -delete 2>/dev/null || true
+	find data -mindepth 2 -type d -empty -delete 2>/dev/null || true
+	rm -f mlflow.db

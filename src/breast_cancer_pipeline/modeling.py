@@ -1,0 +1,290 @@
+"""The model factory: one place that builds every network used in training and serving.
+
+A classifier takes ``uint8`` images of shape ``(size, size, channels)`` and does everything
+else inside the model: augmentation (active only in training), the backbone's own input
+scaling, grey-to-RGB expansion for ImageNet backbones, the backbone, pooling and the head.
+Serving therefore cannot drift from training: it feeds the same decoded pixels.
+
+Importing this module imports Keras (and TensorFlow); pipelines import it inside their
+training nodes so that the data stages start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from breast_cancer_pipeline.backbones import (
+    BackboneSpec,
+    check_input_size,
+    check_weights,
+    get_backbone,
+)
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights were asked for but could not be downloaded."""
+
+
+@keras.saving.register_keras_serializable(package="breast_cancer_pipeline")
+class ImagePreprocessing(layers.Layer):
+    """Scales 0..255 pixels the way a backbone expects (see ``backbones.PREPROCESSING_MODES``)."""
+
+    def __init__(self, mode: str = "tf", **kwargs: Any) -> None:
+        """Create the layer for one preprocessing ``mode``."""
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, inputs: Any) -> Any:
+        """Scale a float tensor of 0..255 pixels."""
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "torch":
+            return (x / 255.0 - ops.array(_IMAGENET_MEAN)) / ops.array(_IMAGENET_STD)
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.array(_CAFFE_MEAN_BGR)
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        """Serialise the layer."""
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="breast_cancer_pipeline")
+class GrayscaleToRGB(layers.Layer):
+    """Repeats a single grey channel three times for backbones built for RGB."""
+
+    def call(self, inputs: Any) -> Any:
+        """Repeat the last axis to three channels."""
+        return ops.repeat(inputs, 3, axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """Same shape with three channels."""
+        return (*input_shape[:-1], 3)
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and TensorFlow; optionally make TensorFlow ops deterministic."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        import tensorflow as tf  # noqa: PLC0415
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def build_augmenter(spec: Mapping[str, Any], seed: int | None = None) -> keras.Sequential:
+    """Build the augmentation block from an augmentation spec.
+
+    Args:
+        spec: ``{"flip": "horizontal"|"vertical"|"horizontal_and_vertical"|None,
+            "rotation": float (fraction of a full turn), "zoom": float, "contrast": float,
+            "translation": float}``; zero or ``None`` leaves a transform out.
+        seed: Seed for the random layers.
+
+    Returns:
+        A ``Sequential`` of Keras preprocessing layers, active only when ``training=True``.
+    """
+    blocks: list[layers.Layer] = []
+    if spec.get("flip"):
+        blocks.append(layers.RandomFlip(spec["flip"], seed=seed))
+    if spec.get("rotation"):
+        blocks.append(layers.RandomRotation(spec["rotation"], fill_mode="reflect", seed=seed))
+    if spec.get("zoom"):
+        blocks.append(layers.RandomZoom(spec["zoom"], fill_mode="reflect", seed=seed))
+    if spec.get("translation"):
+        t = spec["translation"]
+        blocks.append(layers.RandomTranslation(t, t, fill_mode="reflect", seed=seed))
+    if spec.get("contrast"):
+        blocks.append(layers.RandomContrast(spec["contrast"], value_range=(0, 255), seed=seed))
+    return keras.Sequential(blocks, name="augmentation")
+
+
+def build_small_cnn(
+    image_size: int, channels: int, filters: tuple[int, ...] = (16, 32, 64, 128)
+) -> keras.Model:
+    """A plain CNN baseline: blocks of 3x3 conv, batch norm, ReLU and 2x2 max pooling."""
+    inputs = keras.Input((image_size, image_size, channels))
+    x = inputs
+    for i, n in enumerate(filters):
+        x = layers.Conv2D(n, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv")(x)
+        # A short memory (momentum 0.9) lets the moving statistics settle within the few
+        # hundred steps of a small dataset; Keras's 0.99 leaves them off for ~500 steps.
+        x = layers.BatchNormalization(momentum=0.9, name=f"block{i + 1}_bn")(x)
+        x = layers.Activation("relu", name=f"block{i + 1}_relu")(x)
+        x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
+    return keras.Model(inputs, x, name="backbone")
+
+
+def build_backbone(
+    spec: BackboneSpec, image_size: int, channels: int, weights: str | None
+) -> keras.Model:
+    """Build a backbone without its top, as a nested model named ``backbone``.
+
+    Raises:
+        WeightsUnavailableError: ``weights="imagenet"`` and the download failed.
+    """
+    if spec.constructor is None:
+        return build_small_cnn(image_size, channels)
+    constructor = getattr(keras.applications, spec.constructor)
+    kwargs = dict(spec.constructor_kwargs)
+    try:
+        base = constructor(
+            include_top=False,
+            weights=weights,
+            input_shape=(image_size, image_size, 3),
+            **kwargs,
+        )
+    except Exception as exc:
+        if weights != "imagenet":
+            raise
+        raise WeightsUnavailableError(
+            f"ImageNet weights for backbone {spec.name!r} could not be downloaded ({exc}). "
+            "This machine may have no internet access. Either set the backbone's weights to "
+            "the path of a local weights file (download keras.applications' '*_notop.h5' "
+            "file on a connected machine and copy it here), or set weights: null to train "
+            "from random initialisation."
+        ) from exc
+    # Renamed in place (re-wrapping a functional model duplicates some of its nodes).
+    base.name = "backbone"
+    return base
+
+
+def _backbone_features(
+    x: Any,
+    backbone: str,
+    image_size: int,
+    channels: int,
+    weights: str | None,
+) -> tuple[Any, keras.Model]:
+    spec = get_backbone(backbone)
+    check_weights(weights, spec)
+    check_input_size(image_size, spec, weights)
+    if spec.constructor is not None and channels == 1:
+        x = GrayscaleToRGB(name="grey_to_rgb")(x)
+    x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(x)
+    base = build_backbone(spec, image_size, 3 if spec.constructor else channels, weights)
+    # Pretrained BatchNorm statistics must survive fine-tuning: run the base in inference mode.
+    # A randomly initialised base has no statistics to protect and trains BatchNorm normally.
+    x = base(x, training=False) if weights is not None else base(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return x, base
+
+
+def build_feature_extractor(
+    backbone: str, image_size: int, channels: int, weights: str | None
+) -> keras.Model:
+    """Frozen backbone + global average pooling: ``uint8`` images to feature vectors."""
+    inputs = keras.Input((image_size, image_size, channels), dtype="uint8", name="image")
+    x = layers.Rescaling(1.0, name="to_float")(inputs)
+    features, base = _backbone_features(x, backbone, image_size, channels, weights)
+    base.trainable = False
+    return keras.Model(inputs, features, name=f"{backbone}_features")
+
+
+def build_head(inputs: Any, num_classes: int, head: Mapping[str, Any]) -> Any:
+    """The classification head: dropout, optional dense layer, softmax."""
+    x = inputs
+    if head.get("dropout"):
+        x = layers.Dropout(head["dropout"], name="head_dropout")(x)
+    if head.get("dense_units"):
+        x = layers.Dense(head["dense_units"], activation="relu", name="head_dense")(x)
+    return layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
+
+
+def build_head_model(feature_dim: int, num_classes: int, head: Mapping[str, Any]) -> keras.Model:
+    """A head alone, trained on cached backbone features."""
+    inputs = keras.Input((feature_dim,), name="features")
+    return keras.Model(inputs, build_head(inputs, num_classes, head), name="head")
+
+
+def build_classifier(
+    backbone: str,
+    num_classes: int,
+    image_size: int,
+    channels: int,
+    weights: str | None,
+    head: Mapping[str, Any],
+    augmentation: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build the end-to-end classifier (base frozen; see :func:`unfreeze`).
+
+    Args:
+        backbone: Registry name (see :mod:`breast_cancer_pipeline.backbones`).
+        num_classes: Number of output classes.
+        image_size: Square input side in pixels.
+        channels: 1 (grayscale) or 3 (RGB) input channels.
+        weights: ``"imagenet"``, a local weights file path, or ``None``.
+        head: ``{"dropout": float, "dense_units": int | None}``.
+        augmentation: Augmentation spec for :func:`build_augmenter`, or ``None``.
+        seed: Seed for the augmentation layers.
+
+    Returns:
+        An uncompiled ``keras.Model`` from ``uint8`` images to class probabilities.
+    """
+    inputs = keras.Input((image_size, image_size, channels), dtype="uint8", name="image")
+    x = layers.Rescaling(1.0, name="to_float")(inputs)
+    if augmentation:
+        x = build_augmenter(augmentation, seed=seed)(x)
+    features, base = _backbone_features(x, backbone, image_size, channels, weights)
+    base.trainable = False
+    outputs = build_head(features, num_classes, head)
+    return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+
+
+def unfreeze(
+    model: keras.Model,
+    from_layer: int | None = None,
+    fraction: float | None = None,
+    keep_batchnorm_frozen: bool = True,
+) -> int:
+    """Make the backbone trainable from a layer on.
+
+    Args:
+        model: A model from :func:`build_classifier`.
+        from_layer: Index of the first backbone layer to train (e.g. 300 for ResNet101V2).
+        fraction: Alternatively, the trailing fraction of backbone layers to train.
+        keep_batchnorm_frozen: Keep BatchNorm layers frozen (right for pretrained weights,
+            whose statistics fine-tuning must not destroy).
+
+    Returns:
+        The number of backbone layers made trainable. Recompile the model afterwards.
+
+    Raises:
+        ValueError: Neither or both of ``from_layer`` and ``fraction`` are given.
+    """
+    if (from_layer is None) == (fraction is None):
+        raise ValueError("finetune.unfreeze: give exactly one of from_layer or fraction")
+    base = model.get_layer("backbone")
+    n = len(base.layers)
+    start = from_layer if from_layer is not None else round(n * (1.0 - float(fraction)))
+    start = min(max(int(start), 0), n)
+    base.trainable = True
+    trained = 0
+    for i, layer in enumerate(base.layers):
+        frozen_bn = keep_batchnorm_frozen and isinstance(layer, layers.BatchNormalization)
+        layer.trainable = i >= start and not frozen_bn
+        trained += int(layer.trainable)
+    return trained
+
+
+def load_model(path: str | Path, **kwargs: Any) -> keras.Model:
+    """Load a saved classifier with the project's custom layers registered."""
+    return keras.saving.load_model(Path(path), **kwargs)

@@ -1,0 +1,31 @@
+"""Project pipelines."""
+
+from __future__ import annotations
+
+from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
+
+#: The stages that ``kedro run`` (``__default__``) chains, in order. ``demo_data`` writes the
+#: synthetic dataset and ``inference`` scores new images; neither is part of a training run.
+TRAINING_STAGES = (
+    "ingestion",
+    "validation",
+    "augmentation",
+    "backbone_selection",
+    "finetune",
+    "reporting",
+)
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register the project's pipelines.
+
+    Returns:
+        A mapping from pipeline names to ``Pipeline`` objects.
+    """
+    pipelines = find_pipelines(raise_errors=True)
+    # `kedro run --pipelines=X` loads only X; the default run loads them all.
+    pipelines["__default__"] = sum(
+        (pipelines[name] for name in TRAINING_STAGES if name in pipelines), Pipeline([])
+    )
+    return pipelines

@@ -1,0 +1,81 @@
+"""Backbone selection: one namespaced pipeline per candidate, then a selection node."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import extract_features, select_backbone, train_head
+
+
+def candidate_pipeline() -> Pipeline:
+    """The per-candidate template: extract features once, then train and score the head."""
+    return Pipeline(
+        [
+            Node(
+                func=extract_features,
+                inputs=["model_input", "params:candidate", "params:backbone_selection"],
+                outputs="backbone_features",
+                name="extract_features",
+            ),
+            Node(
+                func=train_head,
+                inputs=["backbone_features", "params:candidate", "params:backbone_selection"],
+                outputs="candidate_result",
+                name="train_head",
+            ),
+        ]
+    )
+
+
+def configured_candidates() -> list[str]:
+    """Candidate names from ``backbone_selection.candidates`` in the parameters.
+
+    Read from ``conf/base`` merged with the environment named by ``KEDRO_ENV`` (default
+    ``local``), because pipelines are built before a run's ``--env`` is known.
+    """
+    from kedro.framework.project import settings  # noqa: PLC0415
+
+    conf_source = Path.cwd() / settings.CONF_SOURCE
+    if not conf_source.is_dir():
+        raise RuntimeError(f"no configuration at {conf_source}: run kedro from the project root")
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=str(conf_source),
+        env=os.environ.get("KEDRO_ENV"),
+        **settings.CONFIG_LOADER_ARGS,
+    )
+    return list(loader["parameters"]["backbone_selection"]["candidates"])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """One namespaced copy of :func:`candidate_pipeline` per candidate, then the selection."""
+    candidates = configured_candidates()
+    per_candidate = [
+        Pipeline(
+            candidate_pipeline(),
+            namespace=name,
+            inputs={"model_input"},
+            outputs={"candidate_result": f"candidate_result_{name}"},
+            parameters={
+                "params:candidate": f"params:backbone_selection.candidates.{name}",
+                "params:backbone_selection": "params:backbone_selection",
+            },
+        )
+        for name in candidates
+    ]
+    selection = Pipeline(
+        [
+            Node(
+                func=select_backbone,
+                inputs=[
+                    "params:backbone_selection",
+                    *(f"candidate_result_{name}" for name in candidates),
+                ],
+                outputs=["selected_backbone", "backbone_comparison", "selection_mlflow_metrics"],
+                name="select_backbone",
+            )
+        ]
+    )
+    return sum(per_candidate, Pipeline([])) + selection

@@ -1,0 +1,495 @@
+"""Nodes that synthesise a small, deterministic, BUSI-like breast-ultrasound dataset.
+
+The dataset mimics the folder layout and file naming of BUSI (Al-Dhabyani et al., 2020):
+``normal/normal (1).png``, ``benign/benign (1).png`` with its lesion mask
+``benign/benign (1)_mask.png``, ``malignant/...``. It exists so that every stage of the
+pipeline can run end to end on a laptop without downloading the real data.
+
+How an image is drawn (all in numpy, one seeded generator per image):
+
+1. Tissue: wavy horizontal layers (skin line, subcutaneous fat, fibroglandular tissue, pectoral
+   muscle with striations), multi-scale smooth texture, bright Cooper's ligaments and depth
+   attenuation.
+2. Structures, multiplied into the echo map:
+
+   * ``normal``: no mass; elongated anechoic ducts whose total area is drawn from the same
+     distribution as a mass's, so that "dark pixels" alone do not reveal a mass;
+   * ``benign``: an oval, wider-than-tall, well-circumscribed hypoechoic mass with a sharp edge,
+     sometimes a thin echogenic capsule and posterior acoustic enhancement;
+   * ``malignant``: an irregular hypoechoic mass with lobulated, angular, spiculated and blurred
+     margins, a heterogeneous interior, sometimes an echogenic halo, microcalcifications and
+     posterior acoustic shadowing.
+
+   Benign and malignant masses share the same size, depth and contrast distributions.
+3. Correlated multiplicative (Rayleigh) speckle, log compression with a random dynamic range,
+   gain and gamma, so that global brightness and contrast vary strongly from image to image.
+
+Each image is written as 8-bit PNG, JPEG or 16-bit TIFF (``I;16``, with a random gain and offset
+so that consumers have to window it). Masks are always binary (0/255) 8-bit PNG. Normal images get
+an all-zero mask, as in BUSI, unless ``normal_masks`` is false.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
+"""Folder names, in the order used to derive per-image seeds."""
+
+FORMAT_EXTENSIONS: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "tiff16": ".tif"}
+"""File extension written for each entry of ``format_mix``."""
+
+_FORMAT_SEED_TAG = 0x464D54  # keeps the format-allocation stream apart from image streams
+_SPECKLE_LOOKS = 3  # independent speckle fields averaged per image (spatial compounding)
+_ANGLES = np.linspace(-np.pi, np.pi, 2048, endpoint=False)  # where mass outlines are sampled
+
+
+@dataclass(frozen=True)
+class DemoDataConfig:
+    """Validated ``demo_data`` parameters (see ``conf/base/parameters_demo_data.yml``)."""
+
+    seed: int
+    images_per_class: int
+    image_size: int
+    format_mix: dict[str, float]
+    jpeg_quality: int
+    normal_masks: bool
+    lesion_radius: tuple[float, float]
+    lesion_contrast: tuple[float, float]
+    benign_edge_px: tuple[float, float]
+    malignant_edge_px: tuple[float, float]
+    spicules: tuple[int, int]
+    dynamic_range_db: tuple[float, float]
+    gain_db: tuple[float, float]
+    gamma: tuple[float, float]
+    speckle_px: float
+
+
+def _fail(name: str, requirement: str, value: Any) -> ValueError:
+    return ValueError(f"demo_data.{name} must be {requirement}, got {value!r}")
+
+
+def _int(params: Mapping[str, Any], name: str, minimum: int, maximum: int | None = None) -> int:
+    value = params.get(name)
+    valid = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    if valid and maximum is not None:
+        valid = value <= maximum
+    if not valid:
+        if maximum is not None:
+            requirement = f"an integer in [{minimum}, {maximum}]"
+        elif minimum == 1:
+            requirement = "a positive integer"
+        else:
+            requirement = f"an integer >= {minimum}"
+        raise _fail(name, requirement, value)
+    return value
+
+
+def _number(params: Mapping[str, Any], name: str, minimum: float) -> float:
+    value = params.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= minimum:
+        raise _fail(name, f"a number >= {minimum}", value)
+    return float(value)
+
+
+def _range(
+    params: Mapping[str, Any], name: str, low: float, high: float, integer: bool = False
+) -> tuple[Any, Any]:
+    value = params.get(name)
+    kind = "integers" if integer else "numbers"
+    requirement = f"a [min, max] pair of {kind} with {low} <= min <= max <= {high}"
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise _fail(name, requirement, value)
+    allowed = int if integer else int | float
+    if any(not isinstance(v, allowed) or isinstance(v, bool) for v in value):
+        raise _fail(name, requirement, value)
+    if not low <= value[0] <= value[1] <= high:
+        raise _fail(name, requirement, value)
+    if integer:
+        return int(value[0]), int(value[1])
+    return float(value[0]), float(value[1])
+
+
+def validate_params(params: Mapping[str, Any]) -> DemoDataConfig:
+    """Check the ``demo_data`` parameters and return them as a typed config.
+
+    Args:
+        params: The ``demo_data`` section of the parameters.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ValueError: If a parameter is missing, has the wrong type or is out of range; the message
+            names the parameter, e.g. ``demo_data.images_per_class must be a positive integer``.
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"demo_data must be a mapping of parameters, got {params!r}")
+    mix = params.get("format_mix")
+    mix_requirement = (
+        f"a mapping from {sorted(FORMAT_EXTENSIONS)} to non-negative fractions summing to 1"
+    )
+    if not isinstance(mix, Mapping) or not mix or not set(mix) <= set(FORMAT_EXTENSIONS):
+        raise _fail("format_mix", mix_requirement, mix)
+    if any(not isinstance(v, int | float) or isinstance(v, bool) or v < 0 for v in mix.values()):
+        raise _fail("format_mix", mix_requirement, mix)
+    if not math.isclose(sum(mix.values()), 1.0, abs_tol=1e-6):
+        raise _fail("format_mix", mix_requirement, mix)
+    normal_masks = params.get("normal_masks")
+    if not isinstance(normal_masks, bool):
+        raise _fail("normal_masks", "true or false", normal_masks)
+    return DemoDataConfig(
+        seed=_int(params, "seed", 0),
+        images_per_class=_int(params, "images_per_class", 1),
+        image_size=_int(params, "image_size", 32, 2048),
+        format_mix={fmt: float(fraction) for fmt, fraction in mix.items()},
+        jpeg_quality=_int(params, "jpeg_quality", 1, 95),
+        normal_masks=normal_masks,
+        lesion_radius=_range(params, "lesion_radius", 0.02, 0.3),
+        lesion_contrast=_range(params, "lesion_contrast", 0.0, 1.0),
+        benign_edge_px=_range(params, "benign_edge_px", 0.1, 20.0),
+        malignant_edge_px=_range(params, "malignant_edge_px", 0.1, 20.0),
+        spicules=_range(params, "spicules", 0, 64, integer=True),
+        dynamic_range_db=_range(params, "dynamic_range_db", 10.0, 100.0),
+        gain_db=_range(params, "gain_db", -40.0, 40.0),
+        gamma=_range(params, "gamma", 0.2, 5.0),
+        speckle_px=_number(params, "speckle_px", 0.0),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Small numpy helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _gaussian_transfer(shape: tuple[int, int], sigma_y: float, sigma_x: float) -> np.ndarray:
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    return np.exp(-2.0 * np.pi**2 * ((sigma_y * fy) ** 2 + (sigma_x * fx) ** 2))
+
+
+def _blur(image: np.ndarray, sigma_y: float, sigma_x: float | None = None) -> np.ndarray:
+    """Gaussian blur with reflected borders (FFT based, so the cost does not grow with sigma)."""
+    sigma_x = sigma_y if sigma_x is None else sigma_x
+    if sigma_y <= 0 and sigma_x <= 0:
+        return image
+    pad_y = min(int(math.ceil(3 * sigma_y)), image.shape[0] - 1)
+    pad_x = min(int(math.ceil(3 * sigma_x)), image.shape[1] - 1)
+    padded = np.pad(image, ((pad_y, pad_y), (pad_x, pad_x)), mode="reflect")
+    transfer = _gaussian_transfer(padded.shape, sigma_y, sigma_x)
+    blurred = np.fft.irfft2(np.fft.rfft2(padded) * transfer, s=padded.shape)
+    return blurred[pad_y : pad_y + image.shape[0], pad_x : pad_x + image.shape[1]]
+
+
+def _smooth_noise(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    sigma_y: float,
+    sigma_x: float,
+    count: int | None = None,
+) -> np.ndarray:
+    """Stationary Gaussian noise with unit standard deviation and the given correlation length.
+
+    With ``count``, returns a stack of ``count`` independent fields (one batched FFT).
+    """
+    white = rng.standard_normal(shape if count is None else (count, *shape))
+    transfer = _gaussian_transfer(shape, sigma_y, sigma_x)
+    field = np.fft.irfft2(np.fft.rfft2(white) * transfer, s=shape)
+    return field / (field.std(axis=(-2, -1), keepdims=True) + 1e-12)
+
+
+def _smooth_curve(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
+    """A 1-D smooth random curve in roughly [-1, 1] (used for wavy layer boundaries)."""
+    return np.clip(_smooth_noise(rng, (1, n), 0.0, sigma)[0] / 2.0, -1.0, 1.0)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    return float(rng.uniform(bounds[0], bounds[1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Anatomy
+# --------------------------------------------------------------------------------------------
+
+
+def _tissue(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Echogenicity of tissue without any mass: layers, texture, ligaments, attenuation."""
+    depth = (np.arange(size)[:, None] + 0.5) / size  # 0 at the probe, 1 at the bottom
+    shape = (size, size)
+    warp = 0.02 * _smooth_noise(rng, shape, size / 8, size / 4)
+    depth_w = depth + warp
+
+    skin = rng.uniform(0.02, 0.06)
+    fat_end = rng.uniform(0.12, 0.35) + 0.05 * _smooth_curve(rng, size, size / 6)[None, :]
+    gland_end = rng.uniform(0.7, 0.95) + 0.05 * _smooth_curve(rng, size, size / 6)[None, :]
+    edge = 0.012
+    into_gland = _sigmoid((depth_w - fat_end) / edge)
+    into_muscle = _sigmoid((depth_w - gland_end) / edge)
+
+    fat = rng.uniform(0.45, 0.8) * np.exp(0.25 * _smooth_noise(rng, shape, size / 20, size / 12))
+    gland = rng.uniform(0.8, 1.3) * np.exp(0.22 * _smooth_noise(rng, shape, size / 40, size / 20))
+    stripes = 1.0 + 0.35 * np.sin(2 * np.pi * rng.uniform(10, 18) * depth_w + rng.uniform(0, 6.3))
+    muscle = rng.uniform(0.5, 0.85) * stripes
+
+    echo = fat * (1 - into_gland) + gland * into_gland * (1 - into_muscle) + muscle * into_muscle
+    # Faint horizontal banding seen in most scans.
+    bands = 1.0 + rng.uniform(0.05, 0.2) * np.sin(
+        2 * np.pi * rng.uniform(3, 8) * depth_w + rng.uniform(0, 6.3)
+    )
+    echo = echo * bands
+    # Bright skin line and Cooper's ligaments (thin bright curves in the fat layer).
+    echo = echo + rng.uniform(1.0, 2.5) * np.exp(-(((depth_w - skin) / 0.008) ** 2))
+    for _ in range(int(rng.integers(1, 4))):
+        curve = rng.uniform(0.3, 0.9) * fat_end + 0.04 * _smooth_curve(rng, size, size / 5)
+        ligament = np.exp(-(((depth_w - curve) / 0.007) ** 2))
+        echo = echo + rng.uniform(0.4, 1.2) * ligament * (1 - into_gland)
+    attenuation = np.exp(-rng.uniform(0.2, 1.4) * depth)
+    return echo * attenuation
+
+
+def _radial_profile(
+    rng: np.random.Generator, malignant: bool, spicule_range: tuple[int, int]
+) -> np.ndarray:
+    """Boundary radius (relative to the mean radius), sampled at the polar angles ``_ANGLES``."""
+    phi = _ANGLES
+    radius = np.ones_like(phi)
+    if not malignant:
+        # At most a gentle macrolobulation: a well-circumscribed outline.
+        for k in (2, 3):
+            radius += rng.uniform(0.0, 0.04) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
+        return radius
+    # Lobulated and angular: many harmonics with sizeable amplitudes.
+    for k in range(2, 9):
+        radius += (
+            rng.uniform(0.03, 0.16) / math.sqrt(k - 1) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
+        )
+    # Spicules: narrow triangular spikes radiating from the margin.
+    n_spicules = int(rng.integers(spicule_range[0], spicule_range[1] + 1))
+    for angle in rng.uniform(-np.pi, np.pi, size=n_spicules):
+        delta = np.abs((phi - angle + np.pi) % (2 * np.pi) - np.pi)
+        width = rng.uniform(0.06, 0.14)
+        radius += rng.uniform(0.4, 1.0) * np.clip(1.0 - delta / width, 0.0, None)
+    return np.maximum(radius, 0.35)
+
+
+def _mass(
+    rng: np.random.Generator, size: int, malignant: bool, cfg: DemoDataConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one mass.
+
+    Returns:
+        Signed radial distance to the boundary in pixels (negative inside), the soft occupancy
+        in [0, 1] and the binary mask.
+    """
+    rows, cols = np.mgrid[0:size, 0:size].astype(float) + 0.5
+    cy = rng.uniform(0.3, 0.65) * size
+    cx = rng.uniform(0.28, 0.72) * size
+    r_eq = _uniform(rng, cfg.lesion_radius) * size
+    if malignant:
+        aspect = rng.uniform(0.65, 1.25)  # width / height; "taller than wide" happens
+        angle = rng.uniform(-np.pi / 2, np.pi / 2)
+    else:
+        aspect = rng.uniform(1.3, 2.1)  # oval, parallel to the skin
+        angle = rng.uniform(-0.35, 0.35)
+    dy, dx = rows - cy, cols - cx
+    u = dx * math.cos(angle) + dy * math.sin(angle)
+    v = -dx * math.sin(angle) + dy * math.cos(angle)
+    un, vn = u / (r_eq * math.sqrt(aspect)), v / (r_eq / math.sqrt(aspect))
+    rho = np.hypot(un, vn)
+    phi = np.arctan2(vn, un)
+    profile = _radial_profile(rng, malignant, cfg.spicules)
+    boundary = np.interp(phi, _ANGLES, profile, period=2 * np.pi)
+    distance = (rho - boundary) * r_eq
+    edge = _uniform(rng, cfg.malignant_edge_px if malignant else cfg.benign_edge_px)
+    occupancy = _sigmoid(-distance / (edge / 2.0))
+    return distance, occupancy, distance < 0
+
+
+def _ducts(rng: np.random.Generator, size: int, target_area: float) -> np.ndarray:
+    """Occupancy of elongated anechoic ducts covering roughly ``target_area`` pixels."""
+    rows, cols = np.mgrid[0:size, 0:size].astype(float) + 0.5
+    occupancy = np.zeros((size, size))
+    area = 0.0
+    for _ in range(6):
+        if area >= target_area:
+            break
+        length = rng.uniform(0.25, 0.7) * size
+        half_width = rng.uniform(0.012, 0.04) * size
+        cy, cx = rng.uniform(0.25, 0.8) * size, rng.uniform(0.2, 0.8) * size
+        angle = rng.uniform(-0.45, 0.45)
+        bend = rng.uniform(-0.15, 0.15) * length
+        dy, dx = rows - cy, cols - cx
+        u = dx * math.cos(angle) + dy * math.sin(angle)
+        v = -dx * math.sin(angle) + dy * math.cos(angle)
+        v = v - bend * (2 * u / length) ** 2
+        distance = np.hypot(np.maximum(np.abs(u) - length / 2, 0.0), v) - half_width
+        occupancy = np.maximum(occupancy, _sigmoid(-distance / 0.5))
+        area += 2 * half_width * length + math.pi * half_width**2
+    return occupancy
+
+
+def _posterior(occupancy: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Region behind (below) a structure, fading with depth, for shadowing or enhancement."""
+    passed = np.maximum.accumulate(occupancy, axis=0)
+    behind = np.clip(passed - occupancy, 0.0, 1.0)
+    rows = np.arange(size)[:, None]
+    first = np.argmax(passed > 0.5, axis=0)[None, :]
+    fade = np.exp(-np.maximum(rows - first, 0) / (rng.uniform(0.3, 1.0) * size))
+    return _blur(behind * fade, 1.0, 2.0)
+
+
+def _render(
+    rng: np.random.Generator, label: str, cfg: DemoDataConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one image.
+
+    Returns:
+        The image as floats in [0, 255] and its binary lesion mask.
+    """
+    size = cfg.image_size
+    echo = _tissue(rng, size)
+    mask = np.zeros((size, size), dtype=bool)
+    target_area = math.pi * (_uniform(rng, cfg.lesion_radius) * size) ** 2
+
+    if label == "normal":
+        ducts = _ducts(rng, size, target_area)
+        echo = echo * (1 - ducts * (1 - _uniform(rng, cfg.lesion_contrast)))
+        if rng.random() < 0.4:
+            echo = echo * (1 - rng.uniform(0.3, 0.7) * _posterior(ducts, size, rng))
+    else:
+        malignant = label == "malignant"
+        if rng.random() < 0.35:  # a few incidental ducts in lesion images too
+            ducts = _ducts(rng, size, 0.3 * target_area)
+            echo = echo * (1 - ducts * (1 - _uniform(rng, cfg.lesion_contrast)))
+        distance, occupancy, mask = _mass(rng, size, malignant, cfg)
+        contrast = _uniform(rng, cfg.lesion_contrast)
+        if malignant:
+            texture = np.exp(0.35 * _smooth_noise(rng, (size, size), 2.0, 2.0))
+            rim = np.exp(-(((distance - 3.0) / 3.0) ** 2)) * (distance > 0)
+            rim_gain = rng.uniform(0.3, 0.8) if rng.random() < 0.7 else 0.0
+            posterior = -rng.uniform(0.3, 0.7) if rng.random() < 0.7 else 0.0
+        else:
+            texture = np.exp(0.12 * _smooth_noise(rng, (size, size), 3.0, 3.0))
+            rim = np.exp(-((distance / 0.8) ** 2))
+            rim_gain = rng.uniform(0.5, 1.2) if rng.random() < 0.8 else 0.0
+            posterior = rng.uniform(0.3, 0.8) if rng.random() < 0.7 else 0.0
+        inside = contrast * texture
+        echo = echo * (1 - occupancy + occupancy * inside) * (1 + rim_gain * rim)
+        if posterior:
+            echo = echo * (1 + posterior * _posterior(occupancy, size, rng))
+        if malignant and rng.random() < 0.5:  # microcalcifications: bright specks
+            candidates = np.flatnonzero(distance.ravel() < -1.5)
+            if candidates.size:
+                specks = np.zeros(size * size)
+                specks[rng.choice(candidates, size=int(rng.integers(3, 10)))] = 1.0
+                echo = echo + 3.0 * _blur(specks.reshape(size, size), 0.6)
+    # Correlated speckle, laterally elongated as in real scans; averaging the intensity of a few
+    # independent Rayleigh fields mimics spatial compounding, which tames the grain.
+    sy, sx = cfg.speckle_px, 1.6 * cfg.speckle_px
+    fields = _smooth_noise(rng, (size, size), sy, sx, count=2 * _SPECKLE_LOOKS)
+    speckle = np.sqrt(np.mean(fields**2, axis=0))
+    # Log compression with random dynamic range, gain and gamma.
+    decibels = 20.0 * np.log10(np.maximum(echo * speckle, 1e-6))
+    dynamic_range = _uniform(rng, cfg.dynamic_range_db)
+    top = 6.0 + _uniform(rng, cfg.gain_db)
+    display = np.clip((decibels - (top - dynamic_range)) / dynamic_range, 0.0, 1.0)
+    display = display ** _uniform(rng, cfg.gamma)
+    return 255.0 * display, mask
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding and the node
+# --------------------------------------------------------------------------------------------
+
+
+def _encode(image: np.ndarray, fmt: str, rng: np.random.Generator, cfg: DemoDataConfig) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "tiff16":
+        span = rng.uniform(0.2, 0.85) * 65535.0
+        offset = rng.uniform(0.0, 65535.0 - span)
+        values = np.round(offset + image / 255.0 * span).astype("<u2")
+        Image.fromarray(values).save(buffer, format="TIFF")
+    else:
+        pixels = Image.fromarray(np.round(image).astype(np.uint8))
+        if fmt == "jpeg":
+            pixels.save(buffer, format="JPEG", quality=cfg.jpeg_quality)
+        else:
+            pixels.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _encode_mask(mask: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def allocate_formats(
+    n: int, format_mix: Mapping[str, float], rng: np.random.Generator
+) -> list[str]:
+    """Assign a file format to each of ``n`` images, matching ``format_mix`` as closely as possible.
+
+    Counts are rounded with the largest-remainder method and then shuffled, so every class gets
+    the same format counts and the format carries no information about the class.
+
+    Args:
+        n: Number of images.
+        format_mix: Fraction of images per format, summing to 1.
+        rng: Generator used for the shuffle.
+
+    Returns:
+        One format name per image.
+    """
+    names = sorted(format_mix)
+    exact = np.array([format_mix[name] * n for name in names])
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: n - counts.sum()]] += 1
+    formats = np.repeat(names, counts)
+    return [str(fmt) for fmt in rng.permutation(formats)]
+
+
+def generate_demo_dataset(params: dict[str, Any]) -> dict[str, bytes]:
+    """Generate a deterministic synthetic BUSI-like breast-ultrasound dataset.
+
+    Every image has its own generator seeded with ``(seed, class index, image number)``, so an
+    image does not depend on how many others are generated. The same parameters always give
+    byte-identical files.
+
+    Args:
+        params: The ``demo_data`` parameters: ``seed``, ``images_per_class``, ``image_size``,
+            ``format_mix``, ``jpeg_quality``, ``normal_masks`` and the appearance ranges
+            documented in ``conf/base/parameters_demo_data.yml``.
+
+    Returns:
+        A mapping from relative file path to encoded file bytes, e.g.
+        ``"benign/benign (12).png"`` and its mask ``"benign/benign (12)_mask.png"``, ready to be
+        saved by a ``PartitionedDataset``.
+
+    Raises:
+        ValueError: If a parameter is invalid (the message names it).
+    """
+    cfg = validate_params(params)
+    files: dict[str, bytes] = {}
+    for class_index, label in enumerate(CLASS_NAMES):
+        format_rng = np.random.default_rng([cfg.seed, class_index, _FORMAT_SEED_TAG])
+        formats = allocate_formats(cfg.images_per_class, cfg.format_mix, format_rng)
+        for number, fmt in enumerate(formats, start=1):
+            rng = np.random.default_rng([cfg.seed, class_index, number])
+            image, mask = _render(rng, label, cfg)
+            stem = f"{label}/{label} ({number})"
+            files[stem + FORMAT_EXTENSIONS[fmt]] = _encode(image, fmt, rng, cfg)
+            if label != "normal" or cfg.normal_masks:
+                files[stem + "_mask.png"] = _encode_mask(mask)
+    return dict(sorted(files.items()))

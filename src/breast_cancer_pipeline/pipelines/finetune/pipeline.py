@@ -1,0 +1,30 @@
+"""Finetune pipeline: train the selected backbone end to end."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import finetune_classifier
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the finetune pipeline."""
+    return Pipeline(
+        [
+            Node(
+                func=finetune_classifier,
+                inputs=[
+                    "model_input",
+                    "selected_backbone",
+                    "augmentation_spec",
+                    "params:finetune",
+                ],
+                outputs=[
+                    "classifier",
+                    "classifier_metadata",
+                    "finetune_history",
+                    "finetune_mlflow_metrics",
+                    "classifier_mlflow",
+                ],
+                name="finetune_classifier",
+            )
+        ]
+    )

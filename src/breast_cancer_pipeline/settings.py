@@ -1,0 +1,19 @@
+"""Project settings: hooks and the configuration loader."""
+
+from kedro.config import OmegaConfigLoader
+from omegaconf.resolvers import oc
+
+from breast_cancer_pipeline.hooks import NodeResourceHook
+
+HOOKS = (NodeResourceHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # An environment (e.g. `demo`) overrides single keys of a pipeline's parameters,
+    # not the whole top-level block.
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    # `${oc.env:MLFLOW_TRACKING_URI,...}` in mlflow.yml lets the environment choose the tracker.
+    "custom_resolvers": {"oc.env": oc.env},
+}

@@ -1,0 +1,286 @@
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from kedro_datasets.partitions import PartitionedDataset
+
+from breast_cancer_pipeline.pipelines.validation import create_pipeline
+from breast_cancer_pipeline.pipelines.validation.expectations import CHECKS
+from breast_cancer_pipeline.pipelines.validation.nodes import (
+    DataValidationError,
+    enforce_gate,
+    run_expectations,
+)
+
+PARAMETERS = Path(__file__).parents[3] / "conf" / "base" / "parameters_validation.yml"
+THREE_WAY = {"split": {"ratios": [0.8, 0.1, 0.1]}}
+TWO_WAY = {"split": {"ratios": [0.7, 0.3]}}
+REPORT = "data/08_reporting/data_docs/index.html"
+
+
+def make_params(**overrides):
+    params = yaml.safe_load(PARAMETERS.read_text())["validation"]
+    params.update(expected_labels=["benign", "malignant"], min_per_class=2)
+    params.update(overrides)
+    return params
+
+
+def make_manifest(origin="seeded"):
+    """40 images, 80/10/10 split, 2 balanced classes, every split's mean intensity exactly 100."""
+    rows = []
+    for split, per_class in (("train", 16), ("val", 2), ("test", 2)):
+        for label in ("benign", "malignant"):
+            for i in range(per_class):
+                path = f"{label}/{split}_{i}.png"
+                rows.append(
+                    {
+                        "path": path,
+                        "source_path": f"raw/{path}",
+                        "label": label,
+                        "split": split,
+                        "group": f"{split}-{label}-{i // 2}",
+                        "width": 64,
+                        "height": 48,
+                        "channels": 1,
+                        "sha256": f"{len(rows):064x}",
+                        "mean": 100.0 + (5.0 if i % 2 else -5.0),
+                        "std": 40.0 + i % 3,
+                        "split_origin": origin,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def row(manifest, path):
+    (index,) = manifest.index[manifest["path"] == path]
+    return index
+
+
+def entry(results, name):
+    (found,) = [e for e in results["expectations"] if e["name"] == name]
+    return found
+
+
+@pytest.fixture(scope="module")
+def clean_run():
+    manifest = make_manifest()
+    return manifest, *run_expectations(manifest, make_params(), THREE_WAY)
+
+
+def test_clean_manifest_passes_every_expectation_and_is_returned_unchanged(clean_run, caplog):
+    manifest, results, metrics, _ = clean_run
+
+    assert results["success"] is True
+    assert results["failed"] == []
+    assert {e["name"] for e in results["expectations"]} == set(CHECKS)
+    assert all(e["success"] for e in results["expectations"])
+    assert entry(results, "min_images_per_class")["observed_value"]["element_count"] == 6
+    assert metrics == {
+        "validation.evaluated": {"value": 16.0, "step": 0},
+        "validation.failed": {"value": 0.0, "step": 0},
+        "validation.failed_errors": {"value": 0.0, "step": 0},
+        "validation.failed_warnings": {"value": 0.0, "step": 0},
+    }
+    json.dumps(results, allow_nan=False)
+
+    with caplog.at_level(logging.INFO):
+        gated = enforce_gate(manifest, results, make_params())
+    assert gated is manifest
+    assert f"16 data validation expectations on 40 images, 0 failed. Report: {REPORT}" in (
+        caplog.text
+    )
+
+
+def test_data_docs_hold_index_and_validation_pages_with_working_links(clean_run, tmp_path):
+    _, _, _, docs = clean_run
+    assert "index.html" in docs
+    pages = [key for key in docs if key.startswith("validations/")]
+    tables = {"images", "class_counts", "train_class_balance", "image_hashes", "groups"}
+    tables |= {"split_proportions", "split_intensity"}
+    assert {page.split("/")[1] for page in pages} == tables
+    images_page = next(docs[page] for page in pages if page.startswith("validations/images/"))
+    assert "no_blank_images (error): per-image intensity std ≥ 2" in images_page
+
+    PartitionedDataset(path=str(tmp_path), dataset="text.TextDataset").save(docs)
+    index = tmp_path / "index.html"
+    # Suite pages are plain links; validation rows are links in the page's table data.
+    html = index.read_text()
+    links = set(re.findall(r'href="([^"#:]+\.html)"', html))
+    links |= set(re.findall(r"'_table_row_link_path': '([^']+)'", html))
+    assert set(pages) <= links
+    assert all((tmp_path / link).is_file() for link in links)
+    for page in pages:
+        home = re.findall(r'href="([^"#:]*index\.html)"', (tmp_path / page).read_text())
+        assert home
+        assert all((tmp_path / page).parent.joinpath(link).resolve() == index for link in home)
+
+
+def _duplicate_across_splits(manifest):
+    manifest.loc[row(manifest, "benign/test_0.png"), "sha256"] = manifest.loc[
+        row(manifest, "benign/train_3.png"), "sha256"
+    ]
+    return ["benign/train_3.png", "benign/test_0.png"]
+
+
+def _one_image_two_labels(manifest):
+    manifest.loc[row(manifest, "malignant/train_5.png"), "sha256"] = manifest.loc[
+        row(manifest, "benign/train_4.png"), "sha256"
+    ]
+    return ["benign/train_4.png", "malignant/train_5.png"]
+
+
+def _blank_image(manifest):
+    manifest.loc[row(manifest, "malignant/val_1.png"), "std"] = 0.0
+    return ["malignant/val_1.png"]
+
+
+def _patient_in_two_splits(manifest):
+    manifest.loc[row(manifest, "benign/test_1.png"), "group"] = "train-benign-0"
+    return ["benign/train_0.png", "benign/train_1.png", "benign/test_1.png"]
+
+
+def _missing_class_in_split(manifest):
+    val_malignant = manifest.index[manifest["path"].str.startswith("malignant/val_")]
+    manifest.loc[val_malignant, "split"] = "train"  # a class missing from val
+    return ["val/malignant"]
+
+
+@pytest.mark.parametrize(
+    ("plant", "origin", "expectation"),
+    [
+        (_duplicate_across_splits, "provider", "sha256_in_one_split"),
+        (_one_image_two_labels, "seeded", "sha256_in_one_label"),
+        (_blank_image, "seeded", "no_blank_images"),
+        (_patient_in_two_splits, "provider", "group_in_one_split"),
+        (_missing_class_in_split, "seeded", "min_images_per_class"),
+    ],
+)
+def test_planted_fault_stops_the_gate_naming_expectation_and_offender(plant, origin, expectation):
+    manifest = make_manifest(origin=origin)
+    offenders = plant(manifest)
+    results, metrics, _ = run_expectations(manifest, make_params(), THREE_WAY)
+
+    assert results["failed"] == [expectation]
+    assert metrics["validation.failed_errors"]["value"] == 1.0
+    found = entry(results, expectation)
+    assert set(offenders) <= set(found["offending_paths"] + found["offending_rows"])
+    with pytest.raises(DataValidationError) as raised:
+        enforce_gate(manifest, results, make_params())
+    message = str(raised.value)
+    assert f"{expectation} [error]" in message
+    assert all(offender in message for offender in offenders)
+    assert REPORT in message
+    if origin == "provider":
+        assert [s["name"] for s in results["skipped"]] == ["split_proportions"]
+
+
+def test_failed_warnings_are_logged_and_do_not_stop_the_gate(caplog):
+    manifest = make_manifest()
+    manifest.loc[manifest["split"] == "test", "mean"] = 200.0
+    results, metrics, _ = run_expectations(manifest, make_params(), THREE_WAY)
+
+    assert results["failed"] == ["intensity_drift"]
+    assert results["success"] is True
+    assert metrics["validation.failed_warnings"]["value"] == 1.0
+    assert metrics["validation.failed_errors"]["value"] == 0.0
+    assert entry(results, "intensity_drift")["offending_rows"] == ["test"]
+    with caplog.at_level(logging.WARNING):
+        assert enforce_gate(manifest, results, make_params()) is manifest
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "intensity_drift [warning]" in warnings[0]
+    assert "Offending rows: test." in warnings[0]
+
+
+def test_severity_override_from_params_decides_what_stops_the_gate():
+    manifest = make_manifest()
+    _blank_image(manifest)
+    manifest.loc[manifest["split"] == "test", "mean"] = 200.0
+    params = make_params()
+    params["severity"] |= {"no_blank_images": "warning", "intensity_drift": "error"}
+    results, metrics, _ = run_expectations(manifest, params, THREE_WAY)
+
+    assert entry(results, "no_blank_images")["severity"] == "warning"
+    assert metrics["validation.failed_errors"]["value"] == 1.0
+    assert metrics["validation.failed_warnings"]["value"] == 1.0
+    with pytest.raises(DataValidationError, match="intensity_drift") as raised:
+        enforce_gate(manifest, results, params)
+    assert "no_blank_images" not in str(raised.value)
+
+
+def test_two_way_ratios_compare_train_plus_val_with_test():
+    manifest = make_manifest()  # 90% train+val, 10% test
+    results, _, _ = run_expectations(manifest, make_params(), TWO_WAY)
+
+    proportions = entry(results, "split_proportions")
+    assert proportions["success"] is False
+    assert proportions["severity"] == "warning"
+    assert proportions["offending_rows"] == ["train+val", "test"]
+    assert proportions["observed_value"]["unexpected_values"] == pytest.approx([0.2, 0.2])
+
+
+def test_broken_manifest_fails_expectations_instead_of_raising():
+    manifest = make_manifest().drop(columns=["sha256"])
+    manifest.loc[0, "label"] = None
+    manifest.loc[1, "label"] = "normal"
+    results, _, docs = run_expectations(manifest, make_params(), THREE_WAY)
+
+    assert entry(results, "required_columns_present")["observed_value"]["mismatched"] == {
+        "missing": ["sha256"]
+    }
+    assert entry(results, "required_columns_not_null")["offending_paths"] == ["benign/train_0.png"]
+    assert entry(results, "labels_in_set")["offending_paths"] == ["benign/train_1.png"]
+    assert {"required_columns_present", "required_columns_not_null", "labels_in_set"} <= set(
+        results["failed"]
+    )
+    assert "index.html" in docs
+    json.dumps(results, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "parameter"),
+    [
+        (
+            {"severity": {**make_params()["severity"], "path_unique": "fatal"}},
+            "severity.path_unique",
+        ),
+        ({"severity": {**make_params()["severity"], "no_such_check": "error"}}, "no_such_check"),
+        ({"min_per_class": -1}, "validation.min_per_class"),
+        ({"expected_labels": "benign"}, "validation.expected_labels"),
+        ({"split_tolerance": 2}, "validation.split_tolerance"),
+    ],
+)
+def test_config_error_names_the_parameter(change, parameter):
+    with pytest.raises(ValueError, match=re.escape(parameter)):
+        run_expectations(make_manifest(), make_params(**change), THREE_WAY)
+
+
+def test_bad_split_ratios_name_the_ingestion_parameter():
+    with pytest.raises(ValueError, match=r"ingestion\.split\.ratios"):
+        run_expectations(make_manifest(), make_params(), {"split": {"ratios": [0.5, 0.2]}})
+
+
+def test_pipeline_wiring():
+    nodes = {node.name: node for node in create_pipeline().nodes}
+    assert set(nodes) == {"run_expectations_node", "enforce_gate_node"}
+    run, gate = nodes["run_expectations_node"], nodes["enforce_gate_node"]
+    assert run.inputs == ["manifest", "params:validation", "params:ingestion"]
+    assert run.outputs == ["validation_results", "validation_metrics", "validation_data_docs"]
+    assert gate.inputs == ["manifest", "validation_results", "params:validation"]
+    assert gate.outputs == ["validated_manifest"]
+
+
+def test_importing_the_pipeline_does_not_import_great_expectations():
+    code = (
+        "import sys, breast_cancer_pipeline.pipelines.validation.pipeline;"
+        "heavy = ('great_expectations', 'tensorflow', 'mlflow');"
+        "print(sorted(module for module in heavy if module in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

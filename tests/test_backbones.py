@@ -1,0 +1,99 @@
+"""The backbone registry: every entry builds, weights round-trip, bad names fail early."""
+
+import numpy as np
+import pytest
+
+from breast_cancer_pipeline.backbones import (
+    REGISTRY,
+    UnknownBackboneError,
+    check_input_size,
+    check_weights,
+    get_backbone,
+)
+
+
+def test_unknown_backbone_lists_valid_names():
+    with pytest.raises(UnknownBackboneError) as info:
+        get_backbone("resnet9000", "finetune.backbone")
+    message = str(info.value)
+    assert "finetune.backbone" in message
+    assert "resnet101v2" in message
+    assert "small_cnn" in message
+
+
+def test_registry_covers_the_notebooks_backbones():
+    for name in ("resnet50", "resnet101v2", "inception_v3", "xception", "nasnet_large", "vgg16"):
+        assert name in REGISTRY
+
+
+def test_check_weights_forms(tmp_path):
+    spec = get_backbone("mobilenet_v2")
+    check_weights(None, spec)
+    check_weights("imagenet", spec)
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"x")
+    check_weights(str(weights), spec)
+    with pytest.raises(ValueError, match="does not exist"):
+        check_weights(str(tmp_path / "missing.h5"), spec)
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        check_weights("imagenet", get_backbone("small_cnn"))
+    with pytest.raises(ValueError, match="must be 'imagenet'"):
+        check_weights(3, spec)
+
+
+def test_check_input_size():
+    with pytest.raises(ValueError, match="minimum of 75"):
+        check_input_size(64, get_backbone("inception_v3"), None)
+    with pytest.raises(ValueError, match="needs augmentation.image_size=331"):
+        check_input_size(224, get_backbone("nasnet_large"), "imagenet")
+    check_input_size(224, get_backbone("nasnet_large"), None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_backbone_builds_and_predicts(name):
+    from breast_cancer_pipeline.modeling import build_classifier
+
+    size = max(REGISTRY[name].min_size, 32)
+    model = build_classifier(name, 3, size, 1, None, {"dropout": 0.1})
+    proba = np.asarray(model(np.zeros((2, size, size, 1), dtype=np.uint8)))
+    assert proba.shape == (2, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_local_weights_file_round_trip(tmp_path):
+    """The `weights: <path>` route loads a file saved from the same backbone."""
+    import keras
+
+    from breast_cancer_pipeline.modeling import build_backbone, build_feature_extractor
+
+    spec = get_backbone("mobilenet_v2")
+    keras.utils.set_random_seed(1)
+    source = build_backbone(spec, 64, 3, None)
+    path = tmp_path / "mobilenet_v2_notop.weights.h5"
+    source.save_weights(path)
+
+    extractor = build_feature_extractor("mobilenet_v2", 64, 3, str(path))
+    loaded = extractor.get_layer("backbone")
+    for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    fresh = build_feature_extractor("mobilenet_v2", 64, 3, None).get_layer("backbone")
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(source.get_weights(), fresh.get_weights(), strict=True)
+    )
+
+
+def test_imagenet_download_failure_names_both_alternatives(monkeypatch):
+    import keras
+
+    from breast_cancer_pipeline import modeling
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example.invalid: None -- offline")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with pytest.raises(modeling.WeightsUnavailableError) as info:
+        modeling.build_classifier("mobilenet_v2", 2, 64, 3, "imagenet", {})
+    message = str(info.value)
+    assert "local weights file" in message
+    assert "weights: null" in message
