@@ -38,8 +38,8 @@ format: install  ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install  ## Benchmarks → benchmarks/results/latest.json
-	$(BIN)/python -m benchmarks.run
+bench: install  ## Benchmarks → benchmarks/results/latest.json (AREAS="ingestion ..." for some)
+	$(BIN)/python -m benchmarks.run $(AREAS)
 
 viz: install  ## kedro-viz on http://127.0.0.1:4141
 	$(BIN)/kedro viz run

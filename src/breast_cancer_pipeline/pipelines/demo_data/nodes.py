@@ -239,13 +239,15 @@ def _tissue(rng: np.random.Generator, size: int) -> np.ndarray:
 
     fat = rng.uniform(0.45, 0.8) * np.exp(0.25 * _smooth_noise(rng, shape, size / 20, size / 12))
     gland = rng.uniform(0.8, 1.3) * np.exp(0.22 * _smooth_noise(rng, shape, size / 40, size / 20))
-    stripes = 1.0 + 0.35 * np.sin(2 * np.pi * rng.uniform(10, 18) * depth_w + rng.uniform(0, 6.3))
+    stripes = 1.0 + 0.35 * np.sin(
+        2 * np.pi * rng.uniform(10, 18) * depth_w + rng.uniform(0, 2 * np.pi)
+    )
     muscle = rng.uniform(0.5, 0.85) * stripes
 
     echo = fat * (1 - into_gland) + gland * into_gland * (1 - into_muscle) + muscle * into_muscle
     # Faint horizontal banding seen in most scans.
     bands = 1.0 + rng.uniform(0.05, 0.2) * np.sin(
-        2 * np.pi * rng.uniform(3, 8) * depth_w + rng.uniform(0, 6.3)
+        2 * np.pi * rng.uniform(3, 8) * depth_w + rng.uniform(0, 2 * np.pi)
     )
     echo = echo * bands
     # Bright skin line and Cooper's ligaments (thin bright curves in the fat layer).

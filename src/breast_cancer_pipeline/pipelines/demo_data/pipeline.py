@@ -1,4 +1,4 @@
-"""demo_data pipeline: writes the synthetic BUSI-like demo dataset to data/01_raw/demo."""
+"""The ``demo_data`` pipeline: write a synthetic BUSI-like dataset to ``data/01_raw/demo/``."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -6,7 +6,12 @@ from .nodes import generate_demo_dataset
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Create the demo_data pipeline."""
+    """Create the ``demo_data`` pipeline.
+
+    Returns:
+        A one-node pipeline turning ``params:demo_data`` into the ``demo_raw_images``
+        partitions (relative file path -> encoded bytes).
+    """
     return Pipeline(
         [
             Node(
