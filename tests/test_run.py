@@ -15,7 +15,7 @@ TINY = {
     "demo_data": {"images_per_class": 14, "image_size": 64},
     "validation": {"min_per_class": 1},
     "augmentation": {"image_size": 32, "preview": {"rows": 2, "augmented_per_image": 2}},
-    "backbone_selection": {"epochs": 2, "repeats": 1},
+    "backbone_selection": {"epochs": 2, "repeats": 1, "head_search": {"n_trials": 2, "epochs": 2}},
     "finetune": {"phase1": {"epochs": 1}, "phase2": {"epochs": 2}},
 }
 

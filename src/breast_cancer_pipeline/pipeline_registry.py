@@ -5,6 +5,8 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
+from breast_cancer_pipeline.pipelines.inference.pipeline import with_served_model
+
 #: The stages that ``kedro run`` (``__default__``) chains, in order. ``demo_data`` writes the
 #: synthetic dataset and ``inference`` scores new images; neither is part of a training run.
 TRAINING_STAGES = (
@@ -28,4 +30,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["__default__"] = sum(
         (pipelines[name] for name in TRAINING_STAGES if name in pipelines), Pipeline([])
     )
+    # A run that ends with reporting logs and registers the served model (kedro-mlflow).
+    for name in ("reporting", "__default__"):
+        if "reporting" in pipelines:
+            pipelines[name] = with_served_model(pipelines[name])
     return pipelines

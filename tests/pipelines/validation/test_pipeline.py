@@ -21,7 +21,7 @@ from breast_cancer_pipeline.pipelines.validation.nodes import (
 PARAMETERS = Path(__file__).parents[3] / "conf" / "base" / "parameters_validation.yml"
 THREE_WAY = {"split": {"ratios": [0.8, 0.1, 0.1]}}
 TWO_WAY = {"split": {"ratios": [0.7, 0.3]}}
-REPORT = "data/08_reporting/data_docs/index.html"
+REPORT = "data/08_reporting/validation_report.html"
 
 
 def make_params(**overrides):
@@ -74,7 +74,7 @@ def clean_run():
 
 
 def test_clean_manifest_passes_every_expectation_and_is_returned_unchanged(clean_run, caplog):
-    manifest, results, metrics, _ = clean_run
+    manifest, results, metrics, _, _ = clean_run
 
     assert results["success"] is True
     assert results["failed"] == []
@@ -98,7 +98,7 @@ def test_clean_manifest_passes_every_expectation_and_is_returned_unchanged(clean
 
 
 def test_data_docs_hold_index_and_validation_pages_with_working_links(clean_run, tmp_path):
-    _, _, _, docs = clean_run
+    _, _, _, docs, _ = clean_run
     assert "index.html" in docs
     pages = [key for key in docs if key.startswith("validations/")]
     tables = {"images", "class_counts", "train_class_balance", "image_hashes", "groups"}
@@ -164,7 +164,7 @@ def _missing_class_in_split(manifest):
 def test_planted_fault_stops_the_gate_naming_expectation_and_offender(plant, origin, expectation):
     manifest = make_manifest(origin=origin)
     offenders = plant(manifest)
-    results, metrics, _ = run_expectations(manifest, make_params(), THREE_WAY)
+    results, metrics, _, _ = run_expectations(manifest, make_params(), THREE_WAY)
 
     assert results["failed"] == [expectation]
     assert metrics["validation.failed_errors"]["value"] == 1.0
@@ -183,7 +183,7 @@ def test_planted_fault_stops_the_gate_naming_expectation_and_offender(plant, ori
 def test_failed_warnings_are_logged_and_do_not_stop_the_gate(caplog):
     manifest = make_manifest()
     manifest.loc[manifest["split"] == "test", "mean"] = 200.0
-    results, metrics, _ = run_expectations(manifest, make_params(), THREE_WAY)
+    results, metrics, _, _ = run_expectations(manifest, make_params(), THREE_WAY)
 
     assert results["failed"] == ["intensity_drift"]
     assert results["success"] is True
@@ -204,7 +204,7 @@ def test_severity_override_from_params_decides_what_stops_the_gate():
     manifest.loc[manifest["split"] == "test", "mean"] = 200.0
     params = make_params()
     params["severity"] |= {"no_blank_images": "warning", "intensity_drift": "error"}
-    results, metrics, _ = run_expectations(manifest, params, THREE_WAY)
+    results, metrics, _, _ = run_expectations(manifest, params, THREE_WAY)
 
     assert entry(results, "no_blank_images")["severity"] == "warning"
     assert metrics["validation.failed_errors"]["value"] == 1.0
@@ -216,7 +216,7 @@ def test_severity_override_from_params_decides_what_stops_the_gate():
 
 def test_two_way_ratios_compare_train_plus_val_with_test():
     manifest = make_manifest()  # 90% train+val, 10% test
-    results, _, _ = run_expectations(manifest, make_params(), TWO_WAY)
+    results, _, _, _ = run_expectations(manifest, make_params(), TWO_WAY)
 
     proportions = entry(results, "split_proportions")
     assert proportions["success"] is False
@@ -229,7 +229,7 @@ def test_broken_manifest_fails_expectations_instead_of_raising():
     manifest = make_manifest().drop(columns=["sha256"])
     manifest.loc[0, "label"] = None
     manifest.loc[1, "label"] = "normal"
-    results, _, docs = run_expectations(manifest, make_params(), THREE_WAY)
+    results, _, docs, _ = run_expectations(manifest, make_params(), THREE_WAY)
 
     assert entry(results, "required_columns_present")["observed_value"]["mismatched"] == {
         "missing": ["sha256"]
@@ -268,10 +268,15 @@ def test_bad_split_ratios_name_the_ingestion_parameter():
 
 def test_pipeline_wiring():
     nodes = {node.name: node for node in create_pipeline().nodes}
-    assert set(nodes) == {"run_expectations_node", "enforce_gate_node"}
-    run, gate = nodes["run_expectations_node"], nodes["enforce_gate_node"]
+    assert set(nodes) == {"run_expectations", "enforce_gate"}
+    run, gate = nodes["run_expectations"], nodes["enforce_gate"]
     assert run.inputs == ["manifest", "params:validation", "params:ingestion"]
-    assert run.outputs == ["validation_results", "validation_metrics", "validation_data_docs"]
+    assert run.outputs == [
+        "validation_results",
+        "validation_metrics",
+        "validation_data_docs",
+        "validation_report",
+    ]
     assert gate.inputs == ["manifest", "validation_results", "params:validation"]
     assert gate.outputs == ["validated_manifest"]
 
@@ -284,3 +289,21 @@ def test_importing_the_pipeline_does_not_import_great_expectations():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_offline_report_lists_each_failure_with_its_offenders():
+    manifest = make_manifest(origin="seeded")
+    offenders = _blank_image(manifest)
+    results, _, _, report = run_expectations(manifest, make_params(), THREE_WAY)
+    assert report.startswith("<!DOCTYPE html>")
+    assert 'Data validation: <span class="fail">failed</span>' in report
+    assert '<code>no_blank_images</code></td><td>error</td><td><span class="fail">FAILED' in report
+    assert all(offender in report for offender in offenders)
+    assert "http" not in report  # self-contained: nothing to fetch
+    assert report.count("<tr>") == results["evaluated"] + 1
+
+
+def test_offline_report_of_a_clean_run(clean_run):
+    report = clean_run[4]
+    assert 'Data validation: <span class="pass">passed</span>' in report
+    assert "FAILED" not in report

@@ -1,4 +1,4 @@
-"""Backbone selection: one namespaced pipeline per candidate, then a selection node."""
+"""Backbone selection: one namespaced pipeline per candidate, then selection and head search."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import extract_features, select_backbone, train_head
+from .nodes import extract_features, plot_comparison, search_head, select_backbone, train_head
 
 
 def candidate_pipeline() -> Pipeline:
@@ -16,7 +16,12 @@ def candidate_pipeline() -> Pipeline:
         [
             Node(
                 func=extract_features,
-                inputs=["model_input", "params:candidate", "params:backbone_selection"],
+                inputs=[
+                    "model_input",
+                    "augmentation_spec",
+                    "params:candidate",
+                    "params:backbone_selection",
+                ],
                 outputs="backbone_features",
                 name="extract_features",
             ),
@@ -56,7 +61,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         Pipeline(
             candidate_pipeline(),
             namespace=name,
-            inputs={"model_input"},
+            inputs={"model_input", "augmentation_spec"},
             outputs={"candidate_result": f"candidate_result_{name}"},
             parameters={
                 "params:candidate": f"params:backbone_selection.candidates.{name}",
@@ -75,7 +80,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["selected_backbone", "backbone_comparison", "selection_mlflow_metrics"],
                 name="select_backbone",
-            )
+            ),
+            Node(
+                func=plot_comparison,
+                inputs=["backbone_comparison", "params:backbone_selection"],
+                outputs="backbone_comparison_chart",
+                name="plot_backbone_comparison",
+            ),
+            Node(
+                func=search_head,
+                inputs={
+                    "selected": "selected_backbone",
+                    "params": "params:backbone_selection",
+                    **{name: f"{name}.backbone_features" for name in candidates},
+                },
+                outputs=["best_head", "head_search_mlflow_metrics"],
+                name="search_head",
+            ),
         ]
     )
     return sum(per_candidate, Pipeline([])) + selection

@@ -14,7 +14,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "model_input",
                     "selected_backbone",
+                    "best_head",
                     "augmentation_spec",
+                    "finetune_checkpoints",
                     "params:finetune",
                 ],
                 outputs=[

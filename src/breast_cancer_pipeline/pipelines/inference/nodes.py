@@ -1,7 +1,9 @@
-"""Inference: new image files in, class probabilities and label out.
+"""Inference: image files in, class probabilities, label and thresholded call out.
 
-Images are decoded and resized by the same functions as in training
-(:mod:`breast_cancer_pipeline.imaging`); the model holds all other preprocessing.
+The same node scores a folder on disk (the batch command) and the rows of a request to the
+MLflow endpoint: images are decoded and resized by the functions ingestion and training use
+(:mod:`breast_cancer_pipeline.imaging`); the model holds all other preprocessing. A row that
+cannot be decoded gets an ``error`` and no probabilities; the other rows are scored.
 """
 
 from __future__ import annotations
@@ -14,50 +16,109 @@ import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline.imaging import ImageDecodeError, decode_image, resize_image
+from breast_cancer_pipeline.serving import image_bytes
 
 logger = logging.getLogger(__name__)
 
+#: The request column holding the image (base64 text in a request, a file loader in a batch).
+IMAGE_COLUMN = "image"
 
-def predict_images(
-    images: Mapping[str, Callable[[], bytes]],
-    classifier: Any,
-    metadata: dict[str, Any],
-    params: dict,
-) -> pd.DataFrame:
-    """Score every image file; a file that cannot be decoded gets an error row.
+
+def collect_images(images: Mapping[str, Callable[[], bytes]]) -> pd.DataFrame:
+    """List the files of the folder to score, without reading them yet.
 
     Args:
-        images: ``{relative path: load function}`` of the folder to score.
-        classifier: The trained Keras classifier.
-        metadata: The classifier's metadata (class names, image size, colour mode).
-        params: The ``inference`` parameters.
+        images: ``{relative path: load function}`` from a ``PartitionedDataset``.
 
     Returns:
-        One row per file: ``path``, ``label``, ``p_<class>`` columns and ``error``.
+        One row per file, sorted by path: ``path`` and ``image`` (the load function).
     """
-    class_names = metadata["class_names"]
-    decoded, rows = [], []
-    for path in sorted(images):
-        try:
-            pixels = decode_image(images[path](), path, color_mode=metadata["color_mode"])
-        except ImageDecodeError as exc:
-            rows.append({"path": path, "error": str(exc)})
-            continue
-        decoded.append(resize_image(pixels, metadata["image_size"]))
-        rows.append({"path": path, "error": ""})
-    proba = (
-        classifier.predict(np.stack(decoded), batch_size=params["batch_size"], verbose=0)
-        if decoded
-        else np.empty((0, len(class_names)))
-    )
-    good = iter(proba)
-    for row in rows:
-        if not row["error"]:
-            p = next(good)
-            row["label"] = class_names[int(np.argmax(p))]
-            row.update({f"p_{c}": float(v) for c, v in zip(class_names, p, strict=True)})
-    frame = pd.DataFrame(rows, columns=["path", "label", *(f"p_{c}" for c in class_names), "error"])
-    logger.info(
-        "Scored %d images (%d could not be decoded)", len(decoded), len(rows) - len(decoded)
+    paths = sorted(images)
+    return pd.DataFrame({"path": paths, IMAGE_COLUMN: [images[p] for p in paths]})
+
+
+def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -> pd.DataFrame:
+    """Score every row of ``requests``; a row whose image cannot be decoded gets an error.
+
+    Args:
+        requests: A column ``image`` (base64 text of the file, raw bytes, or a function that
+            returns the bytes) and optionally ``path`` or ``id``, copied to the output.
+        serving_model: The packaged :class:`~breast_cancer_pipeline.serving.ServingModel`.
+        params: The ``inference`` parameters (``batch_size``).
+
+    Returns:
+        One row per request row, in order: the identifier column if given, ``label`` (the most
+        probable class), one ``p_<class>`` column per class, ``threshold``,
+        ``thresholded_label`` (the positive class when its probability reaches the threshold
+        chosen on the validation split, else the most probable other class) and ``error``
+        (empty when the row was scored). Probabilities of failed rows are empty.
+
+    Raises:
+        ValueError: ``requests`` has no ``image`` column.
+    """
+    if IMAGE_COLUMN not in requests.columns:
+        raise ValueError(
+            f"the request has no {IMAGE_COLUMN!r} column (got {list(requests.columns)}): send a "
+            f"dataframe_split with columns ['{IMAGE_COLUMN}'] holding base64-encoded image files"
+        )
+    config = serving_model.config
+    names, positive = config["class_names"], config["positive_class"]
+    id_column = next((c for c in ("path", "id") if c in requests.columns), None)
+    ids = requests[id_column].astype(str).tolist() if id_column else None
+    cells = requests[IMAGE_COLUMN].tolist()
+    proba = np.full((len(cells), len(names)), np.nan, dtype=np.float64)
+    errors = [""] * len(cells)
+    batch_size = int(params["batch_size"])
+    for start in range(0, len(cells), batch_size):
+        rows, pixels = [], []
+        for i in range(start, min(start + batch_size, len(cells))):
+            name = ids[i] if ids else f"row {i}"
+            try:
+                decoded = decode_image(
+                    image_bytes(cells[i], name), name, color_mode=config["color_mode"]
+                )
+            except ImageDecodeError as exc:
+                errors[i] = str(exc)
+                continue
+            pixels.append(resize_image(decoded, config["image_size"]))
+            rows.append(i)
+        if rows:
+            proba[rows] = serving_model.predict_proba(np.stack(pixels))
+    frame = _prediction_frame(proba, errors, names, positive, config["threshold"])
+    if id_column:
+        frame.insert(0, id_column, ids)
+    # Missing values as None, not NaN: the served JSON then says null (NaN is not JSON).
+    frame = frame.astype(object).where(frame.notna(), None)
+    n_bad = sum(bool(e) for e in errors)
+    logger.info("Scored %d images (%d could not be decoded)", len(cells) - n_bad, n_bad)
+    return frame
+
+
+def _prediction_frame(
+    proba: np.ndarray, errors: list[str], names: list[str], positive: str, threshold: float
+) -> pd.DataFrame:
+    ok = np.array([not e for e in errors], dtype=bool)
+    pos = names.index(positive)
+    others = [i for i in range(len(names)) if i != pos]
+    safe = np.nan_to_num(proba)
+    best_other = np.array(others)[safe[:, others].argmax(axis=1)]
+    called = np.where(safe[:, pos] >= threshold, pos, best_other)
+    frame = pd.DataFrame(
+        {
+            "label": [
+                names[i] if good else None for i, good in zip(safe.argmax(axis=1), ok, strict=True)
+            ],
+            **{
+                f"p_{c}": [
+                    float(v) if good else None for v, good in zip(proba[:, j], ok, strict=True)
+                ]
+                for j, c in enumerate(names)
+            },
+            "threshold": float(threshold),
+            "thresholded_label": [
+                names[i] if good else None for i, good in zip(called, ok, strict=True)
+            ],
+            "error": errors,
+        }
     )
     return frame

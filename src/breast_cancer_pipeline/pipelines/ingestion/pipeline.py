@@ -2,11 +2,21 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import convert_images, index_source, split_manifest
+from .nodes import (
+    collapse_duplicates,
+    collect_conversion,
+    index_source,
+    plan_conversion,
+    split_manifest,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Create the ingestion pipeline."""
+    """Create the ingestion pipeline.
+
+    ``plan_conversion`` returns one task per image; saving it to ``intermediate_images``
+    (an ``ImageStoreDataset``) converts, in parallel, only what changed since the last run.
+    """
     return Pipeline(
         [
             Node(
@@ -16,14 +26,26 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="index_source",
             ),
             Node(
-                func=convert_images,
+                func=plan_conversion,
                 inputs=["raw_images", "source_inventory", "params:ingestion"],
-                outputs=["intermediate_images", "image_info", "rejected_files"],
+                outputs="intermediate_images",
                 name="convert_images",
             ),
             Node(
+                func=collect_conversion,
+                inputs=["intermediate_images", "source_inventory", "params:ingestion"],
+                outputs=["image_info", "rejected_files"],
+                name="collect_conversion",
+            ),
+            Node(
+                func=collapse_duplicates,
+                inputs="image_info",
+                outputs=["unique_image_info", "duplicate_images"],
+                name="collapse_duplicates",
+            ),
+            Node(
                 func=split_manifest,
-                inputs=["image_info", "params:ingestion"],
+                inputs=["unique_image_info", "params:ingestion"],
                 outputs="manifest",
                 name="split_manifest",
             ),

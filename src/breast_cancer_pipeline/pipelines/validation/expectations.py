@@ -183,8 +183,8 @@ def parse_settings(validation: Mapping[str, Any], ingestion: Mapping[str, Any]) 
     report_path = validation.get("report_path")
     if not isinstance(report_path, str) or not report_path:
         raise ValueError(
-            "validation.report_path must be the path of the Data Docs index.html, as saved by "
-            f"the catalog entry `validation_data_docs`, got {report_path!r}."
+            "validation.report_path must be the path of the validation report, as saved by "
+            f"the catalog entry `validation_report`, got {report_path!r}."
         )
 
     return GateSettings(

@@ -7,6 +7,7 @@ of severity ``error`` failed, so that no later stage trains or evaluates on leak
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ def run_expectations(
     manifest: pd.DataFrame,
     validation: dict[str, Any],
     ingestion: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, str]]:
+) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, str], str]:
     """Validates the manifest with Great Expectations; never raises because of the data.
 
     Args:
@@ -56,6 +57,8 @@ def run_expectations(
         ``MlflowMetricsHistoryDataset`` format.
         ``validation_data_docs``: the GX Data Docs site, relative file path -> file text, with
         ``index.html`` at the top.
+        ``validation_report``: a self-contained one-page HTML summary (works offline; see
+        :func:`render_validation_report`).
 
     Raises:
         ValueError: If a parameter is missing or invalid; the message names it.
@@ -102,7 +105,7 @@ def run_expectations(
         len(failed),
         n_failed["error"],
     )
-    return results, metrics, data_docs
+    return results, metrics, data_docs, render_validation_report(results)
 
 
 def enforce_gate(
@@ -290,3 +293,88 @@ def _describe(entry: dict[str, Any]) -> str:
     if entry["offending_paths"]:
         text += f" Offending paths: {', '.join(entry['offending_paths'])}."
     return text
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Data validation: {status}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 72rem; }}
+h1 {{ font-size: 1.4rem; }} .pass {{ color: #1a7f37; }} .fail {{ color: #cf222e; }}
+.warn {{ color: #9a6700; }} table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left;
+  vertical-align: top; font-size: .9rem; }}
+th {{ background: #f6f8fa; }} code {{ font-size: .85rem; }}
+</style></head><body>
+<h1>Data validation: <span class="{status_class}">{status}</span></h1>
+<p>{n_images} images, {evaluated} expectations evaluated, {n_failed} failed
+({n_errors} of severity <em>error</em>). Expectations that fail with severity <em>error</em>
+stop the pipeline before training; <em>warning</em>s are recorded only. The full
+great-expectations Data Docs are in <a href="data_docs/index.html">data_docs/index.html</a>.</p>
+<table><thead><tr><th>expectation</th><th>severity</th><th>result</th><th>rule</th>
+<th>observed</th><th>offending rows (up to 10)</th></tr></thead><tbody>
+{rows}
+</tbody></table>
+{skipped}
+</body></html>
+"""
+
+
+def render_validation_report(validation_results: dict[str, Any]) -> str:
+    """A one-page, self-contained HTML summary of the validation results.
+
+    Unlike great-expectations' Data Docs, it needs no JavaScript or network access, so it
+    opens on an offline workstation.
+
+    Args:
+        validation_results: The results of `run_expectations`.
+
+    Returns:
+        The HTML page.
+    """
+    rows = []
+    for entry in validation_results["expectations"]:
+        if entry["success"]:
+            result = '<span class="pass">passed</span>'
+        elif entry["severity"] == "error":
+            result = '<span class="fail">FAILED</span>'
+        else:
+            result = '<span class="warn">warning</span>'
+        offenders = entry.get("offending_paths") or entry.get("offending_rows") or []
+        rows.append(
+            "<tr>"
+            f"<td><code>{html.escape(entry['name'])}</code></td>"
+            f"<td>{html.escape(entry['severity'])}</td><td>{result}</td>"
+            f"<td>{html.escape(str(entry.get('description', '')))}</td>"
+            f"<td>{html.escape(_short(entry.get('observed_value')))}</td>"
+            f"<td>{'<br>'.join(html.escape(str(o)) for o in offenders[:10])}</td>"
+            "</tr>"
+        )
+    skipped = validation_results.get("skipped") or []
+    skipped_html = (
+        "<p>Skipped: "
+        + "; ".join(
+            f"<code>{html.escape(s['name'])}</code> ({html.escape(s['reason'])})" for s in skipped
+        )
+        + "</p>"
+        if skipped
+        else ""
+    )
+    failed = [e for e in validation_results["expectations"] if not e["success"]]
+    n_errors = sum(e["severity"] == "error" for e in failed)
+    status = "failed" if n_errors else ("passed with warnings" if failed else "passed")
+    return _PAGE.format(
+        status=status,
+        status_class="fail" if n_errors else ("warn" if failed else "pass"),
+        n_images=validation_results["n_images"],
+        evaluated=validation_results["evaluated"],
+        n_failed=len(failed),
+        n_errors=n_errors,
+        rows="\n".join(rows),
+        skipped=skipped_html,
+    )
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"

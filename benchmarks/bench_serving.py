@@ -1,0 +1,281 @@
+"""Serving and batch-prediction overheads against the bare model, side by side.
+
+The model is the project's classifier with an EfficientNetB0 backbone (a default candidate) at
+224 px, grayscale, random weights: speed does not depend on the weights.
+
+* ``serving.latency_ratio``: p50 latency of one 224-px PNG sent to ``mlflow models serve``
+  (the registered pyfunc: HTTP + JSON + base64 + decode + Kedro pipeline + model) over the p50
+  of the bare compiled forward pass of the same model on one pre-decoded image. Goal <= 1.3.
+* ``predict.batch_efficiency``: images/s of the batch command (the ``inference`` pipeline run
+  by a Kedro session in a warm interpreter: list files, read, decode, resize, predict, write
+  the CSV, including loading the model and tracing its forward pass, about 2.7 s here) over
+  500 PNG files, against images/s of a warmed bare ``model.predict`` on the same images
+  pre-decoded. Goal >= 0.8. Best of three side-by-side rounds each.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+LOGGING_CONFIG = PROJECT / "conf" / "logging_serving.yml"
+BACKBONE, SIZE, N_FILES, BATCH = "efficientnet_b0", 224, 500, 32
+CONFIG = {
+    "class_names": ["benign", "malignant", "normal"],
+    "image_size": SIZE,
+    "channels": 1,
+    "color_mode": "grayscale",
+    "positive_class": "malignant",
+    "threshold": 0.5,
+}
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    """Speckled ultrasound-like 224-px images (PNG sizes like real ones, unlike flat noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    out = np.empty((n, SIZE, SIZE, 1), dtype=np.uint8)
+    for i in range(n):
+        cy, cx, r = rng.uniform(60, 164), rng.uniform(60, 164), rng.uniform(15, 40)
+        base = 90 + 40 * np.sin(yy / rng.uniform(8, 20)) - 60 * (np.hypot(yy - cy, xx - cx) < r)
+        out[i, ..., 0] = np.clip(base + rng.normal(0, 25, (SIZE, SIZE)), 0, 255)
+    return out
+
+
+def _p50_ms(fn: Any, n: int) -> float:
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _register(workdir: Path) -> None:
+    """Log and register the served model the way kedro-mlflow's hook does after training."""
+    import mlflow
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import Node, Pipeline
+    from kedro_mlflow.mlflow import KedroPipelineModel
+
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+    from breast_cancer_pipeline.pipelines.inference.pipeline import with_served_model
+
+    pipeline_ml = with_served_model(Pipeline([Node(lambda: None, None, "serving_model")]))
+    catalog = DataCatalog(
+        {
+            "serving_model": ServingModelDataset(str(workdir / "serving_model")),
+            "params:inference": MemoryDataset({"batch_size": BATCH}),
+        }
+    )
+    model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            python_model=model,
+            artifacts=model.extract_pipeline_artifacts(workdir),
+            **pipeline_ml.log_model_kwargs,
+        )
+
+
+def _serving(workdir: Path, serving_model: Any, image_png: bytes) -> dict[str, float]:
+    _register(workdir)
+    port = _free_port()
+    env = {**os.environ, "KEDRO_LOGGING_CONFIG": str(LOGGING_CONFIG)}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "models", "serve"]
+        + ["-m", "models:/breast-cancer-classifier/latest", "--env-manager", "local"]
+        + ["-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("mlflow models serve did not start") from None
+                time.sleep(1)
+        body = json.dumps(
+            {
+                "dataframe_split": {
+                    "columns": ["image"],
+                    "data": [[base64.b64encode(image_png).decode()]],
+                }
+            }
+        ).encode()
+
+        # A kept-alive connection, as a real client (or load balancer) holds; reopened before
+        # each block, since the server closes it after 5 s idle.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": "application/json"}
+
+        def served() -> None:
+            connection.request("POST", "/invocations", body=body, headers=headers)
+            response = connection.getresponse()
+            assert json.loads(response.read())["predictions"][0]["error"] == ""
+
+        def reconnect() -> None:
+            connection.close()
+            served()  # untimed: opens the connection
+
+        # The same request through the pyfunc in this process: the split between the HTTP
+        # server and the model's own pipeline (decode, Kedro run, frame).
+        import mlflow
+        import pandas as pd
+
+        pyfunc = mlflow.pyfunc.load_model("models:/breast-cancer-classifier/latest")
+        frame = pd.DataFrame({"image": [base64.b64encode(image_png).decode()]})
+        in_process = lambda: pyfunc.predict(frame)  # noqa: E731
+
+        from breast_cancer_pipeline.imaging import decode_image
+
+        one = decode_image(image_png, color_mode="grayscale")[None]
+        bare = lambda: serving_model.predict_proba(one)  # noqa: E731
+        for _ in range(10):
+            served()
+            bare()
+            in_process()
+        served_ms, bare_ms, pyfunc_ms = [], [], []
+        for _ in range(6):  # interleaved blocks: load changes on a shared machine hit all
+            reconnect()
+            served_ms.append(_p50_ms(served, 20))
+            bare_ms.append(_p50_ms(bare, 20))
+            pyfunc_ms.append(_p50_ms(in_process, 20))
+        connection.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    served_p50, bare_p50 = float(np.median(served_ms)), float(np.median(bare_ms))
+    return {
+        "serving.latency_ratio": round(served_p50 / bare_p50, 3),
+        "serving.p50_ms": round(served_p50, 2),
+        "serving.bare_forward_p50_ms": round(bare_p50, 2),
+        "serving.pyfunc_in_process_p50_ms": round(float(np.median(pyfunc_ms)), 2),
+        "serving.image_size": SIZE,
+    }
+
+
+def _batch(workdir: Path, serving_model: Any, images: np.ndarray) -> dict[str, float]:
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from breast_cancer_pipeline.imaging import encode_png
+
+    folder = workdir / "to_score"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        (folder / f"{i:04d}.png").write_bytes(encode_png(image))
+    # A throw-away copy of the project whose catalog points at the benchmark's model and output.
+    project = workdir / "project"
+    shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    (project / "src").mkdir()
+    shutil.copy(PROJECT / "pyproject.toml", project / "pyproject.toml")
+    (project / "conf" / "local" / "catalog.yml").write_text(
+        f"serving_model:\n"
+        f"  type: breast_cancer_pipeline.datasets.serving_model.ServingModelDataset\n"
+        f"  filepath: {workdir / 'serving_model'}\n"
+        f"predictions:\n  type: pandas.CSVDataset\n  filepath: {workdir / 'predictions.csv'}\n"
+    )
+    bootstrap_project(project)
+
+    def batch_command() -> float:
+        started = time.perf_counter()
+        with KedroSession.create(
+            project_path=project, runtime_params={"inference": {"source_dir": str(folder)}}
+        ) as session:
+            session.run(pipeline_names=["inference"])
+        return time.perf_counter() - started
+
+    model = serving_model.model
+    model.predict(images, batch_size=BATCH, verbose=0)  # warm: traces the full and last batch
+    batch_command()  # warm: imports
+    batch_s, bare_s = [], []
+    for _ in range(3):  # side by side, three times; the best of each
+        batch_s.append(batch_command())
+        started = time.perf_counter()
+        model.predict(images, batch_size=BATCH, verbose=0)
+        bare_s.append(time.perf_counter() - started)
+    import pandas as pd
+
+    scored = pd.read_csv(workdir / "predictions.csv")
+    assert len(scored) == N_FILES and scored["error"].isna().all()
+    batch_rate, bare_rate = N_FILES / min(batch_s), N_FILES / min(bare_s)
+    return {
+        "predict.batch_efficiency": round(batch_rate / bare_rate, 3),
+        "predict.batch_images_per_s": round(batch_rate, 1),
+        "predict.bare_predict_images_per_s": round(bare_rate, 1),
+        "predict.n_files": N_FILES,
+    }
+
+
+def run(workdir: Path) -> dict[str, Any]:
+    """Measure both figures (about 3 minutes on 2 cores)."""
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "KEDRO_LOGGING_CONFIG")}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+    os.environ["KEDRO_LOGGING_CONFIG"] = str(LOGGING_CONFIG)
+    try:
+        return _run(workdir)
+    finally:
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run(workdir: Path) -> dict[str, Any]:
+    import logging.config
+
+    import kedro.framework.project  # noqa: F401  (configures logging on import)
+    import yaml
+
+    # As the server runs: Kedro's per-request INFO lines would dominate the in-process figure.
+    logging.config.dictConfig(yaml.safe_load(LOGGING_CONFIG.read_text()))
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+    from breast_cancer_pipeline.imaging import encode_png
+    from breast_cancer_pipeline.modeling import build_classifier, set_seed
+    from breast_cancer_pipeline.serving import ServingModel
+
+    set_seed(0)
+    model = build_classifier(BACKBONE, 3, SIZE, 1, None, {"dropout": 0.2})
+    serving_model = ServingModel(model, CONFIG)
+    ServingModelDataset(str(workdir / "serving_model")).save(serving_model)
+    images = _images(N_FILES)
+    figures = _serving(workdir, serving_model, encode_png(images[0]))
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    figures.update(_batch(workdir, serving_model, images))
+    return figures

@@ -1,0 +1,111 @@
+"""Datasets for the packaged model: the served bundle and the TF Serving export."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from breast_cancer_pipeline.datasets._atomic import atomic_path
+
+_MODEL_FILE = "model.keras"
+_CONFIG_FILE = "serving.json"
+
+
+class ServingModelDataset(AbstractDataset[Any, Any]):
+    """A :class:`~breast_cancer_pipeline.serving.ServingModel` as a folder, written atomically.
+
+    The folder holds ``model.keras`` and ``serving.json`` (class names, image size, colour
+    mode, positive class, threshold). It is the artefact kedro-mlflow bundles into the
+    registered pyfunc model, so it must be a local path.
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        """Create the dataset.
+
+        Args:
+            filepath: The folder.
+            metadata: Free-form metadata, ignored by the dataset.
+        """
+        self._filepath = Path(PurePosixPath(filepath))
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        """Load the model and its configuration.
+
+        Raises:
+            DatasetError: The folder or one of its files is missing.
+        """
+        model_file, config_file = self._filepath / _MODEL_FILE, self._filepath / _CONFIG_FILE
+        if not (model_file.is_file() and config_file.is_file()):
+            raise DatasetError(
+                f"no packaged model at '{self._filepath}' (needs {_MODEL_FILE} and "
+                f"{_CONFIG_FILE}): run the reporting pipeline first"
+            )
+        from breast_cancer_pipeline.modeling import load_model
+        from breast_cancer_pipeline.serving import ServingModel
+
+        config = json.loads(config_file.read_text())
+        return ServingModel(load_model(model_file), config)
+
+    def save(self, data: Any) -> None:
+        """Write the model and configuration to a new folder, then swap it into place."""
+        with atomic_path(self._filepath) as tmp:
+            tmp.mkdir()
+            data.model.save(tmp / _MODEL_FILE)
+            (tmp / _CONFIG_FILE).write_text(json.dumps(data.config, indent=2) + "\n")
+
+    def _exists(self) -> bool:
+        return (self._filepath / _CONFIG_FILE).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class TFServingExportDataset(AbstractDataset[Any, list[str]]):
+    """Exports a Keras model as a TF Serving SavedModel under ``<path>/<version>/``.
+
+    Each save writes the next integer version (TF Serving loads the highest); older versions
+    stay. Loading lists the versions present.
+    """
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        """Create the dataset.
+
+        Args:
+            path: The model base path TF Serving is pointed at (``--model_base_path``).
+            metadata: Free-form metadata, ignored by the dataset.
+        """
+        self._path = Path(PurePosixPath(path))
+        self.metadata = metadata
+
+    def _versions(self) -> list[int]:
+        if not self._path.is_dir():
+            return []
+        return sorted(int(p.name) for p in self._path.iterdir() if re.fullmatch(r"\d+", p.name))
+
+    def load(self) -> list[str]:
+        """The exported version folders, oldest first."""
+        return [str(self._path / str(v)) for v in self._versions()]
+
+    def save(self, data: Any) -> None:
+        """Export ``data`` (a Keras model) as the next version.
+
+        Raises:
+            DatasetError: The export failed.
+        """
+        version = (self._versions() or [0])[-1] + 1
+        try:
+            with atomic_path(self._path / str(version)) as tmp:
+                data.export(str(tmp), format="tf_saved_model", verbose=False)
+        except Exception as exc:
+            raise DatasetError(f"TF Serving export to '{self._path}' failed: {exc}") from exc
+
+    def _exists(self) -> bool:
+        return bool(self._versions())
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

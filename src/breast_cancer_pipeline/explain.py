@@ -1,0 +1,96 @@
+"""Grad-CAM heat maps for the classifiers of :mod:`breast_cancer_pipeline.modeling`.
+
+The backbone is a nested model named ``backbone`` (a Keras application or the small CNN). The
+heat map is taken at the backbone's output (its last feature map) or, with ``layer``, at any
+layer inside the backbone (finer, e.g. ``block3_relu`` of the small CNN). The classifier is
+replayed layer by layer in inference mode (augmentation and dropout off) inside a gradient
+tape, so no second model has to be saved or kept in sync.
+
+Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+Localization", ICCV 2017.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def grad_cam(
+    model: Any,
+    images: np.ndarray,
+    class_indices: np.ndarray | list[int] | int,
+    layer: str | None = None,
+) -> np.ndarray:
+    """Grad-CAM of ``class_indices`` for each image, upsampled to the input size.
+
+    Args:
+        model: A classifier whose backbone is a nested model named ``backbone`` and whose
+            layers form a chain (as :func:`~breast_cancer_pipeline.modeling.build_classifier`
+            builds them).
+        images: ``uint8`` batch ``(N, H, W, C)`` as the model takes it.
+        class_indices: The class explained for each image (one int for all).
+        layer: Name of a layer inside the backbone; ``None`` for the backbone's output.
+
+    Returns:
+        ``float32`` array ``(N, H, W)`` in [0, 1] (each map divided by its maximum; all zero
+        when no region raises the class score).
+
+    Raises:
+        ValueError: The model has no ``backbone`` layer, its layers do not form a chain, or
+            ``layer`` is not a layer of the backbone.
+    """
+    import keras
+    import tensorflow as tf
+
+    try:
+        backbone = model.get_layer("backbone")
+    except ValueError:
+        raise ValueError(
+            f"Grad-CAM needs a nested model named 'backbone' (modeling.build_classifier); "
+            f"{model.name!r} has layers {[lyr.name for lyr in model.layers]}"
+        ) from None
+    if layer is None:
+        inner = backbone
+    else:
+        try:
+            target = backbone.get_layer(layer)
+        except ValueError:
+            raise ValueError(
+                f"reporting.gradcam.layer={layer!r} is not a layer of the backbone "
+                f"{backbone.name!r}; choose one of {[lyr.name for lyr in backbone.layers][-8:]} "
+                "(the last ones) or null"
+            ) from None
+        inner = keras.Model(backbone.inputs, [target.output, backbone.output])
+    chain = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    for previous, current in zip(chain, chain[1:], strict=False):
+        parents = {
+            t._keras_history.operation.name
+            for node in current._inbound_nodes
+            for t in node.input_tensors
+        }
+        if previous.name not in parents:
+            raise ValueError(f"Grad-CAM expects a chain of layers; {current.name!r} breaks it")
+    n = len(images)
+    indices = np.broadcast_to(np.asarray(class_indices, dtype=np.int32), (n,))
+    x = tf.convert_to_tensor(np.asarray(images))
+    with tf.GradientTape() as tape:
+        h = x
+        feature_map = None
+        for lyr in chain:
+            if lyr is backbone:
+                if layer is None:
+                    h = backbone(h, training=False)
+                    feature_map = h
+                else:
+                    feature_map, h = inner(h, training=False)
+            else:
+                h = lyr(h, training=False)
+        scores = tf.gather(h, indices, axis=1, batch_dims=1)
+    grads = tape.gradient(scores, feature_map)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1, keepdims=True))
+    cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy()
+    peak = cam.reshape(n, -1).max(axis=1).reshape(n, 1, 1)
+    return np.where(peak > 0, cam / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)

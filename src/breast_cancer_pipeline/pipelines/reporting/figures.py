@@ -1,0 +1,254 @@
+"""Reporting figures, each returned as PNG bytes (saved as files, logged to MLflow, embedded).
+
+matplotlib is imported inside the functions (Agg backend), like TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _num(value: Any) -> float:
+    """A metric from metrics.json as a float (``None``, written for NaN, back to NaN)."""
+    return float("nan") if value is None else float(value)
+
+
+def figure_png(fig: Any, dpi: int) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def confident_errors(predictions: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` misclassified test images the model was most sure about.
+
+    Returns:
+        Rows of ``predictions`` where ``label != predicted``, sorted by the probability of the
+        predicted class (descending), with that probability as ``confidence``.
+    """
+    wrong = predictions[predictions["label"] != predictions["predicted"]].copy()
+    wrong["confidence"] = [float(row[f"p_{row['predicted']}"]) for _, row in wrong.iterrows()]
+    return wrong.sort_values("confidence", ascending=False, kind="stable").head(n)
+
+
+def plot_confusion_matrix(
+    predictions: pd.DataFrame, metadata: dict[str, Any], params: dict
+) -> bytes:
+    """The test confusion matrix (argmax label): counts and row percentages."""
+    from sklearn.metrics import confusion_matrix
+
+    plt = _pyplot()
+    names = metadata["class_names"]
+    matrix = confusion_matrix(predictions["label"], predictions["predicted"], labels=names)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 1.2 * len(names) + 1.5))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{shares[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if shares[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted (most probable class)")
+    ax.set_ylabel("true")
+    ax.set_title(f"Test confusion matrix (n={len(predictions)})")
+    return figure_png(fig, params["figure_dpi"])
+
+
+def plot_roc_pr(
+    roc: pd.DataFrame, pr: pd.DataFrame, metrics: dict[str, Any], params: dict
+) -> bytes:
+    """ROC and precision-recall curves of the positive class vs the rest, with the threshold."""
+    plt = _pyplot()
+    positive = metrics["positive_class"]
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.6))
+    low, high = _num(metrics["auroc_positive_ci_low"]), _num(metrics["auroc_positive_ci_high"])
+    ax_roc.plot(
+        roc["fpr"],
+        roc["tpr"],
+        lw=2,
+        label=f"AUROC {_num(metrics['auroc_positive']):.3f} [{low:.3f}, {high:.3f}]",
+    )
+    ax_roc.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax_roc.scatter(
+        [1 - _num(metrics["specificity"])],
+        [_num(metrics["sensitivity"])],
+        c="crimson",
+        zorder=3,
+        label=f"threshold {_num(metrics['threshold']):.3f} ({metrics['threshold_rule']}, val)",
+    )
+    ax_roc.set(
+        xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC: {positive} vs rest (test)"
+    )
+    ax_roc.legend(loc="lower right", fontsize=8)
+    ax_pr.plot(
+        pr["recall"],
+        pr["precision"],
+        lw=2,
+        label=f"AP {_num(metrics['average_precision_positive']):.3f}",
+    )
+    ax_pr.scatter(
+        [_num(metrics["sensitivity"])],
+        [_num(metrics["ppv"])],
+        c="crimson",
+        zorder=3,
+        label="operating point",
+    )
+    prevalence = (metrics["tp"] + metrics["fn"]) / max(metrics["n_test"], 1)
+    ax_pr.axhline(prevalence, ls="--", c="grey", lw=1, label=f"prevalence {prevalence:.2f}")
+    ax_pr.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision (PPV)",
+        title="Precision-recall (test)",
+        ylim=(0, 1.02),
+    )
+    ax_pr.legend(loc="lower left", fontsize=8)
+    for ax in (ax_roc, ax_pr):
+        ax.set_xlim(0, 1)
+        ax.grid(alpha=0.3)
+    return figure_png(fig, params["figure_dpi"])
+
+
+def plot_reliability(calibration: pd.DataFrame, metrics: dict[str, Any], params: dict) -> bytes:
+    """Reliability diagram of the positive class's probability, with the ECE."""
+    plt = _pyplot()
+    positive = metrics["positive_class"]
+    fig, (ax, ax_count) = plt.subplots(
+        2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    ax.plot(
+        calibration["mean_predicted"],
+        calibration["observed_fraction"],
+        marker="o",
+        lw=2,
+        label="model",
+    )
+    ax.set(
+        ylabel=f"observed fraction {positive}",
+        ylim=(0, 1),
+        title=f"Reliability of p({positive}), ECE {_num(metrics['ece_positive']):.3f}",
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    width = (calibration["bin_high"] - calibration["bin_low"]).to_numpy()
+    ax_count.bar(
+        calibration["bin_low"], calibration["count"], width=width, align="edge", color="steelblue"
+    )
+    ax_count.set(xlabel=f"predicted p({positive})", ylabel="images", xlim=(0, 1))
+    return figure_png(fig, params["figure_dpi"])
+
+
+def plot_learning_curves(learning_curves: pd.DataFrame, params: dict) -> bytes:
+    """Loss and AUROC per epoch of both finetune phases (training and validation)."""
+    plt = _pyplot()
+    panels = [("loss", "loss"), ("auc", "AUROC")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(10, 4))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for column, style in ((key, "-"), (f"val_{key}", "--")):
+            if column in learning_curves:
+                ax.plot(learning_curves["epoch"], learning_curves[column], style, label=column)
+        for boundary in learning_curves.groupby("phase", sort=False)["epoch"].min().iloc[1:]:
+            ax.axvline(boundary - 0.5, c="grey", lw=1, ls=":")
+        ax.set(xlabel="epoch (dotted line: start of the next phase)", title=title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return figure_png(fig, params["figure_dpi"])
+
+
+def _image_lookup(model_input: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    paths = [str(p) for p in np.asarray(model_input["paths_test"])]
+    images = np.asarray(model_input["x_test"])
+    return {p: images[i] for i, p in enumerate(paths)}
+
+
+def _show(ax: Any, image: np.ndarray) -> None:
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+    ax.axis("off")
+
+
+def plot_confident_errors(
+    predictions: pd.DataFrame, model_input: dict[str, np.ndarray], params: dict
+) -> bytes:
+    """A gallery of the most confident test errors (true and predicted label, confidence)."""
+    plt = _pyplot()
+    errors = confident_errors(predictions, params["gallery"]["n_errors"])
+    lookup = _image_lookup(model_input)
+    cols = 4
+    rows = max(1, -(-len(errors) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (_, row) in zip(axes.flat, errors.iterrows(), strict=False):
+        _show(ax, lookup[str(row["path"])])
+        ax.set_title(
+            f"true {row['label']}\npred {row['predicted']} ({row['confidence']:.0%})", fontsize=9
+        )
+    if errors.empty:
+        axes[0, 0].text(0.5, 0.5, "no misclassified test image", ha="center", va="center")
+    fig.suptitle("Most confident errors (test)")
+    return figure_png(fig, params["figure_dpi"])
+
+
+def plot_gradcam(
+    classifier: Any,
+    predictions: pd.DataFrame,
+    model_input: dict[str, np.ndarray],
+    metadata: dict[str, Any],
+    params: dict,
+) -> bytes:
+    """Grad-CAM overlays for the most confidently correct test images of each class.
+
+    Each row is a class; each image shows where the backbone's features raise that class's
+    score (:func:`breast_cancer_pipeline.explain.grad_cam`).
+    """
+    from breast_cancer_pipeline.explain import grad_cam
+
+    plt = _pyplot()
+    settings = params["gradcam"]
+    names = metadata["class_names"]
+    lookup = _image_lookup(model_input)
+    per_class = settings["per_class"]
+    fig, axes = plt.subplots(
+        len(names), per_class, figsize=(2.6 * per_class, 2.7 * len(names)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, name in enumerate(names):
+        rows = (
+            predictions[predictions["label"] == name]
+            .sort_values(f"p_{name}", ascending=False)
+            .head(per_class)
+        )
+        if rows.empty:
+            continue
+        images = np.stack([lookup[str(p)] for p in rows["path"]])
+        heat = grad_cam(classifier, images, k, layer=settings.get("layer"))
+        for ax, image, cam, p in zip(axes[k], images, heat, rows[f"p_{name}"], strict=False):
+            _show(ax, image)
+            ax.imshow(cam, cmap="jet", alpha=settings["alpha"], vmin=0, vmax=1)
+            ax.set_title(f"{name} (p={p:.2f})", fontsize=9)
+    fig.suptitle("Grad-CAM: regions that raise the true class's score (test)")
+    return figure_png(fig, params["figure_dpi"])

@@ -1,0 +1,100 @@
+"""A finetune killed with SIGKILL resumes from its last checkpoint; no half-written model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+_RUN = textwrap.dedent(
+    """
+    import logging, sys, time
+    import keras
+    import numpy as np
+    from breast_cancer_pipeline.datasets import KerasModelDataset
+    from breast_cancer_pipeline.datasets.training_checkpoints import CheckpointDirectory
+    from breast_cancer_pipeline.pipelines.finetune import nodes
+
+    logging.basicConfig(level=logging.INFO)
+    out, slow = sys.argv[1], sys.argv[2] == "slow"
+    if slow:  # one second per epoch, so that the parent can kill us mid-phase
+        class Slow(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                time.sleep(1.0)
+        make = nodes._callbacks
+        nodes._callbacks = lambda *a: [*make(*a), Slow()]
+    rng = np.random.default_rng(0)
+    y = np.arange(24) % 2
+    x = rng.integers(0, 60, (24, 16, 16, 1)).astype(np.uint8)
+    x[y == 1, 4:12, 4:12] = 220
+    data = {"x_train": x, "y_train": y, "x_val": x[:8], "y_val": y[:8],
+            "class_names": np.array(["benign", "malignant"])}
+    params = {
+        "seed": 1, "deterministic": True, "strategy": "none", "resume": True,
+        "batch_size": 8, "class_weight": "auto", "oversample": False, "head": {},
+        "early_stopping_patience": 50,
+        "reduce_lr": {"factor": 0.5, "patience": 50, "min_lr": 1e-6},
+        "phase1": {"epochs": 1, "learning_rate": 0.01},
+        "phase2": {"epochs": 8, "learning_rate": 0.001, "unfreeze": {"fraction": 1.0}},
+    }
+    model, metadata, history, *_ = nodes.finetune_classifier(
+        data, {"backbone": "small_cnn", "weights": None}, {"dropout": 0.0},
+        {"flip": "horizontal"}, CheckpointDirectory(out + "/ckpt"), params)
+    KerasModelDataset(out + "/classifier.keras").save(model)
+    print("EPOCHS", [len(h["epoch"]) for h in history.values()])
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_RUN)
+    state_file = tmp_path / "ckpt" / "state.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    first = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), "slow"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        state = {}
+        while time.monotonic() < deadline and first.poll() is None:
+            if state_file.is_file():
+                state = json.loads(state_file.read_text())
+                if state.get("phase") == "phase2" and state.get("epochs_done", 0) >= 2:
+                    break
+            time.sleep(0.2)
+        assert first.poll() is None, "the run ended before it could be killed"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        first.kill()
+    assert first.returncode == -signal.SIGKILL
+    assert not (tmp_path / "classifier.keras").exists()  # no model, not even half of one
+    killed_at = json.loads(state_file.read_text())["epochs_done"]
+    assert 2 <= killed_at < 8
+
+    second = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "fast"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"Resuming phase2 at epoch {killed_at + 1}" in second.stderr
+    assert "phase1 epoch" not in second.stderr  # phase 1 is not trained again
+    assert "EPOCHS [1, 8]" in second.stdout  # the killed run's epochs are in the history
+    assert not (tmp_path / "ckpt").exists()
+    from breast_cancer_pipeline.datasets import KerasModelDataset
+
+    model = KerasModelDataset(str(tmp_path / "classifier.keras")).load()
+    assert model.output_shape == (None, 2)
