@@ -100,7 +100,13 @@ def _register(workdir: Path) -> None:
 def _serving(workdir: Path, serving_model: Any, image_png: bytes) -> dict[str, float]:
     _register(workdir)
     port = _free_port()
-    env = {**os.environ, "KEDRO_LOGGING_CONFIG": str(LOGGING_CONFIG)}
+    # `mlflow models serve` starts its web server by name: the venv's bin must be on PATH.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "KEDRO_LOGGING_CONFIG": str(LOGGING_CONFIG),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "models", "serve"]
         + ["-m", "models:/breast-cancer-classifier/latest", "--env-manager", "local"]

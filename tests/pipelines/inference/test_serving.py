@@ -129,9 +129,12 @@ def _log_and_register(tmp_path: Path) -> None:
 def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(tmp_path):
     _log_and_register(tmp_path)
     port = _free_port()
+    # `mlflow models serve` starts its web server by name: the venv's bin must be on PATH.
+    bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         "KEDRO_LOGGING_CONFIG": str(PROJECT / "conf" / "logging_serving.yml"),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
     server = subprocess.Popen(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,8 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
     proba = np.full((len(cells), len(names)), np.nan, dtype=np.float64)
     errors = [""] * len(cells)
     batch_size = int(params["batch_size"])
-    for start in range(0, len(cells), batch_size):
+
+    def decode_batch(start: int) -> tuple[list[int], list[np.ndarray]]:
         rows, pixels = [], []
         for i in range(start, min(start + batch_size, len(cells))):
             name = ids[i] if ids else f"row {i}"
@@ -82,8 +84,19 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
                 continue
             pixels.append(resize_image(decoded, config["image_size"]))
             rows.append(i)
-        if rows:
-            proba[rows] = serving_model.predict_proba(np.stack(pixels))
+        return rows, pixels
+
+    # The next batch is read and decoded in a thread while the model scores this one (file
+    # reads, Pillow's decoders and TensorFlow all release the GIL), so neither waits.
+    starts = list(range(0, len(cells), batch_size))
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(decode_batch, starts[0]) if starts else None
+        for k in range(len(starts)):
+            rows, pixels = pending.result()
+            if k + 1 < len(starts):
+                pending = reader.submit(decode_batch, starts[k + 1])
+            if rows:
+                proba[rows] = serving_model.predict_proba(np.stack(pixels))
     frame = _prediction_frame(proba, errors, names, positive, config["threshold"])
     if id_column:
         frame.insert(0, id_column, ids)

@@ -37,13 +37,13 @@ from breast_cancer_pipeline.imaging import (
     is_image_name,
     pixel_sha256,
 )
+from breast_cancer_pipeline.manifest import MANIFEST_COLUMNS, SPLITS
 
 if TYPE_CHECKING:  # the datasets package imports kedro-mlflow: not needed to list pipelines
     from breast_cancer_pipeline.datasets.image_store import StoredFiles, StorePlan
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 #: Folder names (and CSV split values) that mark a provider's split, mapped to ours.
 SPLIT_FOLDERS = {
     "train": "train",
@@ -56,21 +56,6 @@ SPLIT_FOLDERS = {
 }
 LAYOUTS = ("auto", "class_folders", "presplit", "csv")
 INVENTORY_COLUMNS = ["source_path", "label", "group", "split", "problem"]
-MANIFEST_COLUMNS = [
-    "path",
-    "source_path",
-    "label",
-    "split",
-    "group",
-    "width",
-    "height",
-    "channels",
-    "sha256",
-    "mean",
-    "std",
-    "split_origin",
-    "duplicates",
-]
 DUPLICATE_COLUMNS = ["sha256", "kind", "label", "source_path", "kept_source_path"]
 #: Bump when the conversion's output changes for the same source and settings (new statistics,
 #: another PNG encoding): every image is then converted again on the next run.
@@ -360,7 +345,7 @@ def split_manifest(image_info: pd.DataFrame, params: dict) -> pd.DataFrame:
     manifest = manifest.sort_values("path").reset_index(drop=True)
     counts = manifest.groupby(["split", "label"]).size().unstack(fill_value=0)
     logger.info("Split (images per class):\n%s", counts.to_string())
-    return manifest[MANIFEST_COLUMNS]
+    return manifest[list(MANIFEST_COLUMNS)]
 
 
 # ------------------------------------------------------------------------------ conversion

@@ -18,24 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from breast_cancer_pipeline.manifest import REQUIRED_COLUMNS, SPLITS
+
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
-SPLITS = ("train", "val", "test")
-REQUIRED_COLUMNS = (
-    "path",
-    "source_path",
-    "label",
-    "split",
-    "group",
-    "width",
-    "height",
-    "channels",
-    "sha256",
-    "mean",
-    "std",
-    "split_origin",
-)
 NUMERIC_COLUMNS = ("width", "height", "channels", "mean", "std")
 SEVERITIES = ("error", "warning")
 
