@@ -10,7 +10,6 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    UV_PROJECT_ENVIRONMENT=/opt/venv \
     UV_LINK_MODE=copy \
     PATH=/opt/venv/bin:$PATH \
     # Kedro's per-request progress lines at INFO cost more than a small model's forward pass.
@@ -19,12 +18,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN pip install --no-cache-dir uv==0.13.8
 
-# The locked dependencies first (cached layer), then the project itself: the pickled pyfunc
-# model imports breast_cancer_pipeline (decoder, served pipeline) and kedro_mlflow.
-COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-install-project
+# The requirements recorded with the model (breast_cancer_pipeline.serving_requirements: what
+# serving imports, none of the training tools), then the project itself without dependencies:
+# the pickled pyfunc model imports breast_cancer_pipeline (decoder, served pipeline).
+COPY build/model/requirements.txt /opt/requirements.txt
+RUN uv venv /opt/venv && uv pip install --python /opt/venv/bin/python --no-cache \
+    -r /opt/requirements.txt
+COPY pyproject.toml ./
 COPY src/ src/
-RUN uv sync --frozen --no-dev --no-editable
+RUN uv pip install --python /opt/venv/bin/python --no-cache --no-deps .
 COPY conf/logging_serving.yml conf/logging_serving.yml
 COPY build/model /opt/model
 

@@ -12,12 +12,18 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed  ## Create .venv and install the locked dependencies (incl. test tools)
+# Optional extras to install, e.g. `make install EXTRAS=gpu` (TensorFlow's CUDA libraries).
+EXTRAS ?=
+STAMP := $(VENV)/.installed$(subst $() ,-,$(addprefix -,$(EXTRAS)))
 
-$(VENV)/.installed: pyproject.toml uv.lock
+install: $(STAMP)  ## Create .venv and install exactly the locked dependencies (EXTRAS=gpu: CUDA)
+
+# An exact sync: packages that are not in the lock (or not in EXTRAS) are removed.
+$(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	UV_PYTHON=$(BIN)/python $(BIN)/uv sync --frozen --inexact
+	UV_PYTHON=$(BIN)/python $(BIN)/uv sync --frozen $(addprefix --extra ,$(EXTRAS))
+	@rm -f $(VENV)/.installed*
 	@touch $@
 
 demo: install  ## Generate the synthetic demo data if absent, then run the whole DAG on it

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from breast_cancer_pipeline.datasets import ImageFolderDataset, ImageStoreDataset
@@ -28,13 +27,14 @@ from breast_cancer_pipeline.pipelines.ingestion.nodes import (
     collect_conversion,
     index_source,
     plan_conversion,
+    publish_conversion,
     split_manifest,
 )
+from tests.params import base_params
 
 N_IMAGES = 500
 REPEATS = 3
 SIZE = 1024
-PARAMS_FILE = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_ingestion.yml"
 
 
 def _generate(source: Path) -> None:
@@ -94,13 +94,13 @@ def _ingest(source: Path, out: Path, params: dict) -> tuple[float, dict[str, int
     store.save(plan_conversion(raw, inventory, params))
     info, _ = collect_conversion(store.load(), inventory, params)
     manifest = split_manifest(collapse_duplicates(info)[0], params)
+    store.save(publish_conversion(manifest))
     return time.perf_counter() - started, store.last_save, len(manifest)
 
 
 def run(workdir: Path) -> dict[str, Any]:
     """Measure conversion rates; returns ``ingestion.*`` figures."""
-    base = yaml.safe_load(PARAMS_FILE.read_text())["ingestion"]
-    params = {**base, "group_pattern": r"(case \d+)/"}
+    params = base_params("ingestion", group_pattern=r"(case \d+)/")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load_before = round(os.getloadavg()[0], 2)  # other processes compete for the cores
     source = workdir / "source"

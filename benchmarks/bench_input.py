@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks._images import AUGMENTATION, model_input
+from tests.params import base_params
 
-BATCH = 32
+#: Images per training batch, as finetune trains (conf/base).
+BATCH = base_params("finetune")["batch_size"]
 
 
 def run(workdir: Path) -> dict[str, Any]:
@@ -70,5 +72,5 @@ def run(workdir: Path) -> dict[str, Any]:
         "input.throughput_ratio": round(input_rate / small_cnn, 2),
         "input.mobilenet_v2_train_images_per_second": round(mobilenet, 1),
         "input.throughput_ratio_mobilenet_v2": round(input_rate / mobilenet, 2),
-        "input.model": "small_cnn 128 px grayscale, batch 32, base trainable",
+        "input.model": f"small_cnn 128 px grayscale, batch {BATCH}, base trainable",
     }

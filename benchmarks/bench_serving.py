@@ -31,9 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from tests.params import base_params
+
 PROJECT = Path(__file__).resolve().parents[1]
 LOGGING_CONFIG = PROJECT / "conf" / "logging_serving.yml"
-BACKBONE, SIZE, N_FILES, BATCH = "efficientnet_b0", 224, 500, 32
+BACKBONE, SIZE, N_FILES = "efficientnet_b0", 224, 500
+#: The served and batch command's parameters (conf/base): its batch size is the bare model's too.
+INFERENCE = base_params("inference")
+BATCH = INFERENCE["batch_size"]
 CONFIG = {
     "class_names": ["benign", "malignant", "normal"],
     "image_size": SIZE,
@@ -85,7 +90,7 @@ def _register(workdir: Path) -> None:
     catalog = DataCatalog(
         {
             "serving_model": ServingModelDataset(str(workdir / "serving_model")),
-            "params:inference": MemoryDataset({"batch_size": BATCH}),
+            "params:inference": MemoryDataset(INFERENCE),
         }
     )
     model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)
@@ -97,8 +102,8 @@ def _register(workdir: Path) -> None:
         )
 
 
-def _serving(workdir: Path, serving_model: Any, image_png: bytes) -> dict[str, float]:
-    _register(workdir)
+def _start_server(workdir: Path) -> tuple[subprocess.Popen, int]:
+    """``mlflow models serve`` of the registered model, once it answers ``/ping``."""
     port = _free_port()
     # `mlflow models serve` starts its web server by name: the venv's bin must be on PATH.
     bin_dir = str(Path(sys.executable).parent)
@@ -117,16 +122,22 @@ def _serving(workdir: Path, serving_model: Any, image_png: bytes) -> dict[str, f
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                return server, port
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                os.killpg(server.pid, signal.SIGTERM)
+                raise RuntimeError("mlflow models serve did not start") from None
+            time.sleep(1)
+
+
+def _serving(workdir: Path, serving_model: Any, image_png: bytes) -> dict[str, float]:
+    _register(workdir)
+    server, port = _start_server(workdir)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mlflow models serve did not start") from None
-                time.sleep(1)
         body = json.dumps(
             {
                 "dataframe_split": {

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from breast_cancer_pipeline.backbones import (
+    PREPROCESSING_MODES,
     REGISTRY,
     UnknownBackboneError,
     check_input_size,
@@ -24,6 +25,19 @@ def test_unknown_backbone_lists_valid_names():
 def test_registry_covers_the_notebooks_backbones():
     for name in ("resnet50", "resnet101v2", "inception_v3", "xception", "nasnet_large", "vgg16"):
         assert name in REGISTRY
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_entry_names_a_real_constructor_and_scaling(name):
+    import keras
+
+    spec = REGISTRY[name]
+    assert spec.name == name
+    assert spec.preprocessing in PREPROCESSING_MODES
+    if spec.constructor is None:
+        assert not spec.pretrainable
+    else:
+        assert callable(getattr(keras.applications, spec.constructor))
 
 
 def test_check_weights_forms(tmp_path):

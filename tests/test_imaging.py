@@ -23,9 +23,12 @@ from pydicom.uid import (
 )
 
 from breast_cancer_pipeline.imaging import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_WINDOW_PERCENTILES,
     IMAGE_EXTENSIONS,
     ImageDecodeError,
     decode_image,
+    decode_pages,
     encode_png,
     is_image_name,
     pixel_sha256,
@@ -243,6 +246,42 @@ def test_multi_page_tiff_selects_the_page():
     with pytest.raises(ImageDecodeError) as error:
         decode_image(data, "stack.tif", page=2)
     assert error.value.reason == "page out of range"
+
+
+SETTINGS = {"color_mode": "grayscale", "max_pixels": None, "window_percentiles": (0.5, 99.5)}
+
+
+def test_decode_pages_counts_and_decodes_every_page():
+    pages = [Image.fromarray(np.full((6, 5), v, dtype=np.uint8)) for v in (10, 120, 200)]
+    data = _save(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    first, n = decode_pages(data, "stack.tif", pages="first", **SETTINGS)
+    assert n == 3 and len(first) == 1 and np.all(first[0] == 10)
+    every, n = decode_pages(data, "stack.tif", pages="all", **SETTINGS)
+    assert n == 3 and [int(a.mean()) for a in every] == [10, 120, 200]
+    single, n = decode_pages(_save(pages[1], "PNG"), "one.png", pages="all", **SETTINGS)
+    assert n == 1 and np.all(single[0] == 120)
+    with pytest.raises(ValueError, match="pages must be one of"):
+        decode_pages(data, "stack.tif", pages="last", **SETTINGS)
+
+
+def test_decode_pages_of_a_multi_frame_dicom(tmp_path):
+    frames = np.stack([GRAY_PIXELS, 255 - GRAY_PIXELS, GRAY_PIXELS // 2])
+    data = _save_dataset(tmp_path, _dicom_dataset(frames, NumberOfFrames=3))
+    every, n = decode_pages(data, "cine.dcm", pages="all", **SETTINGS)
+    assert n == 3
+    for decoded, expected in zip(every, frames, strict=True):
+        np.testing.assert_array_equal(decoded[..., 0], expected)
+    assert decode_pages(data, "cine.dcm", pages="first", **SETTINGS)[1] == 3
+
+
+def test_the_fallback_settings_are_those_of_conf_base():
+    """Callers that pass no settings (serving today) decode as ingestion does by default."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_ingestion.yml"
+    base = yaml.safe_load(path.read_text())["ingestion"]
+    assert base["max_pixels"] == DEFAULT_MAX_PIXELS
+    assert tuple(base["window_percentiles"]) == DEFAULT_WINDOW_PERCENTILES
 
 
 def test_content_is_sniffed_not_the_extension(tmp_path):
@@ -513,6 +552,13 @@ def test_bad_dicom_files_raise_with_a_reason(tmp_path):
         with pytest.raises(ImageDecodeError) as error:
             decode_image(data, f"{case}.dcm")
         assert error.value.reason == reason, case
+
+
+def test_messages_never_quote_the_file_content():
+    with pytest.raises(ImageDecodeError) as error:
+        decode_image(b"root:x:0:0:SECRET:/root:/bin/bash\n" * 4, "passwd.png")
+    assert error.value.reason == "not an image"
+    assert "root" not in str(error.value) and "SECRET" not in str(error.value)
 
 
 def test_truncation_message_format():

@@ -1,7 +1,6 @@
 """The shared training machinery: input pipeline, class weights, strategies, checkpoints."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,11 +11,13 @@ import numpy as np
 import pytest
 
 from breast_cancer_pipeline.datasets.training_checkpoints import CheckpointDirectory
+from breast_cancer_pipeline.pipelines.finetune.nodes import HEAD_KEYS
 from breast_cancer_pipeline.training import (
     make_dataset,
     make_strategy,
     resolve_class_weights,
 )
+from tests.pipelines.finetune.helpers import AUGMENTATION, BEST_HEAD, subprocess_env
 
 CLASSES = ["benign", "malignant", "normal"]
 
@@ -86,22 +87,23 @@ def test_make_dataset_refuses_mismatched_inputs(tmp_path):
 
 def test_class_weights_auto_none_and_explicit():
     y = np.array([0] * 6 + [1] * 3 + [2] * 3)
-    assert resolve_class_weights("auto", y, CLASSES) == pytest.approx(
+    assert resolve_class_weights("auto", y, CLASSES, False) == pytest.approx(
         {0: 12 / 18, 1: 12 / 9, 2: 12 / 9}
     )
-    assert resolve_class_weights("none", y, CLASSES) is None
-    assert resolve_class_weights(None, y, CLASSES) is None
-    assert resolve_class_weights("auto", y, CLASSES, oversample=True) is None
-    assert resolve_class_weights({"malignant": 3.0}, y, CLASSES) == {0: 1.0, 1: 3.0, 2: 1.0}
-    assert resolve_class_weights([1, 2, 0.5], y, CLASSES) == {0: 1.0, 1: 2.0, 2: 0.5}
+    # A class absent from the training labels keeps weight 1 (no division by zero).
+    assert resolve_class_weights("auto", np.array([0, 0, 1]), CLASSES, False) == pytest.approx(
+        {0: 3 / 6, 1: 3 / 3, 2: 1.0}
+    )
+    assert resolve_class_weights("none", y, CLASSES, False) is None
+    assert resolve_class_weights("auto", y, CLASSES, True) is None  # batches already balanced
+    assert resolve_class_weights({"malignant": 3.0}, y, CLASSES, False) == {0: 1.0, 1: 3.0, 2: 1.0}
+    assert resolve_class_weights([1, 2, 0.5], y, CLASSES, False) == {0: 1.0, 1: 2.0, 2: 0.5}
     with pytest.raises(ValueError, match=r"unknown classes \['cancer'\]"):
-        resolve_class_weights({"cancer": 2.0}, y, CLASSES)
+        resolve_class_weights({"cancer": 2.0}, y, CLASSES, False)
     with pytest.raises(ValueError, match="2 weights for 3 classes"):
-        resolve_class_weights([1, 2], y, CLASSES)
-    with pytest.raises(ValueError, match="positive"):
-        resolve_class_weights([1, 0, 1], y, CLASSES)
+        resolve_class_weights([1, 2], y, CLASSES, False)
     with pytest.raises(ValueError, match="must be auto, none"):
-        resolve_class_weights("balanced", y, CLASSES)
+        resolve_class_weights("balanced", y, CLASSES, False)
 
 
 def test_strategy_names(monkeypatch):
@@ -122,7 +124,8 @@ def test_checkpoint_writes_are_atomic(tmp_path):
 
     store = CheckpointDirectory(tmp_path / "ckpt")
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    store.save_weights(model, "last")
+    assert not store.restore_best(model)  # nothing saved yet
+    store.save_best(model)
     saved = [w.copy() for w in model.get_weights()]
 
     class Dying:
@@ -131,42 +134,92 @@ def test_checkpoint_writes_are_atomic(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        store.save_weights(Dying(), "last")
-    assert [p.name for p in store.path.iterdir()] == ["last.weights.h5"]  # no temporaries
+        store.save_best(Dying())
+    assert [p.name for p in store.path.iterdir()] == ["best.weights.h5"]  # no temporaries
     model.set_weights([np.zeros_like(w) for w in saved])
-    model.load_weights(store.weights_file("last"))
+    assert store.restore_best(model)
     for a, b in zip(model.get_weights(), saved, strict=True):
         np.testing.assert_array_equal(a, b)
     store.write_state({"epochs_done": 3})
     assert store.read_state() == {"epochs_done": 3}
-    store.clear()
+    store.discard()
     assert store.read_state() is None
+    assert not store.path.exists()
+
+
+def _interrupted_fit(store, epochs_done, epochs=5):
+    """A model trained ``epochs_done`` epochs of ``epochs`` under PhaseBackup, then killed."""
+    import keras
+
+    from breast_cancer_pipeline.training import PhaseBackup
+
+    class Killed(Exception):
+        pass
+
+    class KillAt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == epochs_done:
+                raise Killed
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(0.01), loss="mse")
+    backup = PhaseBackup(
+        store.backup_dir("phase1"), double_checkpoint=True, delete_checkpoint=False
+    )
+    with pytest.raises(Killed):
+        model.fit(
+            np.ones((8, 3)), np.ones((8, 2)), epochs=epochs, callbacks=[backup, KillAt()], verbose=0
+        )
+    return model, backup
+
+
+def test_keras_backup_resumes_the_killed_phase_and_only_that_one(tmp_path):
+    import keras
+
+    store = CheckpointDirectory(tmp_path / "ckpt")
+    model, backup = _interrupted_fit(store, epochs_done=3)
+    assert store.backed_up_epochs("phase1") == 3
+    assert store.backed_up_epochs("phase2") == 0
+    model.optimizer.learning_rate.assign(0.5)  # the backup restores the optimizer too
+    history = model.fit(np.ones((8, 3)), np.ones((8, 2)), epochs=5, callbacks=[backup], verbose=0)
+    assert len(history.history["loss"]) == 2  # epochs 4 and 5 only
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    # The next phase's fit of the same model runs all its epochs (Keras alone would skip 3).
+    model.compile(keras.optimizers.Adam(0.01), loss="mse")
+    history = model.fit(np.ones((8, 3)), np.ones((8, 2)), epochs=4, verbose=0)
+    assert len(history.history["loss"]) == 4
+
+
+def test_a_backup_cut_short_falls_back_to_the_previous_one(tmp_path):
+    store = CheckpointDirectory(tmp_path / "ckpt")
+    _interrupted_fit(store, epochs_done=3)
+    backup = Path(store.backup_dir("phase1"))
+    (backup / "training_metadata.json").write_text('{"epo')  # killed while Keras wrote it
+    (store.path / ".state.json.x1.tmp").write_text("{")  # and one of our atomic writes
+    touched = store.discard_partial_writes()
+    assert touched == [store.path / ".state.json.x1.tmp", backup]
+    assert store.backed_up_epochs("phase1") == 2  # Keras's previous copy (double_checkpoint)
+    assert not list(backup.glob("*.bkp"))
+    # With no previous copy to fall back to, the backup goes and the phase restarts.
+    (backup / "training_metadata.json").write_text("")
+    store.discard_partial_writes()
+    assert not backup.exists()
+    assert store.backed_up_epochs("phase1") == 0
 
 
 _WORKER = textwrap.dedent(
     """
-    import sys
+    import logging, sys
     import numpy as np
-    from breast_cancer_pipeline.datasets.training_checkpoints import CheckpointDirectory
-    from breast_cancer_pipeline.pipelines.finetune.nodes import finetune_classifier
+    from breast_cancer_pipeline import progress
+    from tests.pipelines.finetune.helpers import model_input, run_finetune
 
-    rng = np.random.default_rng(0)
-    y = np.arange(32) % 2
-    x = rng.integers(0, 60, (32, 16, 16, 1)).astype(np.uint8)
-    x[y == 1, 4:12, 4:12] = 220
-    data = {"x_train": x, "y_train": y, "x_val": x[:8], "y_val": y[:8],
-            "class_names": np.array(["benign", "malignant"])}
-    params = {
-        "seed": 3, "deterministic": True, "strategy": "multi_worker", "resume": False,
-        "batch_size": 8, "class_weight": "auto", "oversample": False, "head": {},
-        "early_stopping_patience": 5,
-        "reduce_lr": {"factor": 0.5, "patience": 3, "min_lr": 1e-6},
-        "phase1": {"epochs": 1, "learning_rate": 0.01},
-        "phase2": {"epochs": 0, "learning_rate": 0.001, "unfreeze": {"fraction": 1.0}},
-    }
-    model, metadata, *_ = finetune_classifier(
-        data, {"backbone": "small_cnn", "weights": None}, {"dropout": 0.0},
-        {"flip": "horizontal"}, CheckpointDirectory(sys.argv[2]), params)
+    logging.basicConfig(level=logging.INFO, force=True)
+    progress.add_listener(lambda metrics, step: print("PUBLISHED", step, flush=True))
+    model, metadata, *_ = run_finetune(
+        sys.argv[2], model_input(n=32), seed=3, deterministic=True, strategy="multi_worker",
+        phase1={"learning_rate": 0.01}, phase2={"epochs": 0},
+    )
     assert metadata["replicas"] == 2, metadata
     np.savez(sys.argv[1], *model.get_weights())
     """
@@ -186,13 +239,9 @@ def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     procs = []
     for index in range(2):
-        env = {
-            **os.environ,
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
+        env = subprocess_env(
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        )
         procs.append(
             subprocess.Popen(
                 [
@@ -214,19 +263,30 @@ def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
             p.kill()
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
+    # One epoch, published by the chief (worker 0) only, and every worker logs its progress.
+    assert [line for line in outputs[0].splitlines() if line.startswith("PUBLISHED")] == [
+        "PUBLISHED 0"
+    ]
+    assert "PUBLISHED" not in outputs[1]
+    assert all("phase1 epoch 1/1" in out for out in outputs)
     first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
     assert len(first.files) > 4
     for key in first.files:
         np.testing.assert_array_equal(first[key], second[key])
 
-    # The weights moved away from their (seeded, shared) initialisation: training happened.
+    # From their (seeded, shared) initialisation, phase 1 moved the head and only the head.
     import keras
 
     from breast_cancer_pipeline.modeling import build_classifier
 
     keras.utils.set_random_seed(3)
-    initial = build_classifier("small_cnn", 2, 16, 1, None, {"dropout": 0.0}).get_weights()
-    assert any(not np.allclose(first[f"arr_{i}"], w) for i, w in enumerate(initial) if w.ndim > 1)
+    initial = build_classifier(
+        "small_cnn", 2, 16, 1, None, {k: BEST_HEAD[k] for k in HEAD_KEYS}, AUGMENTATION, seed=3
+    ).get_weights()
+    trained = [first[f"arr_{i}"] for i in range(len(initial))]
+    for before, after in zip(initial[:-2], trained[:-2], strict=True):
+        np.testing.assert_array_equal(before, after)  # the frozen base
+    assert not np.allclose(initial[-2], trained[-2])  # the head's kernel
 
 
 def test_random_affine_is_one_resampling_of_the_configured_ranges(tmp_path):

@@ -41,37 +41,10 @@ def grad_cam(
         ValueError: The model has no ``backbone`` layer, its layers do not form a chain, or
             ``layer`` is not a layer of the backbone.
     """
-    import keras
     import tensorflow as tf
 
-    try:
-        backbone = model.get_layer("backbone")
-    except ValueError:
-        raise ValueError(
-            f"Grad-CAM needs a nested model named 'backbone' (modeling.build_classifier); "
-            f"{model.name!r} has layers {[lyr.name for lyr in model.layers]}"
-        ) from None
-    if layer is None:
-        inner = backbone
-    else:
-        try:
-            target = backbone.get_layer(layer)
-        except ValueError:
-            raise ValueError(
-                f"reporting.gradcam.layer={layer!r} is not a layer of the backbone "
-                f"{backbone.name!r}; choose one of {[lyr.name for lyr in backbone.layers][-8:]} "
-                "(the last ones) or null"
-            ) from None
-        inner = keras.Model(backbone.inputs, [target.output, backbone.output])
-    chain = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
-    for previous, current in zip(chain, chain[1:], strict=False):
-        parents = {
-            t._keras_history.operation.name
-            for node in current._inbound_nodes
-            for t in node.input_tensors
-        }
-        if previous.name not in parents:
-            raise ValueError(f"Grad-CAM expects a chain of layers; {current.name!r} breaks it")
+    backbone, inner = _feature_model(model, layer)
+    chain = _layer_chain(model)
     n = len(images)
     indices = np.broadcast_to(np.asarray(class_indices, dtype=np.int32), (n,))
     x = tf.convert_to_tensor(np.asarray(images))
@@ -80,11 +53,7 @@ def grad_cam(
         feature_map = None
         for lyr in chain:
             if lyr is backbone:
-                if layer is None:
-                    h = backbone(h, training=False)
-                    feature_map = h
-                else:
-                    feature_map, h = inner(h, training=False)
+                feature_map, h = inner(h)
             else:
                 h = lyr(h, training=False)
         scores = tf.gather(h, indices, axis=1, batch_dims=1)
@@ -94,3 +63,57 @@ def grad_cam(
     cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy()
     peak = cam.reshape(n, -1).max(axis=1).reshape(n, 1, 1)
     return np.where(peak > 0, cam / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
+
+
+def _feature_model(model: Any, layer: str | None) -> tuple[Any, Any]:
+    """The backbone and ``inner(x)``: its (feature map explained, output) in inference mode.
+
+    Raises:
+        ValueError: The model has no ``backbone`` layer, or ``layer`` is not one of its layers.
+    """
+    import keras
+
+    try:
+        backbone = model.get_layer("backbone")
+    except ValueError:
+        raise ValueError(
+            f"Grad-CAM needs a nested model named 'backbone' (modeling.build_classifier); "
+            f"{model.name!r} has layers {[lyr.name for lyr in model.layers]}"
+        ) from None
+    if layer is None:
+
+        def inner(x: Any) -> tuple[Any, Any]:
+            output = backbone(x, training=False)
+            return output, output
+
+        return backbone, inner
+    try:
+        target = backbone.get_layer(layer)
+    except ValueError:
+        raise ValueError(
+            f"reporting.gradcam.layer={layer!r} is not a layer of the backbone "
+            f"{backbone.name!r}; choose one of {[lyr.name for lyr in backbone.layers][-8:]} "
+            "(the last ones) or null"
+        ) from None
+    both = keras.Model(backbone.inputs, [target.output, backbone.output])
+    return backbone, lambda x: both(x, training=False)
+
+
+def _layer_chain(model: Any) -> list[Any]:
+    """The model's layers after its input, checked to form a chain (each feeds the next).
+
+    Raises:
+        ValueError: A layer does not take the previous layer's output.
+    """
+    import keras
+
+    chain = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    for previous, current in zip(chain, chain[1:], strict=False):
+        parents = {
+            t._keras_history.operation.name
+            for node in current._inbound_nodes
+            for t in node.input_tensors
+        }
+        if previous.name not in parents:
+            raise ValueError(f"Grad-CAM expects a chain of layers; {current.name!r} breaks it")
+    return chain

@@ -1,7 +1,14 @@
-"""Project hooks: every node's wall time and peak memory, logged to the active MLflow run.
+"""Project hooks: parameters checked before the first node, and what MLflow receives.
 
-Nodes never talk to MLflow; this hook does, after each node, as
-``node.<node name>.seconds`` and ``node.<node name>.peak_rss_mb``.
+Nodes never talk to MLflow; hooks do:
+
+- :class:`ParameterCheckHook` validates every parameter block the run's nodes read against
+  its typed model (:mod:`breast_cancer_pipeline.param_schema`) before any node starts.
+- :class:`LiveMetricsHook` logs the figures nodes publish while they run
+  (:func:`breast_cancer_pipeline.progress.publish_metrics`: training epochs, search trials) to
+  the active MLflow run as they arrive.
+- :class:`NodeResourceHook` logs each node's wall time and peak memory, as
+  ``node.<node name>.seconds`` and ``node.<node name>.peak_rss_mb``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
-from kedro.pipeline import Node
+from kedro.pipeline import Node, Pipeline
+
+from breast_cancer_pipeline import param_schema, progress
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +95,48 @@ class NodeResourceHook:
         if mlflow.active_run() is None:
             return
         mlflow.log_metrics(figures)
+
+
+class ParameterCheckHook:
+    """Checks the parameters of every stage a run is about to run, before its first node.
+
+    Raises :class:`~breast_cancer_pipeline.param_schema.ParameterError` listing every invalid
+    key (with its value and what is allowed) of every block the run's nodes read.
+    """
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> None:
+        """Validate the parameter blocks read by ``pipeline``'s nodes."""
+        names = param_schema.top_level_keys(pipeline.inputs())
+        if not names:
+            return
+        checked = param_schema.check_parameters(catalog.load("parameters"), names)
+        logger.info("Parameters checked: %s", ", ".join(checked) or "none with a schema")
+
+
+def _log_live_metrics(metrics: Any, step: int) -> None:
+    import mlflow  # noqa: PLC0415  (kedro-mlflow has imported it already)
+
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=int(step))
+
+
+class LiveMetricsHook:
+    """Logs the metrics nodes publish while they run to the active MLflow run, as they come."""
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        """Start listening to :func:`~breast_cancer_pipeline.progress.publish_metrics`."""
+        progress.add_listener(_log_live_metrics)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """Stop listening."""
+        progress.remove_listener(_log_live_metrics)
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """Stop listening."""
+        progress.remove_listener(_log_live_metrics)

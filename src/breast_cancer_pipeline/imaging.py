@@ -33,6 +33,11 @@ with percentiles taken over the whole image, the high percentile falls inside th
 this rule. When no flat background exists, the rule is the plain percentile window. The mapping
 is monotonic; 8-bit data (PNG, JPEG, 8-bit DICOM without a window) is kept as it is.
 
+Pages: a multi-page TIFF, an animated GIF or PNG and a multi-frame DICOM hold several images;
+:func:`decode_image` returns one (``page``, the first by default), :func:`decode_pages` the
+first or all of them together with the number the file holds. The frames of an MPO (a camera
+JPEG with an embedded preview) count as one page.
+
 Color modes: ``grayscale`` returns ``(H, W, 1)`` using ITU-R 601-2 luma (Pillow mode ``L``);
 ``rgb`` returns ``(H, W, 3)`` with grayscale sources replicated to the three channels.
 """
@@ -42,6 +47,7 @@ import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -69,8 +75,17 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 COLOR_MODES: tuple[str, ...] = ("grayscale", "rgb")
 """Valid values of the ``color_mode`` argument (parameter ``ingestion.color_mode``)."""
 
+#: Settings :func:`decode_image` uses when a caller gives none (e.g. re-reading ingestion's own
+#: 8-bit PNGs). Ingestion passes ``ingestion.max_pixels`` and ``ingestion.window_percentiles``,
+#: serving the same values (``inference.*``); a test keeps these equal to ``conf/base``.
 DEFAULT_MAX_PIXELS = 178_956_970
-"""Default pixel limit: twice Pillow's ``MAX_IMAGE_PIXELS``, where Pillow itself refuses."""
+"""Pixel limit when none is given: twice Pillow's ``MAX_IMAGE_PIXELS``, where Pillow refuses."""
+
+DEFAULT_WINDOW_PERCENTILES = (0.5, 99.5)
+"""Percentile window when none is given (``ingestion.window_percentiles`` in ``conf/base``)."""
+
+MULTIPAGE_MODES: tuple[str, ...] = ("first", "all")
+"""Valid values of :func:`decode_pages`' ``pages`` argument."""
 
 _DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
 _PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")  # JPEG also opens MPO (camera) files
@@ -132,7 +147,7 @@ def decode_image(
     color_mode: str = "grayscale",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     page: int = 0,
-    window_percentiles: tuple[float, float] = (0.5, 99.5),
+    window_percentiles: tuple[float, float] = DEFAULT_WINDOW_PERCENTILES,
 ) -> np.ndarray:
     """Decode the bytes of a PNG, JPEG, BMP, GIF, TIFF or DICOM file to an 8-bit array.
 
@@ -159,23 +174,46 @@ def decode_image(
         ImageDecodeError: The file is empty, truncated, corrupt, not an image, too large, has
             no pixel data, has fewer pages than ``page`` or uses an unsupported pixel format.
     """
-    _check_arguments(color_mode, max_pixels, page, window_percentiles)
-    if not data:
-        raise ImageDecodeError(
-            name,
-            "empty file",
-            fix="Copy the file again from its source or exclude it with ingestion.exclude",
-        )
-    data = bytes(data)
-    if data[128:132] == b"DICM":
-        return _decode_dicom(data, name, False, color_mode, max_pixels, page, window_percentiles)
-    try:
-        return _decode_pillow(data, name, color_mode, max_pixels, page, window_percentiles)
-    except _NotPillowImage:
-        ext = os.path.splitext(name.replace("\\", "/").rsplit("/", 1)[-1])[1].lower()
-        if ext in _DICOM_EXTENSIONS or not ext:
-            return _decode_dicom(data, name, True, color_mode, max_pixels, page, window_percentiles)
-        raise _not_an_image(name, data) from None
+    if not isinstance(page, int) or page < 0:
+        raise ValueError(f"page must be an int >= 0, got {page!r}")
+    settings = _Settings(name, color_mode, max_pixels, window_percentiles)
+    return _decode(data, settings, page)[0][0]
+
+
+def decode_pages(
+    data: bytes,
+    name: str,
+    *,
+    color_mode: str,
+    max_pixels: int | None,
+    window_percentiles: tuple[float, float],
+    pages: str,
+) -> tuple[list[np.ndarray], int]:
+    """Decode the first or every page/frame of an image file, and count its pages.
+
+    Same rules and arguments as :func:`decode_image`; every page is decoded on its own (its
+    own percentile window).
+
+    Args:
+        data: The whole file content.
+        name: File name (messages, DICOM hint).
+        color_mode: ``"grayscale"`` or ``"rgb"``.
+        max_pixels: Pixel limit per page, or ``None``.
+        window_percentiles: The percentile window for high-bit-depth pages.
+        pages: ``"first"`` (decode page 0) or ``"all"``.
+
+    Returns:
+        ``(arrays, n_pages)``: the decoded pages (one for ``"first"``) and how many pages the
+        file holds.
+
+    Raises:
+        ValueError: An argument is invalid.
+        ImageDecodeError: As :func:`decode_image`.
+    """
+    if pages not in MULTIPAGE_MODES:
+        raise ValueError(f"pages must be one of {MULTIPAGE_MODES}, got {pages!r}")
+    settings = _Settings(name, color_mode, max_pixels, window_percentiles)
+    return _decode(data, settings, 0 if pages == "first" else None)
 
 
 def encode_png(array: np.ndarray, *, compress_level: int = 6) -> bytes:
@@ -252,34 +290,60 @@ class _NotPillowImage(Exception):
     """Pillow does not recognise the content (it may still be a preamble-less DICOM)."""
 
 
-def _check_arguments(
-    color_mode: str,
-    max_pixels: int | None,
-    page: int,
-    window_percentiles: tuple[float, float],
-) -> None:
-    if color_mode not in COLOR_MODES:
-        raise ValueError(
-            f"color_mode (parameter ingestion.color_mode) must be one of "
-            f"{', '.join(repr(m) for m in COLOR_MODES)}, got {color_mode!r}"
-        )
-    if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
-        raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
-    if not isinstance(page, int) or page < 0:
-        raise ValueError(f"page must be an int >= 0, got {page!r}")
-    low, high = window_percentiles
-    if not 0 <= low < high <= 100:
-        raise ValueError(
-            "window_percentiles must be (low, high) with 0 <= low < high <= 100, "
-            f"got {window_percentiles!r}"
-        )
+@dataclass(frozen=True)
+class _Settings:
+    """The decoding arguments, checked once: bad values are ``ValueError``, not bad files."""
+
+    name: str
+    color_mode: str
+    max_pixels: int | None
+    window: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        if self.color_mode not in COLOR_MODES:
+            raise ValueError(
+                f"color_mode (parameter ingestion.color_mode) must be one of "
+                f"{', '.join(repr(m) for m in COLOR_MODES)}, got {self.color_mode!r}"
+            )
+        if self.max_pixels is not None and (
+            not isinstance(self.max_pixels, int) or self.max_pixels < 1
+        ):
+            raise ValueError(f"max_pixels must be a positive int or None, got {self.max_pixels!r}")
+        low, high = self.window
+        if not 0 <= low < high <= 100:
+            raise ValueError(
+                "window_percentiles must be (low, high) with 0 <= low < high <= 100, "
+                f"got {self.window!r}"
+            )
 
 
-def _not_an_image(name: str, data: bytes) -> ImageDecodeError:
+def _decode(data: bytes, settings: _Settings, page: int | None) -> tuple[list[np.ndarray], int]:
+    """Pages ``[page]`` (or all, for ``None``) of a file, and its page count."""
+    name = settings.name
+    if not data:
+        raise ImageDecodeError(
+            name,
+            "empty file",
+            fix="Copy the file again from its source or exclude it with ingestion.exclude",
+        )
+    data = bytes(data)
+    if data[128:132] == b"DICM":
+        return _decode_dicom(data, settings, False, page)
+    try:
+        return _decode_pillow(data, settings, page)
+    except _NotPillowImage:
+        ext = os.path.splitext(name.replace("\\", "/").rsplit("/", 1)[-1])[1].lower()
+        if ext in _DICOM_EXTENSIONS or not ext:
+            return _decode_dicom(data, settings, True, page)
+        raise _not_an_image(name) from None
+
+
+def _not_an_image(name: str) -> ImageDecodeError:
+    # The file's content is never quoted: messages end up in reports (rejected_files.csv).
     return ImageDecodeError(
         name,
         "not an image",
-        f"the content, starting {data[:16]!r}, is not a PNG, JPEG, BMP, GIF, TIFF or DICOM image",
+        "the content is not a PNG, JPEG, BMP, GIF, TIFF or DICOM image",
         "Check that the file really is an image (not e.g. an HTML error page saved under an "
         "image name), re-export it, or exclude it with ingestion.exclude",
     )
@@ -321,13 +385,9 @@ def _strict_truncation() -> Iterator[None]:
 
 
 def _decode_pillow(
-    data: bytes,
-    name: str,
-    color_mode: str,
-    max_pixels: int | None,
-    page: int,
-    window_percentiles: tuple[float, float],
-) -> np.ndarray:
+    data: bytes, settings: _Settings, page: int | None
+) -> tuple[list[np.ndarray], int]:
+    name = settings.name
     try:
         image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
     except UnidentifiedImageError as exc:
@@ -335,22 +395,34 @@ def _decode_pillow(
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser error is a bad file
         raise _pillow_error(name, exc) from None
     with image:
-        _check_pixels(name, *image.size, max_pixels)  # from the header: nothing decoded yet
-        try:
-            _check_page(name, page, getattr(image, "n_frames", 1))
-            if page:
-                image.seek(page)
-                _check_pixels(name, *image.size, max_pixels)
-            _refuse_16_bit_colour(image, name)
-            with _strict_truncation():
-                image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-        except ImageDecodeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - untrusted bytes: any decoder error is a bad file
-            raise _pillow_error(name, exc) from None
-        pixels = _pillow_to_array(image, name, window_percentiles)
-    return _apply_color_mode(pixels, color_mode)
+        _check_pixels(name, *image.size, settings.max_pixels)  # from the header: nothing decoded
+        frames = getattr(image, "n_frames", 1)
+        n_pages = 1 if image.format == "MPO" else frames  # an MPO's second frame is a preview
+        if page is not None:
+            _check_page(name, page, frames)
+        arrays = [
+            _pillow_page(image, settings, k) for k in (range(n_pages) if page is None else [page])
+        ]
+    return arrays, n_pages
+
+
+def _pillow_page(image: Image.Image, settings: _Settings, page: int) -> np.ndarray:
+    """Decode page ``page`` of an open Pillow image."""
+    name = settings.name
+    try:
+        if page or image.tell():
+            image.seek(page)
+            _check_pixels(name, *image.size, settings.max_pixels)
+        _refuse_16_bit_colour(image, name)
+        with _strict_truncation():
+            image.load()
+        oriented = ImageOps.exif_transpose(image)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any decoder error is a bad file
+        raise _pillow_error(name, exc) from None
+    pixels = _pillow_to_array(oriented, name, settings.window)
+    return _apply_color_mode(pixels, settings.color_mode)
 
 
 def _pillow_error(name: str, exc: Exception) -> ImageDecodeError:
@@ -479,23 +551,37 @@ def _to_pillow(array: np.ndarray) -> Image.Image:
 
 
 def _decode_dicom(
-    data: bytes,
-    name: str,
-    forced: bool,
-    color_mode: str,
-    max_pixels: int | None,
-    page: int,
-    window_percentiles: tuple[float, float],
-) -> np.ndarray:
+    data: bytes, settings: _Settings, forced: bool, page: int | None
+) -> tuple[list[np.ndarray], int]:
+    name = settings.name
+    ds = _read_dicom(data, name, forced)
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        n_frames = int(ds.get("NumberOfFrames") or 1)
+        photometric = str(ds.PhotometricInterpretation).strip().upper()
+    except Exception as exc:  # noqa: BLE001 - missing or malformed header elements
+        raise ImageDecodeError(
+            name, "unreadable DICOM", f"image header: {type(exc).__name__}: {exc}"
+        ) from None
+    _check_pixels(name, columns, rows, settings.max_pixels)
+    if page is not None:
+        _check_page(name, page, n_frames)
+    _set_missing_transfer_syntax(ds)
+    frames = range(n_frames) if page is None else [page]
+    return [_dicom_frame(ds, settings, photometric, k) for k in frames], n_frames
+
+
+def _read_dicom(data: bytes, name: str, forced: bool) -> pydicom.Dataset:
+    """Parse a DICOM file that holds pixel data (``forced``: read without the preamble)."""
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=forced)
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser error is a bad file
         if forced:
-            raise _not_an_image(name, data) from None
+            raise _not_an_image(name) from None
         raise ImageDecodeError(name, "unreadable DICOM", f"{type(exc).__name__}: {exc}") from None
     has_pixels = any(keyword in ds for keyword in _PIXEL_DATA_KEYWORDS)
     if forced and not has_pixels:
-        raise _not_an_image(name, data)
+        raise _not_an_image(name)
     if len(ds) == 0:
         raise ImageDecodeError(name, "unreadable DICOM", "no data element could be read")
     if not has_pixels:
@@ -506,25 +592,22 @@ def _decode_dicom(
             f"modality {ds.get('Modality', 'unknown')}",
             "Exclude non-image DICOM objects (reports, presentation states) with ingestion.exclude",
         )
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        n_frames = int(ds.get("NumberOfFrames") or 1)
-        photometric = str(ds.PhotometricInterpretation).strip().upper()
-    except Exception as exc:  # noqa: BLE001 - missing or malformed header elements
-        raise ImageDecodeError(
-            name, "unreadable DICOM", f"image header: {type(exc).__name__}: {exc}"
-        ) from None
-    _check_pixels(name, columns, rows, max_pixels)
-    _check_page(name, page, n_frames)
-    _set_missing_transfer_syntax(ds)
+    return ds
+
+
+def _dicom_frame(
+    ds: pydicom.Dataset, settings: _Settings, photometric: str, page: int
+) -> np.ndarray:
+    """Frame ``page`` of a parsed DICOM file, as ``(H, W, C)`` uint8."""
+    name, window = settings.name, settings.window
     try:
         pixels = dicom_pixel_array(ds, index=page)
         if photometric in ("MONOCHROME1", "MONOCHROME2"):
-            pixels = _dicom_grayscale(ds, pixels, photometric, window_percentiles)
+            pixels = _dicom_grayscale(ds, pixels, photometric, window)
         elif photometric == "PALETTE COLOR":
             pixels = apply_color_lut(pixels, ds)
         if pixels.dtype != np.uint8:
-            pixels = _percentile_window(pixels, window_percentiles)
+            pixels = _percentile_window(pixels, window)
     except ImageDecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any decoder error is a bad file
@@ -541,7 +624,7 @@ def _decode_dicom(
             f"DICOM {photometric} frame of shape {pixels.shape}",
             "Convert it to a grayscale or RGB image, or exclude it with ingestion.exclude",
         )
-    return _apply_color_mode(pixels, color_mode)
+    return _apply_color_mode(pixels, settings.color_mode)
 
 
 def _set_missing_transfer_syntax(ds: pydicom.Dataset) -> None:

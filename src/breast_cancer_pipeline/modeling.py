@@ -177,7 +177,8 @@ def build_augmenter(spec: Mapping[str, Any], seed: int | None = None) -> keras.S
         blocks.append(RandomAffine(**geometry, seed=seed, name="random_affine"))
     if spec.get("contrast"):
         blocks.append(layers.RandomContrast(spec["contrast"], value_range=(0, 255), seed=seed))
-    return keras.Sequential(blocks, name="augmentation")
+    # An empty Sequential cannot be called: with every transform off, an identity.
+    return keras.Sequential(blocks or [layers.Identity()], name="augmentation")
 
 
 def build_small_cnn(

@@ -3,9 +3,11 @@
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from breast_cancer_pipeline.hooks import NodeResourceHook
+from breast_cancer_pipeline.hooks import LiveMetricsHook, NodeResourceHook, ParameterCheckHook
 
-HOOKS = (NodeResourceHook(),)
+# pluggy calls the last registered first: the parameter check runs before the other hooks
+# start anything (Kedro calls no on_pipeline_error hook when a before_pipeline_run fails).
+HOOKS = (LiveMetricsHook(), NodeResourceHook(), ParameterCheckHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

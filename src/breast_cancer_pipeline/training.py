@@ -6,9 +6,11 @@
   equally often.
 - :func:`resolve_class_weights`: ``auto`` | ``none`` | explicit per-class weights.
 - :func:`make_strategy`: ``auto`` | ``none`` | ``mirrored`` | ``multi_worker`` (``tf.distribute``).
-- :class:`EpochLogger` (progress through logging) and :class:`ResumableCheckpoint` (the best
-  and the last weights on validation AUROC, written atomically, with the state a killed run
-  resumes from).
+- Resumable training: :class:`PhaseBackup` (Keras's ``BackupAndRestore``: weights, optimizer
+  and epoch of an interrupted phase) and :class:`PhaseRecorder`, which keeps the rest in a
+  :class:`RunRecord` (per-epoch history, best weights, early-stopping and plateau counters,
+  completed phases, fingerprint).
+- :class:`EpochProgress`: a log line per epoch with metrics and ETA, and live metrics.
 
 Importing this module imports Keras and TensorFlow: import it inside training nodes.
 """
@@ -21,15 +23,18 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-logger = logging.getLogger(__name__)
+from breast_cancer_pipeline.metrics import class_weights
+from breast_cancer_pipeline.pipelines.finetune.parameters import STRATEGIES
+from breast_cancer_pipeline.progress import format_seconds, publish_metrics
 
-STRATEGIES = ("auto", "none", "mirrored", "multi_worker")
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ input
@@ -72,27 +77,47 @@ def make_dataset(
         raise ValueError(f"make_dataset: {len(x)} images but {n} labels")
     if n and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"make_dataset: labels must be in [0, {n_classes}), got {y.min()}..")
+    indices = _indices(y, n_classes, training=training, seed=seed, oversample=oversample)
+    dataset = indices.batch(batch_size).map(
+        _batch_loader(x, y, n_classes), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    options = tf.data.Options()
+    # Every worker of a cluster builds the same pipeline and takes its share of each batch.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
     steps = max(1, math.ceil(n / batch_size))
-    if training and oversample:
-        per_class = [
-            tf.data.Dataset.from_tensor_slices(np.flatnonzero(y == c))
-            .shuffle(max(1, int((y == c).sum())), seed=seed + c, reshuffle_each_iteration=True)
-            .repeat()
-            for c in range(n_classes)
-            if (y == c).any()
-        ]
-        indices = tf.data.Dataset.sample_from_datasets(
-            per_class, weights=[1.0 / len(per_class)] * len(per_class), seed=seed
-        )
-    else:
-        indices = tf.data.Dataset.range(n)
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE), steps
+
+
+def _indices(
+    y: np.ndarray, n_classes: int, *, training: bool, seed: int, oversample: bool
+) -> tf.data.Dataset:
+    """Image indices: in order, shuffled every epoch, or drawn class-balanced forever."""
+    if not (training and oversample):
+        indices = tf.data.Dataset.range(len(y))
         if training:
-            indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+            indices = indices.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+        return indices
+    per_class = [
+        tf.data.Dataset.from_tensor_slices(np.flatnonzero(y == c))
+        .shuffle(max(1, int((y == c).sum())), seed=seed + c, reshuffle_each_iteration=True)
+        .repeat()
+        for c in range(n_classes)
+        if (y == c).any()
+    ]
+    return tf.data.Dataset.sample_from_datasets(
+        per_class, weights=[1.0 / len(per_class)] * len(per_class), seed=seed
+    )
+
+
+def _batch_loader(x: np.ndarray, y: np.ndarray, n_classes: int) -> Any:
+    """The ``map`` function that turns a batch of indices into images and one-hot labels."""
     shape = tuple(x.shape[1:])
+    eye = np.eye(n_classes, dtype=np.float32)
 
     def gather(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.sort(batch)  # one forward pass over the memory map
-        return np.asarray(x[order]), np.eye(n_classes, dtype=np.float32)[y[order]]
+        return np.asarray(x[order]), eye[y[order]]
 
     def load(batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         images, labels = tf.numpy_function(gather, [batch], [tf.uint8, tf.float32])
@@ -100,28 +125,24 @@ def make_dataset(
         labels.set_shape((None, n_classes))
         return images, labels
 
-    dataset = indices.batch(batch_size).map(
-        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    options = tf.data.Options()
-    # Every worker of a cluster builds the same pipeline and takes its share of each batch.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    options.deterministic = True
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE), steps
+    return load
 
 
 def resolve_class_weights(
-    setting: str | Mapping[str, float] | Sequence[float] | None,
+    setting: str | Mapping[str, float] | Sequence[float],
     y: np.ndarray,
     class_names: Sequence[str],
-    oversample: bool = False,
+    oversample: bool,
 ) -> dict[int, float] | None:
     """Class weights for ``model.fit`` from the ``class_weight`` parameter.
 
+    The parameter's form (and positive weights) is checked by the ``finetune`` schema; what
+    depends on the data is checked here.
+
     Args:
-        setting: ``"auto"`` (balanced, ``n / (k * count)`` from ``y``), ``"none"``/``None``,
-            a mapping ``{class name: weight}`` (unnamed classes get 1), or a list in class
-            order.
+        setting: ``"auto"`` (balanced, :func:`breast_cancer_pipeline.metrics.class_weights`),
+            ``"none"``, a mapping ``{class name: weight}`` (unnamed classes get 1), or a list
+            in class order.
         y: The training labels.
         class_names: Class names in index order.
         oversample: Minority oversampling is on; ``auto`` then gives no weights (the batches
@@ -131,18 +152,14 @@ def resolve_class_weights(
         ``{class index: weight}`` or ``None``.
 
     Raises:
-        ValueError: An unknown class name, a list of the wrong length, a non-positive weight,
-            or an unrecognised setting.
+        ValueError: An unknown class name, a list of the wrong length, or an unrecognised
+            setting.
     """
     n_classes = len(class_names)
-    if setting is None or setting == "none":
+    if setting == "none" or (setting == "auto" and oversample):
         return None
     if setting == "auto":
-        if oversample:
-            return None
-        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes)
-        total = counts.sum()
-        return {i: float(total / (n_classes * c)) if c else 1.0 for i, c in enumerate(counts)}
+        return class_weights(y, n_classes)
     if isinstance(setting, Mapping):
         unknown = sorted(set(setting) - set(class_names))
         if unknown:
@@ -150,22 +167,18 @@ def resolve_class_weights(
                 f"finetune.class_weight names unknown classes {unknown}; the classes are "
                 f"{list(class_names)}"
             )
-        weights = {i: float(setting.get(name, 1.0)) for i, name in enumerate(class_names)}
-    elif isinstance(setting, Sequence) and not isinstance(setting, str):
+        return {i: float(setting.get(name, 1.0)) for i, name in enumerate(class_names)}
+    if isinstance(setting, Sequence) and not isinstance(setting, str):
         if len(setting) != n_classes:
             raise ValueError(
                 f"finetune.class_weight lists {len(setting)} weights for {n_classes} classes "
                 f"({list(class_names)})"
             )
-        weights = {i: float(w) for i, w in enumerate(setting)}
-    else:
-        raise ValueError(
-            "finetune.class_weight must be auto, none, {class: weight} or a list of weights, "
-            f"got {setting!r}"
-        )
-    if any(w <= 0 for w in weights.values()):
-        raise ValueError(f"finetune.class_weight: weights must be positive, got {weights}")
-    return weights
+        return {i: float(w) for i, w in enumerate(setting)}
+    raise ValueError(
+        "finetune.class_weight must be auto, none, {class: weight} or a list of weights, "
+        f"got {setting!r}"
+    )
 
 
 # ------------------------------------------------------------------------------ strategy
@@ -262,14 +275,164 @@ def _patch_nested_reduce(strategy: tf.distribute.Strategy) -> None:
 
 
 # ------------------------------------------------------------------------------ callbacks
-class EpochLogger(keras.callbacks.Callback):
-    """Logs one line per epoch (visible in the Kedro log while training runs)."""
+class PhaseBackup(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` that leaves the next ``fit`` of the model alone.
 
-    def __init__(self, label: str, epochs: int) -> None:
-        """Create the logger for a phase called ``label`` of ``epochs`` epochs."""
+    When it restores a backup, Keras 3.15 sets the model's ``_initial_epoch`` and never resets
+    it, so the next ``fit`` of the same model (the next phase) would start at that epoch.
+    """
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        """Keras's end of training, then forget the restored epoch."""
+        super().on_train_end(logs)
+        self.model._initial_epoch = None
+
+
+#: The keys of the checkpoint state (:meth:`RunRecord.to_state`).
+STATE_KEYS = ("fingerprint", "completed", "histories", "phase", "epochs")
+#: Counters of EarlyStopping / ReduceLROnPlateau that ``on_train_begin`` resets.
+COUNTERS = ("best", "wait", "cooldown_counter")
+
+
+@dataclass
+class RunRecord:
+    """What a resumed training needs beyond Keras's backup, kept in the checkpoint state.
+
+    ``BackupAndRestore`` restores the weights, the optimizer and the epoch of the phase in
+    progress. This record adds the completed phases and their histories, and per epoch of
+    the phase in progress its logs, the best score so far, whether it stopped the phase, and
+    the counters of the early-stopping and plateau callbacks (which Keras resets).
+    """
+
+    fingerprint: str
+    completed: list[str] = field(default_factory=list)
+    histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    phase: str | None = None
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> RunRecord:
+        """The record saved as ``state`` (see :meth:`to_state`)."""
+        return cls(**{key: state[key] for key in STATE_KEYS})
+
+    def to_state(self) -> dict[str, Any]:
+        """The JSON-serialisable state (``epochs_done`` is for people reading it)."""
+        state = {key: getattr(self, key) for key in STATE_KEYS}
+        return {**state, "epochs_done": len(self.epochs)}
+
+    @property
+    def steps_done(self) -> int:
+        """Epochs of the completed phases (the global step of the next phase's first epoch)."""
+        return sum(len(history["epoch"]) for history in self.histories.values())
+
+    def epochs_of(self, phase: str) -> list[dict[str, Any]]:
+        """The recorded epochs of ``phase`` when it is the phase in progress, else none."""
+        return list(self.epochs) if self.phase == phase else []
+
+    def complete(self, phase: str) -> None:
+        """Move the phase in progress to the completed ones, with its history."""
+        history: dict[str, list[float]] = {}
+        for epoch in self.epochs_of(phase):
+            for key, value in epoch["logs"].items():
+                history.setdefault(key, []).append(value)
+        history["epoch"] = list(range(self.steps_done, self.steps_done + len(self.epochs)))
+        self.histories[phase] = history
+        self.completed.append(phase)
+        self.phase, self.epochs = None, []
+
+
+class PhaseRecorder(keras.callbacks.Callback):
+    """Records every epoch in the :class:`RunRecord` and saves the best weights and the state.
+
+    Put it after the early-stopping and plateau callbacks (their counters then include the
+    epoch) and before ``BackupAndRestore``: the state is never behind Keras's backup, and on a
+    resumed run the record is cut back to the epoch Keras restored.
+
+    Args:
+        checkpoints: A :class:`~breast_cancer_pipeline.datasets.training_checkpoints.
+            CheckpointDirectory`.
+        record: The run's record; this phase's epochs are appended to it.
+        phase: Name of the training phase (``phase1``/``phase2``).
+        stateful: Callbacks whose counters are saved and restored.
+        monitor: Metric to maximise (the best weights).
+    """
+
+    def __init__(
+        self,
+        checkpoints: Any,
+        record: RunRecord,
+        phase: str,
+        stateful: Sequence[keras.callbacks.Callback],
+        monitor: str,
+    ) -> None:
         super().__init__()
-        self.label = label
+        self.checkpoints = checkpoints
+        self.record = record
+        self.phase = phase
+        self.stateful = list(stateful)
+        self.monitor = monitor
+        self._first_epoch = True
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Start this phase's record, unless it is the phase being resumed."""
+        if self.record.phase != self.phase:
+            self.record.phase, self.record.epochs = self.phase, []
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """At the first epoch, restore the counters of the epoch Keras resumes after."""
+        if not self._first_epoch:
+            return
+        self._first_epoch = False
+        del self.record.epochs[epoch:]  # a no-op when the record was matched to the backup
+        if self.record.epochs:
+            saved = self.record.epochs[-1]["callbacks"]
+            for callback, counters in zip(self.stateful, saved, strict=True):
+                for key, value in counters.items():
+                    setattr(callback, key, value)
+            logger.info("Resuming %s at epoch %d", self.phase, epoch + 1)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Save the best weights when the monitored metric improved, then the state."""
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        previous = self.record.epochs[-1]["best"] if self.record.epochs else -math.inf
+        score = logs.get(self.monitor, math.nan)
+        if score > previous:
+            self.checkpoints.save_best(self.model)
+        self.record.epochs.append(
+            {
+                "logs": logs,
+                "best": score if score > previous else previous,
+                "stopped": bool(self.model.stop_training),
+                "callbacks": [
+                    {key: _plain(getattr(cb, key)) for key in COUNTERS if hasattr(cb, key)}
+                    for cb in self.stateful
+                ],
+            }
+        )
+        self.checkpoints.write_state(self.record.to_state())
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One log line per epoch (metrics, seconds, ETA of the phase), and the metrics published.
+
+    Args:
+        phase: Name of the phase, at the start of each line.
+        epochs: Epochs of the phase (early stopping may end it sooner).
+        first_step: Global step of the phase's epoch 0 (epochs of the phases before it).
+        metrics_prefix: Publish each epoch's metrics as ``<prefix>.<metric>`` with
+            :func:`breast_cancer_pipeline.progress.publish_metrics`; ``None``: log only.
+    """
+
+    def __init__(
+        self, phase: str, epochs: int, first_step: int, metrics_prefix: str | None
+    ) -> None:
+        super().__init__()
+        self.phase = phase
         self.epochs = epochs
+        self.first_step = first_step
+        self.metrics_prefix = metrics_prefix
+        self.seconds: list[float] = []
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -277,90 +440,24 @@ class EpochLogger(keras.callbacks.Callback):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Log the epoch's figures."""
-        figures = " ".join(f"{k} {float(v):.4g}" for k, v in sorted((logs or {}).items()))
+        """Log the epoch's figures and publish them."""
+        self.seconds.append(time.perf_counter() - self._started)
+        logs = {key: float(value) for key, value in (logs or {}).items()}
+        eta = sum(self.seconds) / len(self.seconds) * (self.epochs - epoch - 1)
         logger.info(
-            "%s epoch %d/%d (%.1f s): %s",
-            self.label,
+            "%s epoch %d/%d: %s (%s, ETA of the phase %s)",
+            self.phase,
             epoch + 1,
             self.epochs,
-            time.perf_counter() - self._started,
-            figures,
+            " ".join(f"{key} {value:.4g}" for key, value in sorted(logs.items())),
+            format_seconds(self.seconds[-1]),
+            format_seconds(eta),
         )
-
-
-class ResumableCheckpoint(keras.callbacks.Callback):
-    """Saves the best weights on a monitored metric and the state to resume from.
-
-    After every epoch it writes, atomically, ``best`` (when ``monitor`` improved: Keras's
-    ``ModelCheckpoint(save_best_only=True)``), ``last`` (the weights and the optimizer) and
-    the state JSON: the phase, the epochs done, the history so far, and the counters of the
-    early-stopping and learning-rate callbacks, which it restores on a resumed run.
-
-    Args:
-        checkpoints: A :class:`~breast_cancer_pipeline.datasets.training_checkpoints.
-            CheckpointDirectory`.
-        phase: Name of the training phase (``phase1``/``phase2``).
-        base_state: The state to extend (fingerprint, completed phases, their histories).
-        monitor: Metric to maximise.
-        resume_from: The saved state of this phase, when resuming.
-        stateful: Callbacks whose ``best``/``wait``/``cooldown_counter`` are saved.
-    """
-
-    def __init__(
-        self,
-        checkpoints: Any,
-        phase: str,
-        base_state: dict[str, Any],
-        monitor: str = "val_auc",
-        resume_from: dict[str, Any] | None = None,
-        stateful: Sequence[keras.callbacks.Callback] = (),
-    ) -> None:
-        super().__init__()
-        self.checkpoints = checkpoints
-        self.phase = phase
-        self.base_state = base_state
-        self.monitor = monitor
-        self.resume_from = resume_from
-        self.stateful = list(stateful)
-        self.history: dict[str, list[float]] = dict((resume_from or {}).get("history", {}))
-        self.best = (resume_from or {}).get("best", -math.inf)
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        """Restore the counters of the other callbacks on a resumed run."""
-        for callback, saved in zip(
-            self.stateful, (self.resume_from or {}).get("callbacks", []), strict=False
-        ):
-            for key, value in saved.items():
-                setattr(callback, key, value)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Write best, last and the state."""
-        logs = logs or {}
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
-        score = float(logs.get(self.monitor, -math.inf))
-        if score > self.best:
-            self.best = score
-            self.checkpoints.save_weights(self.model, "best")
-        self.checkpoints.save_weights(self.model, "last")
-        state = {
-            **self.base_state,
-            "phase": self.phase,
-            "epochs_done": epoch + 1,
-            "best": self.best,
-            "stopped": bool(self.model.stop_training),
-            "history": self.history,
-            "callbacks": [
-                {
-                    key: _plain(getattr(cb, key))
-                    for key in ("best", "wait", "cooldown_counter")
-                    if hasattr(cb, key)
-                }
-                for cb in self.stateful
-            ],
-        }
-        self.checkpoints.write_state(state)
+        if self.metrics_prefix is not None:
+            publish_metrics(
+                {f"{self.metrics_prefix}.{k}": v for k, v in logs.items() if math.isfinite(v)},
+                step=self.first_step + epoch,
+            )
 
 
 def _plain(value: Any) -> Any:

@@ -1,7 +1,12 @@
-"""ImageFolderDataset (source listing) and ImageStoreDataset (incremental, atomic store)."""
+"""ImageFolderDataset (source listing) and ImageStoreDataset (incremental, two-phase store)."""
 
 import json
+import logging
+import os
 import pickle
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -12,6 +17,7 @@ from breast_cancer_pipeline.datasets import (
     ImageFolderDataset,
     ImageStoreDataset,
     SourceFile,
+    StoreCommit,
     StorePlan,
 )
 
@@ -28,10 +34,28 @@ class Echo:
         return self.text.encode(), {"length": len(self.text)}
 
 
-def _store(tmp_path, prune=True):
-    return ImageStoreDataset(
-        path=str(tmp_path / "store"), journal=str(tmp_path / "journal.jsonl"), prune=prune
-    )
+@dataclass(frozen=True)
+class Pages:
+    """A picklable task producing several files ``<stem>.page<k>``."""
+
+    stem: str
+    n: int
+
+    def __call__(self):
+        return {f"{self.stem}.page{k}": f"page {k}".encode() for k in range(self.n)}, {}
+
+
+def _store(tmp_path):
+    return ImageStoreDataset(path=str(tmp_path / "store"), journal=str(tmp_path / "journal.jsonl"))
+
+
+def _plan(files, workers=1, progress_seconds=10.0):
+    return StorePlan(files, workers=workers, tasks_per_worker=4, progress_seconds=progress_seconds)
+
+
+def _save_and_commit(store, files, **kwargs):
+    store.save(_plan(files, **kwargs))
+    store.save(StoreCommit(referenced=()))
 
 
 def test_folder_lists_files_with_size_and_mtime_and_is_read_only(tmp_path):
@@ -53,7 +77,7 @@ def test_folder_lists_files_with_size_and_mtime_and_is_read_only(tmp_path):
 def test_store_writes_reuses_by_key_and_records(tmp_path):
     store = _store(tmp_path)
     plan = {"a/x.txt": FileTask("k1", Echo("hello")), "b/y.txt": FileTask("k2", Echo(None))}
-    store.save(StorePlan(plan))
+    store.save(_plan(plan))
     assert store.last_save == {"planned": 2, "skipped": 0, "failed": 1, "produced": 1}
     loaded = store.load()
     assert list(loaded) == ["a/x.txt"] and loaded["a/x.txt"]() == b"hello"
@@ -61,32 +85,85 @@ def test_store_writes_reuses_by_key_and_records(tmp_path):
     assert records.loc["a/x.txt", "length"] == 5 and records.loc["b/y.txt", "error"] == "bad"
     assert not records.loc["b/y.txt", "ok"]
 
-    store.save(StorePlan({"a/x.txt": FileTask("k1", Echo("changed?"))}))
+    store.save(_plan({"a/x.txt": FileTask("k1", Echo("changed?"))}))
     assert store.last_save["skipped"] == 1 and store.load()["a/x.txt"]() == b"hello"
-    store.save(StorePlan({"a/x.txt": FileTask("k1b", Echo("changed"))}))
+    _save_and_commit(store, {"a/x.txt": FileTask("k1b", Echo("changed"))})
     assert store.last_save["produced"] == 1 and store.load()["a/x.txt"]() == b"changed"
-    # A file damaged on disk (size differs from the journal) is produced again.
+    # A committed file damaged on disk (size differs from the journal) is produced again.
     (tmp_path / "store/a/x.txt").write_bytes(b"x")
-    store.save(StorePlan({"a/x.txt": FileTask("k1b", Echo("changed"))}))
+    store.save(_plan({"a/x.txt": FileTask("k1b", Echo("changed"))}))
     assert store.last_save["produced"] == 1
     # A key of None is never reused.
-    store.save(StorePlan({"a/x.txt": FileTask(None, Echo("changed"))}))
+    store.save(_plan({"a/x.txt": FileTask(None, Echo("changed"))}))
     assert store.last_save["produced"] == 1
 
 
-def test_store_prunes_unplanned_files_and_compacts_the_journal(tmp_path):
+def test_save_stages_and_the_commit_swaps_in_and_removes_superseded_files(tmp_path):
     store = _store(tmp_path)
-    store.save(StorePlan({"a/x": FileTask("1", Echo("x")), "b/y": FileTask("2", Echo("y"))}))
-    store.save(StorePlan({"a/x": FileTask("1", Echo("x"))}))
+    _save_and_commit(store, {"a/x": FileTask("1", Echo("x")), "b/y": FileTask("2", Echo("y"))})
+    assert (tmp_path / "store/b/y").read_bytes() == b"y"
+
+    store.save(_plan({"a/x": FileTask("1b", Echo("new x"))}))
+    # Phase 1 changed nothing the previous manifest points at...
+    assert (tmp_path / "store/a/x").read_bytes() == b"x"
+    assert (tmp_path / "store/b/y").read_bytes() == b"y"
+    # ...while loading gives the newest version of every path.
+    assert store.load()["a/x"]() == b"new x"
+    with pytest.raises(DatasetError, match="did not produce"):
+        store.save(StoreCommit(referenced=("b/y",)))
+    store.save(StoreCommit(referenced=("a/x",)))
     assert list(store.load()) == ["a/x"] and not (tmp_path / "store/b").exists()
-    lines = (tmp_path / "journal.jsonl").read_text().splitlines()
-    assert [json.loads(line)["path"] for line in lines] == ["a/x"]
+    assert (tmp_path / "store/a/x").read_bytes() == b"new x"
+    assert not (tmp_path / "store/.staging").exists()
+    lines = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert [line.get("path") for line in lines] == ["a/x", None]  # compacted, marked complete
+    assert lines[0]["staged"] is False
+
+
+def test_a_journal_of_the_first_format_is_read_and_its_files_reused(tmp_path):
+    (tmp_path / "store/a").mkdir(parents=True)
+    (tmp_path / "store/a/x").write_bytes(b"hello")
+    line = {"path": "a/x", "key": "1", "ok": True, "bytes": 5, "record": {"n": 1}, "staged": False}
+    (tmp_path / "journal.jsonl").write_text(json.dumps(line) + "\n")
+    store = _store(tmp_path)
+    assert store.load()["a/x"]() == b"hello" and store.load().records["n"].tolist() == [1]
+    store.save(_plan({"a/x": FileTask("1", Echo("hello"))}))
+    assert store.last_save["skipped"] == 1
+
+
+def test_a_corrupted_staged_file_of_the_same_size_is_produced_again(tmp_path):
+    store = _store(tmp_path)
+    store.save(_plan({"a/x": FileTask("1", Echo("hello")), "a/y": FileTask("2", Echo("world"))}))
+    staged = tmp_path / "store/.staging/a/x"
+    staged.write_bytes(b"jello")  # same size, other bytes
+    store.save(_plan({"a/x": FileTask("1", Echo("hello")), "a/y": FileTask("2", Echo("world"))}))
+    assert store.last_save == {"planned": 2, "skipped": 1, "failed": 0, "produced": 1}
+    assert store.load()["a/x"]() == b"hello"
+
+
+def test_a_task_may_produce_several_files_and_two_entries_may_not_share_one(tmp_path):
+    store = _store(tmp_path)
+    _save_and_commit(store, {"scan": FileTask("1", Pages("scan", 3))})
+    assert list(store.load()) == ["scan.page0", "scan.page1", "scan.page2"]
+    assert store.load()["scan.page2"]() == b"page 2"
+    clash = {"scan": FileTask("1", Pages("scan", 2)), "scan.page1": FileTask("2", Echo("x"))}
+    with pytest.raises(DatasetError, match="both produce 'scan.page1'"):
+        store.save(_plan(clash))
+
+
+def test_store_logs_progress_with_count_rate_and_eta(tmp_path, caplog):
+    plan = {f"f{i:03d}": FileTask(str(i), Echo(f"text {i}")) for i in range(40)}
+    with caplog.at_level(logging.INFO, logger="breast_cancer_pipeline.datasets.image_store"):
+        _store(tmp_path).save(_plan(plan, progress_seconds=0.0))
+    lines = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert len(lines) == 39  # one per result but the last (then the final line)
+    assert "1/40 files" in lines[0] and "39/40 files" in lines[-1] and "files/s" in lines[0]
 
 
 def test_store_refuses_paths_outside_and_other_data(tmp_path):
     store = _store(tmp_path)
     with pytest.raises(DatasetError, match="must be relative"):
-        store.save(StorePlan({"../evil": FileTask("1", Echo("x"))}))
+        store.save(_plan({"../evil": FileTask("1", Echo("x"))}))
     with pytest.raises(DatasetError, match="saves a StorePlan"):
         store.save({"a": b"x"})
     with pytest.raises(DatasetError, match="run the ingestion pipeline"):
@@ -97,7 +174,7 @@ def test_store_removes_leftover_temporary_files(tmp_path):
     store = _store(tmp_path)
     (tmp_path / "store/a").mkdir(parents=True)
     (tmp_path / "store/a/.x.abc.part").write_bytes(b"half")
-    store.save(StorePlan({"a/x": FileTask("1", Echo("x"))}, workers=2))
+    _save_and_commit(store, {"a/x": FileTask("1", Echo("x"))}, workers=2)
     assert sorted(p.name for p in (tmp_path / "store/a").iterdir()) == ["x"]
 
 
@@ -114,7 +191,7 @@ def test_store_uses_a_fork_server_when_other_threads_run(tmp_path):
         plan = {f"f{i}": FileTask(str(i), Echo(f"text {i}")) for i in range(3)}
         assert image_store._pool_context(plan).get_start_method() == "forkserver"
         store = _store(tmp_path)
-        store.save(StorePlan(plan, workers=2))
+        store.save(_plan(plan, workers=2))
     finally:
         stop.set()
         thread.join()
@@ -122,3 +199,63 @@ def test_store_uses_a_fork_server_when_other_threads_run(tmp_path):
         f"f{i}": f"text {i}".encode() for i in range(3)
     }
     assert image_store._pool_context(plan).get_start_method() == "fork"
+
+
+# -- the folder walk: loops and links that leave the folder -----------------------------------
+
+
+def test_two_symlink_loops_are_listed_once_with_one_warning(tmp_path, caplog):
+    (tmp_path / "benign").mkdir()
+    (tmp_path / "benign/x.png").write_bytes(b"x")
+    os.symlink(".", tmp_path / "a")
+    os.symlink(".", tmp_path / "b")
+    os.symlink("..", tmp_path / "benign/up")
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING):
+        files = ImageFolderDataset(str(tmp_path)).load()
+    assert time.perf_counter() - started < 5
+    assert list(files) == ["benign/x.png"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert all(f"{link!r} -> " in warnings[0] for link in ("a", "b", "benign/up"))
+
+
+def test_links_outside_the_folder_are_refused_unless_allowed(tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "more").mkdir(parents=True)
+    (outside / "secret.png").write_bytes(b"secret")
+    (outside / "more/y.png").write_bytes(b"y")
+    source = tmp_path / "source"
+    (source / "benign").mkdir(parents=True)
+    (source / "benign/x.png").write_bytes(b"x")
+    os.symlink(outside / "secret.png", source / "benign/link.png")
+    os.symlink(outside / "more", source / "malignant")
+    os.symlink(source / "benign/x.png", source / "benign/inside.png")
+
+    files = ImageFolderDataset(str(source)).load()
+    assert list(files) == ["benign/inside.png", "benign/x.png"]
+    assert files.refused_links == {
+        "benign/link.png": str(outside / "secret.png"),
+        "malignant": str(outside / "more"),
+    }
+    assert files.folder_links == {"malignant"}
+
+    allowed = ImageFolderDataset(str(source), follow_external_links=True).load()
+    assert list(allowed) == [
+        "benign/inside.png",
+        "benign/link.png",
+        "benign/x.png",
+        "malignant/y.png",
+    ]
+    assert allowed["benign/link.png"]() == b"secret" and not allowed.refused_links
+
+
+def test_importing_the_datasets_package_imports_neither_mlflow_nor_tensorflow():
+    code = (
+        "import sys, breast_cancer_pipeline.datasets as d; d.ImageStoreDataset; "
+        "d.ImageFolderDataset; d.BinaryFileDataset; d.NumpyArraysDataset; "
+        "print(sorted(m for m in ('mlflow', 'kedro_mlflow', 'tensorflow', 'keras') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
-from typing import Any
-
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import DatasetError
 
 from breast_cancer_pipeline.datasets._atomic import write_bytes_atomic
+from breast_cancer_pipeline.datasets._local import LocalPathDataset
 
 
-class BinaryFileDataset(AbstractDataset[bytes, bytes]):
+class BinaryFileDataset(LocalPathDataset[bytes, bytes]):
     """Loads and saves a local file's bytes; saving is atomic.
 
     Example (an image folder in ``catalog.yml``)::
@@ -20,16 +18,6 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
           path: data/01_raw/demo
           dataset: breast_cancer_pipeline.datasets.BinaryFileDataset
     """
-
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        """Create the dataset.
-
-        Args:
-            filepath: Path of the file on the local file system.
-            metadata: Free-form metadata, ignored by the dataset.
-        """
-        self._filepath = Path(PurePosixPath(filepath))
-        self.metadata = metadata
 
     def load(self) -> bytes:
         """Read the file's bytes.
@@ -52,6 +40,3 @@ class BinaryFileDataset(AbstractDataset[bytes, bytes]):
 
     def _exists(self) -> bool:
         return self._filepath.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}

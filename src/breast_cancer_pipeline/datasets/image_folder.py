@@ -2,67 +2,65 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
+from breast_cancer_pipeline.file_records import SourceFile, SourceListing
 
-@dataclass(frozen=True)
-class SourceFile:
-    """One source file: call it to read its bytes (a picklable, lazy loader).
+logger = logging.getLogger(__name__)
 
-    ``size`` and ``mtime_ns`` are taken when the folder is listed; together with the path
-    they tell an incremental step whether the file changed since it was last processed,
-    without reading it.
-
-    Attributes:
-        path: Absolute path of the file.
-        size: Size in bytes.
-        mtime_ns: Modification time in nanoseconds.
-    """
-
-    path: str
-    size: int
-    mtime_ns: int
-
-    def __call__(self) -> bytes:
-        """Read the file's bytes.
-
-        Raises:
-            OSError: The file cannot be read (removed, permissions, I/O error).
-        """
-        return Path(self.path).read_bytes()
+__all__ = ["ImageFolderDataset", "SourceFile"]
 
 
-class ImageFolderDataset(AbstractDataset[Any, dict[str, SourceFile]]):
+class ImageFolderDataset(AbstractDataset[Any, SourceListing]):
     """Lists every file under a folder, at any depth, as ``{relative posix path: SourceFile}``.
 
     Like a ``PartitionedDataset`` of binary files, but each loader also carries the file's size
     and modification time (for incremental processing) and pickles cheaply (it is sent to
     worker processes). Nothing is read until a loader is called; the folder is never written.
 
+    Symbolic links are followed, with two guards:
+
+    * every folder is listed once: a link to a folder already listed (a loop such as
+      ``ln -s . again``, or a second path to a folder of the tree) is skipped, and one warning
+      names every such link;
+    * a link whose target lies outside the folder is not followed (nothing outside is listed
+      or read) unless ``follow_external_links`` is true; such links are reported in the
+      listing's ``refused_links``, so ingestion lists them as bad files with the reason.
+
     Example (``catalog.yml``)::
 
         raw_images:
           type: breast_cancer_pipeline.datasets.ImageFolderDataset
           path: data/01_raw/demo
+          follow_external_links: false
     """
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        follow_external_links: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """Create the dataset.
 
         Args:
             path: The folder (relative to the project or absolute).
+            follow_external_links: List files that symbolic links lead to outside the folder
+                (``ingestion.follow_external_links``); false refuses them.
             metadata: Free-form metadata, ignored by the dataset.
         """
         self._path = Path(PurePosixPath(str(path)))
+        self._follow_external = bool(follow_external_links)
         self.metadata = metadata
+        self._warned: list[tuple[str, str]] = []
 
-    def load(self) -> dict[str, SourceFile]:
-        """List the folder's files, sorted by relative path; symbolic links are followed.
+    def load(self) -> SourceListing:
+        """List the folder's files, sorted by relative path.
 
         Raises:
             DatasetError: The folder does not exist.
@@ -72,21 +70,19 @@ class ImageFolderDataset(AbstractDataset[Any, dict[str, SourceFile]]):
                 f"source folder '{self._path}' does not exist: set ingestion.source_dir "
                 "(e.g. kedro run --params ingestion.source_dir=/data/BUSI)"
             )
-        root = self._path.resolve()
-        files: dict[str, SourceFile] = {}
-        for folder, dirs, names in os.walk(root, followlinks=True):
-            dirs.sort()
-            for name in names:
-                full = Path(folder, name)
-                try:
-                    stat = full.stat()
-                except OSError:
-                    continue  # a dangling link: not a file
-                if not full.is_file():
-                    continue
-                rel = full.relative_to(root).as_posix()
-                files[rel] = SourceFile(str(full), stat.st_size, stat.st_mtime_ns)
-        return dict(sorted(files.items()))
+        walk = _Walk(self._path.resolve(), self._follow_external)
+        files = walk.run()
+        if walk.repeated and walk.repeated != self._warned:  # once, though a run loads twice
+            self._warned = walk.repeated
+            logger.warning(
+                "Skipped %d symbolic link(s) to folders listed already (a loop, or a second "
+                "path to the same folder): %s",
+                len(walk.repeated),
+                ", ".join(f"{rel!r} -> {target!r}" for rel, target in walk.repeated),
+            )
+        folders = frozenset(rel for rel, _ in walk.refused_folders)
+        refused = dict(walk.refused_files) | dict(walk.refused_folders)
+        return SourceListing(dict(sorted(files.items())), refused, folders)
 
     def save(self, data: Any) -> None:
         """Refuse: the source folder is never written.
@@ -100,4 +96,66 @@ class ImageFolderDataset(AbstractDataset[Any, dict[str, SourceFile]]):
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        return {"path": str(self._path), "follow_external_links": self._follow_external}
+
+
+class _Walk:
+    """One listing of a folder: each folder visited once, links outside refused or followed."""
+
+    def __init__(self, root: Path, follow_external: bool) -> None:
+        self.root = root
+        self.follow_external = follow_external
+        self.repeated: list[tuple[str, str]] = []
+        self.refused_files: list[tuple[str, str]] = []
+        self.refused_folders: list[tuple[str, str]] = []
+        # Every folder reachable without links: a link to one of them is a second path.
+        self.tree = {_identity(Path(folder)) for folder, _, _ in os.walk(root)}
+        self.visited = {_identity(root)}
+
+    def run(self) -> dict[str, SourceFile]:
+        files: dict[str, SourceFile] = {}
+        for folder, dirs, names in os.walk(self.root, followlinks=True):
+            here = Path(folder)
+            dirs[:] = [name for name in sorted(dirs) if self._enter(here / name)]
+            for name in names:
+                full = here / name
+                try:
+                    stat = full.stat()
+                except OSError:
+                    continue  # a dangling link or a link loop: not a file
+                if not full.is_file():
+                    continue
+                if full.is_symlink() and not self._allowed(full):
+                    self.refused_files.append((self._rel(full), os.path.realpath(full)))
+                    continue
+                files[self._rel(full)] = SourceFile(str(full), stat.st_size, stat.st_mtime_ns)
+        return files
+
+    def _enter(self, folder: Path) -> bool:
+        """Whether to list ``folder`` (once per folder; links outside only when allowed)."""
+        try:
+            identity = _identity(folder)
+        except OSError:
+            return False
+        link = folder.is_symlink()
+        if identity in self.visited or (link and identity in self.tree):
+            if link:
+                self.repeated.append((self._rel(folder), os.readlink(folder)))
+            return False
+        if link and not self._allowed(folder):
+            self.refused_folders.append((self._rel(folder), os.path.realpath(folder)))
+            return False
+        self.visited.add(identity)
+        return True
+
+    def _allowed(self, path: Path) -> bool:
+        return self.follow_external or Path(os.path.realpath(path)).is_relative_to(self.root)
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    """``(st_dev, st_ino)`` of a folder, through links: equal for two paths to one folder."""
+    stat = folder.stat()
+    return stat.st_dev, stat.st_ino

@@ -10,28 +10,19 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from breast_cancer_pipeline.datasets._atomic import atomic_path
+from breast_cancer_pipeline.datasets._local import LocalPathDataset
 
 _MODEL_FILE = "model.keras"
 _CONFIG_FILE = "serving.json"
 
 
-class ServingModelDataset(AbstractDataset[Any, Any]):
+class ServingModelDataset(LocalPathDataset[Any, Any]):
     """A :class:`~breast_cancer_pipeline.serving.ServingModel` as a folder, written atomically.
 
     The folder holds ``model.keras`` and ``serving.json`` (class names, image size, colour
     mode, positive class, threshold). It is the artefact kedro-mlflow bundles into the
     registered pyfunc model, so it must be a local path.
     """
-
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        """Create the dataset.
-
-        Args:
-            filepath: The folder.
-            metadata: Free-form metadata, ignored by the dataset.
-        """
-        self._filepath = Path(PurePosixPath(filepath))
-        self.metadata = metadata
 
     def load(self) -> Any:
         """Load the model and its configuration.
@@ -60,9 +51,6 @@ class ServingModelDataset(AbstractDataset[Any, Any]):
 
     def _exists(self) -> bool:
         return (self._filepath / _CONFIG_FILE).is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
 
 
 class TFServingExportDataset(AbstractDataset[Any, list[str]]):

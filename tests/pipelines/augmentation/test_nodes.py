@@ -8,7 +8,9 @@ from PIL import Image
 from breast_cancer_pipeline.pipelines.augmentation.nodes import (
     build_augmentation_spec,
     prepare_model_input,
+    preview_augmentation,
 )
+from tests.params import base_params
 
 
 def _png(value: int, size: tuple[int, int]) -> bytes:
@@ -37,7 +39,7 @@ def test_prepare_model_input_shapes_classes_and_values():
         ]
     )
     loaders = {k: (lambda v=v: v) for k, v in files.items()}
-    arrays = prepare_model_input(loaders, manifest, {"image_size": 16})
+    arrays = prepare_model_input(loaders, manifest, base_params("augmentation", image_size=16))
     assert arrays["x_train"].shape == (2, 16, 16, 1)
     assert arrays["x_train"].dtype == np.uint8
     assert list(arrays["class_names"]) == ["benign", "malignant"]
@@ -50,22 +52,19 @@ def test_prepare_model_input_shapes_classes_and_values():
 def test_prepare_model_input_missing_png_is_a_clear_error():
     manifest = _manifest([("b/1.png", "benign", "train", 1)])
     with pytest.raises(ValueError, match="rerun the ingestion pipeline"):
-        prepare_model_input({}, manifest, {"image_size": 16})
+        prepare_model_input({}, manifest, base_params("augmentation", image_size=16))
 
 
-def test_spec_validation_names_the_parameter():
-    spec = build_augmentation_spec({"flip": "horizontal", "rotation": 0.1, "zoom": None})
+def test_spec_holds_the_transforms_as_numbers():
+    spec = build_augmentation_spec(base_params("augmentation", zoom=0, flip=None))
     assert spec == {
-        "flip": "horizontal",
-        "rotation": 0.1,
+        "flip": None,
+        "rotation": 0.05,
         "zoom": 0.0,
-        "translation": 0.0,
-        "contrast": 0.0,
+        "translation": 0.05,
+        "contrast": 0.1,
     }
-    with pytest.raises(ValueError, match="augmentation.flip"):
-        build_augmentation_spec({"flip": "diagonal"})
-    with pytest.raises(ValueError, match="augmentation.zoom"):
-        build_augmentation_spec({"zoom": 1.5})
+    assert isinstance(spec["zoom"], float)
 
 
 def test_augmenter_changes_images_only_in_training():
@@ -77,3 +76,47 @@ def test_augmenter_changes_images_only_in_training():
     image = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
     np.testing.assert_allclose(np.asarray(augmenter(image, training=False)), image)
     assert not np.allclose(np.asarray(augmenter(image, training=True)), image)
+
+
+def _preview_input(value: int, n: int = 5) -> dict[str, np.ndarray]:
+    return {
+        "x_train": np.full((n, 24, 24, 1), value, dtype=np.uint8),
+        "y_train": np.arange(n) % 2,
+        "class_names": np.array(["benign", "malignant"]),
+    }
+
+
+def _png_pixels(png: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    return np.asarray(image.convert("L")).astype(int)
+
+
+NO_CHANGE = {"flip": None, "rotation": 0.0, "zoom": 0.0, "translation": 0.0, "contrast": 0.0}
+
+
+def test_preview_is_a_png_grid_showing_true_brightness():
+    """A flat grey image is shown grey (not stretched to black), one panel per view."""
+    params = base_params(
+        "augmentation", preview={"rows": 2, "augmented_per_image": 3, "figure_dpi": 100}
+    )
+    pixels = _png_pixels(preview_augmentation(_preview_input(200), NO_CHANGE, params))
+    # 4 columns of 1.6 inch at 100 dpi, under bbox "tight" (a little less).
+    assert 0.8 * 4 * 160 < pixels.shape[1] < 4 * 160
+    wider = base_params("augmentation", preview={"rows": 2, "augmented_per_image": 5})
+    wide = _png_pixels(preview_augmentation(_preview_input(200), NO_CHANGE, wider))
+    assert wide.shape[1] == pytest.approx(pixels.shape[1] * 6 / 4, rel=0.1)
+    grey = np.abs(pixels - 200) <= 2
+    assert grey.sum() > 0.4 * pixels.size  # the 8 panels fill much of the figure
+    assert (pixels < 50).sum() < 0.05 * pixels.size  # not stretched to a black square
+
+
+def test_preview_shows_the_augmentation():
+    """With contrast on, the augmented panels differ from the same grid without it."""
+    params = base_params("augmentation", preview={"rows": 2, "augmented_per_image": 3})
+    ramp = np.tile(np.linspace(0, 255, 24, dtype=np.uint8), (5, 24, 1))[..., None]
+    x = {**_preview_input(0), "x_train": ramp}
+    plain = _png_pixels(preview_augmentation(x, NO_CHANGE, params))
+    augmented = _png_pixels(preview_augmentation(x, {**NO_CHANGE, "contrast": 0.9}, params))
+    assert plain.shape == augmented.shape
+    assert np.abs(plain - augmented).mean() > 2

@@ -1,19 +1,29 @@
+import io
+import logging
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from breast_cancer_pipeline import progress
 from breast_cancer_pipeline.pipelines.backbone_selection.nodes import (
-    auroc,
-    class_weights,
+    TrialLogger,
+    extract_features,
+    plot_comparison,
+    search_head,
     select_backbone,
     train_head,
 )
+from tests.params import base_params
 
-PARAMS = {
-    "candidates": {"big": {}, "small": {}, "bad": {}},
-    "metric": "val_auroc",
-    "tolerance": 0.02,
-    "head": {"dropout": 0.0, "learning_rate": 0.01, "batch_size": 16},
-}
+
+def _params(**overrides):
+    """conf/base's block with three made-up candidates (``big``, ``small``, ``bad``)."""
+    params = base_params("backbone_selection", **{"tolerance": 0.02, **overrides})
+    params["candidates"] = {
+        name: {"backbone": "small_cnn", "weights": None} for name in ("big", "small", "bad")
+    }
+    return params
 
 
 def _record(backbone, auc, ms):
@@ -30,75 +40,40 @@ def _record(backbone, auc, ms):
     }
 
 
+RECORDS = (
+    _record("resnet101v2", 0.91, 40.0),
+    _record("inception_v3", 0.90, 15.0),
+    _record("small_cnn", 0.70, 1.0),
+)
+
+
 def test_near_tie_goes_to_the_cheaper_backbone():
-    selected, table, metrics = select_backbone(
-        PARAMS,
-        _record("resnet101v2", 0.91, 40.0),
-        _record("inception_v3", 0.90, 15.0),
-        _record("small_cnn", 0.70, 1.0),
-    )
+    selected, table, metrics = select_backbone(_params(), *RECORDS)
     assert selected["candidate"] == "small"
     assert selected["backbone"] == "inception_v3"
+    assert selected["score"] == 0.90
     assert table["candidate"].tolist() == ["small", "big", "bad"]
+    assert table["rank"].tolist() == [1, 2, 3]
     assert table["within_tolerance"].tolist() == [True, True, False]
     assert metrics["selection.big.val_auroc_mean"] == {"value": 0.91, "step": 0}
+    assert metrics["selection.small.ms_per_image"] == {"value": 15.0, "step": 0}
 
 
 def test_outside_tolerance_the_best_wins():
-    params = {**PARAMS, "tolerance": 0.001}
-    selected, _, _ = select_backbone(
-        params,
-        _record("resnet101v2", 0.91, 40.0),
-        _record("inception_v3", 0.90, 15.0),
-        _record("small_cnn", 0.70, 1.0),
-    )
+    selected, _, _ = select_backbone(_params(tolerance=0.001), *RECORDS)
     assert selected["backbone"] == "resnet101v2"
 
 
 def test_candidate_mismatch_points_to_kedro_env():
     with pytest.raises(ValueError, match="KEDRO_ENV"):
-        select_backbone(PARAMS, _record("a", 0.5, 1.0))
+        select_backbone(_params(), _record("a", 0.5, 1.0))
 
 
-def test_class_weights_are_balanced():
-    weights = class_weights(np.array([0, 0, 0, 1]), 3)
-    assert weights == {0: pytest.approx(4 / 9), 1: pytest.approx(4 / 3), 2: 1.0}
-
-
-def test_auroc_binary_and_multiclass():
-    assert (
-        auroc(np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]]))
-        == 1.0
-    )
-    y = np.array([0, 1, 2, 0, 1, 2])
-    perfect = np.eye(3)[y] * 0.8 + 0.1 / 1.5
-    assert auroc(y, perfect) == pytest.approx(1.0)
-
-
-def test_train_head_learns_separable_features():
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], 40)
-    x = rng.normal(size=(80, 8)).astype("float32") + y[:, None] * 3.0
-    features = {
-        "features_train": x[::2],
-        "features_val": x[1::2],
-        "y_train": y[::2],
-        "y_val": y[1::2],
-        "extract_seconds": np.asarray(1.5),
-        "ms_per_image": np.asarray(2.0),
-    }
-    params = {**PARAMS, "repeats": 2, "epochs": 30, "seed": 0}
-    record = train_head(features, {"backbone": "small_cnn", "weights": None}, params)
-    assert record["val_auroc_mean"] > 0.95
-    assert record["repeats"] == 2
-    assert record["extract_seconds"] == 1.5
-    assert record["n_features"] == 8
-
-
-def _separable_features(n=80, dim=8, seed=0):
+def _separable_features(n=80, dim=8, shift=1.0, seed=0):
+    """Two classes whose features differ by ``shift`` in every dimension."""
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1], n // 2)
-    x = rng.normal(size=(n, dim)).astype("float32") + y[:, None] * 1.0
+    x = rng.normal(size=(n, dim)).astype("float32") + y[:, None] * shift
     return {
         "features_train": x[::2],
         "features_val": x[1::2],
@@ -109,20 +84,48 @@ def _separable_features(n=80, dim=8, seed=0):
     }
 
 
-def test_extract_features_with_augmented_passes():
-    from breast_cancer_pipeline.pipelines.backbone_selection.nodes import extract_features
+FAST_HEAD = {"dropout": 0.0, "learning_rate": 0.01, "batch_size": 16}
 
+
+def test_train_head_learns_separable_features():
+    features = _separable_features(shift=3.0)
+    params = _params(repeats=2, epochs=30, seed=0, head=FAST_HEAD)
+    record = train_head(features, {"backbone": "small_cnn", "weights": None}, params)
+    assert record["val_auroc_mean"] > 0.95
+    assert record["val_accuracy_mean"] > 0.8
+    assert record["repeats"] == 2
+    assert record["extract_seconds"] == 1.5
+    assert record["n_features"] == 8
+
+
+def test_train_head_on_noise_scores_near_chance():
+    """The same head on features that carry no label: the planted signal above is what it found."""
+    features = _separable_features(shift=0.0)
+    record = train_head(
+        features,
+        {"backbone": "small_cnn", "weights": None},
+        _params(repeats=2, epochs=30, head=FAST_HEAD),
+    )
+    assert 0.2 < record["val_auroc_mean"] < 0.8
+
+
+def _model_input():
     rng = np.random.default_rng(0)
-    model_input = {
+    return {
         "x_train": rng.integers(0, 255, (6, 16, 16, 1)).astype(np.uint8),
         "y_train": np.array([0, 1, 2, 0, 1, 2]),
         "x_val": rng.integers(0, 255, (3, 16, 16, 1)).astype(np.uint8),
         "y_val": np.array([0, 1, 2]),
     }
-    params = {"seed": 0, "extraction_batch_size": 4, "augmented_passes": 2}
+
+
+def test_extract_features_with_augmented_passes_logs_its_progress(caplog):
+    model_input = _model_input()
+    params = _params(seed=0, extraction_batch_size=4, augmented_passes=2)
     candidate = {"backbone": "small_cnn", "weights": None}
     spec = {"flip": "horizontal", "rotation": 0.2}
-    out = extract_features(model_input, spec, candidate, params)
+    with caplog.at_level(logging.INFO):
+        out = extract_features(model_input, spec, candidate, params)
     train = out["features_train"]
     assert train.shape == (18, 128)
     np.testing.assert_array_equal(out["y_train"], np.tile(model_input["y_train"], 3))
@@ -130,69 +133,129 @@ def test_extract_features_with_augmented_passes():
     assert not np.allclose(train[:6], train[6:12])  # augmented views differ from clean ones
     assert not np.allclose(train[6:12], train[12:])  # and from each other
     assert int(out["n_params"]) > 0 and float(out["ms_per_image"]) > 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("small_cnn (weights None): extracting features of 21 images" in m for m in messages)
+    assert any("small_cnn: augmented passes: 12/12 images done" in m for m in messages)
+    assert any("small_cnn: 128 features per image of 21 images" in m for m in messages)
     clean = extract_features(model_input, spec, candidate, {**params, "augmented_passes": 0})
     np.testing.assert_allclose(clean["features_train"], train[:6], rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="augmented_passes"):
-        extract_features(model_input, spec, candidate, {**params, "augmented_passes": -1})
 
 
-SEARCH = {
-    **PARAMS,
-    "seed": 0,
-    "head_search": {
-        "n_trials": 4,
-        "epochs": 5,
-        "space": {
-            "dropout": [0.0, 0.5],
-            "learning_rate": [1e-3, 3e-2],
-            "dense_units": [None, 16],
-            "batch_size": [8, 16],
+def _search_params(n_trials=4):
+    return _params(
+        seed=0,
+        head_search={
+            "n_trials": n_trials,
+            "epochs": 5,
+            "space": {
+                "dropout": [0.0, 0.5],
+                "learning_rate": [1e-3, 3e-2],
+                "dense_units": [None, 16],
+                "batch_size": [8, 16],
+            },
         },
-    },
-}
+    )
 
 
-def test_search_head_tries_n_trials_and_keeps_the_best():
-    from breast_cancer_pipeline.pipelines.backbone_selection.nodes import search_head
+@pytest.fixture
+def published():
+    """Every ``progress.publish_metrics`` call made during the test, as ``(metrics, step)``."""
+    calls = []
 
+    def listener(metrics, step):
+        calls.append((dict(metrics), step))
+
+    progress.add_listener(listener)
+    yield calls
+    progress.remove_listener(listener)
+
+
+def test_search_head_tries_n_trials_keeps_the_best_and_reports_each_trial(published, caplog):
     selected = {"candidate": "small", "score": 0.5}
     other = _separable_features(seed=1)
     other["features_val"] = other["features_val"] * 0  # would score 0.5: must not be used
-    best, history = search_head(selected, SEARCH, small=_separable_features(), big=other)
-    trials = history["head_search.val_auroc"]
-    assert [t["step"] for t in trials] == [0, 1, 2, 3]
+    with caplog.at_level(logging.INFO):
+        best, history = search_head(
+            selected, _search_params(), small=_separable_features(), big=other
+        )
+    assert [step for _, step in published] == [0, 1, 2, 3]
+    scores = [m["head_search.val_auroc"] for m, _ in published]
+    assert [m["head_search.best_val_auroc"] for m, _ in published] == list(
+        np.maximum.accumulate(scores)
+    )
+    assert set(published[0][0]) == {
+        "head_search.val_auroc",
+        "head_search.best_val_auroc",
+        "head_search.dropout",
+        "head_search.learning_rate",
+        "head_search.dense_units",
+        "head_search.batch_size",
+    }
     assert best["n_trials"] == 4
-    assert best["score"] == max(t["value"] for t in trials) > 0.8
-    assert set(best) >= {"dropout", "learning_rate", "dense_units", "batch_size"}
+    assert best["score"] == max(scores) > 0.8
+    assert scores[best["trial"]] == best["score"]
+    assert history == {
+        "head_search.best_score": [{"step": 0, "value": best["score"]}],
+        "head_search.best_trial": [{"step": 0, "value": float(best["trial"])}],
+    }
     assert 0.0 <= best["dropout"] <= 0.5 and 1e-3 <= best["learning_rate"] <= 3e-2
     assert best["batch_size"] in (8, 16) and best["dense_units"] in (None, 16)
-    assert len(history["head_search.learning_rate"]) == 4
-    again, _ = search_head(selected, SEARCH, small=_separable_features(), big=other)
+    lines = [r.getMessage() for r in caplog.records if "Head search trial" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == [
+        f"Head search trial {i}/4" for i in (1, 2, 3, 4)
+    ]
+    assert all("ETA" in line and "learning_rate" in line for line in lines)
+    again, _ = search_head(selected, _search_params(), small=_separable_features(), big=other)
     assert again == best  # seeded TPE
 
 
-def test_search_head_with_no_trials_keeps_the_configured_head():
-    from breast_cancer_pipeline.pipelines.backbone_selection.nodes import search_head
+def test_trial_logger_eta_from_the_mean_trial_time(caplog):
+    class Trial:
+        def __init__(self, number, value):
+            self.number, self.value, self.params = number, value, {"dropout": 0.1}
 
-    params = {**SEARCH, "head_search": {**SEARCH["head_search"], "n_trials": 0}}
+    class Study:
+        best_value = 0.8
+
+    now = [100.0]
+    callback = TrialLogger("val_auroc", 10, clock=lambda: now[0])
+    now[0] += 60.0  # two trials in one minute: eight more take four minutes
+    with caplog.at_level(logging.INFO):
+        callback(Study(), Trial(1, 0.75))
+    assert caplog.records[-1].getMessage() == (
+        "Head search trial 2/10: val_auroc 0.7500 (best 0.8000), {'dropout': 0.1}, ETA 4 min 00 s"
+    )
+
+
+def test_search_head_with_no_trials_keeps_the_configured_head():
+    params = _search_params(n_trials=0)
     best, history = search_head({"candidate": "small", "score": 0.7}, params)
-    assert best == {**PARAMS["head"], "score": 0.7, "source": "backbone_selection.head"}
+    assert best == {**params["head"], "score": 0.7, "source": "backbone_selection.head"}
     assert history == {}
 
 
-def test_comparison_chart_shows_every_candidate():
-    from breast_cancer_pipeline.pipelines.backbone_selection.nodes import plot_comparison
+def _decode(png: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    return np.asarray(image.convert("RGB")).astype(int)
 
-    _, table, metrics = select_backbone(
-        PARAMS,
-        _record("resnet101v2", 0.91, 40.0),
-        _record("inception_v3", 0.90, 15.0),
-        _record("small_cnn", 0.70, 1.0),
-    )
-    assert metrics["selection.big.val_auroc_std"] == {"value": 0.0, "step": 0}
+
+def _bar_length(pixels: np.ndarray, colour: tuple[int, int, int]) -> int:
+    """The longest horizontal run of ``colour`` (a bar's length in pixels)."""
+    match = (np.abs(pixels - np.array(colour)).sum(axis=2) < 30).astype(int)
+    return int(match.sum(axis=1).max())
+
+
+def test_comparison_chart_is_a_png_with_one_bar_per_candidate():
+    _, table, _ = select_backbone(_params(), *RECORDS)
     table["repeats"] = 3
-    fig = plot_comparison(table, PARAMS)
-    left, right = fig.axes
-    assert [t.get_text() for t in left.get_yticklabels()] == ["small", "big", "bad"]
-    assert [round(p.get_width(), 2) for p in right.patches] == [15.0, 40.0, 1.0]
-    assert "winner small" in fig._suptitle.get_text()
+    png = plot_comparison(table, _params())
+    pixels = _decode(png)
+    small = _decode(plot_comparison(table, _params(figure_dpi=50)))
+    assert pixels.shape[1] == pytest.approx(2 * small.shape[1], rel=0.05)  # dpi is honoured
+    # Right panel: ms per image, winner (15 ms) green, the other two (40 ms, 1 ms) grey.
+    right = pixels[:, pixels.shape[1] // 2 + 20 :]
+    green, grey = _bar_length(right, (44, 160, 44)), _bar_length(right, (127, 127, 127))
+    assert green / grey == pytest.approx(15 / 40, abs=0.04)
+    # Left panel: the metric; the winner's bar (0.90) is green too.
+    assert _bar_length(pixels[:, : pixels.shape[1] // 2], (44, 160, 44)) > 0

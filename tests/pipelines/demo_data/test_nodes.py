@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image, ImageFilter
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -19,25 +18,20 @@ from breast_cancer_pipeline.pipelines.demo_data.nodes import (
     allocate_formats,
     generate_demo_dataset,
 )
+from tests.params import base_params
 
-PARAMETERS_FILE = Path(__file__).parents[3] / "conf" / "base" / "parameters_demo_data.yml"
 KEY_PATTERN = re.compile(r"^(normal|benign|malignant)/\1 \((\d+)\)(\.png|\.jpg|\.tif|_mask\.png)$")
 
 
-@pytest.fixture(scope="module")
-def base_params() -> dict:
-    return yaml.safe_load(PARAMETERS_FILE.read_text())["demo_data"]
-
-
 @pytest.fixture
-def small_params(base_params) -> dict:
-    return {**base_params, "images_per_class": 20, "image_size": 64}
+def small_params() -> dict:
+    return base_params("demo_data", images_per_class=20, image_size=64)
 
 
 @pytest.fixture(scope="module")
-def default_dataset(base_params) -> dict[str, bytes]:
+def default_dataset() -> dict[str, bytes]:
     """The dataset exactly as `kedro run --pipeline=demo_data` writes it with conf/base."""
-    return generate_demo_dataset(base_params)
+    return generate_demo_dataset(base_params("demo_data"))
 
 
 def _decode(data: bytes) -> Image.Image:
@@ -192,24 +186,25 @@ def test_benign_margins_are_smoother_than_malignant_ones(small_params):
     assert max(scores["benign"]) < min(scores["malignant"])
 
 
-def test_default_dataset_has_the_configured_size_and_format_mix(base_params, default_dataset):
+def test_default_dataset_has_the_configured_size_and_format_mix(default_dataset):
     """Generates the full conf/base dataset, so a slow generator makes this suite slow."""
-    n = base_params["images_per_class"]
-    size = base_params["image_size"]
+    params = base_params("demo_data")
+    n = params["images_per_class"]
+    size = params["image_size"]
     images = _images(default_dataset)
     assert len(images) == 3 * n
     assert len(default_dataset) == 6 * n  # normal_masks: true in conf/base
     suffixes = Counter(Path(key).suffix for key in images)
     fractions = {".png": "png", ".jpg": "jpeg", ".tif": "tiff16"}
     for suffix, name in fractions.items():
-        assert abs(suffixes[suffix] - 3 * n * base_params["format_mix"][name]) <= 3
+        assert abs(suffixes[suffix] - 3 * n * params["format_mix"][name]) <= 3
     first = _decode(default_dataset["malignant/malignant (1)_mask.png"])
     assert first.size == (size, size)
 
 
-def test_global_intensity_does_not_separate_the_classes(base_params):
+def test_global_intensity_does_not_separate_the_classes():
     """Mean, std and a 16-bin histogram must not tell normal, benign and malignant apart."""
-    files = generate_demo_dataset({**base_params, "images_per_class": 60, "image_size": 96})
+    files = generate_demo_dataset(base_params("demo_data", images_per_class=60, image_size=96))
     features, labels = [], []
     for key, data in _images(files).items():
         pixels = _to_uint8(_decode(data)).astype(float)
@@ -233,31 +228,7 @@ def test_allocate_formats_follows_the_mix_with_largest_remainders():
     assert allocate_formats(3, {"png": 1.0}, np.random.default_rng(0)) == ["png"] * 3
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ({"images_per_class": 0}, "demo_data.images_per_class must be a positive integer, got 0"),
-        ({"images_per_class": 2.5}, "demo_data.images_per_class must be a positive integer"),
-        ({"seed": None}, "demo_data.seed must be an integer >= 0, got None"),
-        ({"image_size": 16}, "demo_data.image_size must be an integer in [32, 2048], got 16"),
-        ({"jpeg_quality": 100}, "demo_data.jpeg_quality must be an integer in [1, 95]"),
-        ({"format_mix": {"png": 0.5, "jpeg": 0.4}}, "demo_data.format_mix must be a mapping"),
-        ({"format_mix": {"png": 0.5, "bmp": 0.5}}, "demo_data.format_mix must be a mapping"),
-        ({"format_mix": {"png": 1.2, "jpeg": -0.2}}, "demo_data.format_mix must be a mapping"),
-        ({"normal_masks": "yes"}, "demo_data.normal_masks must be true or false, got 'yes'"),
-        ({"lesion_radius": [0.2, 0.1]}, "demo_data.lesion_radius must be a [min, max] pair"),
-        ({"lesion_contrast": 0.2}, "demo_data.lesion_contrast must be a [min, max] pair"),
-        ({"spicules": [2.5, 4]}, "demo_data.spicules must be a [min, max] pair of integers"),
-        ({"gamma": [0.1, 1.0]}, "demo_data.gamma must be a [min, max] pair"),
-        ({"speckle_px": -1}, "demo_data.speckle_px must be a number >= 0.0, got -1"),
-    ],
-)
-def test_invalid_params_are_rejected_naming_the_parameter(base_params, override, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        generate_demo_dataset({**base_params, **override})
-
-
-def test_a_missing_parameter_is_named(base_params):
-    params = {key: value for key, value in base_params.items() if key != "image_size"}
-    with pytest.raises(ValueError, match=r"demo_data\.image_size must be .*got None"):
-        generate_demo_dataset(params)
+def test_the_node_refuses_invalid_parameters_naming_them():
+    """Called directly (a run checks first), the node still says what is wrong."""
+    with pytest.raises(ValueError, match=r"demo_data\.images_per_class = 0"):
+        generate_demo_dataset(base_params("demo_data", images_per_class=0))

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.params import base_params
+
 from ._files import every_format
 
 PROJECT = Path(__file__).resolve().parents[3]
@@ -112,7 +114,7 @@ def _log_and_register(tmp_path: Path) -> None:
     catalog = DataCatalog(
         {
             "serving_model": ServingModelDataset(str(tmp_path / "serving_model")),
-            "params:inference": MemoryDataset({"batch_size": 8}),
+            "params:inference": MemoryDataset(base_params("inference", batch_size=8)),
         }
     )
     model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)
@@ -123,6 +125,27 @@ def _log_and_register(tmp_path: Path) -> None:
             artifacts=model.extract_pipeline_artifacts(tmp_path),
             **kwargs,
         )
+
+
+def _local_proba(tmp_path: Path, files: dict[str, bytes]) -> np.ndarray:
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+    from breast_cancer_pipeline.imaging import decode_image, resize_image
+
+    serving = ServingModelDataset(str(tmp_path / "serving_model")).load()
+    params = base_params("inference")
+    pixels = [
+        resize_image(
+            decode_image(
+                data,
+                name,
+                max_pixels=params["max_pixels"],
+                window_percentiles=tuple(params["window_percentiles"]),
+            ),
+            CONFIG["image_size"],
+        )
+        for name, data in files.items()
+    ]
+    return serving.predict_proba(np.stack(pixels))
 
 
 @pytest.mark.slow
@@ -174,7 +197,10 @@ def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(tmp_pat
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-4)
         # Same gradient in four formats: the same decoded pixels, the same probabilities.
         np.testing.assert_allclose(p, np.repeat(p[:1], 4, axis=0), atol=0.02)
-        assert set(good["label"]) <= set(CONFIG["class_names"])
+        # And what the saved model gives in this process for the same decoded images.
+        np.testing.assert_allclose(p, _local_proba(tmp_path, files), atol=1e-4)
+        names = np.array(CONFIG["class_names"])
+        assert good["label"].tolist() == names[p.argmax(axis=1)].tolist()
         assert (rows["threshold"] == 0.2).all()
         assert "not an image" in bad.iloc[0]["error"]
         assert "not valid base64" in bad.iloc[1]["error"]

@@ -1,11 +1,10 @@
 """Bad files, incremental reruns, parallel conversion and runs killed mid-conversion."""
 
 import json
+import logging
 import os
+import re
 import struct
-import subprocess
-import sys
-import textwrap
 import zlib
 from pathlib import Path
 
@@ -14,10 +13,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from breast_cancer_pipeline.imaging import pixel_sha256
 from breast_cancer_pipeline.pipelines.ingestion.nodes import BadFilesError
 
-from .helpers import image_bytes, ingest, params, store_for, write_tree
+from .helpers import (
+    committed_pngs,
+    image_bytes,
+    ingest,
+    kill_at_rename,
+    params,
+    store_for,
+    two_classes,
+    write_tree,
+)
 
 
 def _png_16_bit_rgb(width: int = 8, height: int = 8) -> bytes:
@@ -98,11 +105,7 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 def test_rerun_converts_only_new_and_changed_sources_and_prunes_removed(src, out):
-    files = {
-        f"{label}/{i}.png": image_bytes(10 * c + i)
-        for c, label in enumerate("ab")
-        for i in range(4)
-    }
+    files = two_classes(4)
     write_tree(src, files)
     first = ingest(src, out, params())
     assert first.store.last_save == {"planned": 8, "skipped": 0, "failed": 0, "produced": 8}
@@ -144,60 +147,13 @@ def test_parallel_conversion_equals_sequential(src, tmp_path):
         ).read_bytes()
 
 
-KILL_SCRIPT = textwrap.dedent(
-    """
-    import os, sys
-    from breast_cancer_pipeline.datasets import image_store
-    from tests.pipelines.ingestion.helpers import ingest, params
-    from pathlib import Path
-
-    renames = {"n": 0}
-    real_replace = os.replace
-
-    def replace_then_die(src, dst):
-        renames["n"] += 1
-        if renames["n"] == int(sys.argv[3]):
-            os._exit(17)  # killed: the PNG is written under its temporary name, not renamed
-        real_replace(src, dst)
-
-    image_store.os.replace = replace_then_die
-    ingest(Path(sys.argv[1]), Path(sys.argv[2]), params())
-    """
-)
-
-
-def _kill_at_rename(src: Path, out: Path, nth: int) -> None:
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, str(src), str(out), str(nth)],
-        cwd=Path(__file__).resolve().parents[3],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert killed.returncode == 17, killed.stderr
-
-
-def _live_pngs(images: Path) -> dict[str, str]:
-    """``{path: sha256 of the pixels}`` of the PNGs a later stage can see."""
-    return {
-        p.relative_to(images).as_posix(): pixel_sha256(np.asarray(Image.open(p))[..., None])
-        for p in images.rglob("*.png")
-        if not any(part.startswith(".") for part in p.relative_to(images).parts)
-    }
-
-
 def test_first_run_killed_mid_conversion_leaves_nothing_and_rerun_completes(src, tmp_path):
-    files = {
-        f"{label}/{i}.png": image_bytes(10 * c + i)
-        for c, label in enumerate("ab")
-        for i in range(5)
-    }
+    files = two_classes(5)
     write_tree(src, files)
     out = tmp_path / "out"
-    _kill_at_rename(src, out, 4)  # three PNGs finished, the fourth written but not renamed
+    kill_at_rename(src, out, 4)  # three PNGs finished, the fourth written but not renamed
     images = out / "images"
-    assert _live_pngs(images) == {}  # nothing under a real name: nothing to trust
+    assert committed_pngs(images) == {}  # nothing under a real name: nothing to trust
     assert len(list((images / ".staging").rglob("*.png"))) == 3
     assert len(list(images.rglob(".*.part"))) == 1
     journal = (out / "conversion_index.jsonl").read_text().splitlines()
@@ -210,29 +166,27 @@ def test_first_run_killed_mid_conversion_leaves_nothing_and_rerun_completes(src,
     assert not (images / ".staging").exists() and not list(images.rglob(".*.part"))
     clean = ingest(src, tmp_path / "clean", params())
     pd.testing.assert_frame_equal(rerun.manifest, clean.manifest)
-    assert _live_pngs(images) == dict(
+    assert committed_pngs(images) == dict(
         zip(clean.manifest["path"], clean.manifest["sha256"], strict=True)
     )
 
 
 def test_rerun_killed_mid_conversion_keeps_the_previous_outputs_true(src, tmp_path):
-    files = {
-        f"{label}/{i}.png": image_bytes(10 * c + i)
-        for c, label in enumerate("ab")
-        for i in range(5)
-    }
+    files = two_classes(5)
     write_tree(src, files)
     out = tmp_path / "out"
     before = ingest(src, out, params()).manifest
     write_tree(src, {rel: image_bytes(100 + n) for n, rel in enumerate(files)})  # all changed
-    _kill_at_rename(src, out, 4)
+    kill_at_rename(src, out, 4)
     # The previous manifest still describes exactly the PNGs on disk.
-    assert _live_pngs(out / "images") == dict(zip(before["path"], before["sha256"], strict=True))
+    assert committed_pngs(out / "images") == dict(
+        zip(before["path"], before["sha256"], strict=True)
+    )
 
     after = ingest(src, out, params())
     assert after.store.last_save == {"planned": 10, "skipped": 3, "failed": 0, "produced": 7}
     manifest = after.manifest
-    assert _live_pngs(out / "images") == dict(
+    assert committed_pngs(out / "images") == dict(
         zip(manifest["path"], manifest["sha256"], strict=True)
     )
     assert set(manifest["sha256"]).isdisjoint(before["sha256"])
@@ -247,3 +201,22 @@ def test_journal_line_cut_by_a_crash_is_ignored(src, out):
     rerun = ingest(src, out, params(split={"ratios": [0.5, 0.5]}))
     assert rerun.store.last_save["skipped"] == 1 and rerun.store.last_save["produced"] == 1
     assert os.path.getsize(journal) > 0
+
+
+def test_conversion_of_a_few_hundred_images_logs_count_rate_and_eta(src, out, caplog):
+    files = {
+        f"{label}/{i:03d}.png": image_bytes(1000 * c + i, size=8)
+        for c, label in enumerate("ab")
+        for i in range(150)
+    }
+    write_tree(src, files)
+    with caplog.at_level(logging.INFO):
+        ingest(src, out, params(workers=2, progress_seconds=0.0))
+    lines = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert len(lines) >= 2
+    counts = [
+        int(re.search(r": (\d+)/300 files \(\d+ %\), [\d.]+ files/s, ETA ", line)[1])
+        for line in lines
+    ]
+    assert counts == sorted(counts) and counts[-1] < 300
+    assert any("300/300 files done in" in r.getMessage() for r in caplog.records)

@@ -68,3 +68,35 @@ def test_unknown_layer_and_missing_backbone_are_clear_errors(trained):
     plain = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Flatten()])
     with pytest.raises(ValueError, match="nested model named 'backbone'"):
         grad_cam(plain, x, 0)
+
+
+@pytest.mark.slow
+def test_gradcam_figure_overlays_each_class_row(trained):
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from breast_cancer_pipeline.pipelines.reporting.figures import plot_gradcam
+    from tests.params import base_params
+
+    model, rng = trained
+    x, y, _ = _images(8, rng)
+    names = ["plain", "square"]
+    proba = model.predict(x, verbose=0)
+    predictions = pd.DataFrame(
+        {"path": [f"{i}.png" for i in range(len(y))], "label": [names[i] for i in y]}
+    )
+    predictions["predicted"] = [names[i] for i in proba.argmax(axis=1)]
+    for k, name in enumerate(names):
+        predictions[f"p_{name}"] = proba[:, k]
+    model_input = {"x_test": x, "paths_test": predictions["path"].to_numpy()}
+    params = base_params("reporting", figure_dpi=40, gradcam={"per_class": 2})
+    png = plot_gradcam(model, predictions, model_input, {"class_names": names}, params)
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    height, width = pixels.shape[:2]
+    assert width == pytest.approx(height, rel=0.3)  # 2 classes x 2 images
+    # the images are grey: strongly coloured pixels come from the heat map, in both rows
+    coloured = (pixels.max(axis=-1) - pixels.min(axis=-1)) > 80
+    for row in (coloured[: height // 2], coloured[height // 2 :]):
+        assert row.mean() > 0.05

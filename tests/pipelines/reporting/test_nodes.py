@@ -1,29 +1,24 @@
 import json
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
+from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.pipelines.reporting.nodes import (
-    binary_auroc,
-    bootstrap_auroc,
-    calibration_bins,
     choose_operating_point,
     compute_metrics,
     curve_tables,
-    expected_calibration_error,
     learning_curve_table,
+    predict_test_split,
 )
+from tests.params import base_params
 
 NAMES = ["benign", "malignant", "normal"]
 META = {"class_names": NAMES, "backbone": "small_cnn"}
-PARAMS = {
-    "positive_class": "malignant",
-    "threshold": 0.95,
-    "bootstrap": {"n_resamples": 300, "confidence": 0.95, "seed": 7},
-    "calibration_bins": 10,
-}
+PARAMS = base_params("reporting", bootstrap={"n_resamples": 300, "seed": 7})
 
 
 def _frame(labels, proba):
@@ -43,51 +38,56 @@ def _val():
 
 
 @pytest.mark.parametrize(
-    ("rule", "threshold", "sensitivity", "specificity"),
+    ("rule", "threshold", "sensitivity", "specificity", "text"),
     [
-        (0.75, 0.6, 0.75, 2 / 3),  # highest threshold keeping 3 of 4 positives
-        (0.5, 0.8, 0.5, 1.0),
-        (1.0, 0.3, 1.0, 2 / 3),
-        ("youden", 0.3, 1.0, 2 / 3),  # J: 0.5 at 0.8, 0.417 at 0.6, 0.667 at 0.3
+        (0.75, 0.6, 0.75, 2 / 3, "sensitivity>=0.75"),  # highest keeping 3 of 4 positives
+        (0.5, 0.8, 0.5, 1.0, "sensitivity>=0.5"),
+        (1, 0.3, 1.0, 2 / 3, "sensitivity>=1"),
+        ("youden", 0.3, 1.0, 2 / 3, "youden"),  # J: 0.5 at 0.8, 0.417 at 0.6, 0.667 at 0.3
     ],
 )
-def test_operating_point_on_validation(rule, threshold, sensitivity, specificity):
+def test_operating_point_on_validation(rule, threshold, sensitivity, specificity, text):
     point = choose_operating_point(_val(), META, {**PARAMS, "threshold": rule})
-    assert point["threshold"] == pytest.approx(threshold)
-    assert point["val_sensitivity"] == pytest.approx(sensitivity)
-    assert point["val_specificity"] == pytest.approx(specificity)
-    assert point["n_val"] == 7
-
-
-@pytest.mark.parametrize("rule", [0, 1.5, "best", True])
-def test_invalid_threshold_rule(rule):
-    with pytest.raises(ValueError, match="reporting.threshold"):
-        choose_operating_point(_val(), META, {**PARAMS, "threshold": rule})
+    assert point == {
+        "positive_class": "malignant",
+        "rule": text,
+        "threshold": pytest.approx(threshold),
+        "val_sensitivity": pytest.approx(sensitivity),
+        "val_specificity": pytest.approx(specificity),
+        "n_val": 7,
+    }
 
 
 def test_operating_point_needs_both_groups_and_a_known_class():
     only_benign = _val().assign(label="benign")
     with pytest.raises(ValueError, match="needs images of 'malignant'"):
         choose_operating_point(only_benign, META, PARAMS)
-    with pytest.raises(ValueError, match="reporting.positive_class"):
+    with pytest.raises(ValueError, match="reporting.positive_class='cancer'"):
         choose_operating_point(_val(), META, {**PARAMS, "positive_class": "cancer"})
 
 
-def _test_split(n=90, seed=0):
+def _test_split(n=90, seed=0, strength=(1.5, 1.5, 1.5)):
+    """Balanced planted logits: class k's own logit raised by ``strength[k]``."""
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1, 2], n // 3)
-    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[y]
+    logits = rng.normal(size=(n, 3)) + np.eye(3)[y] * np.asarray(strength)
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     return y, proba, _frame([NAMES[i] for i in y], proba)
 
 
+POINT = {"threshold": 0.4, "rule": "sensitivity>=0.95", "positive_class": "malignant"}
+
+
 def test_metrics_values_match_sklearn_and_the_threshold():
     y, proba, frame = _test_split()
-    point = {"threshold": 0.4, "rule": "sensitivity>=0.95", "positive_class": "malignant"}
-    metrics, mlflow_metrics, bins = compute_metrics(frame, META, point, PARAMS)
+    metrics, mlflow_metrics, bins = compute_metrics(frame, META, POINT, PARAMS)
     assert metrics["auroc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"))
     for k, name in enumerate(NAMES):
         assert metrics["auroc_per_class"][name] == pytest.approx(roc_auc_score(y == k, proba[:, k]))
+    assert metrics["auroc_positive"] == metrics["auroc_per_class"]["malignant"]
+    assert metrics["average_precision_positive"] == pytest.approx(
+        average_precision_score(y == 1, proba[:, 1])
+    )
     is_pos, called = y == 1, proba[:, 1] >= 0.4
     tp = int((is_pos & called).sum())
     assert metrics["tp"] == tp
@@ -100,50 +100,134 @@ def test_metrics_values_match_sklearn_and_the_threshold():
     )
     recalls = [np.mean(proba[y == k].argmax(axis=1) == k) for k in range(3)]
     assert metrics["balanced_accuracy"] == pytest.approx(np.mean(recalls))
-    assert metrics["auroc_ci_low"] < metrics["auroc"] < metrics["auroc_ci_high"]
-    assert (
-        metrics["auroc_positive_ci_low"]
-        < metrics["auroc_positive"]
-        < metrics["auroc_positive_ci_high"]
-    )
-    assert metrics["ece_positive"] == pytest.approx(expected_calibration_error(bins))
+    assert metrics["accuracy"] == pytest.approx(np.mean(proba.argmax(axis=1) == y))
+    # calibration, by the textbook formulas
+    assert metrics["brier_score"] == pytest.approx(((proba - np.eye(3)[y]) ** 2).sum(axis=1).mean())
+    assert metrics["log_loss"] == pytest.approx(-np.log(proba[np.arange(len(y)), y]).mean())
+    assert metrics["ece_positive"] == pytest.approx(m.expected_calibration_error(bins))
+    assert bins["count"].sum() == len(y)
+    for key in ("auroc", "auroc_positive", "brier_score"):
+        assert metrics[f"{key}_ci_low"] < metrics[key] < metrics[f"{key}_ci_high"]
+    assert metrics["ci_confidence"] == 0.95 and metrics["bootstrap_resamples"] == 300
     assert (
         mlflow_metrics["test.auroc_malignant"]["value"] == metrics["auroc_per_class"]["malignant"]
     )
+    for key in ("brier_score", "log_loss", "brier_score_ci_low", "brier_score_ci_high"):
+        assert mlflow_metrics[f"test.{key}"] == {"value": metrics[key], "step": 0}
     json.dumps(metrics, allow_nan=False)  # strict JSON for dvc
 
 
-def test_bootstrap_is_seeded_and_narrows_with_more_data():
-    y, proba, _ = _test_split(90)
-    first = bootstrap_auroc(y, proba, 1, 200, 0.95, seed=3)
-    assert first == bootstrap_auroc(y, proba, 1, 200, 0.95, seed=3)
-    assert first != bootstrap_auroc(y, proba, 1, 200, 0.95, seed=4)
-    y4, proba4, _ = _test_split(900)
-    wide = first["auroc"][1] - first["auroc"][0]
-    narrow = bootstrap_auroc(y4, proba4, 1, 200, 0.95, seed=3)["auroc"]
-    assert narrow[1] - narrow[0] < wide / 2
+def test_reliability_bins_are_those_of_the_positive_class():
+    y, proba, frame = _test_split()
+    _, _, bins = compute_metrics(frame, META, POINT, PARAMS)
+    expected = m.calibration_bins(y == 1, proba[:, 1], PARAMS["calibration_bins"])
+    pd.testing.assert_frame_equal(bins, expected)
+    other = m.calibration_bins(y == 0, proba[:, 0], PARAMS["calibration_bins"])
+    assert not bins.equals(other)
 
 
-def test_binary_auroc_with_ties():
-    assert binary_auroc(np.array([1, 0, 1, 0]), np.array([0.5, 0.5, 0.9, 0.1])) == 0.875
-    assert np.isnan(binary_auroc(np.array([1, 1]), np.array([0.1, 0.2])))
+def test_intervals_are_seeded_and_narrow_with_more_data():
+    _, _, frame = _test_split(90)
+    keys = ("auroc_ci_low", "auroc_ci_high", "auroc_positive_ci_low", "brier_score_ci_high")
+
+    def run(frame, seed):
+        params = base_params("reporting", bootstrap={"n_resamples": 200, "seed": seed})
+        metrics = compute_metrics(frame, META, POINT, params)[0]
+        return {k: metrics[k] for k in keys}
+
+    first = run(frame, 3)
+    assert first == run(frame, 3)
+    assert first != run(frame, 4)
+    wide = first["auroc_ci_high"] - first["auroc_ci_low"]
+    narrow = run(_test_split(900)[2], 3)
+    assert narrow["auroc_ci_high"] - narrow["auroc_ci_low"] < wide / 2
 
 
-def test_calibration_bins_and_ece():
-    bins = calibration_bins(np.array([0, 1, 1, 1]), np.array([0.1, 0.1, 0.9, 0.95]), 10)
-    assert bins["count"].tolist() == [2, 2]
-    assert bins["observed_fraction"].tolist() == [0.5, 1.0]
-    # |0.1 - 0.5| * 2 + |0.925 - 1| * 2, over 4 images
-    assert expected_calibration_error(bins) == pytest.approx((0.4 * 2 + 0.075 * 2) / 4)
+def test_interval_is_defined_with_a_single_image_of_a_class():
+    # 1 malignant image among 40: a plain bootstrap lacks it in ~36% of resamples
+    # ((39/40)^40); the stratified one keeps it in each. With one positive, a resample's
+    # AUROC is the share of its negatives ranked below that positive.
+    rng = np.random.default_rng(1)
+    y = np.array([0] * 20 + [1] + [2] * 19)
+    proba = rng.dirichlet([1, 1, 1], len(y))
+    proba[20] = [0.1, 0.8, 0.1]
+    frame = _frame([NAMES[i] for i in y], proba)
+    metrics = compute_metrics(frame, META, POINT, PARAMS)[0]
+    below = proba[:, 1] < 0.8
+    assert metrics["auroc_positive"] == pytest.approx(below[y != 1].mean())
+    boot = PARAMS["bootstrap"]
+    shares = [
+        below[idx][y[idx] != 1].mean()
+        for idx in m.stratified_resamples(y, boot["n_resamples"], boot["seed"])
+    ]
+    tail = (1 - boot["confidence"]) / 2 * 100
+    expected = np.percentile(shares, [tail, 100 - tail])
+    assert [metrics["auroc_positive_ci_low"], metrics["auroc_positive_ci_high"]] == pytest.approx(
+        expected
+    )
 
 
-def test_curve_tables_span_the_unit_square():
-    _, _, frame = _test_split()
+def _trapezoid(x, y):
+    x, y = np.asarray(x), np.asarray(y)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+def test_curve_tables_are_those_of_the_positive_class():
+    # malignant is strongly separated, benign and normal weakly: the three AUROCs differ,
+    # and 20 malignant of 100 images makes its prevalence distinct.
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [40, 20, 40])
+    logits = rng.normal(size=(100, 3)) + np.eye(3)[y] * np.array([0.5, 3.0, 0.5])
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    frame = _frame([NAMES[i] for i in y], proba)
+    metrics = compute_metrics(frame, META, POINT, PARAMS)[0]
     roc, pr = curve_tables(frame, META, PARAMS)
     assert (roc.iloc[0]["fpr"], roc.iloc[0]["tpr"]) == (0.0, 0.0)
     assert (roc.iloc[-1]["fpr"], roc.iloc[-1]["tpr"]) == (1.0, 1.0)
-    assert pr["recall"].max() == 1.0
-    assert pr["precision"].between(0, 1).all()
+    area = _trapezoid(roc["fpr"], roc["tpr"])
+    assert area == pytest.approx(metrics["auroc_positive"])
+    assert abs(area - metrics["auroc_per_class"]["benign"]) > 0.1
+    assert abs(area - metrics["auroc_per_class"]["normal"]) > 0.1
+    # the PR curve at the lowest threshold: every image called, precision = prevalence 20 / 100
+    assert pr.iloc[0]["recall"] == 1.0 and pr.iloc[0]["precision"] == pytest.approx(0.2)
+    # average precision = sum over points of (recall drop) x precision (sklearn's definition)
+    ap = float(-np.sum(np.diff(pr["recall"]) * pr["precision"].to_numpy()[:-1]))
+    assert ap == pytest.approx(metrics["average_precision_positive"])
+    assert (roc["threshold"].between(0, 1)).all()
+
+
+def test_curve_tables_refuse_an_unknown_positive_class():
+    with pytest.raises(ValueError, match="reporting.positive_class='cancer'"):
+        curve_tables(_val(), META, {**PARAMS, "positive_class": "cancer"})
+
+
+class _Fixed:
+    """A stand-in classifier returning fixed probabilities; records how it was called."""
+
+    def __init__(self, proba):
+        self.proba, self.calls = np.asarray(proba, dtype=np.float32), []
+
+    def predict(self, x, batch_size, verbose):
+        self.calls.append((len(x), batch_size, verbose))
+        return self.proba
+
+
+def test_predict_split_frame_and_progress_line(caplog):
+    proba = [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]]
+    model_input = {
+        "class_names": NAMES,
+        "x_test": np.zeros((2, 4, 4, 1), np.uint8),
+        "y_test": np.array([1, 2]),
+        "paths_test": np.array(["a.png", "b.png"]),
+    }
+    classifier = _Fixed(proba)
+    with caplog.at_level(logging.INFO):
+        frame = predict_test_split(classifier, model_input, PARAMS)
+    assert classifier.calls == [(2, PARAMS["batch_size"], 0)]
+    assert frame["label"].tolist() == ["malignant", "normal"]
+    assert frame["predicted"].tolist() == ["malignant", "benign"]
+    assert frame["p_malignant"].tolist() == pytest.approx([0.7, 0.3])
+    assert any("Predicted the test split: 2 images in" in r.message for r in caplog.records)
 
 
 def test_learning_curve_table_joins_the_phases():

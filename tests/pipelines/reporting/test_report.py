@@ -1,35 +1,41 @@
+"""The report and the model card: what they show, rendered from the templates.
+
+The figures themselves are tested in test_figures.py.
+"""
+
 import base64
+import io
 import re
 
 import numpy as np
 import pandas as pd
+import pytest
+from PIL import Image
 
-from breast_cancer_pipeline.pipelines.reporting.figures import (
-    confident_errors,
-    plot_confident_errors,
-    plot_confusion_matrix,
-    plot_learning_curves,
-    plot_reliability,
-    plot_roc_pr,
-)
-from breast_cancer_pipeline.pipelines.reporting.nodes import (
-    compute_metrics,
-    curve_tables,
-    learning_curve_table,
-)
+from breast_cancer_pipeline.pipelines.reporting.figures import confident_errors
+from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics
 from breast_cancer_pipeline.pipelines.reporting.report import FIGURES, data_summary, render_report
+from tests.params import base_params
 
 NAMES = ["benign", "malignant"]
 META = {"class_names": NAMES, "backbone": "small_cnn", "image_size": 8, "color_mode": "grayscale"}
-PARAMS = {
+PARAMS = base_params(
+    "reporting",
+    positive_class="malignant",
+    bootstrap={"n_resamples": 50, "seed": 0},
+    calibration_bins=5,
+    ece_warning=0.1,
+    gallery={"n_errors": 2},
+    figure_dpi=40,
+)
+POINT = {
+    "threshold": 0.5,
+    "rule": "youden",
     "positive_class": "malignant",
-    "bootstrap": {"n_resamples": 50, "confidence": 0.95, "seed": 0},
-    "calibration_bins": 5,
-    "ece_warning": 0.1,
-    "gallery": {"n_errors": 2},
-    "figure_dpi": 40,
+    "val_sensitivity": 1.0,
+    "val_specificity": 0.5,
+    "n_val": 4,
 }
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _predictions():
@@ -51,53 +57,142 @@ def _manifest():
     )
 
 
+def _png(seed=0, size=(30, 20)):
+    pixels = np.random.default_rng(seed).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return compute_metrics(_predictions(), META, POINT, PARAMS)[0]
+
+
+def _rows(html, table_heading):
+    """The cell texts of the first table after ``table_heading``."""
+    table = html.split(table_heading, 1)[1].split("</table>", 1)[0]
+    return [
+        re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row)
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, flags=re.S)
+    ]
+
+
 def test_confident_errors_order():
     errors = confident_errors(_predictions(), 5)
     # benign called malignant at 0.9 and 0.6, malignant called benign at 1 - 0.4, 1 - 0.2
     assert errors["path"].tolist() == ["img4.png", "img3.png", "img2.png", "img5.png"]
-    assert errors["confidence"].tolist()[:2] == [0.9, 0.8]
+    assert errors["confidence"].tolist() == pytest.approx([0.9, 0.8, 0.6, 0.6])
 
 
 def test_data_summary_counts_images_and_patients():
     summary = data_summary(_manifest())
-    assert summary.loc["benign", "train"] == 3
-    assert summary.loc["total", "test"] == 4
-    assert summary.loc["patients", "train"] == 3
-    assert summary.loc["patients", "all"] == 8
+    assert summary.columns.tolist() == ["train", "val", "test", "all"]
+    assert summary.index.tolist() == ["benign", "malignant", "total", "patients"]
+    assert summary.loc["benign"].tolist() == [3, 1, 2, 6]
+    assert summary.loc["total"].tolist() == [6, 2, 4, 12]
+    assert summary.loc["patients"].tolist() == [3, 1, 4, 8]
 
 
-def test_figures_and_self_contained_report():
-    predictions = _predictions()
-    point = {
-        "threshold": 0.5,
-        "rule": "youden",
-        "positive_class": "malignant",
-        "val_sensitivity": 1.0,
-        "val_specificity": 0.5,
-        "n_val": 4,
-    }
-    metrics, _, bins = compute_metrics(predictions, META, point, PARAMS)
-    roc, pr = curve_tables(predictions, META, PARAMS)
-    history = {"phase1": {"loss": [1.0, 0.7], "val_loss": [1.1, 0.9], "epoch": [0, 1]}}
-    x = np.zeros((8, 8, 8, 1), dtype=np.uint8)
-    model_input = {"x_test": x, "paths_test": predictions["path"].to_numpy()}
-    figures = {
-        "confusion_matrix": plot_confusion_matrix(predictions, META, PARAMS),
-        "roc_pr": plot_roc_pr(roc, pr, metrics, PARAMS),
-        "reliability": plot_reliability(bins, metrics, PARAMS),
-        "learning_curves": plot_learning_curves(learning_curve_table(history), PARAMS),
-        "confident_errors": plot_confident_errors(predictions, model_input, PARAMS),
-        "gradcam": lambda: PNG + b"fake",  # figures may come as lazy loaders
-    }
-    assert all(f.startswith(PNG) for f in list(figures.values())[:-1])
-    html, card = render_report(metrics, point, META, _manifest(), predictions, PARAMS, **figures)
-    embedded = re.findall(r"src='data:image/png;base64,([^']+)'", html)
-    assert len(embedded) == len(FIGURES)
-    assert base64.b64decode(embedded[0]).startswith(PNG)
+def test_report_embeds_every_figure_in_order_and_fetches_nothing(metrics):
+    figures = {name: _png(seed) for seed, (name, _) in enumerate(FIGURES)}
+    figures["gradcam"] = lambda: _png(99)  # figures may come as lazy loaders
+    html, card = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS, **figures)
+
+    found = re.findall(
+        r'<figure id="(\w+)">\s*<img alt="\w+" src="data:image/png;base64,([^"]+)"', html
+    )
+    assert [name for name, _ in found] == [name for name, _ in FIGURES]
+    assert base64.b64decode(found[0][1]) == figures["roc_pr"]
+    assert base64.b64decode(found[-1][1]) == _png(99)
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", html)
+    assert captions[1] == dict(FIGURES)["confusion_matrix"]
     assert not re.search(r"(src|href)=['\"](?!data:)", html)  # nothing to fetch
+    assert "<script" not in html and "<link" not in html
+    links = re.findall(r"- \[(\w+)\]\(figures/(\w+)\.png\)", card)
+    assert links == [(name, name) for name, _ in FIGURES]
+
+
+def test_a_missing_figure_is_left_out(metrics):
+    html, _ = render_report(
+        metrics, POINT, META, _manifest(), _predictions(), PARAMS, roc_pr=_png(), gradcam=None
+    )
+    assert re.findall(r'<figure id="(\w+)">', html) == ["roc_pr"]
+
+
+def test_report_tables_hold_the_metrics(metrics):
+    html, _ = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS)
+
+    assert "<h1>Breast image classifier — small_cnn</h1>" in html
     assert "Research use only" in html and "Not a diagnostic device" in html
-    assert f"{metrics['auroc']:.3f} [{metrics['auroc_ci_low']:.3f}" in html
-    assert "<code>img4.png</code>" in html  # the most confident error is a failure case
-    for section in ("Intended use and limits", "Data and splits", "Calibration", "Known failure"):
-        assert f"## {section}" in card
+    model = dict(_rows(html, "<h2>Model</h2>"))
+    assert model["Classes"] == "benign, malignant"
+    assert model["Input"] == "8 × 8 px, grayscale"
+    assert model["Operating point"] == (
+        "p(malignant) ≥ 0.5000 (youden on validation: sensitivity 1.000, specificity 0.500, n=4)"
+    )
+    summary = _rows(html, "<h2>Data and splits</h2>")
+    assert summary[0] == ["", "train", "val", "test", "all"]
+    assert summary[-1] == ["patients", "3", "1", "4", "8"]
+    rows = {row[0]: row[1:] for row in _rows(html, "<h2>Test metrics</h2>")[1:]}
+    auroc = (
+        f"{metrics['auroc']:.3f} [{metrics['auroc_ci_low']:.3f}, {metrics['auroc_ci_high']:.3f}]"
+    )
+    assert rows["AUROC"][0] == auroc
+    assert rows["Test images"][0] == "8"
+    assert rows["Sensitivity"] == ["0.500", "at p(malignant) ≥ 0.500"]
+    assert rows["Confusion at threshold"][0] == "TP 2 · FP 2 · TN 2 · FN 2"
+    assert rows["ECE of p(malignant)"][0] == f"{metrics['ece_positive']:.3f}"
+    assert rows["Brier score"][0] == f"{metrics['brier_score']:.3f}"
+    assert rows["Log loss"][0] == f"{metrics['log_loss']:.3f}"
+    per_class = _rows(html, "One-vs-rest AUROC per class")
+    assert per_class[1:] == [[c, f"{v:.3f}"] for c, v in metrics["auroc_per_class"].items()]
+    section = html.split("Known failure cases", 1)[1].split("</ul>", 1)[0]
+    failures = re.findall(r"<li>(.*?)</li>", section)
+    assert failures[-2:] == [
+        "<code>img4.png</code>: benign called malignant with 90% confidence.",
+        "<code>img3.png</code>: malignant called benign with 80% confidence.",
+    ]
+    assert failures[:3] == [
+        "Weakest class (one-vs-rest AUROC): benign (0.625).",
+        "2 malignant test image(s) fall below the threshold (false negatives).",
+        f"Probabilities are poorly calibrated (ECE {metrics['ece_positive']:.3f} &gt; 0.1): "
+        "recalibrate before reading them as risks.",
+    ]
+
+
+def test_model_card_sections_and_tables(metrics):
+    _, card = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS)
+
+    headings = re.findall(r"^## (.+)$", card, flags=re.M)
+    assert headings == [
+        "Model",
+        "Intended use and limits",
+        "Data and splits",
+        "Metrics (test split)",
+        "Calibration",
+        "Known failure cases",
+        "Figures",
+    ]
     assert "| patients | 3 | 1 | 4 | 8 |" in card
+    assert "| Backbone | small\\_cnn |" in card  # Markdown-escaped, shown as small_cnn
+    assert f"| Brier score | {metrics['brier_score']:.3f} |" in card
+    assert f"| Log loss | {metrics['log_loss']:.3f} |" in card
+    assert (
+        f"Expected calibration error of p(malignant): {metrics['ece_positive']:.3f} "
+        "(5 equal-width bins)"
+    ) in card
+    assert "- `img4.png`: benign called malignant with 90% confidence." in card
+    # every table row has as many cells as its header
+    for table in re.findall(r"(?:^\|.*\|\n)+", card, flags=re.M):
+        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in table.splitlines()}
+        assert len(widths) == 1, table
+
+
+def test_brier_score_and_log_loss_show_a_dash_until_they_are_computed(metrics):
+    older = {k: v for k, v in metrics.items() if k not in ("brier_score", "log_loss")}
+    html, card = render_report(older, POINT, META, _manifest(), _predictions(), PARAMS)
+    rows = {row[0]: row[1] for row in _rows(html, "<h2>Test metrics</h2>")[1:]}
+    assert rows["Brier score"] == rows["Log loss"] == "–"
+    assert "| Brier score | – |" in card
+    assert "log loss (natural log): –;" in card

@@ -3,32 +3,32 @@ import logging
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from kedro_datasets.partitions import PartitionedDataset
 
+from breast_cancer_pipeline.param_schema import ParameterError
 from breast_cancer_pipeline.pipelines.validation import create_pipeline
-from breast_cancer_pipeline.pipelines.validation.expectations import CHECKS
+from breast_cancer_pipeline.pipelines.validation.expectations import (
+    CHECKS,
+    build_tables,
+    gate_settings,
+)
 from breast_cancer_pipeline.pipelines.validation.nodes import (
     DataValidationError,
     enforce_gate,
     run_expectations,
 )
+from tests.params import base_params
 
-PARAMETERS = Path(__file__).parents[3] / "conf" / "base" / "parameters_validation.yml"
-THREE_WAY = {"split": {"ratios": [0.8, 0.1, 0.1]}}
-TWO_WAY = {"split": {"ratios": [0.7, 0.3]}}
-REPORT = "data/08_reporting/validation_report.html"
+THREE_WAY = base_params("ingestion", split={"ratios": [0.8, 0.1, 0.1]})
+REPORT = base_params("validation")["report_path"]
 
 
 def make_params(**overrides):
-    params = yaml.safe_load(PARAMETERS.read_text())["validation"]
-    params.update(expected_labels=["benign", "malignant"], min_per_class=2)
-    params.update(overrides)
-    return params
+    defaults = {"expected_labels": ["benign", "malignant"], "min_per_class": 2}
+    return base_params("validation", **{**defaults, **overrides})
 
 
 def make_manifest(origin="seeded"):
@@ -80,7 +80,13 @@ def test_clean_manifest_passes_every_expectation_and_is_returned_unchanged(clean
     assert results["failed"] == []
     assert {e["name"] for e in results["expectations"]} == set(CHECKS)
     assert all(e["success"] for e in results["expectations"])
+    assert entry(results, "manifest_not_empty")["observed_value"] == 40
+    # rows of each derived table: 2 classes x 3 splits, 20 groups, 3 splits
     assert entry(results, "min_images_per_class")["observed_value"]["element_count"] == 6
+    assert entry(results, "group_in_one_split")["observed_value"]["element_count"] == 20
+    assert entry(results, "split_proportions")["observed_value"]["element_count"] == 3
+    assert entry(results, "min_image_size")["expected"] == "width ≥ 32 px; height ≥ 32 px"
+    assert all(e["unexpected_count"] in (0, None) for e in results["expectations"])
     assert metrics == {
         "validation.evaluated": {"value": 16.0, "step": 0},
         "validation.failed": {"value": 0.0, "step": 0},
@@ -214,15 +220,27 @@ def test_severity_override_from_params_decides_what_stops_the_gate():
     assert "no_blank_images" not in str(raised.value)
 
 
-def test_two_way_ratios_compare_train_plus_val_with_test():
-    manifest = make_manifest()  # 90% train+val, 10% test
-    results, _, _, _ = run_expectations(manifest, make_params(), TWO_WAY)
+def test_two_ratios_expect_val_carved_out_of_train():
+    manifest = make_manifest()  # 80 % train, 10 % val, 10 % test
+    matching = base_params("ingestion", split={"ratios": [0.9, 0.1], "val_from_train": 1 / 9})
+    results, _, _, _ = run_expectations(manifest, make_params(), matching)
+
+    proportions = entry(results, "split_proportions")
+    assert proportions["success"] is True
+    assert "configured train 0.8, val 0.1, test 0.1" in proportions["expected"]
+
+
+def test_split_shares_off_by_more_than_the_tolerance_are_a_warning_naming_the_splits():
+    manifest = make_manifest()  # 80/10/10 against train 0.595, val 0.105, test 0.3
+    two_way = base_params("ingestion", split={"ratios": [0.7, 0.3], "val_from_train": 0.15})
+    results, _, _, _ = run_expectations(manifest, make_params(), two_way)
 
     proportions = entry(results, "split_proportions")
     assert proportions["success"] is False
     assert proportions["severity"] == "warning"
-    assert proportions["offending_rows"] == ["train+val", "test"]
-    assert proportions["observed_value"]["unexpected_values"] == pytest.approx([0.2, 0.2])
+    assert results["success"] is True
+    assert proportions["offending_rows"] == ["train", "test"]
+    assert proportions["observed_value"]["unexpected_values"] == pytest.approx([0.205, 0.2])
 
 
 def test_broken_manifest_fails_expectations_instead_of_raising():
@@ -243,27 +261,15 @@ def test_broken_manifest_fails_expectations_instead_of_raising():
     json.dumps(results, allow_nan=False)
 
 
-@pytest.mark.parametrize(
-    ("change", "parameter"),
-    [
-        (
-            {"severity": {**make_params()["severity"], "path_unique": "fatal"}},
-            "severity.path_unique",
-        ),
-        ({"severity": {**make_params()["severity"], "no_such_check": "error"}}, "no_such_check"),
-        ({"min_per_class": -1}, "validation.min_per_class"),
-        ({"expected_labels": "benign"}, "validation.expected_labels"),
-        ({"split_tolerance": 2}, "validation.split_tolerance"),
-    ],
-)
-def test_config_error_names_the_parameter(change, parameter):
-    with pytest.raises(ValueError, match=re.escape(parameter)):
-        run_expectations(make_manifest(), make_params(**change), THREE_WAY)
+def test_invalid_validation_block_fails_before_any_check_naming_the_key():
+    with pytest.raises(ParameterError, match=r"validation\.min_per_class = 0"):
+        run_expectations(make_manifest(), make_params(min_per_class=0), THREE_WAY)
 
 
 def test_bad_split_ratios_name_the_ingestion_parameter():
-    with pytest.raises(ValueError, match=r"ingestion\.split\.ratios"):
-        run_expectations(make_manifest(), make_params(), {"split": {"ratios": [0.5, 0.2]}})
+    bad = base_params("ingestion", split={"ratios": [0.5, 0.2]})
+    with pytest.raises(ValueError, match=r"ingestion\.split\.ratios .*got \[0\.5, 0\.2\]"):
+        run_expectations(make_manifest(), make_params(), bad)
 
 
 def test_pipeline_wiring():
@@ -291,19 +297,83 @@ def test_importing_the_pipeline_does_not_import_great_expectations():
     assert done.stdout.strip() == "[]"
 
 
+def _report_row(report, name):
+    (row,) = re.findall(rf'<tr id="{name}">(.*?)</tr>', report, flags=re.S)
+    return re.findall(r"<td>(.*?)</td>", row, flags=re.S)
+
+
 def test_offline_report_lists_each_failure_with_its_offenders():
     manifest = make_manifest(origin="seeded")
     offenders = _blank_image(manifest)
     results, _, _, report = run_expectations(manifest, make_params(), THREE_WAY)
     assert report.startswith("<!DOCTYPE html>")
     assert 'Data validation: <span class="fail">failed</span>' in report
-    assert '<code>no_blank_images</code></td><td>error</td><td><span class="fail">FAILED' in report
-    assert all(offender in report for offender in offenders)
+    assert "40 images, 16 expectations evaluated, 1 failed\n(1 of severity" in report
+    cells = _report_row(report, "no_blank_images")
+    assert cells[:3] == [
+        "<code>no_blank_images</code>",
+        "error",
+        '<span class="fail">FAILED</span>',
+    ]
+    assert cells[3] == CHECKS["no_blank_images"]
+    assert cells[4] == "per-image intensity std ≥ 2"
+    assert cells[6] == offenders[0]
+    assert _report_row(report, "path_unique")[2] == '<span class="pass">passed</span>'
     assert "http" not in report  # self-contained: nothing to fetch
-    assert report.count("<tr>") == results["evaluated"] + 1
+    assert report.count("<tr id=") == results["evaluated"]
 
 
 def test_offline_report_of_a_clean_run(clean_run):
     report = clean_run[4]
     assert 'Data validation: <span class="pass">passed</span>' in report
     assert "FAILED" not in report
+    assert report.count('<span class="pass">passed</span>') == 1 + len(CHECKS)
+    assert "Skipped" not in report
+
+
+def test_offline_report_of_a_provider_split_says_what_was_skipped_and_why():
+    results, _, _, report = run_expectations(
+        make_manifest(origin="provider"), make_params(), THREE_WAY
+    )
+    assert results["evaluated"] == len(CHECKS) - 1
+    assert (
+        "<code>split_proportions</code> (the dataset provider made the split (split_origin))"
+        in (report)
+    )
+
+
+def test_derived_tables_hold_the_counts_shares_and_shifts():
+    manifest = make_manifest()
+    manifest.loc[
+        manifest["path"].isin(["malignant/train_0.png", "malignant/train_1.png"]), "split"
+    ] = "test"
+    manifest.loc[manifest["split"] == "val", "mean"] += 10.0
+    settings = gate_settings(make_params(), THREE_WAY)
+    tables = build_tables(manifest, settings)
+
+    counts = tables["class_counts"].frame.set_index("key")["n_images"]
+    assert counts.to_dict() == {
+        "train/benign": 16,
+        "train/malignant": 14,
+        "val/benign": 2,
+        "val/malignant": 2,
+        "test/benign": 2,
+        "test/malignant": 4,
+    }
+    (balance,) = tables["train_class_balance"].frame.to_dict("records")
+    assert balance["key"] == "train: benign=16 vs malignant=14"
+    assert balance["imbalance_ratio"] == pytest.approx(16 / 14)
+    shares = tables["split_proportions"].frame.set_index("key")
+    assert shares["n_images"].to_dict() == {"train": 30, "val": 4, "test": 6}
+    assert shares["deviation"].to_dict() == pytest.approx({"train": 0.05, "val": 0.0, "test": 0.05})
+    train_means = manifest.loc[manifest["split"] == "train", "mean"]
+    shift = tables["split_intensity"].frame.set_index("key")["shift_in_train_sd"]
+    assert shift["val"] == pytest.approx(10.0 / train_means.std(ddof=1))
+    assert shift["train"] == 0.0
+
+
+def test_gate_settings_take_the_split_shares_from_the_one_manifest_function():
+    two_way = base_params("ingestion", split={"ratios": [0.8, 0.2], "val_from_train": 0.25})
+    settings = gate_settings(make_params(), two_way)
+    assert settings.split_shares == pytest.approx({"train": 0.6, "val": 0.2, "test": 0.2})
+    assert settings.params.min_per_class == 2

@@ -17,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline.imaging import decode_image, resize_image
+from breast_cancer_pipeline.plotting import figure_png, pyplot
 
 logger = logging.getLogger(__name__)
 
-_FLIPS = {None, "horizontal", "vertical", "horizontal_and_vertical"}
+#: The transforms with a strength (a fraction; 0 leaves the transform out).
+_STRENGTHS = ("rotation", "zoom", "translation", "contrast")
 
 
 def prepare_model_input(
@@ -38,11 +40,9 @@ def prepare_model_input(
         for train, val and test, and ``class_names`` (sorted labels; the index order).
 
     Raises:
-        ValueError: ``image_size`` is invalid or a manifest path has no PNG.
+        ValueError: A manifest path has no PNG.
     """
     size = params["image_size"]
-    if not isinstance(size, int) or size < 16:
-        raise ValueError(f"augmentation.image_size must be an integer ≥ 16, got {size!r}")
     color_mode = "rgb" if int(manifest["channels"].max()) == 3 else "grayscale"
     class_names = sorted(manifest["label"].unique())
     index = {name: i for i, name in enumerate(class_names)}
@@ -73,42 +73,28 @@ def prepare_model_input(
 
 
 def build_augmentation_spec(params: dict) -> dict[str, Any]:
-    """Validate the augmentation parameters into the spec the model factory reads.
+    """The augmentation spec the model factory reads (checked before the run by the schema).
 
-    Raises:
-        ValueError: A transform's value is out of range; the message names the parameter.
+    Returns:
+        ``flip`` and the strengths of ``rotation``, ``zoom``, ``translation`` and ``contrast``.
     """
-    spec = {
-        "flip": params.get("flip"),
-        "rotation": float(params.get("rotation") or 0.0),
-        "zoom": float(params.get("zoom") or 0.0),
-        "translation": float(params.get("translation") or 0.0),
-        "contrast": float(params.get("contrast") or 0.0),
-    }
-    if spec["flip"] not in _FLIPS:
-        raise ValueError(
-            f"augmentation.flip must be one of {sorted(f for f in _FLIPS if f)} or null, "
-            f"got {spec['flip']!r}"
-        )
-    for key in ("rotation", "zoom", "translation", "contrast"):
-        if not 0.0 <= spec[key] < 1.0:
-            raise ValueError(f"augmentation.{key} must be in [0, 1), got {spec[key]}")
-    return spec
+    return {"flip": params["flip"], **{key: float(params[key]) for key in _STRENGTHS}}
 
 
 def preview_augmentation(
     model_input: dict[str, np.ndarray], spec: dict[str, Any], params: dict
-) -> Any:
+) -> bytes:
     """A grid of training images (left column) and augmented versions of each.
 
+    Args:
+        model_input: The model-input arrays (``x_train``, ``y_train``, ``class_names``).
+        spec: The augmentation spec.
+        params: The ``augmentation`` parameters (``preview``: rows, augmented versions per
+            image, seed, resolution).
+
     Returns:
-        A matplotlib figure.
+        The grid as PNG bytes.
     """
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     from breast_cancer_pipeline.modeling import build_augmenter  # noqa: PLC0415
 
     preview = params["preview"]
@@ -118,16 +104,17 @@ def preview_augmentation(
     picks = np.sort(rng.choice(len(x), size=rows, replace=False))
     augmenter = build_augmenter(spec, seed=preview["seed"])
     cols = preview["augmented_per_image"] + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
     for r, i in enumerate(picks):
         image = np.asarray(x[i], dtype=np.float32)[None]
         for c in range(cols):
             shown = image[0] if c == 0 else np.asarray(augmenter(image, training=True))[0]
             ax = axes[r][c]
-            ax.imshow(np.clip(shown, 0, 255).astype(np.uint8).squeeze(), cmap="gray")
+            pixels = np.clip(shown, 0, 255).astype(np.uint8).squeeze()
+            ax.imshow(pixels, cmap="gray", vmin=0, vmax=255)  # brightness as the model sees it
             ax.set_axis_off()
             if c == 0:
                 ax.set_title(str(model_input["class_names"][y[i]]), fontsize=8)
     fig.suptitle("Training images (left) and augmented versions", fontsize=9)
     fig.tight_layout()
-    return fig
+    return figure_png(fig, preview["figure_dpi"])

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from breast_cancer_pipeline.backbones import check_weights, get_backbone
+from breast_cancer_pipeline.metrics import auroc, class_weights
+from breast_cancer_pipeline.plotting import figure_png, pyplot
+from breast_cancer_pipeline.progress import Progress, format_seconds, publish_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -37,70 +40,36 @@ def extract_features(
     Args:
         model_input: Arrays from the augmentation pipeline.
         augmentation_spec: The augmentation spec (used when ``augmented_passes`` > 0).
-        candidate: This candidate's parameters (``backbone``, ``weights``).
+        candidate: This candidate's ``backbone`` and ``weights`` (checked before the run).
         params: The ``backbone_selection`` parameters.
 
     Returns:
         ``features_train``, ``features_val``, ``y_train``, ``y_val``, and the measured
         ``extract_seconds``, ``ms_per_image`` and ``n_params`` (0-d arrays).
-
-    Raises:
-        UnknownBackboneError: The candidate names no registered backbone.
-        ValueError: Invalid weights or ``augmented_passes``.
     """
-    from breast_cancer_pipeline.modeling import (  # noqa: PLC0415
-        build_augmenter,
-        build_feature_extractor,
-        set_seed,
-    )
-    from breast_cancer_pipeline.training import make_dataset  # noqa: PLC0415
+    from breast_cancer_pipeline.modeling import build_feature_extractor, set_seed  # noqa: PLC0415
 
-    spec = get_backbone(candidate.get("backbone"), "backbone_selection.candidates.*.backbone")
-    check_weights(candidate.get("weights"), spec, f"candidate {spec.name} weights")
-    passes = params.get("augmented_passes", 0)
-    if not isinstance(passes, int) or passes < 0:
-        raise ValueError(
-            f"backbone_selection.augmented_passes must be an integer ≥ 0, got {passes!r}"
-        )
-    set_seed(params["seed"])
+    name, weights, passes = candidate["backbone"], candidate["weights"], params["augmented_passes"]
     x_train, x_val = model_input["x_train"], model_input["x_val"]
-    y_train = np.asarray(model_input["y_train"])
-    extractor = build_feature_extractor(
-        spec.name, x_train.shape[1], x_train.shape[3], candidate.get("weights")
-    )
-    batch = params["extraction_batch_size"]
-    y_val = np.asarray(model_input["y_val"])
-    n_classes = int(max(y_train.max(), y_val.max())) + 1
-
-    def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        # Streamed from the (memory-mapped) arrays; the unknown batch dimension of tf.data
-        # lets one traced function serve every call, partial last batches included.
-        data, _ = make_dataset(x, y, n_classes, batch, training=False, seed=params["seed"])
-        return extractor.predict(data, verbose=0)
-
+    y_train, y_val = np.asarray(model_input["y_train"]), np.asarray(model_input["y_val"])
+    n_images = len(x_val) + len(x_train) * (passes + 1)
+    logger.info(
+        "%s (weights %s): extracting features of %d images (%d augmented passes)",
+        name, weights, n_images, passes,
+    )  # fmt: skip
+    set_seed(params["seed"])
+    extractor = build_feature_extractor(name, x_train.shape[1], x_train.shape[3], weights)
+    run = _feature_runner(extractor, int(max(y_train.max(), y_val.max())) + 1, params)
     started = time.perf_counter()
     features_val = run(x_val, y_val)
     features_train = [run(x_train, y_train)]
     ms_per_image = 1000.0 * (time.perf_counter() - started) / (len(x_train) + len(x_val))
-    for k in range(passes):
-        augmenter = build_augmenter(augmentation_spec, seed=params["seed"] + 1 + k)
-        views = np.concatenate(
-            [
-                np.asarray(augmenter(np.asarray(x_train[i : i + batch], np.float32), training=True))
-                for i in range(0, len(x_train), batch)
-            ]
-        )
-        views = np.clip(views, 0, 255).astype(np.uint8)
-        features_train.append(run(views, y_train))
+    features_train += _augmented_features(x_train, augmentation_spec, extractor, name, params)
     seconds = time.perf_counter() - started
     logger.info(
-        "%s: %d features per image, extracted in %.1f s (%.1f ms/image, %d augmented passes)",
-        spec.name,
-        features_train[0].shape[1],
-        seconds,
-        ms_per_image,
-        passes,
-    )
+        "%s: %d features per image of %d images in %s (%.1f ms/image)",
+        name, features_val.shape[1], n_images, format_seconds(seconds), ms_per_image,
+    )  # fmt: skip
     return {
         "features_train": np.concatenate(features_train).astype(np.float32),
         "features_val": features_val.astype(np.float32),
@@ -112,8 +81,61 @@ def extract_features(
     }
 
 
+def _feature_runner(
+    extractor: Any, n_classes: int, params: dict
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``run(x, y)``: the extractor's features of ``x``, streamed in batches."""
+    from breast_cancer_pipeline.training import make_dataset  # noqa: PLC0415
+
+    def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        # Streamed from the (memory-mapped) arrays; the unknown batch dimension of tf.data
+        # lets one traced function serve every call, partial last batches included.
+        data, _ = make_dataset(
+            x, y, n_classes, params["extraction_batch_size"], training=False, seed=params["seed"]
+        )
+        return extractor.predict(data, verbose=0)
+
+    return run
+
+
+def _augmented_features(
+    x_train: np.ndarray,
+    augmentation_spec: dict[str, Any],
+    extractor: Any,
+    name: str,
+    params: dict,
+) -> list[np.ndarray]:
+    """Features of ``augmented_passes`` augmented views of the training images, one per pass.
+
+    Each batch is augmented and run through the backbone at once, so progress (count, rate,
+    ETA) covers both.
+    """
+    from breast_cancer_pipeline.modeling import build_augmenter  # noqa: PLC0415
+
+    passes, batch = params["augmented_passes"], params["extraction_batch_size"]
+    if not passes:
+        return []
+    progress = Progress(passes * len(x_train), f"{name}: augmented passes", logger, "images")
+    features = []
+    for k in range(passes):
+        augmenter = build_augmenter(augmentation_spec, seed=params["seed"] + 1 + k)
+        chunks = []
+        for i in range(0, len(x_train), batch):
+            views = augmenter(np.asarray(x_train[i : i + batch], np.float32), training=True)
+            views = np.clip(np.asarray(views), 0, 255).astype(np.uint8)
+            chunks.append(np.asarray(extractor.predict_on_batch(views)))
+            progress.advance(len(views))
+        features.append(np.concatenate(chunks))
+    progress.finish()
+    return features
+
+
 def fit_head(
-    features: dict[str, np.ndarray], head: dict[str, Any], epochs: int, seed: int
+    features: dict[str, np.ndarray],
+    head: dict[str, Any],
+    epochs: int,
+    seed: int,
+    predict_batch_size: int,
 ) -> dict[str, float]:
     """Train one head on cached features and score it on the validation features.
 
@@ -122,6 +144,7 @@ def fit_head(
         head: ``dropout``, ``dense_units``, ``learning_rate``, ``batch_size``.
         epochs: Training epochs.
         seed: Seed of the initialisation and shuffling.
+        predict_batch_size: Feature vectors per batch when scoring the validation features.
 
     Returns:
         ``{"val_auroc": ..., "val_accuracy": ...}``.
@@ -146,7 +169,9 @@ def fit_head(
         class_weight=class_weights(y_train, n_classes),
         verbose=0,
     )
-    proba = model.predict(np.asarray(features["features_val"]), batch_size=256, verbose=0)
+    proba = model.predict(
+        np.asarray(features["features_val"]), batch_size=predict_batch_size, verbose=0
+    )
     return {
         "val_auroc": auroc(y_val, proba),
         "val_accuracy": float(np.mean(y_val == proba.argmax(axis=1))),
@@ -163,12 +188,18 @@ def train_head(features: dict[str, np.ndarray], candidate: dict, params: dict) -
     scores: dict[str, list[float]] = {m: [] for m in METRICS}
     started = time.perf_counter()
     for repeat in range(params["repeats"]):
-        result = fit_head(features, params["head"], params["epochs"], params["seed"] + repeat)
+        result = fit_head(
+            features,
+            params["head"],
+            params["epochs"],
+            params["seed"] + repeat,
+            params["predict_batch_size"],
+        )
         for m in METRICS:
             scores[m].append(result[m])
     record = {
         "backbone": candidate["backbone"],
-        "weights": candidate.get("weights"),
+        "weights": candidate["weights"],
         **{f"{m}_mean": float(np.mean(v)) for m, v in scores.items()},
         **{f"{m}_std": float(np.std(v)) for m, v in scores.items()},
         "repeats": params["repeats"],
@@ -244,34 +275,14 @@ def select_backbone(
     return selected, table.sort_values("rank").reset_index(drop=True), mlflow_metrics
 
 
-def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
-    """Balanced class weights ``n / (k * count)``; classes absent from ``y`` get 1."""
-    counts = np.bincount(y, minlength=n_classes)
-    total = counts.sum()
-    return {i: float(total / (n_classes * c)) if c else 1.0 for i, c in enumerate(counts)}
-
-
-def auroc(y: np.ndarray, proba: np.ndarray) -> float:
-    """AUROC: binary for two classes, else macro one-vs-rest."""
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
-
-    if proba.shape[1] == 2:
-        return float(roc_auc_score(y, proba[:, 1]))
-    return float(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
-
-
-def plot_comparison(comparison: pd.DataFrame, params: dict) -> Any:
+def plot_comparison(comparison: pd.DataFrame, params: dict) -> bytes:
     """A chart of every candidate: the metric (mean ± std over seeds) and the inference cost.
 
     Returns:
-        A matplotlib figure: bars of the selection metric with error bars (the winner
+        The chart as PNG bytes: bars of the selection metric with error bars (the winner
         highlighted, the tolerance band shaded) beside bars of milliseconds per image.
     """
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    plt = pyplot()
     metric = params["metric"]
     table = comparison.sort_values("rank")
     names = table["candidate"].astype(str).tolist()
@@ -294,7 +305,7 @@ def plot_comparison(comparison: pd.DataFrame, params: dict) -> Any:
         fontsize=10,
     )
     fig.tight_layout()
-    return fig
+    return figure_png(fig, params["figure_dpi"])
 
 
 def search_head(
@@ -305,6 +316,9 @@ def search_head(
     Searches dropout, learning rate, dense units and batch size for ``head_search.n_trials``
     trials, each a head trained for ``head_search.epochs`` and scored by the selection metric
     on the validation features. With ``n_trials: 0`` the configured ``head`` is returned.
+    Every trial is logged (value, best so far, settings, ETA) and its figures published as
+    it ends (:func:`~breast_cancer_pipeline.progress.publish_metrics`, step = trial number):
+    ``head_search.<metric>``, ``head_search.best_<metric>`` and one per searched setting.
 
     Args:
         selected: The selected backbone (its ``candidate`` names the features to use).
@@ -312,27 +326,42 @@ def search_head(
         **candidate_features: Every candidate's cached features, keyed by candidate name.
 
     Returns:
-        ``(best_head, mlflow_metrics)``: the best configuration (read by finetune) and every
-        trial's score and settings as metric histories (step = trial number).
-
-    Raises:
-        ValueError: The search space is malformed; the message names the parameter.
+        ``(best_head, mlflow_metrics)``: the best configuration (read by finetune) and the
+        search's outcome as metric histories (``head_search.best_score``,
+        ``head_search.best_trial``); the per-trial figures were published live.
     """
-    search = params["head_search"]
-    metric = params["metric"]
-    default = {**params["head"], "score": selected["score"], "source": "backbone_selection.head"}
+    search, metric = params["head_search"], params["metric"]
     if search["n_trials"] <= 0:
-        return default, {}
+        default = {**params["head"], "score": selected["score"]}
+        return {**default, "source": "backbone_selection.head"}, {}
     import optuna  # noqa: PLC0415
 
-    space = search["space"]
-    for key in ("dropout", "learning_rate"):
-        if len(space[key]) != 2 or space[key][0] > space[key][1]:
-            raise ValueError(
-                f"backbone_selection.head_search.space.{key} must be [low, high], got {space[key]}"
-            )
-    features = candidate_features[selected["candidate"]]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    objective = _head_objective(candidate_features[selected["candidate"]], params)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=params["seed"])
+    )
+    n_trials = search["n_trials"]
+    study.optimize(objective, n_trials=n_trials, callbacks=[TrialLogger(metric, n_trials)])
+    best = {
+        **study.best_params,
+        "score": float(study.best_value),
+        "trial": study.best_trial.number,
+        "n_trials": len(study.trials),
+        "source": "head_search",
+    }
+    logger.info("Head search: best %s %.4f with %s", metric, best["score"], study.best_params)
+    history = {
+        "head_search.best_score": [{"step": 0, "value": best["score"]}],
+        "head_search.best_trial": [{"step": 0, "value": float(best["trial"])}],
+    }
+    return best, history
+
+
+def _head_objective(features: dict[str, np.ndarray], params: dict) -> Callable[[Any], float]:
+    """The Optuna objective: a head drawn from ``head_search.space``, trained and scored."""
+    search = params["head_search"]
+    space = search["space"]
 
     def objective(trial: Any) -> float:
         head = {
@@ -343,28 +372,59 @@ def search_head(
             "dense_units": trial.suggest_categorical("dense_units", list(space["dense_units"])),
             "batch_size": trial.suggest_categorical("batch_size", list(space["batch_size"])),
         }
-        return fit_head(features, head, search["epochs"], params["seed"])[metric]
-
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=params["seed"])
-    )
-    study.optimize(objective, n_trials=search["n_trials"])
-    best = {
-        **study.best_params,
-        "score": float(study.best_value),
-        "trial": study.best_trial.number,
-        "n_trials": len(study.trials),
-        "source": "head_search",
-    }
-    logger.info("Head search: best %s %.4f with %s", metric, best["score"], study.best_params)
-    history: dict[str, list[dict[str, float]]] = {}
-    for trial in study.trials:
-        history.setdefault(f"head_search.{metric}", []).append(
-            {"step": trial.number, "value": float(trial.value)}
+        fitted = fit_head(
+            features, head, search["epochs"], params["seed"], params["predict_batch_size"]
         )
-        for key, value in trial.params.items():
-            history.setdefault(f"head_search.{key}", []).append(
-                {"step": trial.number, "value": float(value or 0)}
+        return fitted[params["metric"]]
+
+    return objective
+
+
+class TrialLogger:
+    """Optuna callback: logs each finished trial and publishes its figures.
+
+    One line per trial: ``trial i/n``, its value, the best so far, its settings and the ETA
+    of the search; and :func:`~breast_cancer_pipeline.progress.publish_metrics` of
+    ``head_search.<metric>``, ``head_search.best_<metric>`` and each setting (null as 0) at
+    step = trial number.
+    """
+
+    def __init__(
+        self, metric: str, n_trials: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Log the ``n_trials`` trials of a search scored by ``metric`` (e.g. ``val_auroc``)."""
+        self.metric = metric
+        self.n_trials = n_trials
+        self._clock = clock
+        self._started = clock()
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        """Log and publish ``trial`` (Optuna calls this after every trial)."""
+        done = trial.number + 1
+        eta = (self._clock() - self._started) / done * max(self.n_trials - done, 0)
+        if trial.value is None:  # failed or pruned (e.g. a NaN score)
+            logger.warning(
+                "Head search trial %d/%d: %s, ETA %s",
+                done,
+                self.n_trials,
+                trial.state.name.lower(),
+                format_seconds(eta),
             )
-    history["head_search.best_score"] = [{"step": 0, "value": best["score"]}]
-    return best, history
+            return
+        best = study.best_value
+        logger.info(
+            "Head search trial %d/%d: %s %.4f (best %.4f), %s, ETA %s",
+            done,
+            self.n_trials,
+            self.metric,
+            trial.value,
+            best,
+            trial.params,
+            format_seconds(eta),
+        )
+        figures = {
+            f"head_search.{self.metric}": float(trial.value),
+            f"head_search.best_{self.metric}": float(best),
+            **{f"head_search.{k}": float(v or 0) for k, v in trial.params.items()},
+        }
+        publish_metrics(figures, step=trial.number)

@@ -34,134 +34,23 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from breast_cancer_pipeline.param_schema import validate_block
+from breast_cancer_pipeline.pipelines.demo_data.parameters import DemoDataParams, ImageFormat
+
 CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
 """Folder names, in the order used to derive per-image seeds."""
 
-FORMAT_EXTENSIONS: dict[str, str] = {"png": ".png", "jpeg": ".jpg", "tiff16": ".tif"}
+FORMAT_EXTENSIONS: dict[ImageFormat, str] = {"png": ".png", "jpeg": ".jpg", "tiff16": ".tif"}
 """File extension written for each entry of ``format_mix``."""
 
 _FORMAT_SEED_TAG = 0x464D54  # keeps the format-allocation stream apart from image streams
 _SPECKLE_LOOKS = 3  # independent speckle fields averaged per image (spatial compounding)
 _ANGLES = np.linspace(-np.pi, np.pi, 2048, endpoint=False)  # where mass outlines are sampled
-
-
-@dataclass(frozen=True)
-class DemoDataConfig:
-    """Validated ``demo_data`` parameters (see ``conf/base/parameters_demo_data.yml``)."""
-
-    seed: int
-    images_per_class: int
-    image_size: int
-    format_mix: dict[str, float]
-    jpeg_quality: int
-    normal_masks: bool
-    lesion_radius: tuple[float, float]
-    lesion_contrast: tuple[float, float]
-    benign_edge_px: tuple[float, float]
-    malignant_edge_px: tuple[float, float]
-    spicules: tuple[int, int]
-    dynamic_range_db: tuple[float, float]
-    gain_db: tuple[float, float]
-    gamma: tuple[float, float]
-    speckle_px: float
-
-
-def _fail(name: str, requirement: str, value: Any) -> ValueError:
-    return ValueError(f"demo_data.{name} must be {requirement}, got {value!r}")
-
-
-def _int(params: Mapping[str, Any], name: str, minimum: int, maximum: int | None = None) -> int:
-    value = params.get(name)
-    valid = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    if valid and maximum is not None:
-        valid = value <= maximum
-    if not valid:
-        if maximum is not None:
-            requirement = f"an integer in [{minimum}, {maximum}]"
-        elif minimum == 1:
-            requirement = "a positive integer"
-        else:
-            requirement = f"an integer >= {minimum}"
-        raise _fail(name, requirement, value)
-    return value
-
-
-def _number(params: Mapping[str, Any], name: str, minimum: float) -> float:
-    value = params.get(name)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= minimum:
-        raise _fail(name, f"a number >= {minimum}", value)
-    return float(value)
-
-
-def _range(
-    params: Mapping[str, Any], name: str, low: float, high: float, integer: bool = False
-) -> tuple[Any, Any]:
-    value = params.get(name)
-    kind = "integers" if integer else "numbers"
-    requirement = f"a [min, max] pair of {kind} with {low} <= min <= max <= {high}"
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise _fail(name, requirement, value)
-    allowed = int if integer else int | float
-    if any(not isinstance(v, allowed) or isinstance(v, bool) for v in value):
-        raise _fail(name, requirement, value)
-    if not low <= value[0] <= value[1] <= high:
-        raise _fail(name, requirement, value)
-    if integer:
-        return int(value[0]), int(value[1])
-    return float(value[0]), float(value[1])
-
-
-def validate_params(params: Mapping[str, Any]) -> DemoDataConfig:
-    """Check the ``demo_data`` parameters and return them as a typed config.
-
-    Args:
-        params: The ``demo_data`` section of the parameters.
-
-    Returns:
-        The validated configuration.
-
-    Raises:
-        ValueError: If a parameter is missing, has the wrong type or is out of range; the message
-            names the parameter, e.g. ``demo_data.images_per_class must be a positive integer``.
-    """
-    if not isinstance(params, Mapping):
-        raise ValueError(f"demo_data must be a mapping of parameters, got {params!r}")
-    mix = params.get("format_mix")
-    mix_requirement = (
-        f"a mapping from {sorted(FORMAT_EXTENSIONS)} to non-negative fractions summing to 1"
-    )
-    if not isinstance(mix, Mapping) or not mix or not set(mix) <= set(FORMAT_EXTENSIONS):
-        raise _fail("format_mix", mix_requirement, mix)
-    if any(not isinstance(v, int | float) or isinstance(v, bool) or v < 0 for v in mix.values()):
-        raise _fail("format_mix", mix_requirement, mix)
-    if not math.isclose(sum(mix.values()), 1.0, abs_tol=1e-6):
-        raise _fail("format_mix", mix_requirement, mix)
-    normal_masks = params.get("normal_masks")
-    if not isinstance(normal_masks, bool):
-        raise _fail("normal_masks", "true or false", normal_masks)
-    return DemoDataConfig(
-        seed=_int(params, "seed", 0),
-        images_per_class=_int(params, "images_per_class", 1),
-        image_size=_int(params, "image_size", 32, 2048),
-        format_mix={fmt: float(fraction) for fmt, fraction in mix.items()},
-        jpeg_quality=_int(params, "jpeg_quality", 1, 95),
-        normal_masks=normal_masks,
-        lesion_radius=_range(params, "lesion_radius", 0.02, 0.3),
-        lesion_contrast=_range(params, "lesion_contrast", 0.0, 1.0),
-        benign_edge_px=_range(params, "benign_edge_px", 0.1, 20.0),
-        malignant_edge_px=_range(params, "malignant_edge_px", 0.1, 20.0),
-        spicules=_range(params, "spicules", 0, 64, integer=True),
-        dynamic_range_db=_range(params, "dynamic_range_db", 10.0, 100.0),
-        gain_db=_range(params, "gain_db", -40.0, 40.0),
-        gamma=_range(params, "gamma", 0.2, 5.0),
-        speckle_px=_number(params, "speckle_px", 0.0),
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,7 +175,7 @@ def _radial_profile(
 
 
 def _mass(
-    rng: np.random.Generator, size: int, malignant: bool, cfg: DemoDataConfig
+    rng: np.random.Generator, size: int, malignant: bool, cfg: DemoDataParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one mass.
 
@@ -352,7 +241,7 @@ def _posterior(occupancy: np.ndarray, size: int, rng: np.random.Generator) -> np
 
 
 def _render(
-    rng: np.random.Generator, label: str, cfg: DemoDataConfig
+    rng: np.random.Generator, label: str, cfg: DemoDataParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one image.
 
@@ -415,7 +304,7 @@ def _render(
 # --------------------------------------------------------------------------------------------
 
 
-def _encode(image: np.ndarray, fmt: str, rng: np.random.Generator, cfg: DemoDataConfig) -> bytes:
+def _encode(image: np.ndarray, fmt: str, rng: np.random.Generator, cfg: DemoDataParams) -> bytes:
     buffer = io.BytesIO()
     if fmt == "tiff16":
         span = rng.uniform(0.2, 0.85) * 65535.0
@@ -480,9 +369,10 @@ def generate_demo_dataset(params: dict[str, Any]) -> dict[str, bytes]:
         saved by a ``PartitionedDataset``.
 
     Raises:
-        ValueError: If a parameter is invalid (the message names it).
+        ParameterError: A parameter is invalid (the message names it); a run checks them
+            before this node starts.
     """
-    cfg = validate_params(params)
+    cfg = validate_block("demo_data", params)
     files: dict[str, bytes] = {}
     for class_index, label in enumerate(CLASS_NAMES):
         format_rng = np.random.default_rng([cfg.seed, class_index, _FORMAT_SEED_TAG])

@@ -2,58 +2,142 @@
 
 Training reads the memory-mapped model input through ``tf.data`` (shuffle, batch, prefetch),
 weights or oversamples the classes, runs under the configured ``tf.distribute`` strategy,
-logs every epoch, and checkpoints after every epoch into the catalog's checkpoint folder so
-that a killed run resumes with ``finetune.resume: true``.
+logs and publishes every epoch, and checkpoints after every epoch into the catalog's
+checkpoint folder so that a killed run resumes with ``finetune.resume: true``:
+
+- :class:`FinetunePlan`: everything the run does, resolved from the parameters and the head
+  search (learning rates, batch size, head, epochs per phase, class weighting...).
+- :func:`train_head` (phase 1) and :func:`train_unfrozen` (phase 2), one function per phase.
+- :func:`build_callbacks`: early stopping, learning-rate reduction, the record of what Keras
+  does not back up, Keras's ``BackupAndRestore``, and the progress of each epoch.
+
+Every checkpoint file is read, written and deleted by the checkpoint handle
+(:class:`~breast_cancer_pipeline.datasets.training_checkpoints.CheckpointDirectory`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from breast_cancer_pipeline.backbones import get_backbone
+from breast_cancer_pipeline.progress import publish_metrics
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("phase1", "phase2")
 #: Monitored by early stopping, learning-rate reduction and the best checkpoint.
 MONITOR = "val_auc"
+#: The head settings taken from the head search (``best_head.json``) unless ``finetune.head``
+#: overrides them.
+HEAD_KEYS = ("dropout", "dense_units")
+#: Prefix of the metrics published every epoch (``finetune.val_auc``...).
+METRICS_PREFIX = "finetune"
 
 
-def check_params(params: dict) -> None:
-    """Validate the ``finetune`` parameters before any training starts.
+@dataclass(frozen=True)
+class PhasePlan:
+    """One training phase: how long, how fast, and (phase 2) how much of the base trains."""
 
-    Raises:
-        ValueError: A parameter is missing or out of range; the message names it.
-    """
-    from breast_cancer_pipeline.training import STRATEGIES  # noqa: PLC0415
+    name: str
+    epochs: int
+    learning_rate: float
+    from_layer: int | None
+    fraction: float | None
 
-    if params.get("strategy", "auto") not in STRATEGIES:
-        raise ValueError(
-            f"finetune.strategy must be one of {list(STRATEGIES)}, got {params['strategy']!r}"
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """What a finetune run does, resolved from ``finetune`` and ``best_head.json``."""
+
+    seed: int
+    deterministic: bool
+    strategy: str
+    resume: bool
+    #: Images per batch and per replica.
+    batch_size: int
+    head: dict[str, Any]
+    class_weight: Any
+    oversample: bool
+    early_stopping_patience: int
+    reduce_lr: dict[str, float]
+    phase1: PhasePlan
+    phase2: PhasePlan
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], best_head: dict[str, Any]) -> FinetunePlan:
+        """The plan of the ``finetune`` parameters; nulls are filled from the head search.
+
+        Raises:
+            ValueError: A null parameter whose value ``best_head.json`` does not hold.
+        """
+        phase1, phase2 = params["phase1"], params["phase2"]
+        batch_size = params["batch_size"]
+        if batch_size is None:
+            batch_size = int(_from_best_head(best_head, "batch_size", "finetune.batch_size"))
+        learning_rate = phase1["learning_rate"]
+        if learning_rate is None:
+            learning_rate = _from_best_head(
+                best_head, "learning_rate", "finetune.phase1.learning_rate"
+            )
+        head = {
+            key: params["head"][key]
+            if key in params["head"]
+            else _from_best_head(best_head, key, f"finetune.head.{key}")
+            for key in HEAD_KEYS
+        }
+        return cls(
+            seed=params["seed"],
+            deterministic=params["deterministic"],
+            strategy=params["strategy"],
+            resume=params["resume"],
+            batch_size=batch_size,
+            head=head,
+            class_weight=params["class_weight"],
+            oversample=params["oversample"],
+            early_stopping_patience=params["early_stopping_patience"],
+            reduce_lr=dict(params["reduce_lr"]),
+            phase1=PhasePlan("phase1", phase1["epochs"], learning_rate, None, None),
+            phase2=PhasePlan(
+                "phase2",
+                phase2["epochs"],
+                phase2["learning_rate"],
+                phase2["unfreeze"]["from_layer"],
+                phase2["unfreeze"]["fraction"],
+            ),
         )
-    batch = params.get("batch_size")
-    if batch is not None and (not isinstance(batch, int) or batch < 1):
-        raise ValueError(f"finetune.batch_size must be a positive integer or null, got {batch!r}")
-    for phase in PHASES:
-        epochs = params[phase].get("epochs")
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"finetune.{phase}.epochs must be an integer ≥ 0, got {epochs!r}")
-    unfreeze_settings = params["phase2"].get("unfreeze", {})
-    if params["phase2"]["epochs"] and (unfreeze_settings.get("from_layer") is None) == (
-        unfreeze_settings.get("fraction") is None
-    ):
+
+
+def _from_best_head(best_head: dict[str, Any], key: str, parameter: str) -> Any:
+    if key not in best_head:
         raise ValueError(
-            "finetune.phase2.unfreeze: set exactly one of from_layer (e.g. 300) or fraction "
-            "(e.g. 0.3), the other to null"
+            f"{parameter} is not set and best_head.json has no {key!r}: set {parameter} "
+            "or rerun backbone_selection"
         )
-    plateau = params["reduce_lr"]
-    if not 0.0 < plateau["factor"] < 1.0:
-        raise ValueError(f"finetune.reduce_lr.factor must be in (0, 1), got {plateau['factor']}")
+    return best_head[key]
+
+
+@dataclass
+class _Run:
+    """What the phases of one run share."""
+
+    plan: FinetunePlan
+    strategy: Any
+    #: This worker's checkpoint handle.
+    checkpoints: Any
+    record: Any  # training.RunRecord
+    n_classes: int
+    train_data: Any
+    steps: int
+    val_data: Any
+    class_weight: dict[int, float] | None
+    #: Publish the epochs' metrics (the chief only, under several workers).
+    publish: bool
 
 
 def finetune_classifier(
@@ -63,14 +147,13 @@ def finetune_classifier(
     augmentation_spec: dict[str, Any],
     checkpoints: Any,
     params: dict,
-) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any], Any]:
+) -> tuple[Any, dict[str, Any], dict[str, Any], Any]:
     """Train the classifier in two phases, resumably.
 
-    Phase 1 trains the head on the frozen base. Phase 2 makes the base trainable from
-    ``unfreeze.from_layer`` (or its top ``unfreeze.fraction``), keeps BatchNorm in inference
-    mode for pretrained weights, recompiles at a lower learning rate and trains again. Both
-    phases stop early on validation AUROC, reduce the learning rate on its plateaus, and end
-    on the weights of their best epoch (checkpointed after every epoch).
+    Phase 1 (:func:`train_head`) trains the head on the frozen base; phase 2
+    (:func:`train_unfrozen`) unfreezes the top of the base and trains again at a lower
+    learning rate. Both stop early on validation AUROC, reduce the learning rate on its
+    plateaus, and end on the weights of their best epoch.
 
     Args:
         model_input: Arrays from the augmentation pipeline (memory-mapped).
@@ -81,234 +164,281 @@ def finetune_classifier(
         augmentation_spec: The augmentation spec (layers inside the model).
         checkpoints: Handle on the catalog's checkpoint folder
             (:class:`~breast_cancer_pipeline.datasets.training_checkpoints.CheckpointDirectory`).
-        params: The ``finetune`` parameters.
+        params: The ``finetune`` parameters (checked by their schema before the run).
 
     Returns:
-        ``(classifier, metadata, history, mlflow_history, classifier for MLflow)``.
+        ``(classifier, metadata, history, classifier for MLflow)``; the history has one
+        entry per phase, its ``epoch`` list numbering the epochs of both phases in turn.
 
     Raises:
-        ValueError: Invalid parameters, or ``resume: true`` with a checkpoint made by other
-            settings or data.
+        ValueError: A null parameter that the head search does not fill, an unusable
+            ``class_weight``, or ``resume: true`` with a checkpoint of other settings or data.
     """
-    check_params(params)
     from breast_cancer_pipeline import training  # noqa: PLC0415
-    from breast_cancer_pipeline.modeling import build_classifier, set_seed, unfreeze  # noqa: PLC0415
+    from breast_cancer_pipeline.modeling import set_seed  # noqa: PLC0415
 
+    plan = FinetunePlan.from_params(params, best_head)
     # The strategy first: a multi-worker cluster must be configured before any TensorFlow op.
-    strategy = training.make_strategy(params.get("strategy", "auto"))
-    set_seed(params["seed"], params.get("deterministic", False))
-    spec = get_backbone(selected_backbone["backbone"], "selected_backbone.backbone")
-    weights = selected_backbone.get("weights")
-    x_train, y_train = model_input["x_train"], np.asarray(model_input["y_train"])
-    x_val, y_val = model_input["x_val"], np.asarray(model_input["y_val"])
-    class_names = [str(c) for c in model_input["class_names"]]
-    n_classes = len(class_names)
-    head = {
-        key: best_head[key] for key in ("dropout", "dense_units") if key in (best_head or {})
-    } or dict(selected_backbone.get("head", {}))
-    head = {**head, **(params.get("head") or {})}
-    batch_size = params.get("batch_size") or int(best_head.get("batch_size", 32))
-    global_batch = batch_size * strategy.num_replicas_in_sync
-    oversample = bool(params.get("oversample", False))
-    train_data, steps = training.make_dataset(
-        x_train,
-        y_train,
-        n_classes,
-        global_batch,
-        training=True,
-        seed=params["seed"],
-        oversample=oversample,
-    )
-    val_data, _ = training.make_dataset(
-        x_val, y_val, n_classes, global_batch, training=False, seed=params["seed"]
-    )
-    weighting = training.resolve_class_weights(
-        params.get("class_weight", "auto"), y_train, class_names, oversample
-    )
-    learning_rates = {
-        "phase1": params["phase1"].get("learning_rate") or best_head.get("learning_rate"),
-        "phase2": params["phase2"]["learning_rate"],
-    }
-    if learning_rates["phase1"] is None:
-        raise ValueError(
-            "finetune.phase1.learning_rate is null and best_head.json has no learning_rate: "
-            "set finetune.phase1.learning_rate (e.g. 0.001) or rerun backbone_selection"
-        )
+    strategy = training.make_strategy(plan.strategy)
+    set_seed(plan.seed, plan.deterministic)
+    run = _start_run(model_input, selected_backbone, augmentation_spec, plan, strategy, checkpoints)
+    model = _build_model(model_input, selected_backbone, augmentation_spec, run)
+    started = time.perf_counter()
+    train_head(model, run)
+    train_unfrozen(model, run, keep_batchnorm_frozen=selected_backbone["weights"] is not None)
+    run.checkpoints.discard()  # the model is complete; a rerun starts afresh
+    metadata = _metadata(model_input, selected_backbone, run, time.perf_counter() - started)
+    return model, metadata, run.record.histories, model
 
-    store = checkpoints
-    if not training.is_chief(strategy):
-        store = checkpoints.sibling(f"worker_{strategy.cluster_resolver.task_id}")
+
+def _start_run(
+    model_input: dict[str, np.ndarray],
+    selected_backbone: dict[str, Any],
+    augmentation_spec: dict[str, Any],
+    plan: FinetunePlan,
+    strategy: Any,
+    checkpoints: Any,
+) -> _Run:
+    """Input pipelines, class weights, this worker's checkpoints and the record to resume."""
+    from breast_cancer_pipeline import training  # noqa: PLC0415
+
+    x_train, y_train = model_input["x_train"], np.asarray(model_input["y_train"])
+    class_names = [str(c) for c in model_input["class_names"]]
+    # What a checkpoint must have been made with to be resumed (every setting but resume).
     run_fingerprint = training.fingerprint(
-        {k: v for k, v in params.items() if k != "resume"},
+        {k: v for k, v in dataclasses.asdict(plan).items() if k != "resume"},
         selected_backbone,
-        head,
         augmentation_spec,
         class_names,
         y_train,
         np.asarray(x_train[:: max(1, len(x_train) // 8)]),
     )
-    state = _resume_state(store, run_fingerprint, params.get("resume", False))
+    chief = training.is_chief(strategy)
+    if not chief:
+        checkpoints = checkpoints.sibling(f"worker_{strategy.cluster_resolver.task_id}")
+    record = _resume(checkpoints, run_fingerprint, plan.resume)
+    if chief:
+        _publish_restored(record)
+    train_data, steps, val_data = _input_pipelines(model_input, plan, strategy)
+    return _Run(
+        plan=plan,
+        strategy=strategy,
+        checkpoints=checkpoints,
+        record=record,
+        n_classes=len(class_names),
+        train_data=train_data,
+        steps=steps,
+        val_data=val_data,
+        class_weight=training.resolve_class_weights(
+            plan.class_weight, y_train, class_names, plan.oversample
+        ),
+        publish=chief,
+    )
 
-    with strategy.scope():
+
+def _input_pipelines(
+    model_input: dict[str, np.ndarray], plan: FinetunePlan, strategy: Any
+) -> tuple[Any, int, Any]:
+    """``(training batches, steps per epoch, validation batches)``, global batch size."""
+    from breast_cancer_pipeline.training import make_dataset  # noqa: PLC0415
+
+    n_classes = len(model_input["class_names"])
+    global_batch = plan.batch_size * strategy.num_replicas_in_sync
+    # Training batches are shuffled (and oversampled, if asked); validation keeps its order.
+    (train_data, steps), (val_data, _) = (
+        make_dataset(
+            model_input[f"x_{split}"],
+            model_input[f"y_{split}"],
+            n_classes,
+            global_batch,
+            training=split == "train",
+            seed=plan.seed,
+            oversample=plan.oversample,
+        )
+        for split in ("train", "val")
+    )
+    return train_data, steps, val_data
+
+
+def _build_model(
+    model_input: dict[str, np.ndarray],
+    selected_backbone: dict[str, Any],
+    augmentation_spec: dict[str, Any],
+    run: _Run,
+) -> Any:
+    """The classifier, with the weights of the last completed phase when resuming."""
+    from breast_cancer_pipeline.modeling import build_classifier  # noqa: PLC0415
+
+    spec = get_backbone(selected_backbone["backbone"], "selected_backbone.backbone")
+    shape = model_input["x_train"].shape
+    with run.strategy.scope():
         model = build_classifier(
             spec.name,
-            n_classes,
-            x_train.shape[1],
-            x_train.shape[3],
-            weights,
-            head,
+            run.n_classes,
+            shape[1],
+            shape[3],
+            selected_backbone["weights"],
+            run.plan.head,
             augmentation_spec,
-            seed=params["seed"],
+            seed=run.plan.seed,
         )
-    completed: list[str] = list(state["completed"]) if state else []
-    history: dict[str, Any] = dict(state["histories"]) if state else {}
-    resume_phase = state["phase"] if state and state["phase"] not in completed else None
-    if completed and resume_phase is None:
-        model.load_weights(store.weights_file(f"{completed[-1]}_end"))
-        logger.info("Resuming after %s from %s", completed[-1], store.path)
-
-    epoch_offset = sum(len(h["epoch"]) for h in history.values())
-    started = time.perf_counter()
-    for phase in PHASES:
-        settings = params[phase]
-        if settings["epochs"] <= 0:
-            continue
-        with strategy.scope():
-            if phase == "phase2":
-                unfreeze_settings = settings["unfreeze"]
-                n_trainable = unfreeze(
-                    model,
-                    from_layer=unfreeze_settings.get("from_layer"),
-                    fraction=unfreeze_settings.get("fraction"),
-                    keep_batchnorm_frozen=weights is not None,
-                )
-                logger.info("Phase 2: %d backbone layers trainable", n_trainable)
-            _compile(model, learning_rates[phase], n_classes)
-        if phase in completed:
-            continue
-        resume_from = state if phase == resume_phase else None
-        initial_epoch = 0
-        if resume_from:
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(store.weights_file("last"))
-            initial_epoch = int(resume_from["epochs_done"])
-            logger.info("Resuming %s at epoch %d from %s", phase, initial_epoch + 1, store.path)
-        callbacks = _callbacks(params, phase, settings["epochs"])
-        checkpoint = training.ResumableCheckpoint(
-            store,
-            phase,
-            {"fingerprint": run_fingerprint, "completed": completed, "histories": history},
-            monitor=MONITOR,
-            resume_from=resume_from,
-            stateful=callbacks,
-        )
-        if not (resume_from and resume_from.get("stopped")):
-            model.fit(
-                train_data,
-                steps_per_epoch=steps,
-                validation_data=val_data,
-                epochs=settings["epochs"],
-                initial_epoch=initial_epoch,
-                class_weight=weighting,
-                shuffle=False,  # the dataset shuffles, seeded
-                callbacks=[*callbacks, checkpoint, training.EpochLogger(phase, settings["epochs"])],
-                verbose=0,
-            )
-        if store.weights_file("best").is_file():
-            model.load_weights(store.weights_file("best"))
-        phase_history = dict(checkpoint.history)
-        n_epochs = len(next(iter(phase_history.values()), []))
-        phase_history["epoch"] = list(range(epoch_offset, epoch_offset + n_epochs))
-        epoch_offset += n_epochs
-        history[phase] = phase_history
-        completed.append(phase)
-        store.save_weights(model, f"{phase}_end")
-        store.write_state(
-            {
-                "fingerprint": run_fingerprint,
-                "phase": phase,
-                "completed": completed,
-                "histories": history,
-            }
-        )
-        for name in ("best", "last"):
-            store.weights_file(name).unlink(missing_ok=True)
-    # The model is complete; a rerun starts afresh.
-    store.clear()
-
-    metadata = {
-        "backbone": spec.name,
-        "weights": weights,
-        "class_names": class_names,
-        "image_size": int(x_train.shape[1]),
-        "channels": int(x_train.shape[3]),
-        "color_mode": "rgb" if x_train.shape[3] == 3 else "grayscale",
-        "head": head,
-        "batch_size": batch_size,
-        "train_seconds": round(time.perf_counter() - started, 3),
-        "epochs": epoch_offset,
-        "seed": params["seed"],
-        "strategy": type(strategy).__name__,
-        "replicas": int(strategy.num_replicas_in_sync),
-    }
-    return model, metadata, history, _mlflow_history(history), model
+    if run.record.completed:
+        run.checkpoints.restore_phase_end(model, run.record.completed[-1])
+        logger.info("Resuming after %s", run.record.completed[-1])
+    return model
 
 
-def _resume_state(store: Any, run_fingerprint: str, resume: bool) -> dict[str, Any] | None:
+def _resume(checkpoints: Any, run_fingerprint: str, resume: bool) -> Any:
+    """The record to continue from (``resume: true`` and a matching checkpoint), else a new one.
+
+    Raises:
+        ValueError: ``resume`` is true but the checkpoint was made by other settings or data.
+    """
+    from breast_cancer_pipeline.training import RunRecord  # noqa: PLC0415
+
     if not resume:
-        store.clear()
-        return None
-    for path in store.discard_partial_writes():
-        logger.info("Deleted %s, a checkpoint write cut short by the kill", path)
-    state = store.read_state()
+        checkpoints.discard()
+        return RunRecord(run_fingerprint)
+    for path in checkpoints.discard_partial_writes():
+        logger.info("Deleted or repaired %s, a checkpoint write cut short by the kill", path)
+    state = checkpoints.read_state()
     if state is None:
-        logger.info("finetune.resume is true but %s holds no checkpoint: starting", store.path)
-        return None
+        logger.info("finetune.resume is true but %s holds no checkpoint: starting", checkpoints)
+        return RunRecord(run_fingerprint)
     if state.get("fingerprint") != run_fingerprint:
         raise ValueError(
-            f"finetune.resume is true but the checkpoint in '{store.path}' was made with other "
+            f"finetune.resume is true but the checkpoint in {checkpoints} was made with other "
             "parameters, backbone or data. Set finetune.resume: false to start over (the "
             "checkpoint is then deleted)"
         )
-    return state
+    record = RunRecord.from_state(state)
+    if record.phase is not None:
+        # The record may be one epoch ahead of Keras's backup (killed between the two).
+        del record.epochs[checkpoints.backed_up_epochs(record.phase) :]
+    return record
 
 
-def _callbacks(params: dict, phase: str, epochs: int) -> list[Any]:
+def _publish_restored(record: Any) -> None:
+    """Publish the epochs a resumed run restores, so its MLflow run has the whole curves."""
+    epochs = [
+        ({k: v[i] for k, v in history.items() if k != "epoch"}, step)
+        for history in record.histories.values()
+        for i, step in enumerate(history["epoch"])
+    ]
+    epochs += [
+        (epoch["logs"], record.steps_done + i)
+        for i, epoch in enumerate(record.epochs_of(record.phase))
+    ]
+    for logs, step in epochs:
+        publish_metrics(
+            {f"{METRICS_PREFIX}.{k}": v for k, v in logs.items() if math.isfinite(v)}, step=step
+        )
+
+
+def train_head(model: Any, run: _Run) -> None:
+    """Phase 1: the head on the frozen base (the factory builds the base frozen)."""
+    phase = run.plan.phase1
+    if phase.epochs == 0:
+        return
+    with run.strategy.scope():
+        compile_classifier(model, phase.learning_rate, run.n_classes)
+    _fit_phase(model, phase, run)
+
+
+def train_unfrozen(model: Any, run: _Run, keep_batchnorm_frozen: bool) -> None:
+    """Phase 2: the base trainable from ``from_layer`` (or its top ``fraction``), recompiled.
+
+    Args:
+        model: The classifier after phase 1.
+        run: The run's shared state.
+        keep_batchnorm_frozen: Keep BatchNorm layers in inference mode (pretrained weights).
+    """
+    from breast_cancer_pipeline.modeling import unfreeze  # noqa: PLC0415
+
+    phase = run.plan.phase2
+    if phase.epochs == 0:
+        return
+    with run.strategy.scope():
+        n_trainable = unfreeze(
+            model,
+            from_layer=phase.from_layer,
+            fraction=phase.fraction,
+            keep_batchnorm_frozen=keep_batchnorm_frozen,
+        )
+        logger.info("Phase 2: %d backbone layers trainable", n_trainable)
+        compile_classifier(model, phase.learning_rate, run.n_classes)
+    _fit_phase(model, phase, run)
+
+
+def _fit_phase(model: Any, phase: PhasePlan, run: _Run) -> None:
+    """Train one phase (or finish the one being resumed), then keep its best epoch."""
+    if phase.name in run.record.completed:
+        return
+    recorded = run.record.epochs_of(phase.name)
+    stopped = bool(recorded) and recorded[-1]["stopped"]
+    if stopped:
+        logger.info("%s had stopped early after epoch %d", phase.name, len(recorded))
+    model.fit(
+        run.train_data,
+        steps_per_epoch=run.steps,
+        validation_data=run.val_data,
+        # Stopped early before the kill: fit only restores the backup, it trains no epoch.
+        epochs=len(recorded) if stopped else phase.epochs,
+        class_weight=run.class_weight,
+        shuffle=False,  # the dataset shuffles, seeded
+        callbacks=build_callbacks(run.plan, phase, run.checkpoints, run.record, run.publish),
+        verbose=0,
+    )
+    run.checkpoints.restore_best(model)
+    run.record.complete(phase.name)
+    run.checkpoints.finish_phase(model, phase.name, run.record.to_state())
+
+
+def build_callbacks(
+    plan: FinetunePlan, phase: PhasePlan, checkpoints: Any, record: Any, publish: bool
+) -> list[Any]:
+    """The callbacks of one phase, in the order they must run at the end of each epoch.
+
+    Early stopping and learning-rate reduction on validation AUROC update their counters;
+    :class:`~breast_cancer_pipeline.training.PhaseRecorder` records the epoch (history, those
+    counters, the best weights) in ``record`` and the checkpoint state; Keras's
+    ``BackupAndRestore`` then backs up the weights, the optimizer and the epoch (keeping the
+    previous backup, and leaving the folder for the checkpoint handle to delete when the
+    phase is recorded complete); last, the epoch's progress line and published metrics.
+
+    Args:
+        plan: The run's plan.
+        phase: The phase these callbacks train.
+        checkpoints: This worker's checkpoint handle.
+        record: The run's :class:`~breast_cancer_pipeline.training.RunRecord`.
+        publish: Publish the epochs' metrics (``finetune.<metric>``, step = global epoch).
+    """
     import keras  # noqa: PLC0415
 
-    plateau = params["reduce_lr"]
+    from breast_cancer_pipeline import training  # noqa: PLC0415
+
+    stopping = keras.callbacks.EarlyStopping(
+        monitor=MONITOR,
+        mode="max",
+        patience=plan.early_stopping_patience,
+        restore_best_weights=False,  # the best checkpoint is restored instead
+    )
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, mode="max", **plan.reduce_lr)
     return [
-        keras.callbacks.EarlyStopping(
-            monitor=MONITOR,
-            mode="max",
-            patience=params["early_stopping_patience"],
-            restore_best_weights=False,  # the best checkpoint is restored instead
+        stopping,
+        plateau,
+        training.PhaseRecorder(checkpoints, record, phase.name, [stopping, plateau], MONITOR),
+        training.PhaseBackup(
+            checkpoints.backup_dir(phase.name), double_checkpoint=True, delete_checkpoint=False
         ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=MONITOR,
-            mode="max",
-            factor=plateau["factor"],
-            patience=plateau["patience"],
-            min_lr=plateau["min_lr"],
+        training.EpochProgress(
+            phase.name, phase.epochs, record.steps_done, METRICS_PREFIX if publish else None
         ),
     ]
 
 
-def _mlflow_history(history: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
-    """The phases as one continuous history per metric, in kedro-mlflow's format."""
-    merged: dict[str, list[dict[str, float]]] = {}
-    for h in history.values():
-        for key in h:
-            if key != "epoch":
-                merged.setdefault(f"finetune.{key}", []).extend(
-                    {"step": s, "value": v}
-                    for s, v in zip(h["epoch"], h[key], strict=True)
-                    if math.isfinite(v)
-                )
-    return merged
-
-
-def _compile(model: Any, learning_rate: float, n_classes: int) -> None:
+def compile_classifier(model: Any, learning_rate: float, n_classes: int) -> None:
+    """Compile with Adam, categorical cross-entropy, accuracy and AUROC (macro OvR if > 2)."""
     import keras  # noqa: PLC0415
 
     model.compile(
@@ -322,3 +452,25 @@ def _compile(model: Any, learning_rate: float, n_classes: int) -> None:
             else keras.metrics.AUC(name="auc"),
         ],
     )
+
+
+def _metadata(
+    model_input: dict[str, np.ndarray], selected_backbone: dict[str, Any], run: _Run, seconds: float
+) -> dict[str, Any]:
+    """What reporting and serving need to know about the trained classifier."""
+    shape = model_input["x_train"].shape
+    return {
+        "backbone": get_backbone(selected_backbone["backbone"]).name,
+        "weights": selected_backbone["weights"],
+        "class_names": [str(c) for c in model_input["class_names"]],
+        "image_size": int(shape[1]),
+        "channels": int(shape[3]),
+        "color_mode": "rgb" if shape[3] == 3 else "grayscale",
+        "head": run.plan.head,
+        "batch_size": run.plan.batch_size,
+        "train_seconds": round(seconds, 3),
+        "epochs": run.record.steps_done,
+        "seed": run.plan.seed,
+        "strategy": type(run.strategy).__name__,
+        "replicas": int(run.strategy.num_replicas_in_sync),
+    }

@@ -22,8 +22,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=[
                     "classifier",
                     "classifier_metadata",
+                    # Per-epoch metrics reach MLflow as each epoch ends (published live).
                     "finetune_history",
-                    "finetune_mlflow_metrics",
                     "classifier_mlflow",
                 ],
                 name="finetune_classifier",

@@ -9,7 +9,7 @@ cannot be decoded gets an ``error`` and no probabilities; the other rows are sco
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -45,7 +45,8 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
         requests: A column ``image`` (base64 text of the file, raw bytes, or a function that
             returns the bytes) and optionally ``path`` or ``id``, copied to the output.
         serving_model: The packaged :class:`~breast_cancer_pipeline.serving.ServingModel`.
-        params: The ``inference`` parameters (``batch_size``).
+        params: The ``inference`` parameters (``batch_size``, ``max_pixels``,
+            ``window_percentiles``).
 
     Returns:
         One row per request row, in order: the identifier column if given, ``label`` (the most
@@ -63,41 +64,33 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
             f"dataframe_split with columns ['{IMAGE_COLUMN}'] holding base64-encoded image files"
         )
     config = serving_model.config
-    names, positive = config["class_names"], config["positive_class"]
     id_column = next((c for c in ("path", "id") if c in requests.columns), None)
     ids = requests[id_column].astype(str).tolist() if id_column else None
     cells = requests[IMAGE_COLUMN].tolist()
-    proba = np.full((len(cells), len(names)), np.nan, dtype=np.float64)
+    names = [ids[i] if ids else f"row {i}" for i in range(len(cells))]
+    proba = np.full((len(cells), len(config["class_names"])), np.nan, dtype=np.float64)
     errors = [""] * len(cells)
-    batch_size = int(params["batch_size"])
 
-    def decode_batch(start: int) -> tuple[list[int], list[np.ndarray]]:
-        rows, pixels = [], []
-        for i in range(start, min(start + batch_size, len(cells))):
-            name = ids[i] if ids else f"row {i}"
-            try:
-                decoded = decode_image(
-                    image_bytes(cells[i], name), name, color_mode=config["color_mode"]
-                )
-            except ImageDecodeError as exc:
-                errors[i] = str(exc)
-                continue
-            pixels.append(resize_image(decoded, config["image_size"]))
-            rows.append(i)
-        return rows, pixels
+    def decode(i: int) -> np.ndarray | None:
+        try:
+            data = image_bytes(cells[i], names[i])
+            decoded = decode_image(
+                data,
+                names[i],
+                color_mode=config["color_mode"],
+                max_pixels=params["max_pixels"],
+                window_percentiles=tuple(params["window_percentiles"]),
+            )
+        except ImageDecodeError as exc:
+            errors[i] = str(exc)
+            return None
+        return resize_image(decoded, config["image_size"])
 
-    # The next batch is read and decoded in a thread while the model scores this one (file
-    # reads, Pillow's decoders and TensorFlow all release the GIL), so neither waits.
-    starts = list(range(0, len(cells), batch_size))
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(decode_batch, starts[0]) if starts else None
-        for k in range(len(starts)):
-            rows, pixels = pending.result()
-            if k + 1 < len(starts):
-                pending = reader.submit(decode_batch, starts[k + 1])
-            if rows:
-                proba[rows] = serving_model.predict_proba(np.stack(pixels))
-    frame = _prediction_frame(proba, errors, names, positive, config["threshold"])
+    for rows, pixels in _decoded_batches(len(cells), params["batch_size"], decode):
+        proba[rows] = serving_model.predict_proba(np.stack(pixels))
+    frame = _prediction_frame(
+        proba, errors, config["class_names"], config["positive_class"], config["threshold"]
+    )
     if id_column:
         frame.insert(0, id_column, ids)
     # Missing values as None, not NaN: the served JSON then says null (NaN is not JSON).
@@ -105,6 +98,35 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d could not be decoded)", len(cells) - n_bad, n_bad)
     return frame
+
+
+def _decoded_batches(
+    n: int, batch_size: int, decode: Callable[[int], np.ndarray | None]
+) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """``(rows, pixels)`` of every batch with at least one decoded image, in order.
+
+    The next batch is read and decoded in a thread while the caller scores this one (file
+    reads, Pillow's decoders and TensorFlow all release the GIL), so neither waits.
+    """
+
+    def decode_batch(start: int) -> tuple[list[int], list[np.ndarray]]:
+        rows, pixels = [], []
+        for i in range(start, min(start + batch_size, n)):
+            decoded = decode(i)
+            if decoded is not None:
+                rows.append(i)
+                pixels.append(decoded)
+        return rows, pixels
+
+    starts = list(range(0, n, batch_size))
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(decode_batch, starts[0]) if starts else None
+        for k in range(len(starts)):
+            rows, pixels = pending.result()
+            if k + 1 < len(starts):
+                pending = reader.submit(decode_batch, starts[k + 1])
+            if rows:
+                yield rows, pixels
 
 
 def _prediction_frame(

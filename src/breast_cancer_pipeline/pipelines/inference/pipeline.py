@@ -64,6 +64,8 @@ def with_served_model(training: Pipeline) -> Pipeline:
     """
     from kedro_mlflow.pipeline import pipeline_ml_factory
 
+    from breast_cancer_pipeline.serving_requirements import serving_requirements
+
     # No signature: MLflow's schema enforcement cost ~3 ms per request (a third of the served
     # overhead, measured), and the node checks the request itself (a missing `image` column is
     # an HTTP 400 naming it; a bad image is a per-row error). docs/serving.md has the format.
@@ -75,5 +77,7 @@ def with_served_model(training: Pipeline) -> Pipeline:
             "name": "model",
             "registered_model_name": REGISTERED_MODEL_NAME,
             "signature": None,
+            # What serving imports, not the whole training environment (dvc, optuna...).
+            "pip_requirements": serving_requirements(),
         },
     )

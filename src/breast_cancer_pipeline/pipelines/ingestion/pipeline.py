@@ -7,6 +7,7 @@ from .nodes import (
     collect_conversion,
     index_source,
     plan_conversion,
+    publish_conversion,
     split_manifest,
 )
 
@@ -15,7 +16,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Create the ingestion pipeline.
 
     ``plan_conversion`` returns one task per image; saving it to ``intermediate_images``
-    (an ``ImageStoreDataset``) converts, in parallel, only what changed since the last run.
+    (an ``ImageStoreDataset``) converts, in parallel, only what changed since the last run,
+    and stages the new PNGs. Once the manifest is saved, ``publish_conversion`` saves a commit
+    to ``published_images`` (the same store), which swaps them in and removes superseded ones.
     """
     return Pipeline(
         [
@@ -48,6 +51,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["unique_image_info", "params:ingestion"],
                 outputs="manifest",
                 name="split_manifest",
+            ),
+            Node(
+                func=publish_conversion,
+                inputs="manifest",
+                outputs="published_images",
+                name="publish_conversion",
             ),
         ]
     )

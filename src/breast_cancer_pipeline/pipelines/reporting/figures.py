@@ -1,37 +1,22 @@
 """Reporting figures, each returned as PNG bytes (saved as files, logged to MLflow, embedded).
 
-matplotlib is imported inside the functions (Agg backend), like TensorFlow.
+matplotlib comes from :mod:`breast_cancer_pipeline.plotting` (Agg backend, imported on first use,
+like TensorFlow).
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from breast_cancer_pipeline.plotting import figure_png, pyplot
 
 
 def _num(value: Any) -> float:
     """A metric from metrics.json as a float (``None``, written for NaN, back to NaN)."""
     return float("nan") if value is None else float(value)
-
-
-def figure_png(fig: Any, dpi: int) -> bytes:
-    """Render a matplotlib figure to PNG bytes and close it."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    _pyplot().close(fig)
-    return buffer.getvalue()
 
 
 def confident_errors(predictions: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -52,7 +37,7 @@ def plot_confusion_matrix(
     """The test confusion matrix (argmax label): counts and row percentages."""
     from sklearn.metrics import confusion_matrix
 
-    plt = _pyplot()
+    plt = pyplot()
     names = metadata["class_names"]
     matrix = confusion_matrix(predictions["label"], predictions["predicted"], labels=names)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -80,7 +65,7 @@ def plot_roc_pr(
     roc: pd.DataFrame, pr: pd.DataFrame, metrics: dict[str, Any], params: dict
 ) -> bytes:
     """ROC and precision-recall curves of the positive class vs the rest, with the threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     positive = metrics["positive_class"]
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.6))
     low, high = _num(metrics["auroc_positive_ci_low"]), _num(metrics["auroc_positive_ci_high"])
@@ -131,8 +116,11 @@ def plot_roc_pr(
 
 
 def plot_reliability(calibration: pd.DataFrame, metrics: dict[str, Any], params: dict) -> bytes:
-    """Reliability diagram of the positive class's probability, with the ECE."""
-    plt = _pyplot()
+    """Reliability diagram of the positive class's probability, with the ECE.
+
+    The title also gives the Brier score and the log loss of all classes' probabilities.
+    """
+    plt = pyplot()
     positive = metrics["positive_class"]
     fig, (ax, ax_count) = plt.subplots(
         2, 1, figsize=(5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
@@ -148,7 +136,11 @@ def plot_reliability(calibration: pd.DataFrame, metrics: dict[str, Any], params:
     ax.set(
         ylabel=f"observed fraction {positive}",
         ylim=(0, 1),
-        title=f"Reliability of p({positive}), ECE {_num(metrics['ece_positive']):.3f}",
+        title=(
+            f"Reliability of p({positive}), ECE {_num(metrics['ece_positive']):.3f}\n"
+            f"all classes: Brier {_num(metrics['brier_score']):.3f}, "
+            f"log loss {_num(metrics['log_loss']):.3f}"
+        ),
     )
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
@@ -162,7 +154,7 @@ def plot_reliability(calibration: pd.DataFrame, metrics: dict[str, Any], params:
 
 def plot_learning_curves(learning_curves: pd.DataFrame, params: dict) -> bytes:
     """Loss and AUROC per epoch of both finetune phases (training and validation)."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [("loss", "loss"), ("auc", "AUROC")]
     fig, axes = plt.subplots(1, len(panels), figsize=(10, 4))
     for ax, (key, title) in zip(axes, panels, strict=True):
@@ -193,7 +185,7 @@ def plot_confident_errors(
     predictions: pd.DataFrame, model_input: dict[str, np.ndarray], params: dict
 ) -> bytes:
     """A gallery of the most confident test errors (true and predicted label, confidence)."""
-    plt = _pyplot()
+    plt = pyplot()
     errors = confident_errors(predictions, params["gallery"]["n_errors"])
     lookup = _image_lookup(model_input)
     cols = 4
@@ -226,7 +218,7 @@ def plot_gradcam(
     """
     from breast_cancer_pipeline.explain import grad_cam
 
-    plt = _pyplot()
+    plt = pyplot()
     settings = params["gradcam"]
     names = metadata["class_names"]
     lookup = _image_lookup(model_input)
@@ -245,7 +237,7 @@ def plot_gradcam(
         if rows.empty:
             continue
         images = np.stack([lookup[str(p)] for p in rows["path"]])
-        heat = grad_cam(classifier, images, k, layer=settings.get("layer"))
+        heat = grad_cam(classifier, images, k, layer=settings["layer"])
         for ax, image, cam, p in zip(axes[k], images, heat, rows[f"p_{name}"], strict=False):
             _show(ax, image)
             ax.imshow(cam, cmap="jet", alpha=settings["alpha"], vmin=0, vmax=1)

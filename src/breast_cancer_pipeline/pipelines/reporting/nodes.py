@@ -2,17 +2,22 @@
 
 The binary view is "``reporting.positive_class`` vs the rest": its probability is the score,
 and the threshold on it is chosen on the validation split (``reporting.threshold``: a target
-sensitivity such as 0.95, or ``youden``), then applied unchanged to the test split.
+sensitivity such as 0.95, or ``youden``), then applied unchanged to the test split. Every metric
+comes from :mod:`breast_cancer_pipeline.metrics`; parameter values are checked beforehand by
+:mod:`.parameters`, so the nodes check only what needs the data.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from breast_cancer_pipeline import metrics as m
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +25,14 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------ predictions
 def _predict_split(classifier: Any, model_input: dict, split: str, batch_size: int) -> pd.DataFrame:
     class_names = [str(c) for c in model_input["class_names"]]
-    proba = classifier.predict(
-        np.asarray(model_input[f"x_{split}"]), batch_size=batch_size, verbose=0
+    images = np.asarray(model_input[f"x_{split}"])
+    started = time.perf_counter()
+    proba = classifier.predict(images, batch_size=batch_size, verbose=0)
+    logger.info(
+        "Predicted the %s split: %d images in %.1f s",
+        split,
+        len(images),
+        time.perf_counter() - started,
     )
     y = np.asarray(model_input[f"y_{split}"])
     frame = pd.DataFrame(
@@ -58,134 +69,18 @@ def predict_val_split(
     return _predict_split(classifier, model_input, "val", params["batch_size"])
 
 
-# ------------------------------------------------------------------------------ statistics
-def binary_auroc(positive: np.ndarray, score: np.ndarray) -> float:
-    """AUROC of ``score`` for a binary outcome (Mann-Whitney U, ties counted half).
-
-    Returns:
-        The AUROC, or NaN when one of the two groups is empty.
-    """
-    from scipy.stats import rankdata
-
-    positive = np.asarray(positive, dtype=bool)
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def per_class_auroc(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
-    """One-vs-rest AUROC of every class (NaN for a class absent from ``y`` or from the rest)."""
-    return np.array([binary_auroc(y == k, proba[:, k]) for k in range(proba.shape[1])])
-
-
-def summary_auroc(y: np.ndarray, proba: np.ndarray) -> float:
-    """AUROC: binary for two classes, else the macro average of the one-vs-rest AUROCs."""
-    if proba.shape[1] == 2:
-        return binary_auroc(y == 1, proba[:, 1])
-    values = per_class_auroc(y, proba)
-    return float("nan") if np.isnan(values).any() else float(values.mean())
-
-
-def bootstrap_auroc(
-    y: np.ndarray, proba: np.ndarray, positive: int, n_resamples: int, confidence: float, seed: int
-) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of the summary AUROC and of the positive-vs-rest AUROC.
-
-    Resamples in which a class is missing (AUROC undefined) are drawn again, up to
-    ``10 * n_resamples`` draws in all.
-
-    Returns:
-        ``{"auroc": (low, high), "auroc_positive": (low, high)}`` (NaN when no resample was valid).
-    """
-    rng = np.random.default_rng(seed)
-    summary, binary = [], []
-    draws = 0
-    while len(summary) < n_resamples and draws < 10 * n_resamples:
-        draws += 1
-        idx = rng.integers(0, len(y), len(y))
-        value = summary_auroc(y[idx], proba[idx])
-        if math.isnan(value):
-            continue
-        summary.append(value)
-        binary.append(binary_auroc(y[idx] == positive, proba[idx, positive]))
-    tail = (1.0 - confidence) / 2 * 100
-
-    def interval(values: list[float]) -> tuple[float, float]:
-        if not values:
-            return float("nan"), float("nan")
-        low, high = np.percentile(values, [tail, 100 - tail])
-        return float(low), float(high)
-
-    return {"auroc": interval(summary), "auroc_positive": interval(binary)}
-
-
-def calibration_bins(is_positive: np.ndarray, score: np.ndarray, n_bins: int) -> pd.DataFrame:
-    """Equal-width reliability bins of a predicted probability.
-
-    Returns:
-        One row per non-empty bin: ``bin_low``, ``bin_high``, ``mean_predicted``,
-        ``observed_fraction`` and ``count``.
-    """
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(score, edges[1:-1], right=False), 0, n_bins - 1)
-    rows = []
-    for b in range(n_bins):
-        members = which == b
-        if members.any():
-            rows.append(
-                {
-                    "bin_low": float(edges[b]),
-                    "bin_high": float(edges[b + 1]),
-                    "mean_predicted": float(score[members].mean()),
-                    "observed_fraction": float(is_positive[members].mean()),
-                    "count": int(members.sum()),
-                }
-            )
-    return pd.DataFrame(
-        rows, columns=["bin_low", "bin_high", "mean_predicted", "observed_fraction", "count"]
-    )
-
-
-def expected_calibration_error(bins: pd.DataFrame) -> float:
-    """ECE: the count-weighted mean gap between predicted and observed frequency per bin."""
-    if bins.empty:
-        return float("nan")
-    gaps = (bins["mean_predicted"] - bins["observed_fraction"]).abs()
-    return float((gaps * bins["count"]).sum() / bins["count"].sum())
-
-
-def binary_counts(is_positive: np.ndarray, called: np.ndarray) -> dict[str, Any]:
-    """Confusion counts and the derived rates of a binary call (NaN when undefined)."""
-    tp = int((is_positive & called).sum())
-    fn = int((is_positive & ~called).sum())
-    tn = int((~is_positive & ~called).sum())
-    fp = int((~is_positive & called).sum())
-
-    def ratio(a: int, b: int) -> float:
-        return a / b if b else float("nan")
-
-    sensitivity, ppv = ratio(tp, tp + fn), ratio(tp, tp + fp)
-    return {
-        "tp": tp,
-        "fp": fp,
-        "tn": tn,
-        "fn": fn,
-        "sensitivity": sensitivity,
-        "specificity": ratio(tn, tn + fp),
-        "ppv": ppv,
-        "npv": ratio(tn, tn + fn),
-        "f1": ratio(2 * tp, 2 * tp + fp + fn),
-    }
-
-
+# ------------------------------------------------------------------------------ helpers
 def _binary_view(predictions: pd.DataFrame, positive: str) -> tuple[np.ndarray, np.ndarray]:
     return (
         (predictions["label"] == positive).to_numpy(),
         predictions[f"p_{positive}"].to_numpy(dtype=float),
     )
+
+
+def _encoded(predictions: pd.DataFrame, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Integer labels and the ``(n, k)`` probabilities, columns in the model's class order."""
+    y = predictions["label"].map(class_names.index).to_numpy()
+    return y, predictions[[f"p_{c}" for c in class_names]].to_numpy(dtype=float)
 
 
 def _check_positive(positive: str, class_names: list[str]) -> None:
@@ -205,17 +100,18 @@ def choose_operating_point(
     ``reporting.threshold`` is either a target sensitivity in (0, 1]: the highest threshold
     whose validation sensitivity reaches it (so specificity is as high as it can be), or
     ``youden``: the threshold maximising sensitivity + specificity - 1 (ties: the higher).
+    See :func:`~breast_cancer_pipeline.metrics.sensitivity_threshold` and
+    :func:`~breast_cancer_pipeline.metrics.youden_threshold`.
 
     Returns:
         ``{"positive_class", "rule", "threshold", "val_sensitivity", "val_specificity", "n_val"}``.
 
     Raises:
-        ValueError: The positive class is unknown, ``reporting.threshold`` is invalid, or the
-            validation split has no image of the positive class or none of the others.
+        ValueError: The positive class is unknown, or the validation split has no image of the
+            positive class or none of the others.
     """
-    positive = params["positive_class"]
+    positive, rule = params["positive_class"], params["threshold"]
     _check_positive(positive, metadata["class_names"])
-    rule = params["threshold"]
     is_pos, score = _binary_view(val_predictions, positive)
     if is_pos.all() or not is_pos.any():
         raise ValueError(
@@ -223,31 +119,11 @@ def choose_operating_point(
             f"choose reporting.threshold; it has {int(is_pos.sum())} of {len(is_pos)}"
         )
     if rule == "youden":
-        candidates = np.unique(score)[::-1]
-        youden = [
-            (score[is_pos] >= t).mean() + (score[~is_pos] < t).mean() - 1.0 for t in candidates
-        ]
-        threshold = float(candidates[int(np.argmax(youden))])
-        rule_text = "youden"
-    elif isinstance(rule, int | float) and not isinstance(rule, bool) and 0 < rule <= 1:
-        ranked = np.sort(score[is_pos])[::-1]
-        k = math.ceil(float(rule) * len(ranked) - 1e-9)
-        threshold = float(ranked[max(k, 1) - 1])
-        rule_text = f"sensitivity>={float(rule):g}"
+        threshold, rule_text = m.youden_threshold(is_pos, score), "youden"
     else:
-        raise ValueError(
-            f"reporting.threshold must be a target sensitivity in (0, 1] such as 0.95, or "
-            f"'youden'; got {rule!r}"
-        )
-    counts = binary_counts(is_pos, score >= threshold)
-    point = {
-        "positive_class": positive,
-        "rule": rule_text,
-        "threshold": threshold,
-        "val_sensitivity": counts["sensitivity"],
-        "val_specificity": counts["specificity"],
-        "n_val": len(is_pos),
-    }
+        threshold = m.sensitivity_threshold(is_pos, score, float(rule))
+        rule_text = f"sensitivity>={float(rule):g}"
+    counts = m.binary_counts(is_pos, score >= threshold)
     logger.info(
         "Operating point (%s, validation): p(%s) >= %.4f, sensitivity %.3f, specificity %.3f",
         rule_text,
@@ -256,7 +132,83 @@ def choose_operating_point(
         counts["sensitivity"],
         counts["specificity"],
     )
-    return point
+    return {
+        "positive_class": positive,
+        "rule": rule_text,
+        "threshold": threshold,
+        "val_sensitivity": counts["sensitivity"],
+        "val_specificity": counts["specificity"],
+        "n_val": len(is_pos),
+    }
+
+
+def _intervals(y: np.ndarray, proba: np.ndarray, pos: int, boot: dict) -> dict[str, float]:
+    """Stratified bootstrap intervals, as ``<metric>_ci_low`` / ``<metric>_ci_high`` keys."""
+
+    def statistic(y_: np.ndarray, proba_: np.ndarray) -> dict[str, float]:
+        per_class = m.per_class_auroc(y_, proba_)
+        return {
+            "auroc": m.summary_auroc(per_class),
+            "auroc_positive": float(per_class[pos]),
+            "brier_score": m.brier_score(y_, proba_),
+        }
+
+    found = m.bootstrap_intervals(
+        y, proba, statistic, boot["n_resamples"], boot["confidence"], boot["seed"]
+    )
+    keys = {}
+    for name, (low, high) in found.items():
+        keys[f"{name}_ci_low"], keys[f"{name}_ci_high"] = low, high
+    return keys
+
+
+def _discrimination(
+    y: np.ndarray, proba: np.ndarray, pos: int, class_names: list[str], ci: dict[str, float]
+) -> dict[str, Any]:
+    """Accuracy, AUROC (summary, positive class, per class) with intervals, average precision."""
+    argmax = proba.argmax(axis=1)
+    per_class = m.per_class_auroc(y, proba)
+    return {
+        "accuracy": float(np.mean(y == argmax)),
+        "balanced_accuracy": m.balanced_accuracy(y, argmax),
+        "auroc": m.auroc(y, proba),
+        "auroc_ci_low": ci["auroc_ci_low"],
+        "auroc_ci_high": ci["auroc_ci_high"],
+        "auroc_positive": float(per_class[pos]),
+        "auroc_positive_ci_low": ci["auroc_positive_ci_low"],
+        "auroc_positive_ci_high": ci["auroc_positive_ci_high"],
+        "average_precision_positive": m.average_precision(y == pos, proba[:, pos]),
+        "auroc_per_class": {c: float(v) for c, v in zip(class_names, per_class, strict=True)},
+    }
+
+
+def _calibration(
+    y: np.ndarray, proba: np.ndarray, pos: int, n_bins: int
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """ECE of p(positive) and of the top-label confidence, Brier score, log loss; the bins."""
+    argmax = proba.argmax(axis=1)
+    bins = m.calibration_bins(y == pos, proba[:, pos], n_bins)
+    top_bins = m.calibration_bins(argmax == y, proba.max(axis=1), n_bins)
+    values = {
+        "ece_positive": m.expected_calibration_error(bins),
+        "ece_top_label": m.expected_calibration_error(top_bins),
+        "brier_score": m.brier_score(y, proba),
+        "log_loss": m.log_loss(y, proba),
+    }
+    return values, bins
+
+
+def _mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The numeric, defined metrics as ``test.<name>`` entries (per class: ``test.auroc_<c>``)."""
+    numeric = {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    numeric.update({f"auroc_{c}": v for c, v in metrics["auroc_per_class"].items()})
+    return {
+        f"test.{k}": {"value": float(v), "step": 0}
+        for k, v in numeric.items()
+        if not math.isnan(float(v))
+    }
 
 
 def compute_metrics(
@@ -265,7 +217,7 @@ def compute_metrics(
     operating_point: dict[str, Any],
     params: dict,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
-    """Test metrics: discrimination with a bootstrap interval, the operating point, calibration.
+    """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -275,54 +227,30 @@ def compute_metrics(
     Raises:
         ValueError: ``reporting.positive_class`` is not one of the model's classes.
     """
-    class_names = metadata["class_names"]
-    positive = params["positive_class"]
+    class_names, positive = metadata["class_names"], params["positive_class"]
     _check_positive(positive, class_names)
-    y = predictions["label"].map(class_names.index).to_numpy()
-    proba = predictions[[f"p_{c}" for c in class_names]].to_numpy(dtype=float)
+    y, proba = _encoded(predictions, class_names)
     pos = class_names.index(positive)
-    is_pos, score = _binary_view(predictions, positive)
-    argmax = proba.argmax(axis=1)
-    per_class = per_class_auroc(y, proba)
-    boot = params["bootstrap"]
-    intervals = bootstrap_auroc(
-        y, proba, pos, boot["n_resamples"], boot["confidence"], boot["seed"]
-    )
-    recalls = [
-        float(np.mean(argmax[y == k] == k)) for k in range(len(class_names)) if (y == k).any()
-    ]
-    threshold = float(operating_point["threshold"])
-    at_threshold = binary_counts(is_pos, score >= threshold)
-    bins = calibration_bins(is_pos, score, params["calibration_bins"])
-    top_bins = calibration_bins(argmax == y, proba.max(axis=1), params["calibration_bins"])
-    from sklearn.metrics import average_precision_score
-
+    threshold, boot = float(operating_point["threshold"]), params["bootstrap"]
+    ci = _intervals(y, proba, pos, boot)
+    calibration, bins = _calibration(y, proba, pos, params["calibration_bins"])
     metrics = {
         "n_test": len(predictions),
         "backbone": metadata["backbone"],
         "positive_class": positive,
-        "accuracy": float(np.mean(y == argmax)),
-        "balanced_accuracy": float(np.mean(recalls)),
-        "auroc": summary_auroc(y, proba),
-        "auroc_ci_low": intervals["auroc"][0],
-        "auroc_ci_high": intervals["auroc"][1],
-        "auroc_positive": float(per_class[pos]),
-        "auroc_positive_ci_low": intervals["auroc_positive"][0],
-        "auroc_positive_ci_high": intervals["auroc_positive"][1],
-        "average_precision_positive": (
-            float(average_precision_score(is_pos, score)) if is_pos.any() else float("nan")
-        ),
-        "auroc_per_class": {c: float(v) for c, v in zip(class_names, per_class, strict=True)},
+        **_discrimination(y, proba, pos, class_names, ci),
         "ci_confidence": float(boot["confidence"]),
         "bootstrap_resamples": int(boot["n_resamples"]),
         "threshold": threshold,
         "threshold_rule": operating_point["rule"],
-        **at_threshold,
-        "ece_positive": expected_calibration_error(bins),
-        "ece_top_label": expected_calibration_error(top_bins),
+        **m.binary_counts(y == pos, proba[:, pos] >= threshold),
+        **calibration,
+        "brier_score_ci_low": ci["brier_score_ci_low"],
+        "brier_score_ci_high": ci["brier_score_ci_high"],
     }
     logger.info(
-        "Test: AUROC %.3f [%.3f, %.3f], at p(%s) >= %.3f sensitivity %.3f, specificity %.3f",
+        "Test: AUROC %.3f [%.3f, %.3f], at p(%s) >= %.3f sensitivity %.3f, specificity %.3f; "
+        "Brier %.3f, log loss %.3f",
         metrics["auroc"],
         metrics["auroc_ci_low"],
         metrics["auroc_ci_high"],
@@ -330,17 +258,10 @@ def compute_metrics(
         threshold,
         metrics["sensitivity"],
         metrics["specificity"],
+        metrics["brier_score"],
+        metrics["log_loss"],
     )
-    numeric = {
-        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    numeric.update({f"auroc_{c}": v for c, v in metrics["auroc_per_class"].items()})
-    mlflow_metrics = {
-        f"test.{k}": {"value": float(v), "step": 0}
-        for k, v in numeric.items()
-        if not math.isnan(float(v))
-    }
-    return _json_safe(metrics), mlflow_metrics, bins
+    return _json_safe(metrics), _mlflow_metrics(metrics), bins
 
 
 def _json_safe(value: Any) -> Any:
@@ -359,19 +280,13 @@ def curve_tables(
 
     Returns:
         ``(roc, pr)``: columns ``fpr``, ``tpr``, ``threshold`` and ``recall``, ``precision``,
-        ``threshold``.
-    """
-    from sklearn.metrics import precision_recall_curve, roc_curve
+        ``threshold`` (:func:`~breast_cancer_pipeline.metrics.roc_pr_curves`).
 
+    Raises:
+        ValueError: ``reporting.positive_class`` is not one of the model's classes.
+    """
     _check_positive(params["positive_class"], metadata["class_names"])
-    is_pos, score = _binary_view(predictions, params["positive_class"])
-    fpr, tpr, roc_thr = roc_curve(is_pos, score)
-    precision, recall, pr_thr = precision_recall_curve(is_pos, score)
-    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(roc_thr, 1.0)})
-    pr = pd.DataFrame(
-        {"recall": recall, "precision": precision, "threshold": np.append(pr_thr, 1.0)}
-    )
-    return roc, pr
+    return m.roc_pr_curves(*_binary_view(predictions, params["positive_class"]))
 
 
 def learning_curve_table(history: dict[str, dict[str, list]]) -> pd.DataFrame:

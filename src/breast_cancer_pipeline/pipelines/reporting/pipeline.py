@@ -1,5 +1,7 @@
 """Reporting pipeline: operating point, test metrics, figures, report, model card, packaging."""
 
+from collections.abc import Callable
+
 from kedro.pipeline import Node, Pipeline
 
 from .figures import (
@@ -23,102 +25,72 @@ from .report import FIGURES, render_report
 
 P = "params:reporting"
 
+#: The figure nodes: function (its name is the node's), inputs before the reporting
+#: parameters, and the PNG dataset it writes.
+FIGURE_NODES = (
+    (plot_confusion_matrix, ["test_predictions", "classifier_metadata"], "confusion_matrix_figure"),
+    (plot_roc_pr, ["roc_table", "pr_table", "metrics"], "roc_pr_figure"),
+    (plot_reliability, ["calibration_table", "metrics"], "reliability_figure"),
+    (plot_learning_curves, ["learning_curves_table"], "learning_curves_figure"),
+    (plot_confident_errors, ["test_predictions", "model_input"], "confident_errors_figure"),
+    (
+        plot_gradcam,
+        ["classifier", "test_predictions", "model_input", "classifier_metadata"],
+        "gradcam_figure",
+    ),
+)
+
+
+def _node(
+    func: Callable, inputs: str | list[str] | dict[str, str], outputs: str | list[str]
+) -> Node:
+    return Node(func=func, inputs=inputs, outputs=outputs, name=func.__name__)
+
+
+def _metric_nodes() -> list[Node]:
+    """Predictions, the validation operating point, test metrics and curve tables."""
+    return [
+        _node(predict_val_split, ["classifier", "model_input", P], "val_predictions"),
+        _node(predict_test_split, ["classifier", "model_input", P], "test_predictions"),
+        _node(
+            choose_operating_point,
+            ["val_predictions", "classifier_metadata", P],
+            "operating_point",
+        ),
+        _node(
+            compute_metrics,
+            ["test_predictions", "classifier_metadata", "operating_point", P],
+            ["metrics", "reporting_mlflow_metrics", "calibration_table"],
+        ),
+        _node(
+            curve_tables, ["test_predictions", "classifier_metadata", P], ["roc_table", "pr_table"]
+        ),
+        _node(learning_curve_table, "finetune_history", "learning_curves_table"),
+    ]
+
+
+def _report_nodes() -> list[Node]:
+    """The report and model card (fed every figure), and the packaged serving model."""
+    report_inputs = {
+        "metrics": "metrics",
+        "operating_point": "operating_point",
+        "metadata": "classifier_metadata",
+        "manifest": "validated_manifest",
+        "predictions": "test_predictions",
+        "params": P,
+        **{name: f"{name}_figure" for name, _ in FIGURES},
+    }
+    return [
+        _node(render_report, report_inputs, ["report_html", "model_card"]),
+        _node(
+            package_model,
+            ["classifier", "classifier_metadata", "operating_point"],
+            ["serving_model", "tf_serving_model"],
+        ),
+    ]
+
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the reporting pipeline."""
-    return Pipeline(
-        [
-            Node(
-                func=predict_val_split,
-                inputs=["classifier", "model_input", P],
-                outputs="val_predictions",
-                name="predict_val_split",
-            ),
-            Node(
-                func=predict_test_split,
-                inputs=["classifier", "model_input", P],
-                outputs="test_predictions",
-                name="predict_test_split",
-            ),
-            Node(
-                func=choose_operating_point,
-                inputs=["val_predictions", "classifier_metadata", P],
-                outputs="operating_point",
-                name="choose_operating_point",
-            ),
-            Node(
-                func=compute_metrics,
-                inputs=["test_predictions", "classifier_metadata", "operating_point", P],
-                outputs=["metrics", "reporting_mlflow_metrics", "calibration_table"],
-                name="compute_metrics",
-            ),
-            Node(
-                func=curve_tables,
-                inputs=["test_predictions", "classifier_metadata", P],
-                outputs=["roc_table", "pr_table"],
-                name="curve_tables",
-            ),
-            Node(
-                func=learning_curve_table,
-                inputs="finetune_history",
-                outputs="learning_curves_table",
-                name="learning_curve_table",
-            ),
-            Node(
-                func=plot_confusion_matrix,
-                inputs=["test_predictions", "classifier_metadata", P],
-                outputs="confusion_matrix_figure",
-                name="plot_confusion_matrix",
-            ),
-            Node(
-                func=plot_roc_pr,
-                inputs=["roc_table", "pr_table", "metrics", P],
-                outputs="roc_pr_figure",
-                name="plot_roc_pr",
-            ),
-            Node(
-                func=plot_reliability,
-                inputs=["calibration_table", "metrics", P],
-                outputs="reliability_figure",
-                name="plot_reliability",
-            ),
-            Node(
-                func=plot_learning_curves,
-                inputs=["learning_curves_table", P],
-                outputs="learning_curves_figure",
-                name="plot_learning_curves",
-            ),
-            Node(
-                func=plot_confident_errors,
-                inputs=["test_predictions", "model_input", P],
-                outputs="confident_errors_figure",
-                name="plot_confident_errors",
-            ),
-            Node(
-                func=plot_gradcam,
-                inputs=["classifier", "test_predictions", "model_input", "classifier_metadata", P],
-                outputs="gradcam_figure",
-                name="plot_gradcam",
-            ),
-            Node(
-                func=render_report,
-                inputs={
-                    "metrics": "metrics",
-                    "operating_point": "operating_point",
-                    "metadata": "classifier_metadata",
-                    "manifest": "validated_manifest",
-                    "predictions": "test_predictions",
-                    "params": P,
-                    **{name: f"{name}_figure" for name, _ in FIGURES},
-                },
-                outputs=["report_html", "model_card"],
-                name="render_report",
-            ),
-            Node(
-                func=package_model,
-                inputs=["classifier", "classifier_metadata", "operating_point"],
-                outputs=["serving_model", "tf_serving_model"],
-                name="package_model",
-            ),
-        ]
-    )
+    figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
+    return Pipeline([*_metric_nodes(), *figures, *_report_nodes()])

@@ -1,4 +1,4 @@
-"""What the data gate checks: the manifest's schema, the checks' settings, tables and expectations.
+"""What the data gate checks: the checks as a table, the tables they run on, their expectations.
 
 Every check is a Great Expectations expectation. Checks about single images run on the manifest
 itself (table ``images``, one row per image). Checks about the dataset as a whole run on small
@@ -6,82 +6,74 @@ tables derived from the manifest with pandas (``class_counts``: one row per spli
 ``image_hashes``: one row per pixel hash, ...), so that leakage, balance and drift are plain column
 expectations too and their results and Data Docs come from GX.
 
+:data:`SPECS` is the one list of checks: for each, the table it runs on, why it exists and the
+expectations it builds from the settings. Its names are the keys of ``validation.severity``
+(see ``parameters.py``).
+
 Great Expectations is imported inside functions: importing it takes seconds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from breast_cancer_pipeline.manifest import REQUIRED_COLUMNS, SPLITS
+from breast_cancer_pipeline.manifest import (
+    NUMERIC_COLUMNS,
+    REQUIRED_COLUMNS,
+    SPLITS,
+    expected_split_shares,
+)
+from breast_cancer_pipeline.param_schema import validate_block
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
-NUMERIC_COLUMNS = ("width", "height", "channels", "mean", "std")
-SEVERITIES = ("error", "warning")
+    from .parameters import ValidationParams
 
-# Check name -> what it guards against; the name is the key in `validation.severity`.
-CHECKS: dict[str, str] = {
-    "manifest_not_empty": "The manifest lists at least one image.",
-    "required_columns_present": "The manifest has every column the pipeline reads.",
-    "required_columns_not_null": "No image has a missing value in a required column.",
-    "path_unique": "Every image path appears once (no image listed twice).",
-    "splits_in_set": f"Every image is in one of the splits {list(SPLITS)}.",
-    "labels_in_set": "Every label is one of `validation.expected_labels`.",
-    "min_images_per_class": (
-        "Every class has at least `validation.min_per_class` images in every split "
-        "(a class missing from a split counts 0)."
-    ),
-    "class_imbalance": (
-        "In train, the largest class is at most `validation.max_imbalance` times the smallest."
-    ),
-    "min_image_size": "Width and height are at least `validation.min_size` pixels.",
-    "single_channel_count": (
-        "Every image has the dataset's most common channel count (one channel count in all)."
-    ),
-    "sha256_in_one_split": (
-        "No decoded image (sha256 of its pixels) is in two splits: a test image seen in training "
-        "inflates every score."
-    ),
-    "sha256_in_one_label": "No decoded image (sha256 of its pixels) carries two labels.",
-    "group_in_one_split": (
-        "No patient/group has images in two splits: images of one patient leak across splits."
-    ),
-    "split_proportions": (
-        "Each split's share of images is within `validation.split_tolerance` of "
-        "`ingestion.split.ratios` (skipped when the provider made the split)."
-    ),
-    "no_blank_images": (
-        "No constant or nearly blank image: per-image intensity std is at least "
-        "`validation.min_std` (0-255 scale)."
-    ),
-    "intensity_drift": (
-        "Each split's mean intensity is within `validation.drift_max_shift` train standard "
-        "deviations (of the per-image means) of train's."
-    ),
-}
+#: One expectation of a check: (GX expectation class name, its arguments, the rule in words).
+Rule = tuple[str, dict[str, Any], str]
+
+_SIZE_COLUMNS = ("width", "height")
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    """The validated `validation` parameters, plus the split ratios from `ingestion`."""
+    """The validated ``validation`` parameters, plus the split shares ``ingestion`` aims at.
 
-    expected_labels: tuple[str, ...] | None
-    min_per_class: int
-    max_imbalance: float
-    min_size: int
-    split_tolerance: float
-    min_std: float
-    drift_max_shift: float
-    report_path: str
-    severity: dict[str, str]
-    split_ratios: dict[str, float]
+    Attributes:
+        params: The ``validation`` block, validated by its model.
+        split_shares: The configured share of each split (``manifest.expected_split_shares``).
+    """
+
+    params: ValidationParams
+    split_shares: dict[str, float]
+
+
+def gate_settings(validation: Mapping[str, Any], ingestion: Mapping[str, Any]) -> GateSettings:
+    """Validates the gate's parameters before any data is looked at.
+
+    Args:
+        validation: ``params:validation``.
+        ingestion: ``params:ingestion``; only ``split.ratios`` and ``split.val_from_train``
+            are read.
+
+    Returns:
+        The settings.
+
+    Raises:
+        ParameterError: If a ``validation`` parameter is missing or invalid; the message
+            names it and what is allowed.
+        ValueError: If ``ingestion.split.ratios`` (or ``val_from_train``) is invalid.
+    """
+    params = validate_block("validation", validation)
+    split = ingestion["split"]
+    shares = expected_split_shares(split["ratios"], split["val_from_train"])
+    return GateSettings(params=params, split_shares=shares)
 
 
 @dataclass(frozen=True)
@@ -120,110 +112,6 @@ class Check:
     rules: tuple[str, ...]
 
 
-def parse_settings(validation: Mapping[str, Any], ingestion: Mapping[str, Any]) -> GateSettings:
-    """Validates the gate's parameters before any data is looked at.
-
-    Args:
-        validation: ``params:validation``.
-        ingestion: ``params:ingestion``; only ``split.ratios`` is read.
-
-    Returns:
-        The settings, with the configured split proportions keyed by split name. A two-way
-        ratio ``[train, test]`` (validation carved out of train by ingestion) is keyed
-        ``train+val`` and ``test``.
-
-    Raises:
-        ValueError: If a parameter is missing or out of range; the message names it.
-    """
-    severity = validation.get("severity")
-    if not isinstance(severity, Mapping):
-        raise ValueError(
-            "validation.severity must map each expectation name to 'error' or 'warning'; "
-            f"expectation names: {', '.join(CHECKS)}."
-        )
-    unknown = sorted(set(severity) - set(CHECKS))
-    if unknown:
-        raise ValueError(
-            f"validation.severity.{unknown[0]}: unknown expectation name. "
-            f"Known names: {', '.join(CHECKS)}."
-        )
-    for name in CHECKS:
-        value = severity.get(name)
-        if value not in SEVERITIES:
-            raise ValueError(
-                f"validation.severity.{name} must be 'error' or 'warning', got {value!r}."
-            )
-
-    labels = validation.get("expected_labels")
-    if labels is not None and (
-        isinstance(labels, str)
-        or not isinstance(labels, Sequence)
-        or not labels
-        or not all(isinstance(label, str) and label for label in labels)
-        or len(set(labels)) != len(labels)
-    ):
-        raise ValueError(
-            "validation.expected_labels must be null (accept any label) or a list of distinct "
-            f"label names such as [benign, malignant], got {labels!r}."
-        )
-
-    report_path = validation.get("report_path")
-    if not isinstance(report_path, str) or not report_path:
-        raise ValueError(
-            "validation.report_path must be the path of the validation report, as saved by "
-            f"the catalog entry `validation_report`, got {report_path!r}."
-        )
-
-    return GateSettings(
-        expected_labels=tuple(labels) if labels is not None else None,
-        min_per_class=int(_number(validation, "min_per_class", low=0, integer=True)),
-        max_imbalance=_number(validation, "max_imbalance", low=1),
-        min_size=int(_number(validation, "min_size", low=1, integer=True)),
-        split_tolerance=_number(validation, "split_tolerance", low=0, high=1),
-        min_std=_number(validation, "min_std", low=0),
-        drift_max_shift=_number(validation, "drift_max_shift", low=0),
-        report_path=report_path,
-        severity={name: severity[name] for name in CHECKS},
-        split_ratios=_split_ratios(ingestion),
-    )
-
-
-def _number(
-    params: Mapping[str, Any],
-    key: str,
-    *,
-    low: float,
-    high: float = math.inf,
-    integer: bool = False,
-) -> float:
-    value = params.get(key)
-    kind = "an integer" if integer else "a number"
-    valid = isinstance(value, int | float) and not isinstance(value, bool)
-    if not valid or (integer and value != int(value)) or not low <= value <= high:
-        bounds = f">= {low}" if high == math.inf else f"between {low} and {high}"
-        raise ValueError(f"validation.{key} must be {kind} {bounds}, got {value!r}.")
-    return float(value)
-
-
-def _split_ratios(ingestion: Mapping[str, Any]) -> dict[str, float]:
-    split = ingestion.get("split") if isinstance(ingestion, Mapping) else None
-    ratios = split.get("ratios") if isinstance(split, Mapping) else None
-    valid = (
-        isinstance(ratios, Sequence)
-        and not isinstance(ratios, str)
-        and len(ratios) in (2, 3)
-        and all(isinstance(r, int | float) and not isinstance(r, bool) and r > 0 for r in ratios)
-        and math.isclose(sum(ratios), 1.0, abs_tol=1e-6)
-    )
-    if not valid:
-        raise ValueError(
-            "ingestion.split.ratios must be [train, test] or [train, val, test], positive and "
-            f"summing to 1, got {ratios!r}."
-        )
-    names = ("train+val", "test") if len(ratios) == 2 else SPLITS
-    return {name: float(ratio) for name, ratio in zip(names, ratios, strict=True)}
-
-
 def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Table]:
     """Derives, with pandas, the tables the checks run on.
 
@@ -259,8 +147,8 @@ def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Ta
 
 
 def _labels(frame: pd.DataFrame, settings: GateSettings) -> list[str]:
-    if settings.expected_labels is not None:
-        return list(settings.expected_labels)
+    if settings.params.expected_labels is not None:
+        return list(settings.params.expected_labels)
     return sorted(frame["label"].dropna().astype(str).unique())
 
 
@@ -286,7 +174,8 @@ def _train_class_balance(frame: pd.DataFrame, settings: GateSettings) -> Table:
     if train.empty:
         row = {"key": "train: no classes", "imbalance_ratio": math.nan}
     else:
-        largest, smallest = train.idxmax(), train.idxmin()
+        ordered = train.sort_values(kind="stable")  # a tie names two classes
+        smallest, largest = ordered.index[0], ordered.index[-1]
         row = {
             "key": f"train: {largest}={train[largest]} vs {smallest}={train[smallest]}",
             "largest_class": largest,
@@ -324,22 +213,19 @@ def _joined(values: pd.Series) -> str:
 
 
 def _split_proportions(frame: pd.DataFrame, settings: GateSettings) -> Table:
-    split = frame["split"]
-    counts = {
-        "train+val": int(split.isin(["train", "val"]).sum()),
-        **{name: int((split == name).sum()) for name in SPLITS},
-    }
-    total = sum(counts[name] for name in SPLITS)
+    counts = frame["split"].value_counts()
+    total = int(counts.reindex(list(SPLITS), fill_value=0).sum())
     rows = []
-    for name, ratio in settings.split_ratios.items():
-        observed = counts[name] / total if total else math.nan
+    for name, share in settings.split_shares.items():
+        n_images = int(counts.get(name, 0))
+        observed = n_images / total if total else math.nan
         rows.append(
             {
                 "key": name,
-                "n_images": counts[name],
+                "n_images": n_images,
                 "observed_fraction": observed,
-                "configured_fraction": ratio,
-                "deviation": abs(observed - ratio),
+                "configured_fraction": share,
+                "deviation": abs(observed - share),
             }
         )
     return Table("split_proportions", pd.DataFrame(rows), "key")
@@ -367,6 +253,190 @@ def _split_intensity(frame: pd.DataFrame) -> Table:
     return Table("split_intensity", pd.DataFrame(rows, columns=columns), "key")
 
 
+def _between(column: str, words: str, **bounds: float) -> list[Rule]:
+    return [("ExpectColumnValuesToBeBetween", {"column": column, **bounds}, words)]
+
+
+def _in_set(column: str, values: list[Any], words: str) -> list[Rule]:
+    return [("ExpectColumnValuesToBeInSet", {"column": column, "value_set": values}, words)]
+
+
+def _not_null(_: GateSettings, images: pd.DataFrame) -> list[Rule]:
+    return [
+        ("ExpectColumnValuesToNotBeNull", {"column": column}, f"{column} is never null")
+        for column in REQUIRED_COLUMNS
+        if column in images.columns
+    ]
+
+
+def _min_size(settings: GateSettings, _: pd.DataFrame) -> list[Rule]:
+    size = settings.params.min_size
+    return [
+        _between(column, f"{column} ≥ {size} px", min_value=size)[0] for column in _SIZE_COLUMNS
+    ]
+
+
+def _one_channel_count(_: GateSettings, images: pd.DataFrame) -> list[Rule]:
+    channels = images["channels"].dropna() if "channels" in images.columns else pd.Series()
+    common = [] if channels.empty else [int(channels.mode().iloc[0])]
+    words = f"channels = {common[0] if common else '?'} (the most common count)"
+    return _in_set("channels", common, words)
+
+
+def _labels_in_set(settings: GateSettings, _: pd.DataFrame) -> list[Rule]:
+    labels = list(settings.params.expected_labels or [])
+    return _in_set("label", labels, f"label is one of {', '.join(labels)}")
+
+
+def _split_shares(settings: GateSettings, _: pd.DataFrame) -> list[Rule]:
+    tolerance = settings.params.split_tolerance
+    shares = ", ".join(f"{name} {share:g}" for name, share in settings.split_shares.items())
+    words = f"|share - configured share| ≤ {tolerance:g} (configured {shares})"
+    return _between("deviation", words, max_value=tolerance)
+
+
+def _labels_not_given(settings: GateSettings, _: pd.DataFrame) -> str | None:
+    return "validation.expected_labels is null" if settings.params.expected_labels is None else None
+
+
+def _provider_split(_: GateSettings, images: pd.DataFrame) -> str | None:
+    if "split_origin" in images.columns and (images["split_origin"] == "provider").any():
+        return "the dataset provider made the split (split_origin)"
+    return None
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One row of :data:`SPECS`.
+
+    Attributes:
+        table: The table it runs on (a key of `build_tables`' result).
+        why: What it guards against (shown in reports and Data Docs notes).
+        rules: Its expectations, from the settings and the manifest.
+        skip: Why it does not apply to this manifest, or ``None`` when it does.
+    """
+
+    table: str
+    why: str
+    rules: Callable[[GateSettings, pd.DataFrame], list[Rule]]
+    skip: Callable[[GateSettings, pd.DataFrame], str | None] = lambda _s, _m: None
+
+
+#: Every check, in report order: name (its key in ``validation.severity``) -> spec.
+SPECS: dict[str, CheckSpec] = {
+    "manifest_not_empty": CheckSpec(
+        "images",
+        "The manifest lists at least one image.",
+        lambda s, m: [("ExpectTableRowCountToBeBetween", {"min_value": 1}, "at least 1 image")],
+    ),
+    "required_columns_present": CheckSpec(
+        "images",
+        "The manifest has every column the pipeline reads.",
+        lambda s, m: [
+            (
+                "ExpectTableColumnsToMatchSet",
+                {"column_set": list(REQUIRED_COLUMNS), "exact_match": False},
+                f"columns include {', '.join(REQUIRED_COLUMNS)}",
+            )
+        ],
+    ),
+    "required_columns_not_null": CheckSpec(
+        "images", "No image has a missing value in a required column.", _not_null
+    ),
+    "path_unique": CheckSpec(
+        "images",
+        "Every image path appears once (no image listed twice).",
+        lambda s, m: [
+            ("ExpectColumnValuesToBeUnique", {"column": "path"}, "each path appears once")
+        ],
+    ),
+    "splits_in_set": CheckSpec(
+        "images",
+        f"Every image is in one of the splits {list(SPLITS)}.",
+        lambda s, m: _in_set("split", list(SPLITS), f"split is one of {', '.join(SPLITS)}"),
+    ),
+    "labels_in_set": CheckSpec(
+        "images",
+        "Every label is one of `validation.expected_labels`.",
+        _labels_in_set,
+        skip=_labels_not_given,
+    ),
+    "min_images_per_class": CheckSpec(
+        "class_counts",
+        "Every class has at least `validation.min_per_class` images in every split "
+        "(a class missing from a split counts 0).",
+        lambda s, m: _between(
+            "n_images",
+            f"n_images ≥ {s.params.min_per_class} for every split and class",
+            min_value=s.params.min_per_class,
+        ),
+    ),
+    "class_imbalance": CheckSpec(
+        "train_class_balance",
+        "In train, the largest class is at most `validation.max_imbalance` times the smallest.",
+        lambda s, m: _between(
+            "imbalance_ratio",
+            f"largest / smallest train class ≤ {s.params.max_imbalance:g}",
+            max_value=s.params.max_imbalance,
+        ),
+    ),
+    "min_image_size": CheckSpec(
+        "images", "Width and height are at least `validation.min_size` pixels.", _min_size
+    ),
+    "single_channel_count": CheckSpec(
+        "images",
+        "Every image has the dataset's most common channel count (one channel count in all).",
+        _one_channel_count,
+    ),
+    "sha256_in_one_split": CheckSpec(
+        "image_hashes",
+        "No decoded image (sha256 of its pixels) is in two splits: a test image seen in "
+        "training inflates every score.",
+        lambda s, m: _between("n_splits", "each sha256 in ≤ 1 split", max_value=1),
+    ),
+    "sha256_in_one_label": CheckSpec(
+        "image_hashes",
+        "No decoded image (sha256 of its pixels) carries two labels.",
+        lambda s, m: _between("n_labels", "each sha256 under ≤ 1 label", max_value=1),
+    ),
+    "group_in_one_split": CheckSpec(
+        "groups",
+        "No patient/group has images in two splits: images of one patient leak across splits.",
+        lambda s, m: _between("n_splits", "each group in ≤ 1 split", max_value=1),
+    ),
+    "split_proportions": CheckSpec(
+        "split_proportions",
+        "Each split's share of images is within `validation.split_tolerance` of the share "
+        "`ingestion.split.ratios` gives it (skipped when the provider made the split).",
+        _split_shares,
+        skip=_provider_split,
+    ),
+    "no_blank_images": CheckSpec(
+        "images",
+        "No constant or nearly blank image: per-image intensity std is at least "
+        "`validation.min_std` (0-255 scale).",
+        lambda s, m: _between(
+            "std",
+            f"per-image intensity std ≥ {s.params.min_std:g}",
+            min_value=s.params.min_std,
+        ),
+    ),
+    "intensity_drift": CheckSpec(
+        "split_intensity",
+        "Each split's mean intensity is within `validation.drift_max_shift` train standard "
+        "deviations (of the per-image means) of train's.",
+        lambda s, m: _between(
+            "shift_in_train_sd",
+            f"|split mean - train mean| ≤ {s.params.drift_max_shift:g} train SD",
+            max_value=s.params.drift_max_shift,
+        ),
+    ),
+}
+
+#: Check name -> what it guards against.
+CHECKS: dict[str, str] = {name: spec.why for name, spec in SPECS.items()}
+
+
 def build_checks(
     tables: Mapping[str, Table], settings: GateSettings
 ) -> tuple[list[Check], dict[str, str]]:
@@ -384,176 +454,24 @@ def build_checks(
     """
     import great_expectations as gx
 
-    expect = gx.expectations
     images = tables["images"].frame
-    channels = images["channels"].dropna() if "channels" in images.columns else pd.Series()
-    common_channels = [] if channels.empty else [int(channels.mode().iloc[0])]
-    ratios = ", ".join(f"{name} {ratio:g}" for name, ratio in settings.split_ratios.items())
-    between = expect.ExpectColumnValuesToBeBetween
-    in_set = expect.ExpectColumnValuesToBeInSet
-    # (check name, table, [(expectation class, its arguments, the rule in words)])
-    specs: list[tuple[str, str, list[tuple[type[Expectation], dict[str, Any], str]]]] = [
-        (
-            "manifest_not_empty",
-            "images",
-            [(expect.ExpectTableRowCountToBeBetween, {"min_value": 1}, "at least 1 image")],
-        ),
-        (
-            "required_columns_present",
-            "images",
-            [
-                (
-                    expect.ExpectTableColumnsToMatchSet,
-                    {"column_set": list(REQUIRED_COLUMNS), "exact_match": False},
-                    f"columns include {', '.join(REQUIRED_COLUMNS)}",
-                )
-            ],
-        ),
-        (
-            "required_columns_not_null",
-            "images",
-            [
-                (
-                    expect.ExpectColumnValuesToNotBeNull,
-                    {"column": column},
-                    f"{column} is never null",
-                )
-                for column in REQUIRED_COLUMNS
-                if column in images.columns
-            ],
-        ),
-        (
-            "path_unique",
-            "images",
-            [(expect.ExpectColumnValuesToBeUnique, {"column": "path"}, "each path appears once")],
-        ),
-        (
-            "splits_in_set",
-            "images",
-            [
-                (
-                    in_set,
-                    {"column": "split", "value_set": list(SPLITS)},
-                    f"split is one of {', '.join(SPLITS)}",
-                )
-            ],
-        ),
-        (
-            "min_image_size",
-            "images",
-            [
-                (
-                    between,
-                    {"column": column, "min_value": settings.min_size},
-                    f"{column} ≥ {settings.min_size} px",
-                )
-                for column in ("width", "height")
-            ],
-        ),
-        (
-            "single_channel_count",
-            "images",
-            [
-                (
-                    in_set,
-                    {"column": "channels", "value_set": common_channels},
-                    f"channels = {common_channels[0] if common_channels else '?'} "
-                    "(the most common count)",
-                )
-            ],
-        ),
-        (
-            "no_blank_images",
-            "images",
-            [
-                (
-                    between,
-                    {"column": "std", "min_value": settings.min_std},
-                    f"per-image intensity std ≥ {settings.min_std:g}",
-                )
-            ],
-        ),
-        (
-            "min_images_per_class",
-            "class_counts",
-            [
-                (
-                    between,
-                    {"column": "n_images", "min_value": settings.min_per_class},
-                    f"n_images ≥ {settings.min_per_class} for every split and class",
-                )
-            ],
-        ),
-        (
-            "class_imbalance",
-            "train_class_balance",
-            [
-                (
-                    between,
-                    {"column": "imbalance_ratio", "max_value": settings.max_imbalance},
-                    f"largest / smallest train class ≤ {settings.max_imbalance:g}",
-                )
-            ],
-        ),
-        (
-            "sha256_in_one_split",
-            "image_hashes",
-            [(between, {"column": "n_splits", "max_value": 1}, "each sha256 in ≤ 1 split")],
-        ),
-        (
-            "sha256_in_one_label",
-            "image_hashes",
-            [(between, {"column": "n_labels", "max_value": 1}, "each sha256 under ≤ 1 label")],
-        ),
-        (
-            "group_in_one_split",
-            "groups",
-            [(between, {"column": "n_splits", "max_value": 1}, "each group in ≤ 1 split")],
-        ),
-        (
-            "intensity_drift",
-            "split_intensity",
-            [
-                (
-                    between,
-                    {"column": "shift_in_train_sd", "max_value": settings.drift_max_shift},
-                    f"|split mean - train mean| ≤ {settings.drift_max_shift:g} train SD",
-                )
-            ],
-        ),
-    ]
-
-    skipped: dict[str, str] = {}
-    if settings.expected_labels is None:
-        skipped["labels_in_set"] = "validation.expected_labels is null"
-    else:
-        labels = list(settings.expected_labels)
-        rule = f"label is one of {', '.join(labels)}"
-        specs.insert(
-            5,
-            ("labels_in_set", "images", [(in_set, {"column": "label", "value_set": labels}, rule)]),
-        )
-
-    if "split_origin" in images.columns and (images["split_origin"] == "provider").any():
-        skipped["split_proportions"] = "the dataset provider made the split (split_origin)"
-    else:
-        deviation = {"column": "deviation", "max_value": settings.split_tolerance}
-        rule = f"|share - configured share| ≤ {settings.split_tolerance:g} (configured {ratios})"
-        specs.append(("split_proportions", "split_proportions", [(between, deviation, rule)]))
-
-    checks = []
-    for name, table, expectations in specs:
-        severity = settings.severity[name]
+    checks, skipped = [], {}
+    for name, spec in SPECS.items():
+        reason = spec.skip(settings, images)
+        if reason is not None:
+            skipped[name] = reason
+            continue
+        severity = getattr(settings.params.severity, name)
+        rules = spec.rules(settings, images)
         built = tuple(
-            cls(
+            getattr(gx.expectations, kind)(
                 **kwargs,
-                description=f"{name} ({severity}): {rule}",
-                notes=CHECKS[name],
+                description=f"{name} ({severity}): {words}",
+                notes=spec.why,
                 meta={"check": name},
                 severity="critical" if severity == "error" else "warning",
             )
-            for cls, kwargs, rule in expectations
+            for kind, kwargs, words in rules
         )
-        rules = tuple(rule for _, _, rule in expectations)
-        checks.append(Check(name, table, severity, built, rules))
+        checks.append(Check(name, spec.table, severity, built, tuple(w for _, _, w in rules)))
     return checks, skipped

@@ -7,7 +7,6 @@ of severity ``error`` failed, so that no later stage trains or evaluates on leak
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
@@ -20,7 +19,9 @@ from urllib.request import url2pathname
 
 import pandas as pd
 
-from .expectations import CHECKS, Check, Table, build_checks, build_tables, parse_settings
+from breast_cancer_pipeline.templating import render
+
+from .expectations import CHECKS, Check, Table, build_checks, build_tables, gate_settings
 
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
@@ -47,7 +48,8 @@ def run_expectations(
     Args:
         manifest: One row per image, as written by the ingestion pipeline.
         validation: ``params:validation`` (thresholds and one severity per expectation).
-        ingestion: ``params:ingestion``; ``split.ratios`` gives the configured split proportions.
+        ingestion: ``params:ingestion``; ``split.ratios`` and ``split.val_from_train`` give
+            the configured split shares.
 
     Returns:
         ``validation_results``: a JSON-serialisable dict with one entry per expectation (name,
@@ -63,49 +65,59 @@ def run_expectations(
     Raises:
         ValueError: If a parameter is missing or invalid; the message names it.
     """
-    settings = parse_settings(validation, ingestion)
+    settings = gate_settings(validation, ingestion)
     tables = build_tables(manifest, settings)
     checks, skipped = build_checks(tables, settings)
-
-    with tempfile.TemporaryDirectory(prefix="gx_") as project_dir:
-        context = _file_context(project_dir)
-        gx_results = _validate(context, tables, checks)
-        context.build_data_docs()
-        data_docs = _read_data_docs(context)
-
+    gx_results, data_docs = _run_great_expectations(tables, checks)
     entries = [_summarise(check, gx_results[check.name], tables[check.table]) for check in checks]
-    failed = [entry for entry in entries if not entry["success"]]
-    n_failed = {
-        severity: sum(entry["severity"] == severity for entry in failed)
-        for severity in ("error", "warning")
-    }
     results = {
-        "success": n_failed["error"] == 0,
+        "success": not any(_failed(entries, "error")),
         "n_images": len(manifest),
         "evaluated": len(entries),
-        "failed": [entry["name"] for entry in failed],
+        "failed": [entry["name"] for entry in _failed(entries)],
         "expectations": entries,
         "skipped": [{"name": name, "reason": reason} for name, reason in skipped.items()],
-        "report_path": settings.report_path,
+        "report_path": settings.params.report_path,
     }
-    metrics = {
-        f"validation.{name}": {"value": float(value), "step": 0}
-        for name, value in (
-            ("evaluated", len(entries)),
-            ("failed", len(failed)),
-            ("failed_errors", n_failed["error"]),
-            ("failed_warnings", n_failed["warning"]),
-        )
-    }
+    metrics = _metrics(entries)
     logger.info(
         "Validated %d images against %d expectations (%d skipped): %d failed (%d errors).",
         len(manifest),
         len(entries),
         len(skipped),
-        len(failed),
-        n_failed["error"],
+        len(results["failed"]),
+        len(_failed(entries, "error")),
     )
     return results, metrics, data_docs, render_validation_report(results)
+
+
+def _failed(entries: list[dict[str, Any]], severity: str | None = None) -> list[dict[str, Any]]:
+    """The failed entries, of one severity or of any."""
+    return [
+        entry for entry in entries if not entry["success"] and severity in (None, entry["severity"])
+    ]
+
+
+def _metrics(entries: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Counts of evaluated and failed expectations, for ``MlflowMetricsHistoryDataset``."""
+    counts = {
+        "evaluated": len(entries),
+        "failed": len(_failed(entries)),
+        "failed_errors": len(_failed(entries, "error")),
+        "failed_warnings": len(_failed(entries, "warning")),
+    }
+    return {f"validation.{name}": {"value": float(n), "step": 0} for name, n in counts.items()}
+
+
+def _run_great_expectations(
+    tables: Mapping[str, Table], checks: list[Check]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    """Runs the checks in a throw-away GX project; returns their results and the Data Docs."""
+    with tempfile.TemporaryDirectory(prefix="gx_") as project_dir:
+        context = _file_context(project_dir)
+        gx_results = _validate(context, tables, checks)
+        context.build_data_docs()
+        return gx_results, _read_data_docs(context)
 
 
 def enforce_gate(
@@ -128,9 +140,9 @@ def enforce_gate(
             each one with its observed value and up to 10 offending rows/paths, and the path of
             the Data Docs report.
     """
-    report = validation.get("report_path")
-    failed = [entry for entry in validation_results["expectations"] if not entry["success"]]
-    errors = [entry for entry in failed if entry["severity"] == "error"]
+    report = validation["report_path"]
+    failed = _failed(validation_results["expectations"])
+    errors = _failed(validation_results["expectations"], "error")
     for entry in failed:
         if entry["severity"] == "warning":
             logger.warning("Data validation warning: %s", _describe(entry))
@@ -295,36 +307,12 @@ def _describe(entry: dict[str, Any]) -> str:
     return text
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Data validation: {status}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 72rem; }}
-h1 {{ font-size: 1.4rem; }} .pass {{ color: #1a7f37; }} .fail {{ color: #cf222e; }}
-.warn {{ color: #9a6700; }} table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left;
-  vertical-align: top; font-size: .9rem; }}
-th {{ background: #f6f8fa; }} code {{ font-size: .85rem; }}
-</style></head><body>
-<h1>Data validation: <span class="{status_class}">{status}</span></h1>
-<p>{n_images} images, {evaluated} expectations evaluated, {n_failed} failed
-({n_errors} of severity <em>error</em>). Expectations that fail with severity <em>error</em>
-stop the pipeline before training; <em>warning</em>s are recorded only. The full
-great-expectations Data Docs are in <a href="data_docs/index.html">data_docs/index.html</a>.</p>
-<table><thead><tr><th>expectation</th><th>severity</th><th>result</th><th>rule</th>
-<th>observed</th><th>offending rows (up to 10)</th></tr></thead><tbody>
-{rows}
-</tbody></table>
-{skipped}
-</body></html>
-"""
-
-
 def render_validation_report(validation_results: dict[str, Any]) -> str:
     """A one-page, self-contained HTML summary of the validation results.
 
     Unlike great-expectations' Data Docs, it needs no JavaScript or network access, so it
-    opens on an offline workstation.
+    opens on an offline workstation. Rendered from ``templates/validation_report.html.j2``,
+    which escapes every value (labels and paths come from the user's data).
 
     Args:
         validation_results: The results of `run_expectations`.
@@ -332,47 +320,37 @@ def render_validation_report(validation_results: dict[str, Any]) -> str:
     Returns:
         The HTML page.
     """
-    rows = []
-    for entry in validation_results["expectations"]:
-        if entry["success"]:
-            result = '<span class="pass">passed</span>'
-        elif entry["severity"] == "error":
-            result = '<span class="fail">FAILED</span>'
-        else:
-            result = '<span class="warn">warning</span>'
-        offenders = entry.get("offending_paths") or entry.get("offending_rows") or []
-        rows.append(
-            "<tr>"
-            f"<td><code>{html.escape(entry['name'])}</code></td>"
-            f"<td>{html.escape(entry['severity'])}</td><td>{result}</td>"
-            f"<td>{html.escape(str(entry.get('description', '')))}</td>"
-            f"<td>{html.escape(_short(entry.get('observed_value')))}</td>"
-            f"<td>{'<br>'.join(html.escape(str(o)) for o in offenders[:10])}</td>"
-            "</tr>"
-        )
-    skipped = validation_results.get("skipped") or []
-    skipped_html = (
-        "<p>Skipped: "
-        + "; ".join(
-            f"<code>{html.escape(s['name'])}</code> ({html.escape(s['reason'])})" for s in skipped
-        )
-        + "</p>"
-        if skipped
-        else ""
-    )
-    failed = [e for e in validation_results["expectations"] if not e["success"]]
-    n_errors = sum(e["severity"] == "error" for e in failed)
-    status = "failed" if n_errors else ("passed with warnings" if failed else "passed")
-    return _PAGE.format(
+    entries = validation_results["expectations"]
+    n_failed, n_errors = len(_failed(entries)), len(_failed(entries, "error"))
+    status = "failed" if n_errors else ("passed with warnings" if n_failed else "passed")
+    rows = [
+        {
+            "name": entry["name"],
+            "severity": entry["severity"],
+            "result": _RESULTS[entry["success"] or entry["severity"]],
+            "description": entry["description"],
+            "expected": entry["expected"],
+            "observed": _short(entry["observed_value"]),
+            "offenders": (entry["offending_paths"] or entry["offending_rows"])[:MAX_OFFENDING],
+        }
+        for entry in entries
+    ]
+    return render(
+        "validation_report.html.j2",
         status=status,
-        status_class="fail" if n_errors else ("warn" if failed else "pass"),
+        status_class="fail" if n_errors else ("warn" if n_failed else "pass"),
         n_images=validation_results["n_images"],
         evaluated=validation_results["evaluated"],
-        n_failed=len(failed),
+        n_failed=n_failed,
         n_errors=n_errors,
-        rows="\n".join(rows),
-        skipped=skipped_html,
+        rows=rows,
+        skipped=validation_results["skipped"],
+        max_offending=MAX_OFFENDING,
     )
+
+
+#: How a check's outcome is shown: (CSS class, text), by success or by failed severity.
+_RESULTS = {True: ("pass", "passed"), "error": ("fail", "FAILED"), "warning": ("warn", "warning")}
 
 
 def _short(value: Any, limit: int = 300) -> str:

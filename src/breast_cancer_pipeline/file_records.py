@@ -1,0 +1,171 @@
+"""The plain records that ingestion's nodes and the file datasets hand each other.
+
+Nodes build and read these; the datasets in :mod:`breast_cancer_pipeline.datasets` do the I/O.
+Keeping them here, in a module that imports neither Kedro nor any dataset, lets the nodes stay
+free of dataset imports (and of whatever those datasets import).
+
+- :class:`SourceFile`: one file of the source folder, read lazily (``ImageFolderDataset``).
+- :class:`FileTask` and :class:`StorePlan`: what ``ImageStoreDataset`` must produce.
+- :class:`StoreCommit`: the second phase of a store save, once the manifest is written.
+- :class:`StoredFiles`: what ``ImageStoreDataset`` loads: ``{path: loader}`` plus records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: What a task produces: one file's bytes, several files ``{store path: bytes}``, or ``None``.
+TaskContent = bytes | Mapping[str, bytes] | None
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One source file: call it to read its bytes (a picklable, lazy loader).
+
+    ``size`` and ``mtime_ns`` are taken when the folder is listed; together with the path
+    they tell an incremental step whether the file changed since it was last processed,
+    without reading it.
+
+    Attributes:
+        path: Absolute path of the file.
+        size: Size in bytes.
+        mtime_ns: Modification time in nanoseconds.
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    def __call__(self) -> bytes:
+        """Read the file's bytes.
+
+        Raises:
+            OSError: The file cannot be read (removed, permissions, I/O error).
+        """
+        return Path(self.path).read_bytes()
+
+
+class SourceListing(dict[str, SourceFile]):
+    """``{path relative to the folder: SourceFile}``, plus the symbolic links not followed.
+
+    Attributes:
+        refused_links: ``{relative path of the link: its resolved target}`` for links that
+            lead outside the folder and were neither listed nor read (see
+            ``ImageFolderDataset``'s ``follow_external_links``).
+        folder_links: The relative paths among ``refused_links`` that lead to folders.
+    """
+
+    def __init__(
+        self,
+        files: Mapping[str, SourceFile],
+        refused_links: Mapping[str, str],
+        folder_links: frozenset[str],
+    ) -> None:
+        """Create the listing (done by ``ImageFolderDataset.load``)."""
+        super().__init__(files)
+        self.refused_links = dict(refused_links)
+        self.folder_links = folder_links
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """How to produce the file(s) of one entry of the store.
+
+    Attributes:
+        key: Fingerprint of everything the output depends on. An entry whose recorded key is
+            equal (and whose files are intact) is reused; ``None`` means "always produce".
+        produce: Picklable callable returning ``(content, record)``: the entry's bytes (stored
+            at the entry's path), or ``{store path: bytes}`` for several files (e.g. the pages
+            of one source), or ``None`` when nothing can be produced; and a JSON-serialisable
+            dict stored in the journal (statistics, or the reason of a failure).
+    """
+
+    key: str | None
+    produce: Callable[[], tuple[TaskContent, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """What the store must hold after a save, and how to produce it.
+
+    Attributes:
+        files: ``{entry path relative to the store: task}``.
+        workers: Worker processes for the tasks (1: in this process).
+        tasks_per_worker: Tasks in flight per worker process (bounds memory).
+        progress_seconds: Seconds between two progress lines (count, rate, ETA).
+    """
+
+    files: Mapping[str, FileTask]
+    workers: int
+    tasks_per_worker: int
+    progress_seconds: float
+
+
+@dataclass(frozen=True)
+class StoreCommit:
+    """The second phase of a store save: swap the new files in, remove the superseded ones.
+
+    Saved once the manifest that points at the new files is written, so that a run killed at
+    any moment leaves a manifest whose every path exists.
+
+    Attributes:
+        referenced: The paths the new manifest points at; each must be a file of the store.
+    """
+
+    referenced: tuple[str, ...]
+
+
+class StoredFiles(Mapping[str, Callable[[], bytes]]):
+    """``{path: loader}`` of the store's files, plus the journal records in ``.records``.
+
+    Attributes:
+        records: One row per entry of the last completed save: ``path``, ``key``, ``ok``,
+            ``bytes`` and the fields of the task's record.
+    """
+
+    def __init__(self, locations: Mapping[str, tuple[str, ...]], records: Any) -> None:
+        """Create the view (done by ``ImageStoreDataset.load``).
+
+        Args:
+            locations: ``{path: candidate absolute paths}``, the newest first (a file waiting
+                to be swapped in, then its place in the store).
+            records: The journal records, a DataFrame.
+        """
+        self._locations = dict(locations)
+        self.records = records
+
+    def __getitem__(self, path: str) -> Callable[[], bytes]:
+        return FileLoader(self._locations[path])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._locations))
+
+    def __len__(self) -> int:
+        return len(self._locations)
+
+
+@dataclass(frozen=True)
+class FileLoader:
+    """Reads the first of ``candidates`` that exists (a staged file may be swapped in meanwhile).
+
+    Attributes:
+        candidates: Absolute paths, the newest version first.
+    """
+
+    candidates: tuple[str, ...]
+
+    def __call__(self) -> bytes:
+        """Read the file's bytes.
+
+        Raises:
+            FileNotFoundError: None of the candidates exists.
+        """
+        for candidate in self.candidates[:-1]:
+            try:
+                return Path(candidate).read_bytes()
+            except FileNotFoundError:
+                continue
+        return Path(self.candidates[-1]).read_bytes()

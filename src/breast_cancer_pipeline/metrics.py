@@ -1,0 +1,380 @@
+"""Classification metrics, in one place, for backbone selection, reporting and the benchmarks.
+
+Built on scikit-learn wherever it has the function; scikit-learn is imported inside the
+functions so that importing this module costs nothing. Conventions shared by every function:
+
+- ``y`` holds integer class indices, ``proba`` is ``(n, k)`` class probabilities whose column
+  ``j`` is class ``j`` of the model (so a class absent from ``y`` still has its column);
+- the binary view is ``is_positive`` (bool) and ``score`` (the positive class's probability);
+- a metric that is undefined on the data (e.g. an AUROC when a class is missing) is NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Columns of :func:`calibration_bins`.
+CALIBRATION_COLUMNS = ["bin_low", "bin_high", "mean_predicted", "observed_fraction", "count"]
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Balanced class weights ``n / (k * count)`` (scikit-learn's ``compute_class_weight``).
+
+    Args:
+        y: Integer labels.
+        n_classes: Number of classes of the model; a class absent from ``y`` gets weight 1.
+
+    Returns:
+        Class index → weight.
+    """
+    from sklearn.utils.class_weight import compute_class_weight  # noqa: PLC0415
+
+    y = np.asarray(y)
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    # sklearn divides by the number of classes present; the model has n_classes outputs.
+    scale = len(present) / n_classes
+    found = {int(c): float(w) * scale for c, w in zip(present, weights, strict=True)}
+    return {k: found.get(k, 1.0) for k in range(n_classes)}
+
+
+# ------------------------------------------------------------------------------ discrimination
+def binary_auroc(is_positive: np.ndarray, score: np.ndarray) -> float:
+    """AUROC of ``score`` for a binary outcome (``sklearn.metrics.roc_auc_score``).
+
+    Returns:
+        The AUROC (ties count half), or NaN when one of the two groups is empty.
+    """
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    is_positive = np.asarray(is_positive, dtype=bool)
+    if is_positive.all() or not is_positive.any():
+        return float("nan")
+    return float(roc_auc_score(is_positive, np.asarray(score, dtype=float)))
+
+
+def per_class_auroc(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUROC of every class (``sklearn.metrics.roc_auc_score``).
+
+    Args:
+        y: Integer labels, shape ``(n,)``.
+        proba: Class probabilities, shape ``(n, k)``.
+
+    Returns:
+        Shape ``(k,)``; NaN for a class absent from ``y`` or when it is the only class present.
+    """
+    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
+    return np.array([binary_auroc(y == k, proba[:, k]) for k in range(proba.shape[1])])
+
+
+def auroc(y: np.ndarray, proba: np.ndarray) -> float:
+    """The summary AUROC: binary (of column 1) for two classes, else macro one-vs-rest.
+
+    Args:
+        y: Integer labels, shape ``(n,)``.
+        proba: Class probabilities, shape ``(n, k)``.
+
+    Returns:
+        The AUROC, or NaN when undefined (a class missing from ``y``).
+    """
+    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
+    if proba.shape[1] == 2:
+        return binary_auroc(y == 1, proba[:, 1])
+    return summary_auroc(per_class_auroc(y, proba))
+
+
+def summary_auroc(per_class: np.ndarray) -> float:
+    """:func:`auroc` from the per-class AUROCs of :func:`per_class_auroc` (no recomputation).
+
+    Two classes: the AUROC of class 1; more: their mean, NaN when one is undefined.
+    """
+    per_class = np.asarray(per_class, dtype=float)
+    if per_class.size == 2:
+        return float(per_class[1])
+    return float("nan") if np.isnan(per_class).any() else float(per_class.mean())
+
+
+def average_precision(is_positive: np.ndarray, score: np.ndarray) -> float:
+    """Average precision of a binary score (``sklearn.metrics.average_precision_score``).
+
+    Returns:
+        The average precision, or NaN when there is no positive.
+    """
+    from sklearn.metrics import average_precision_score  # noqa: PLC0415
+
+    is_positive = np.asarray(is_positive, dtype=bool)
+    if not is_positive.any():
+        return float("nan")
+    return float(average_precision_score(is_positive, np.asarray(score, dtype=float)))
+
+
+def balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y`` (``sklearn``'s ``balanced_accuracy_score``).
+
+    A class that is predicted but absent from ``y`` does not count (it has no recall).
+    """
+    import warnings  # noqa: PLC0415
+
+    from sklearn.metrics import balanced_accuracy_score  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(np.asarray(y), np.asarray(predicted)))
+
+
+def roc_pr_curves(is_positive: np.ndarray, score: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROC and precision-recall points of a binary score (scikit-learn's curve functions).
+
+    Returns:
+        ``(roc, pr)`` from ``roc_curve`` and ``precision_recall_curve``: columns ``fpr``,
+        ``tpr``, ``threshold`` and ``recall``, ``precision``, ``threshold``. Thresholds are
+        capped at 1: the ROC's first point (sklearn's ``inf``) and the PR curve's end point
+        ``(recall 0, precision 1)`` get 1.
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: PLC0415
+
+    is_positive = np.asarray(is_positive, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    fpr, tpr, roc_thr = roc_curve(is_positive, score)
+    precision, recall, pr_thr = precision_recall_curve(is_positive, score)
+    roc = pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": np.minimum(roc_thr, 1.0)})
+    pr = pd.DataFrame(
+        {"recall": recall, "precision": precision, "threshold": np.append(pr_thr, 1.0)}
+    )
+    return roc, pr
+
+
+# ------------------------------------------------------------------------------ thresholds
+def _roc_points(is_positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``roc_curve`` at every distinct score (descending), without its leading ``inf`` point."""
+    from sklearn.metrics import roc_curve  # noqa: PLC0415
+
+    is_positive = np.asarray(is_positive, dtype=bool)
+    if is_positive.all() or not is_positive.any():
+        raise ValueError("a threshold needs both positive and negative images")
+    fpr, tpr, thresholds = roc_curve(
+        is_positive, np.asarray(score, dtype=float), drop_intermediate=False
+    )
+    return fpr[1:], tpr[1:], thresholds[1:]
+
+
+def youden_threshold(is_positive: np.ndarray, score: np.ndarray) -> float:
+    """The threshold maximising Youden's J = sensitivity + specificity - 1 (ties: the higher).
+
+    A case is called positive when ``score >= threshold``; candidates are the distinct scores
+    (``sklearn.metrics.roc_curve``). J is compared exactly (from the counts), so equal values
+    are a tie whatever the floating-point rounding.
+
+    Raises:
+        ValueError: ``is_positive`` is all true or all false.
+    """
+    fpr, tpr, thresholds = _roc_points(is_positive, score)
+    n_positive = int(np.asarray(is_positive, dtype=bool).sum())
+    n_negative = len(is_positive) - n_positive
+    # J * n_positive * n_negative in integers, so that equal J are equal (ties exact);
+    # argmax takes the first, the highest threshold.
+    scaled = np.rint(tpr * n_positive) * n_negative - np.rint(fpr * n_negative) * n_positive
+    return float(thresholds[int(np.argmax(scaled))])
+
+
+def sensitivity_threshold(is_positive: np.ndarray, score: np.ndarray, target: float) -> float:
+    """The highest threshold whose sensitivity reaches ``target`` (so specificity is highest).
+
+    A case is called positive when ``score >= threshold``. Reaching means at least
+    ``ceil(target * n_positive)`` positives (at least one) at or above the threshold.
+
+    Raises:
+        ValueError: ``is_positive`` is all true or all false.
+    """
+    _, tpr, thresholds = _roc_points(is_positive, score)
+    n_positive = int(np.asarray(is_positive, dtype=bool).sum())
+    needed = max(math.ceil(float(target) * n_positive - 1e-9), 1)
+    found = np.rint(tpr * n_positive) >= needed
+    return float(thresholds[int(np.argmax(found))])
+
+
+def binary_counts(is_positive: np.ndarray, called: np.ndarray) -> dict[str, Any]:
+    """Confusion counts and the derived rates of a binary call (``sklearn`` confusion matrix).
+
+    Returns:
+        ``tp``, ``fp``, ``tn``, ``fn`` and ``sensitivity``, ``specificity``, ``ppv``, ``npv``,
+        ``f1`` (NaN when the denominator is zero).
+    """
+    from sklearn.metrics import confusion_matrix  # noqa: PLC0415
+
+    matrix = confusion_matrix(
+        np.asarray(is_positive, dtype=bool), np.asarray(called, dtype=bool), labels=[False, True]
+    )
+    tn, fp, fn, tp = (int(v) for v in matrix.ravel())
+
+    def ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    return {
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "sensitivity": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "ppv": ratio(tp, tp + fp),
+        "npv": ratio(tn, tn + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+# ------------------------------------------------------------------------------ calibration
+def _probabilities(proba: np.ndarray) -> np.ndarray:
+    """Float64 rows in [0, 1] summing to 1 (float32 softmax rows miss 1 by ~1e-7)."""
+    proba = np.clip(np.asarray(proba, dtype=float), 0.0, 1.0)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+def brier_score(y: np.ndarray, proba: np.ndarray) -> float:
+    """Multi-class Brier score: the mean over images of the sum over classes of squared error.
+
+    ``sklearn.metrics.brier_score_loss`` with ``labels`` = every class of the model and
+    ``scale_by_half=False``, for two classes as for more: it lies in [0, 2], and for two classes
+    it is twice the customary positive-class Brier score.
+    """
+    from sklearn.metrics import brier_score_loss  # noqa: PLC0415
+
+    proba = _probabilities(proba)
+    labels = list(range(proba.shape[1]))
+    return float(brier_score_loss(np.asarray(y), proba, labels=labels, scale_by_half=False))
+
+
+def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class (``sklearn.metrics.log_loss``, natural log).
+
+    ``labels`` = every class of the model, so a class absent from ``y`` is allowed; a zero
+    probability of the true class is clipped at float64's machine epsilon by sklearn.
+    """
+    from sklearn.metrics import log_loss as sklearn_log_loss  # noqa: PLC0415
+
+    proba = _probabilities(proba)
+    return float(sklearn_log_loss(np.asarray(y), proba, labels=list(range(proba.shape[1]))))
+
+
+def calibration_bins(is_positive: np.ndarray, score: np.ndarray, n_bins: int) -> pd.DataFrame:
+    """Equal-width reliability bins (``sklearn.calibration.calibration_curve``) with counts.
+
+    As in scikit-learn, a bin holds the scores in ``(bin_low, bin_high]`` (the first also 0).
+
+    Returns:
+        One row per non-empty bin: ``bin_low``, ``bin_high``, ``mean_predicted``,
+        ``observed_fraction`` and ``count``.
+    """
+    from sklearn.calibration import calibration_curve  # noqa: PLC0415
+
+    truth = np.asarray(is_positive, dtype=bool).astype(int)
+    score = np.clip(np.asarray(score, dtype=float), 0.0, 1.0)
+    if len(score) == 0:
+        return pd.DataFrame(columns=CALIBRATION_COLUMNS)
+    observed, predicted = calibration_curve(
+        truth, score, n_bins=n_bins, strategy="uniform", pos_label=1
+    )
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], score), minlength=n_bins)
+    filled = np.flatnonzero(counts)  # the bins calibration_curve reports, in its order
+    return pd.DataFrame(
+        {
+            "bin_low": edges[filled],
+            "bin_high": edges[filled + 1],
+            "mean_predicted": predicted,
+            "observed_fraction": observed,
+            "count": counts[filled].astype(int),
+        },
+        columns=CALIBRATION_COLUMNS,
+    )
+
+
+def expected_calibration_error(bins: pd.DataFrame) -> float:
+    """ECE: the count-weighted mean gap between predicted and observed frequency per bin.
+
+    Args:
+        bins: The table of :func:`calibration_bins`.
+
+    Returns:
+        The ECE, or NaN for an empty table.
+    """
+    if bins.empty:
+        return float("nan")
+    gaps = (bins["mean_predicted"] - bins["observed_fraction"]).abs()
+    return float((gaps * bins["count"]).sum() / bins["count"].sum())
+
+
+# ------------------------------------------------------------------------------ intervals
+def stratified_resamples(y: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap index sets that resample within each class (no resample lacks a class).
+
+    Each resample draws, with replacement, as many images of each class as ``y`` holds.
+
+    Args:
+        y: Integer labels, shape ``(n,)``.
+        n_resamples: Number of resamples.
+        seed: Seed of ``numpy.random.default_rng``.
+
+    Returns:
+        Indices into ``y``, shape ``(n_resamples, n)``, grouped by class.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    blocks = []
+    for k in np.unique(y):
+        members = np.flatnonzero(y == k)
+        blocks.append(members[rng.integers(0, len(members), (n_resamples, len(members)))])
+    return np.concatenate(blocks, axis=1) if blocks else np.zeros((n_resamples, 0), dtype=int)
+
+
+def bootstrap_intervals(
+    y: np.ndarray,
+    proba: np.ndarray,
+    statistic: Callable[[np.ndarray, np.ndarray], Mapping[str, float]],
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of statistics of ``(y, proba)``, stratified by class.
+
+    The resamples come from :func:`stratified_resamples`. ``statistic`` runs once on the
+    data as given (so that scikit-learn checks the inputs), then on every resample with
+    scikit-learn's input validation off (``sklearn.config_context``): that check costs more
+    than an AUROC on a few hundred images, and a resample of valid inputs is valid.
+
+    Args:
+        y: Integer labels, shape ``(n,)``.
+        proba: Class probabilities, shape ``(n, k)``.
+        statistic: Function of ``(y, proba)`` returning name → value (several statistics per
+            resample share one pass, e.g. the per-class AUROCs).
+        n_resamples: Number of resamples.
+        confidence: Coverage of each interval, in (0, 1).
+        seed: Seed of the resampling.
+
+    Returns:
+        Name → ``(low, high)``; NaN when the statistic is undefined in every resample.
+    """
+    import sklearn  # noqa: PLC0415
+
+    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
+    values: dict[str, list[float]] = {name: [] for name in statistic(y, proba)}
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        for idx in stratified_resamples(y, n_resamples, seed):
+            for name, value in statistic(y[idx], proba[idx]).items():
+                values[name].append(value)
+    tail = (1.0 - confidence) / 2 * 100
+    intervals = {}
+    for name, found in values.items():
+        finite = np.asarray(found, dtype=float)
+        finite = finite[~np.isnan(finite)]
+        if finite.size == 0:
+            intervals[name] = (float("nan"), float("nan"))
+        else:
+            low, high = np.percentile(finite, [tail, 100 - tail])
+            intervals[name] = (float(low), float(high))
+    return intervals

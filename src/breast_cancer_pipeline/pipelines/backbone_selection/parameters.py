@@ -1,0 +1,122 @@
+"""The ``backbone_selection`` parameters (defaults: ``parameters_backbone_selection.yml``).
+
+Candidate backbones are checked against the registry of :mod:`breast_cancer_pipeline.backbones`
+and their weights with :func:`~breast_cancer_pipeline.backbones.check_weights` (a local weights
+file must exist), so a typo fails before the first image is read, with the valid names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
+
+from breast_cancer_pipeline.backbones import check_weights, get_backbone
+from breast_cancer_pipeline.param_schema import Params
+
+#: A dropout rate: a fraction of the head's inputs, below 1.
+DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Candidate(Params):
+    """One backbone to compare."""
+
+    #: A registered backbone name (``breast_cancer_pipeline.backbones.REGISTRY``).
+    backbone: str
+    #: ``imagenet``, the path of a local weights file, or null (random initialisation).
+    weights: str | None
+
+    @field_validator("backbone")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        get_backbone(name, "backbone")
+        return name
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_exist(cls, weights: str | None, info: ValidationInfo) -> str | None:
+        if "backbone" in info.data:  # else the backbone's own error is reported
+            check_weights(weights, get_backbone(info.data["backbone"]), "weights")
+        return weights
+
+
+class Head(Params):
+    """The classification head trained on cached features."""
+
+    dropout: DropoutRate
+    #: Units of a hidden dense layer, or null for none.
+    dense_units: PositiveInt | None
+    learning_rate: PositiveFloat
+    batch_size: PositiveInt
+
+
+class SearchSpace(Params):
+    """Where Optuna looks: ``[low, high]`` ranges and lists of choices."""
+
+    #: Uniform ``[low, high]``.
+    dropout: tuple[float, float]
+    #: Log-uniform ``[low, high]``.
+    learning_rate: tuple[PositiveFloat, PositiveFloat]
+    #: Choices (null = no hidden layer).
+    dense_units: Annotated[list[PositiveInt | None], Field(min_length=1)]
+    #: Choices.
+    batch_size: Annotated[list[PositiveInt], Field(min_length=1)]
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropout_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= value[0] <= value[1] < 1.0:
+            raise ValueError("must be [low, high] with 0 <= low <= high < 1")
+        return value
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _learning_rate_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError("must be [low, high] with low <= high")
+        return value
+
+
+class HeadSearch(Params):
+    """Optuna (TPE) search of the winner's head."""
+
+    #: Trials; 0 keeps the configured ``head``.
+    n_trials: NonNegativeInt
+    #: Epochs per trial.
+    epochs: PositiveInt
+    space: SearchSpace
+
+
+class BackboneSelectionParams(Params):
+    """Comparing candidate backbones on cached features, then searching the winner's head."""
+
+    candidates: Annotated[dict[str, Candidate], Field(min_length=1)]
+    #: The metric the winner is chosen by.
+    metric: Literal["val_auroc", "val_accuracy"]
+    #: Near-tie band within which the faster candidate wins.
+    tolerance: Annotated[float, Field(ge=0.0)]
+    seed: NonNegativeInt
+    #: Images per batch through the frozen backbone.
+    extraction_batch_size: PositiveInt
+    #: Feature vectors per batch when a head scores the validation features.
+    predict_batch_size: PositiveInt
+    #: Extra passes of the training images through the augmentation layers.
+    augmented_passes: NonNegativeInt
+    #: Epochs of each head training.
+    epochs: PositiveInt
+    #: Seeds each candidate's head is trained with.
+    repeats: PositiveInt
+    head: Head
+    head_search: HeadSearch
+    #: Resolution of the comparison chart.
+    figure_dpi: PositiveInt
+
+
+SCHEMA = BackboneSelectionParams

@@ -1,0 +1,74 @@
+"""The ``reporting`` parameters (defaults: ``conf/base/parameters_reporting.yml``).
+
+Checked before the first node runs. What needs the data is checked by the nodes: that
+``positive_class`` is one of the model's classes, and that the validation split holds images
+of it and of the others.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+
+from breast_cancer_pipeline.param_schema import Params
+
+#: A share in [0, 1].
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Bootstrap(Params):
+    """The stratified percentile bootstrap of the test metrics' confidence intervals."""
+
+    #: Resamples of the test split (each resamples within every class).
+    n_resamples: PositiveInt
+    #: Coverage of the interval, strictly between 0 and 1.
+    confidence: Annotated[float, Field(gt=0.0, lt=1.0)]
+    #: Seed of the resampling (``numpy.random.default_rng``).
+    seed: NonNegativeInt
+
+
+class Gallery(Params):
+    """The gallery of the most confident test errors."""
+
+    n_errors: PositiveInt
+
+
+class GradCam(Params):
+    """Grad-CAM overlays of the most confidently correct test images."""
+
+    per_class: PositiveInt
+    #: A layer of the backbone, or null for the backbone's output.
+    layer: str | None
+    #: Opacity of the heat map.
+    alpha: Fraction
+
+
+class ReportingParams(Params):
+    """Operating point, test metrics, figures and report."""
+
+    #: The class of the binary view; must be a class of the model (checked with the data).
+    positive_class: Annotated[str, Field(min_length=1)]
+    #: ``youden`` or a target sensitivity in (0, 1].
+    threshold: Literal["youden"] | float
+    #: Images per forward pass when predicting the validation and test splits.
+    batch_size: PositiveInt
+    bootstrap: Bootstrap
+    #: Equal-width reliability bins (at least 2).
+    calibration_bins: Annotated[int, Field(ge=2)]
+    #: ECE of p(positive_class) above which the report lists poor calibration.
+    ece_warning: Fraction
+    gallery: Gallery
+    gradcam: GradCam
+    figure_dpi: PositiveInt
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _rule(cls, value: Any) -> Any:
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value == "youden" or (is_number and 0 < value <= 1):
+            return value
+        raise ValueError("must be a target sensitivity in (0, 1] such as 0.95, or 'youden'")
+
+
+SCHEMA = ReportingParams

@@ -1,0 +1,63 @@
+"""The ``demo_data`` parameter model: conf/base validates, each bad value is named."""
+
+from typing import get_args
+
+import pytest
+
+from breast_cancer_pipeline.param_schema import ParameterError, validate_block
+from breast_cancer_pipeline.pipelines.demo_data.nodes import FORMAT_EXTENSIONS
+from breast_cancer_pipeline.pipelines.demo_data.parameters import ImageFormat
+from tests.params import base_params
+
+
+@pytest.mark.parametrize("env", [None, "demo"])
+def test_configured_block_validates_into_typed_values(env):
+    cfg = validate_block("demo_data", base_params("demo_data", env=env))
+    assert cfg.lesion_radius == (0.11, 0.22)
+    assert cfg.spicules == (8, 16) and all(isinstance(v, int) for v in cfg.spicules)
+    assert cfg.format_mix == {"png": 0.6, "jpeg": 0.25, "tiff16": 0.15}
+
+
+def test_every_format_has_an_extension():
+    assert set(get_args(ImageFormat)) == set(FORMAT_EXTENSIONS)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        ({"images_per_class": 0}, "images_per_class = 0", "greater than 0"),
+        ({"images_per_class": 2.5}, "images_per_class = 2.5", "valid integer"),
+        ({"seed": None}, "seed = None", "valid integer"),
+        ({"image_size": 16}, "image_size = 16", "greater than or equal to 32"),
+        ({"jpeg_quality": 100}, "jpeg_quality = 100", "less than or equal to 95"),
+        ({"format_mix": {"png": 0.5, "jpeg": 0.4}}, "format_mix = {", "must sum to 1, got 1.05"),
+        ({"format_mix": {"bmp": 0.0}}, "format_mix.bmp.[key] = 'bmp'", "'jpeg' or 'tiff16'"),
+        (
+            {"format_mix": {"png": 1.2, "jpeg": -0.2, "tiff16": 0.0}},
+            "format_mix.jpeg = -0.2",
+            "or equal to 0",
+        ),
+        ({"normal_masks": "yes"}, "normal_masks = 'yes'", "valid boolean"),
+        ({"lesion_radius": [0.2, 0.1]}, "lesion_radius = [0.2, 0.1]", "pair with min <= max"),
+        ({"lesion_radius": [0.01, 0.1]}, "lesion_radius.0 = 0.01", "greater than or equal to 0.02"),
+        ({"lesion_contrast": 0.2}, "lesion_contrast = 0.2", "valid tuple"),
+        ({"spicules": [2.5, 4]}, "spicules.0 = 2.5", "valid integer"),
+        ({"gamma": [0.1, 1.0]}, "gamma.0 = 0.1", "greater than or equal to 0.2"),
+        ({"gain_db": [-8.0, 8.0, 9.0]}, "gain_db = [-8.0, 8.0, 9.0]", "at most 2 items"),
+        ({"speckle_px": -1}, "speckle_px = -1", "greater than or equal to 0"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_the_parameter(override, key, message):
+    with pytest.raises(ParameterError) as info:
+        validate_block("demo_data", base_params("demo_data", **override))
+    assert f"- demo_data.{key}" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_a_missing_parameter_is_named():
+    params = base_params("demo_data")
+    del params["image_size"]
+    with pytest.raises(
+        ParameterError, match=r"demo_data\.image_size: missing; add it to conf/base"
+    ):
+        validate_block("demo_data", params)
