@@ -1,8 +1,10 @@
-# The MLflow model server for the registered `breast-cancer-classifier` (CPU).
+# The MLflow model server for the champion of the registered `breast-cancer-classifier` (CPU):
+# the version the alias `champion` points at, i.e. the last one that passed the gate of
+# `reporting.champion` (see docs/serving.md).
 #
 # The model is copied in, not fetched at start-up: download it first, from the project root,
 #   MLFLOW_TRACKING_URI=sqlite:///mlflow.db \
-#     .venv/bin/mlflow artifacts download -u models:/breast-cancer-classifier/latest -d build/model
+#     .venv/bin/mlflow artifacts download -u models:/breast-cancer-classifier@champion -d build/model
 #   docker build -t breast-cancer-classifier .
 #   docker run --rm -p 8080:8080 breast-cancer-classifier
 # then POST to http://127.0.0.1:8080/invocations (see docs/serving.md).

@@ -1,63 +1,151 @@
-"""Run every benchmark module and write ``benchmarks/results/latest.json``.
+"""Run the benchmarks and write ``benchmarks/results/latest.json``.
 
-Each module ``benchmarks/bench_<area>.py`` exposes ``run(workdir: Path) -> dict[str, Any]``
-returning flat figures named ``<area>.<figure>`` (ratios measured side by side in the same
-process, plus the raw rates they came from). ``python -m benchmarks.run [area ...]`` runs all
-or some; the figures of areas not run are kept from the previous file.
+``python -m benchmarks.run [area ...]`` (``make bench AREAS="ingestion serving"``) runs every
+module ``benchmarks/bench_<area>.py``, or the areas named. Each module exposes:
+
+- ``run(workdir: Path) -> dict[str, Any]``: flat figures named ``<area>.<figure>``. A figure
+  measured in interleaved rounds is a :func:`~benchmarks.harness.summary` (median, min, max,
+  repeats); a yes/no one an :func:`~benchmarks.harness.agreement`; plain values describe the
+  set-up. It raises (``assert``) when the measured thing gives a wrong result.
+- ``GOALS: dict[str, Goal]``: the goal of some figures, e.g. ``{"<area>.x": (">=", 0.9)}``.
+
+The run fails (exit 1) only when an area raises; missed goals are reported (console and the
+``goals`` block), never fatal. The file also records the date, the machine and the CPU time of
+a fixed reference loop (:func:`~benchmarks.harness.reference_loop`), with each area's own date
+and reference time, since the figures of the areas not run are kept from the previous file.
+``BENCH_QUICK=1`` runs every area tiny (a smoke run) and writes ``results/quick.json`` instead.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-RESULTS = Path(__file__).parent / "results" / "latest.json"
+from benchmarks import harness
+
+RESULTS_DIR = Path(__file__).parent / "results"
+RESULTS = RESULTS_DIR / "latest.json"
+QUICK_RESULTS = RESULTS_DIR / "quick.json"
 
 
 def _areas() -> list[str]:
     return sorted(p.stem.removeprefix("bench_") for p in Path(__file__).parent.glob("bench_*.py"))
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _measure(area: str, module: Any) -> dict[str, Any]:
+    print(f"== {area}", flush=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{area}-") as workdir:
+        measured = dict(module.run(Path(workdir)))
+    measured[f"{area}.bench_seconds"] = round(time.perf_counter() - started, 1)
+    for key, value in measured.items():
+        print(f"   {key} = {value}", flush=True)
+    return measured
+
+
+def _print_goals(goals: Mapping[str, Any], failed: Mapping[str, str]) -> None:
+    for name, goal in goals.items():
+        if goal["met"]:
+            verdict = "met"
+        elif goal["margin"] is None:
+            verdict = "MISSED"
+        else:
+            verdict = f"MISSED by {-goal['margin']:.1%}"
+        print(f"   goal {name} {goal['goal']}: {goal['value']} — {verdict}", flush=True)
+    for area, error in failed.items():
+        print(f"   FAILED {area}: {error}", file=sys.stderr, flush=True)
+
+
+def run_areas(
+    modules: Mapping[str, Any],
+    output: Path,
+    keep_previous: bool = True,
+    reference_scale: float = 1.0,
+) -> int:
+    """Run ``modules`` (``{area: module}``), write ``output``; 1 if an area raised, else 0.
+
+    Args:
+        modules: The benchmark modules to run, by area.
+        output: The results file; with ``keep_previous``, the figures of areas not run now
+            (and of areas that failed) are kept from it.
+        keep_previous: Merge into the existing ``output`` rather than start afresh.
+        reference_scale: Scale of the reference loop (below 1 only for smoke runs).
+    """
+    previous = json.loads(output.read_text()) if keep_previous and output.is_file() else {}
+    figures: dict[str, Any] = previous.get("figures", {})
+    areas: dict[str, Any] = previous.get("areas", {})
+    goals: dict[str, Any] = previous.get("goals", {})
+    reference = harness.reference_loop(scale=reference_scale)
+    print(f"reference loop: {reference['cpu_seconds']['median']} s CPU", flush=True)
+    machine = harness.machine()
+    failed: dict[str, str] = {}
+    measured_now: set[str] = set()
+    for area, module in modules.items():
+        try:
+            measured = _measure(area, module)
+        except Exception as exc:  # the measured thing failed: report it, run the others
+            traceback.print_exc()
+            failed[area] = f"{type(exc).__name__}: {exc}"
+            continue
+        # The area's figures of the previous run go (an area may name some after another
+        # subject: serving measures predict.*).
+        stale = set(areas.get(area, {}).get("figures", ())) | {
+            k for k in figures if k.startswith(f"{area}.")
+        }
+        figures = {k: v for k, v in figures.items() if k not in stale} | measured
+        goals = {k: v for k, v in goals.items() if k not in stale}
+        goals.update(harness.check_goals(measured, getattr(module, "GOALS", {})))
+        measured_now |= set(measured)
+        areas[area] = {
+            "updated": _now(),
+            "seconds": measured[f"{area}.bench_seconds"],
+            "cpu_model": machine["cpu_model"],
+            "cores": machine["cores"],
+            "reference_cpu_seconds": reference["cpu_seconds"]["median"],
+            "figures": sorted(measured),
+        }
+    machine["load_average_after"] = harness.machine()["load_average"]
+    results = {
+        "updated": _now(),
+        "quick": reference_scale < 1.0,
+        "machine": machine,
+        "reference": reference,
+        "areas": dict(sorted(areas.items())),
+        "failed": failed,
+        "goals": dict(sorted(goals.items())),
+        "figures": dict(sorted(figures.items())),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(output)
+    _print_goals({k: v for k, v in goals.items() if k in measured_now}, failed)
+    print(f"wrote {output}", flush=True)
+    return 1 if failed else 0
+
+
 def main(argv: list[str]) -> int:
     """Run the benchmarks named in ``argv`` (all when empty)."""
-    areas = argv or _areas()
-    unknown = sorted(set(areas) - set(_areas()))
+    names = argv or _areas()
+    unknown = sorted(set(names) - set(_areas()))
     if unknown:
         print(f"unknown benchmark(s) {unknown}; available: {_areas()}", file=sys.stderr)
         return 2
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    figures = results.get("figures", {})
-    for area in areas:
-        module = importlib.import_module(f"benchmarks.bench_{area}")
-        print(f"== {area}", flush=True)
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=f"bench-{area}-") as workdir:
-            measured = module.run(Path(workdir))
-        measured[f"{area}.bench_seconds"] = round(time.perf_counter() - started, 1)
-        for key, value in measured.items():
-            print(f"   {key} = {value}", flush=True)
-        figures.update(measured)
-    results = {
-        "machine": {
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "figures": dict(sorted(figures.items())),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(RESULTS)
-    print(f"wrote {RESULTS}")
-    return 0
+    modules = {area: importlib.import_module(f"benchmarks.bench_{area}") for area in names}
+    if harness.quick():
+        return run_areas(modules, QUICK_RESULTS, keep_previous=False, reference_scale=0.05)
+    return run_areas(modules, RESULTS)
 
 
 if __name__ == "__main__":

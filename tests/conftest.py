@@ -18,3 +18,27 @@ def isolated_mlflow(tmp_path, monkeypatch):
         mlflow = sys.modules["mlflow"]
         while mlflow.active_run() is not None:
             mlflow.end_run()
+        # A Kedro session (kedro-mlflow) pins the URIs and the experiment process-wide, over
+        # the variable: the next test would write to this test's store.
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        mlflow.tracking.fluent._active_experiment_id = None
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory):
+    """An empty MLflow SQLite store with its tables made (MLflow's migrations take ~7 s)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_store(isolated_mlflow, _mlflow_template, tmp_path):
+    """The test's throw-away store (see ``isolated_mlflow``), its tables made: 0.2 s, not 7 s."""
+    import shutil
+
+    shutil.copyfile(_mlflow_template, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -175,3 +175,13 @@ def test_fmt_shows_unknown_values_as_a_dash(value, shown):
 def test_an_unknown_template_variable_is_an_error():
     with pytest.raises(Exception, match="undefined"):
         render("validation_report.html.j2", status="passed")
+
+
+def test_code_spans_escape_first_then_mark_backtick_parts_as_code():
+    from breast_cancer_pipeline.templating import code_spans
+
+    shown = code_spans("at least `validation.min_per_class` <script>x</script> `<b>`")
+    assert str(shown) == (
+        "at least <code>validation.min_per_class</code> &lt;script&gt;x&lt;/script&gt; "
+        "<code>&lt;b&gt;</code>"
+    )

@@ -77,7 +77,8 @@ COLOR_MODES: tuple[str, ...] = ("grayscale", "rgb")
 
 #: Settings :func:`decode_image` uses when a caller gives none (e.g. re-reading ingestion's own
 #: 8-bit PNGs). Ingestion passes ``ingestion.max_pixels`` and ``ingestion.window_percentiles``,
-#: serving the same values (``inference.*``); a test keeps these equal to ``conf/base``.
+#: serving its own, lower pixel limit (``inference.max_pixels``); a test keeps these equal to
+#: ``conf/base``.
 DEFAULT_MAX_PIXELS = 178_956_970
 """Pixel limit when none is given: twice Pillow's ``MAX_IMAGE_PIXELS``, where Pillow refuses."""
 
@@ -113,13 +114,42 @@ class ImageDecodeError(ValueError):
         self.reason = reason
         self.detail = detail
         self.fix = fix
-        what = f"cannot decode {name!r}" if name else "cannot decode the image"
-        extra = f" ({detail})" if detail else ""
-        super().__init__(f"{what}: {reason}{extra}. {fix}")
+        super().__init__(f"{self.problem}. {fix}")
+
+    @property
+    def problem(self) -> str:
+        """What is wrong, without the fix: each caller (ingestion, serving) adds its own."""
+        what = f"cannot decode {self.name!r}" if self.name else "cannot decode the image"
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{what}: {self.reason}{extra}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the exception picklable (Kedro's ParallelRunner sends errors across processes).
         return (type(self), (self.name, self.reason, self.detail, self.fix))
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The header gives more pixels than ``max_pixels``: refused before any pixel is decoded.
+
+    Attributes:
+        width: Width from the header, in pixels.
+        height: Height from the header, in pixels.
+        max_pixels: The limit it exceeds.
+    """
+
+    def __init__(self, name: str, width: int, height: int, max_pixels: int):
+        self.width, self.height, self.max_pixels = width, height, max_pixels
+        super().__init__(
+            name,
+            "decompression bomb",
+            f"{width} x {height} = {width * height:,} pixels is more than "
+            f"max_pixels = {max_pixels:,}",
+            "If the image is genuine, raise max_pixels (ingestion.max_pixels); otherwise "
+            "exclude it with ingestion.exclude",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.width, self.height, self.max_pixels))
 
 
 def is_image_name(name: str) -> bool:
@@ -351,14 +381,7 @@ def _not_an_image(name: str) -> ImageDecodeError:
 
 def _check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageDecodeError(
-            name,
-            "decompression bomb",
-            f"{width} x {height} = {width * height:,} pixels is more than "
-            f"max_pixels = {max_pixels:,}",
-            "If the image is genuine, raise max_pixels (ingestion.max_pixels); otherwise "
-            "exclude it with ingestion.exclude",
-        )
+        raise ImageTooLargeError(name, width, height, max_pixels)
 
 
 def _check_page(name: str, page: int, n_pages: int) -> None:

@@ -351,5 +351,14 @@ def unfreeze(
 
 
 def load_model(path: str | Path, **kwargs: Any) -> keras.Model:
-    """Load a saved classifier with the project's custom layers registered."""
-    return keras.saving.load_model(Path(path), **kwargs)
+    """Load a saved classifier with the project's custom layers registered.
+
+    Always in Keras's safe mode: a file holding arbitrary code (a ``Lambda`` layer's
+    bytecode) is refused, whatever ``kwargs`` say, so a model file from elsewhere cannot run
+    code when training, reporting or the server loads it.
+
+    Raises:
+        ValueError: The file needs unsafe deserialisation (Keras's message says why).
+    """
+    kwargs.pop("safe_mode", None)
+    return keras.saving.load_model(Path(path), safe_mode=True, **kwargs)

@@ -6,6 +6,8 @@
 - :func:`publish_metrics` hands figures produced *during* a node (a training epoch, an Optuna
   trial) to whoever listens. Nodes never import MLflow: the project's hook registers a
   listener that logs them to the active MLflow run, so curves are live in ``mlflow ui``.
+- :func:`publish_trial` does the same for each finished trial of a search (its settings and
+  score): the hook makes it a nested MLflow run, settings as params.
 """
 
 from __future__ import annotations
@@ -13,24 +15,68 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 #: Seconds between two progress lines of one task.
 INTERVAL_SECONDS = 10.0
 
+
+class _Listeners(list):
+    """The listeners of one kind of event, each registered once, called in order."""
+
+    def add(self, listener: Callable[..., None]) -> None:
+        if listener not in self:
+            self.append(listener)
+
+    def discard(self, listener: Callable[..., None]) -> None:
+        if listener in self:
+            self.remove(listener)
+
+    def publish(self, *event: Any) -> None:
+        for listener in list(self):
+            listener(*event)
+
+
 MetricsListener = Callable[[Mapping[str, float], int], None]
-_listeners: list[MetricsListener] = []
+_listeners = _Listeners()
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """One finished trial of a hyperparameter search.
+
+    Attributes:
+        study: The study's name.
+        number: The trial's number in the study (unique across the processes sharing it).
+        state: ``complete``, ``fail`` or ``pruned``.
+        params: The settings the trial tried.
+        metrics: Its figures (empty when it failed).
+        started: Start time, seconds since the epoch (None when unknown).
+        finished: End time, seconds since the epoch (None when unknown).
+    """
+
+    study: str
+    number: int
+    state: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    started: float | None = None
+    finished: float | None = None
+
+
+TrialListener = Callable[[TrialReport], None]
+_trial_listeners = _Listeners()
 
 
 def add_listener(listener: MetricsListener) -> None:
     """Receive every :func:`publish_metrics` call (``listener(metrics, step)``)."""
-    if listener not in _listeners:
-        _listeners.append(listener)
+    _listeners.add(listener)
 
 
 def remove_listener(listener: MetricsListener) -> None:
     """Stop sending metrics to ``listener`` (no error when it was not registered)."""
-    if listener in _listeners:
-        _listeners.remove(listener)
+    _listeners.discard(listener)
 
 
 def publish_metrics(metrics: Mapping[str, float], step: int) -> None:
@@ -40,8 +86,22 @@ def publish_metrics(metrics: Mapping[str, float], step: int) -> None:
         metrics: Metric name → value; names carry their stage (``finetune.val_auc``).
         step: The step (epoch, trial) the figures belong to.
     """
-    for listener in list(_listeners):
-        listener(metrics, step)
+    _listeners.publish(metrics, step)
+
+
+def add_trial_listener(listener: TrialListener) -> None:
+    """Receive every :func:`publish_trial` call (``listener(report)``)."""
+    _trial_listeners.add(listener)
+
+
+def remove_trial_listener(listener: TrialListener) -> None:
+    """Stop sending trials to ``listener`` (no error when it was not registered)."""
+    _trial_listeners.discard(listener)
+
+
+def publish_trial(report: TrialReport) -> None:
+    """Send a finished search trial to the registered listeners (e.g. a nested MLflow run)."""
+    _trial_listeners.publish(report)
 
 
 def format_seconds(seconds: float) -> str:

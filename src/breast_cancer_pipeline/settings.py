@@ -3,11 +3,28 @@
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from breast_cancer_pipeline.hooks import LiveMetricsHook, NodeResourceHook, ParameterCheckHook
+from breast_cancer_pipeline.context import ProjectContext
+from breast_cancer_pipeline.hooks import (
+    ChampionHook,
+    LineageHook,
+    LiveMetricsHook,
+    NodeResourceHook,
+    ParameterCheckHook,
+)
 
 # pluggy calls the last registered first: the parameter check runs before the other hooks
 # start anything (Kedro calls no on_pipeline_error hook when a before_pipeline_run fails).
-HOOKS = (LiveMetricsHook(), NodeResourceHook(), ParameterCheckHook())
+# LineageHook tags each run, ChampionHook gates the model version it registers.
+HOOKS = (
+    LiveMetricsHook(),
+    NodeResourceHook(),
+    LineageHook(),
+    ChampionHook(),
+    ParameterCheckHook(),
+)
+
+# The pipelines are built from the configuration of the session's context (its --env).
+CONTEXT_CLASS = ProjectContext
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -71,11 +71,21 @@ def _environment(markdown: bool) -> Environment:
     )
     env.filters["fmt"] = fmt
     env.filters["code"] = markdown_code if markdown else _html_code
+    env.filters["code_spans"] = markdown_text if markdown else code_spans
     return env
 
 
 def _html_code(value: Any) -> Markup:
     return Markup("<code>{}</code>").format(value)
+
+
+def code_spans(value: Any) -> Markup:
+    """Escape ``value`` for HTML, then show its backtick-quoted parts as ``<code>``.
+
+    For the project's own prose (check descriptions) that names parameters as ```key```.
+    """
+    escaped = str(Markup.escape(value))
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
 
 
 @functools.cache

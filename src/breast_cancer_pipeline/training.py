@@ -6,6 +6,8 @@
   equally often.
 - :func:`resolve_class_weights`: ``auto`` | ``none`` | explicit per-class weights.
 - :func:`make_strategy`: ``auto`` | ``none`` | ``mirrored`` | ``multi_worker`` (``tf.distribute``).
+- :func:`mixed_precision_policy` and :func:`dtype_policy`: the Keras dtype policy a model is
+  built under (``finetune.mixed_precision``), set for the build and training only.
 - Resumable training: :class:`PhaseBackup` (Keras's ``BackupAndRestore``: weights, optimizer
   and epoch of an interrupted phase) and :class:`PhaseRecorder`, which keeps the rest in a
   :class:`RunRecord` (per-epoch history, best weights, early-stopping and plateau counters,
@@ -22,7 +24,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from breast_cancer_pipeline.metrics import class_weights
-from breast_cancer_pipeline.pipelines.finetune.parameters import STRATEGIES
+from breast_cancer_pipeline.pipelines.finetune.parameters import MIXED_PRECISION, STRATEGIES
 from breast_cancer_pipeline.progress import format_seconds, publish_metrics
 
 logger = logging.getLogger(__name__)
@@ -272,6 +275,56 @@ def _patch_nested_reduce(strategy: tf.distribute.Strategy) -> None:
         return reduce(reduce_op, value, axis=axis)
 
     strategy.reduce = nested_reduce
+
+
+# ------------------------------------------------------------------------------ precision
+#: GPUs from this compute capability on have the tensor cores that make float16 pay.
+MIXED_FLOAT16_MIN_CAPABILITY = (7, 0)
+
+
+def mixed_precision_policy(setting: str) -> str:
+    """The Keras dtype policy that ``finetune.mixed_precision`` names on this machine.
+
+    ``auto`` is ``mixed_float16`` when every visible GPU has compute capability ≥ 7.0
+    (Volta and later), otherwise ``float32`` (on CPUs mixed precision only adds casts);
+    ``off`` is ``float32``; a policy name is itself.
+
+    Raises:
+        ValueError: An unknown setting.
+    """
+    if setting not in MIXED_PRECISION:
+        raise ValueError(
+            f"finetune.mixed_precision must be one of {list(MIXED_PRECISION)}, got {setting!r}"
+        )
+    if setting == "off":
+        return "float32"
+    if setting != "auto":
+        return setting
+    gpus = tf.config.list_physical_devices("GPU")
+    capabilities = [
+        tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
+        for gpu in gpus
+    ]
+    if capabilities and min(capabilities) >= MIXED_FLOAT16_MIN_CAPABILITY:
+        return "mixed_float16"
+    return "float32"
+
+
+@contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Make ``name`` Keras's global dtype policy inside the block; restore the previous after.
+
+    Layers take the global policy when they are built, so a model built inside the block
+    computes in ``name`` (its variables stay float32); code after the block is unaffected.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    if name != previous.name:
+        logger.info("Keras dtype policy %s", name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 # ------------------------------------------------------------------------------ callbacks

@@ -1,7 +1,6 @@
 import json
 import logging
 import re
-import time
 
 import numpy as np
 import pytest
@@ -38,9 +37,7 @@ def published():
 
 def test_two_phases_history_metadata_and_progress(tmp_path, caplog, published):
     caplog.set_level(logging.INFO, logger="breast_cancer_pipeline.training")
-    started = time.perf_counter()
     model, metadata, history, same = run_finetune(tmp_path / "ckpt")
-    wall = time.perf_counter() - started
     assert same is model
     assert model.output_shape == (None, 2)
     assert metadata["class_names"] == ["benign", "malignant"]
@@ -49,7 +46,7 @@ def test_two_phases_history_metadata_and_progress(tmp_path, caplog, published):
     assert metadata["head"] == {"dropout": 0.1, "dense_units": None}
     assert metadata["batch_size"] == 8
     assert (metadata["epochs"], metadata["strategy"]) == (3, "_DefaultDistributionStrategy")
-    assert 0 < metadata["train_seconds"] < wall
+    assert "train_seconds" not in metadata  # identical runs write identical metadata
     assert history["phase1"]["epoch"] == [0]
     assert history["phase2"]["epoch"] == [1, 2]
     assert history["phase1"]["learning_rate"] == [pytest.approx(0.01)]

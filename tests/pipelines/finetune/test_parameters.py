@@ -13,6 +13,11 @@ def test_the_configured_blocks_validate(env):
     ("override", "message"),
     [
         ({"strategy": "tpu"}, r"finetune.strategy = 'tpu': .*'auto', 'none', 'mirrored'"),
+        (
+            {"mixed_precision": "fp16"},
+            r"finetune.mixed_precision = 'fp16': .*'auto', 'off', 'mixed_float16' or 'mixed_bf",
+        ),
+        ({"jit_compile": "yes"}, r"finetune.jit_compile = 'yes': must be auto, true or false"),
         ({"batch_size": 0}, r"finetune.batch_size = 0: Input should be greater than 0"),
         ({"phase1": {"epochs": -1}}, r"finetune.phase1.epochs = -1: .*greater than or equal to 0"),
         ({"phase2": {"epochs": -2}}, r"finetune.phase2.epochs = -2"),

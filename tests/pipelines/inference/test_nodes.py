@@ -1,4 +1,8 @@
 import base64
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -7,7 +11,7 @@ import pytest
 from breast_cancer_pipeline.pipelines.inference.nodes import collect_images, predict_requests
 from tests.params import base_params
 
-from ._files import every_format, pillow_file
+from ._files import dicom_header_only, every_format, pillow_file
 
 CONFIG = {
     "class_names": ["benign", "malignant", "normal"],
@@ -53,6 +57,13 @@ def test_every_format_is_scored_and_bad_rows_get_errors(tmp_path):
     assert "not an image" in bad.iloc[0]["error"]
     assert "not valid base64" in bad.iloc[1]["error"]
     assert "no image in this row" in bad.iloc[2]["error"]
+    # Written for the caller of the API: ingestion's fixes are not theirs.
+    assert not out["error"].str.contains("ingestion").any()
+    assert (
+        bad["error"]
+        .str.endswith("base64-encoded in the 'image' column, e.g. $(base64 -w0 image.png)")
+        .all()
+    )
     assert bad[["label", "p_malignant", "thresholded_label"]].isna().all().all()
     assert bad.iloc[0]["p_malignant"] is None  # null in the served JSON, not NaN
     assert (out["threshold"] == 0.3).all()
@@ -73,13 +84,71 @@ def test_threshold_decides_the_call_not_the_argmax(tmp_path):
     assert out.loc["grey", "thresholded_label"] == "malignant"
 
 
-def test_missing_image_column_is_a_clear_error():
-    with pytest.raises(ValueError, match="no 'image' column"):
+def test_missing_image_column_is_an_http_400_with_just_the_message():
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(ValueError, match="no 'image' column \\(it has \\['picture'\\]\\)") as info:
         predict_requests(
             pd.DataFrame({"picture": ["x"]}),
             FakeServingModel(),
             base_params("inference", batch_size=1),
         )
+    error = info.value
+    assert isinstance(error, MlflowException) and error.get_http_status_code() == 400
+    # MLflow's server prefixes the whole request to the message; the caller does not get it.
+    error.message = f"Failed to predict data '{pd.DataFrame({'picture': ['x']})}'. {error.message}"
+    body = json.loads(error.serialize_as_json())
+    assert body == {"error_code": "INVALID_PARAMETER_VALUE", "message": str(error.args[0])}
+    assert body["message"].startswith("the request has no 'image' column")
+
+
+def test_a_request_that_is_not_a_table_gets_the_same_message():
+    with pytest.raises(ValueError, match="no 'image' column"):
+        predict_requests(np.array([1, 2]), FakeServingModel(), base_params("inference"))
+
+
+def _limits(**serving):
+    return base_params("inference", serving=serving)
+
+
+@pytest.mark.parametrize(
+    ("serving", "message"),
+    [
+        ({"max_images": 2}, "holds 3 images, more than inference.serving.max_images = 2"),
+        ({"max_request_bytes": 2000}, "more than inference.serving.max_request_bytes = 2,000"),
+    ],
+)
+def test_requests_over_the_limits_are_refused_whole_with_413(serving, message):
+    cells = [_b64(pillow_file(np.zeros((30, 30), dtype=np.uint8), "BMP"))] * 3  # 3 x 1.5 kB
+    model = FakeServingModel()
+    with pytest.raises(ValueError, match=message) as info:
+        predict_requests(pd.DataFrame({"image": cells}), model, _limits(**serving))
+    assert info.value.get_http_status_code() == 413
+    assert model.batches == []  # nothing decoded
+    assert len(predict_requests(pd.DataFrame({"image": cells[:2]}), model, _limits(max_images=2)))
+
+
+def test_batch_files_are_not_request_images():
+    """The batch command's rows are file loaders: any number, read batch_size at a time."""
+    data = pillow_file(np.zeros((30, 30), dtype=np.uint8), "PNG")
+    requests = collect_images({f"{i}.png": (lambda: data) for i in range(5)})
+    out = predict_requests(requests, FakeServingModel(), _limits(max_images=2))
+    assert (out["error"] == "").all()
+
+
+def test_a_file_over_max_image_bytes_is_a_row_error_before_base64_decoding():
+    small = pillow_file(np.zeros((30, 30), dtype=np.uint8), "PNG")
+    big = pillow_file(np.random.default_rng(0).integers(0, 255, (60, 60), dtype=np.uint8), "PNG")
+    limit = len(big) - 100
+    out = predict_requests(
+        pd.DataFrame({"image": [_b64(small), _b64(big), big]}),
+        FakeServingModel(),
+        _limits(max_image_bytes=limit),
+    )
+    assert out["error"].tolist()[0] == ""
+    for error in out["error"].tolist()[1:]:
+        assert "file too large" in error and f"max_image_bytes = {limit:,}" in error
+        assert error.endswith("Send a smaller file (e.g. a compressed DICOM or a downsampled PNG)")
 
 
 def test_batch_command_reads_files_lazily_and_keeps_paths(tmp_path):
@@ -116,7 +185,80 @@ def test_max_pixels_turns_a_huge_image_into_a_row_error():
     big = np.zeros((40, 50), dtype=np.uint8)
     assert _score(big, max_pixels=2000)["error"] == ""
     refused = _score(big, max_pixels=1999)
-    assert "decompression bomb" in refused["error"] and refused["p_malignant"] is None
+    assert refused["error"] == (
+        "cannot decode 'row 0': image too large: 50 × 40 px exceeds inference.max_pixels=1999. "
+        "Downsample the image before sending it"
+    )
+    assert refused["p_malignant"] is None
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_pixel_limit_is_read_from_the_header_of_png_and_dicom(tmp_path, bomb_png):
+    """A decompression bomb and a DICOM header claiming more pixels than the file holds."""
+    assert len(bomb_png) < 500_000  # 0.33 MB for 169 M pixels
+    lying_dicom = dicom_header_only(tmp_path, 8_000, 6_000)
+    params = base_params("inference")
+    assert params["max_pixels"] < 13_000**2
+    start = time.perf_counter()
+    out = predict_requests(
+        pd.DataFrame({"image": [_b64(bomb_png), _b64(lying_dicom)]}), FakeServingModel(), params
+    )
+    assert time.perf_counter() - start < 2  # decoding the bomb alone takes ~3 s and 1.3 GB
+    limit = params["max_pixels"]
+    assert (
+        f"image too large: 13000 × 13000 px exceeds inference.max_pixels={limit}"
+        in (out.loc[0, "error"])
+    )
+    assert (
+        f"image too large: 6000 × 8000 px exceeds inference.max_pixels={limit}"
+        in (out.loc[1, "error"])
+    )
+
+
+def test_decodes_are_capped_across_concurrent_requests(monkeypatch):
+    from breast_cancer_pipeline.pipelines.inference import nodes
+
+    running, peak, lock = [0], [0], threading.Lock()
+    real_decode = nodes.decode_image
+
+    def slow_decode(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(nodes, "decode_image", slow_decode)
+    cells = [_b64(pillow_file(np.zeros((30, 30), dtype=np.uint8), "PNG"))] * 3
+    params = _limits(max_concurrent_decodes=2)
+
+    def request(_):
+        return predict_requests(pd.DataFrame({"image": cells}), FakeServingModel(), params)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outs = list(pool.map(request, range(6)))
+    assert all((out["error"] == "").all() for out in outs)
+    assert peak[0] == 2  # 6 requests at once, never more than 2 decodes
+
+
+def test_an_unexpected_decoder_failure_is_a_row_error_without_a_trace(monkeypatch):
+    from breast_cancer_pipeline.pipelines.inference import nodes
+
+    def broken(data, name, **kwargs):
+        if name == "row 1":
+            raise RuntimeError("/srv/secret/path.py line 3")
+        return np.zeros((30, 30, 1), dtype=np.uint8)
+
+    monkeypatch.setattr(nodes, "decode_image", broken)
+    cell = _b64(pillow_file(np.zeros((30, 30), dtype=np.uint8), "PNG"))
+    out = predict_requests(pd.DataFrame({"image": [cell] * 3}), FakeServingModel(), _limits())
+    assert out["error"].tolist() == [
+        "",
+        "cannot decode 'row 1': internal error (logged by the server)",
+        "",
+    ]
 
 
 def test_window_percentiles_decide_how_16_bit_images_are_reduced():

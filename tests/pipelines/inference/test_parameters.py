@@ -13,12 +13,22 @@ def test_configured_block_validates(env):
     assert model.window_percentiles == (0.5, 99.5)
 
 
-def test_decoding_follows_ingestion():
-    """Served images are decoded with the limits training images were ingested with."""
+def test_decoding_follows_ingestion_but_the_pixel_limit_is_far_lower():
+    """Served images are windowed as training images were; the pixel limit is serving's own."""
     ingestion = base_params("ingestion")
     inference = base_params("inference")
-    assert inference["max_pixels"] == ingestion["max_pixels"]
     assert inference["window_percentiles"] == ingestion["window_percentiles"]
+    # Above the largest mammograms (FFDM 4,096 x 5,625), far below ingestion's limit.
+    assert 4096 * 5625 < inference["max_pixels"] <= ingestion["max_pixels"] / 4
+
+
+def test_serving_limits_of_conf_base():
+    serving = validate_block("inference", base_params("inference")).serving
+    assert serving.max_concurrent_decodes == 2
+    assert serving.max_images >= 4  # a screening exam
+    # An uncompressed 16-bit FFDM DICOM fits, as one image and in one request (base64).
+    assert serving.max_image_bytes >= 4096 * 5625 * 2
+    assert serving.max_request_bytes >= serving.max_image_bytes * 4 / 3
 
 
 @pytest.mark.parametrize(
@@ -29,6 +39,14 @@ def test_decoding_follows_ingestion():
         ({"window_percentiles": [99.5, 0.5]}, "inference.window_percentiles", "low < high"),
         ({"window_percentiles": [0.5]}, "inference.window_percentiles.1", ""),
         ({"batch": 8}, "inference.batch: unknown key", ""),
+        ({"serving": {"max_concurrent_decodes": 0}}, "serving.max_concurrent_decodes = 0", ""),
+        ({"serving": {"max_images": -3}}, "inference.serving.max_images = -3", "greater than 0"),
+        (
+            {"serving": {"max_image_bytes": 3000, "max_request_bytes": 3999}},
+            "inference.serving",
+            "max_image_bytes = 3,000 is 4,000 bytes once base64-encoded, more than "
+            "max_request_bytes = 3,999",
+        ),
     ],
 )
 def test_bad_values_are_named(overrides, key, message):

@@ -1,6 +1,8 @@
 """The packaged model: saved, logged and registered like a training run does, then served for
-real by `mlflow models serve` on 127.0.0.1 (slow: about a minute)."""
+real by `mlflow models serve` on 127.0.0.1 (slow: one server for the module, about a minute),
+and MLflow's scoring app run in-process on request errors."""
 
+import asyncio
 import base64
 import json
 import os
@@ -11,6 +13,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,8 @@ import pytest
 
 from tests.params import base_params
 
-from ._files import every_format
+from ._files import dark_png16, every_format
+from .test_nodes import FakeServingModel
 
 PROJECT = Path(__file__).resolve().parents[3]
 CONFIG = {
@@ -79,6 +84,119 @@ def test_config_errors_name_the_problem():
         check_config({**CONFIG, "positive_class": "cancer"})
     with pytest.raises(ValueError, match="the serving configuration says"):
         ServingModel(_tiny_serving_model().model, {**CONFIG, "image_size": 64})
+
+
+def test_models_with_python_code_are_refused(tmp_path):
+    """Keras safe mode: a ``Lambda`` layer (arbitrary Python) in a model file is not loaded."""
+    import keras
+
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+    from breast_cancer_pipeline.modeling import load_model
+    from breast_cancer_pipeline.serving import ServingModel
+
+    inputs = keras.Input((32, 32, 1), dtype="uint8")
+    x = keras.layers.Lambda(lambda t: keras.ops.cast(t, "float32") / 255.0)(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
+    dataset = ServingModelDataset(str(tmp_path / "serving_model"))
+    dataset.save(ServingModel(keras.Model(inputs, outputs), CONFIG))
+    with pytest.raises(ValueError, match="deserialization of a `Lambda` layer"):
+        load_model(tmp_path / "serving_model" / "model.keras")
+    with pytest.raises(ValueError, match="deserialization of a `Lambda` layer"):
+        load_model(tmp_path / "serving_model" / "model.keras", safe_mode=False)  # not honoured
+    with pytest.raises(Exception, match="Lambda") as info:
+        dataset.load()
+    assert "serving_model" in str(info.value)  # names the artefact refused
+
+
+def _asgi_post(app, body: bytes, *, declare_length: bool = True) -> tuple[int, dict]:
+    """POST ``body`` to /invocations of an ASGI ``app`` in-process, 1 kB per message."""
+    headers = [(b"content-type", b"application/json")]
+    if declare_length:
+        headers.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/invocations",
+        "raw_path": b"/invocations",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 5001),
+    }
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)] or [b""]
+    incoming = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+    sent = []
+
+    async def receive():
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def _request(cells: list[str], columns=("image",)) -> bytes:
+    data = [[c] * len(columns) for c in cells]
+    return json.dumps({"dataframe_split": {"columns": list(columns), "data": data}}).encode()
+
+
+def test_mlflow_scoring_app_answers_request_errors_with_just_the_message(tmp_path):
+    """MLflow's own FastAPI app (what `mlflow models serve` runs), in-process."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    from breast_cancer_pipeline.pipelines.inference.nodes import predict_requests
+    from breast_cancer_pipeline.serving import limit_request_body
+
+    inference = base_params("inference", serving={"max_images": 2})
+
+    class FakePyfunc(mlflow.pyfunc.PythonModel):
+        """The served node on the fake model (no TensorFlow)."""
+
+        def predict(self, context, model_input, params=None):
+            return predict_requests(model_input, FakeServingModel(), inference)
+
+    mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=FakePyfunc())
+    app = scoring_server.init(mlflow.pyfunc.load_model(str(tmp_path / "pyfunc")))
+    png = base64.b64encode(every_format(tmp_path)["a.png"]).decode()
+
+    status, body = _asgi_post(app, _request([png]))
+    assert status == 200 and body["predictions"][0]["error"] == "", body
+    status, body = _asgi_post(app, _request(["x"], columns=("picture",)))
+    assert status == 400
+    assert body == {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "message": "the request has no 'image' column (it has ['picture']): send "
+        '{"dataframe_split": {"columns": ["image"], "data": [["<base64 of an image file>"], '
+        '...]}}, optionally with an "id" column',
+    }
+    status, body = _asgi_post(app, _request([png] * 3))
+    assert status == 413
+    assert body["message"].startswith("the request holds 3 images, more than inference.serving")
+
+    # The body limit the project's own server wraps MLflow's app with (pending: item 4).
+    calls = []
+
+    async def spy(scope, receive, send):
+        calls.append(scope["path"])
+        await app(scope, receive, send)
+
+    limited = limit_request_body(spy, max_bytes=len(_request([png])))
+    assert _asgi_post(limited, _request([png]))[0] == 200
+    big = _request([png, png])
+    for declare_length in (True, False):  # refused from the header, or while reading chunks
+        status, body = _asgi_post(limited, big, declare_length=declare_length)
+        assert status == 413 and "max_request_bytes" in body["message"], body
+    assert calls == ["/invocations"]  # the refused bodies never reached MLflow
 
 
 def _free_port() -> int:
@@ -148,23 +266,36 @@ def _local_proba(tmp_path: Path, files: dict[str, bytes]) -> np.ndarray:
     return serving.predict_proba(np.stack(pixels))
 
 
-@pytest.mark.slow
-def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(tmp_path):
-    _log_and_register(tmp_path)
+@dataclass
+class _Served:
+    root: Path
+    base: str
+    server: subprocess.Popen
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The tiny model, logged, registered and served by `mlflow models serve` for the module."""
+    root = tmp_path_factory.mktemp("served")
     port = _free_port()
     # `mlflow models serve` starts its web server by name: the venv's bin must be on PATH.
     bin_dir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "KEDRO_LOGGING_CONFIG": str(PROJECT / "conf" / "logging_serving.yml"),
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+            patch.delenv(key)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        _log_and_register(root)
+        env = {
+            **os.environ,
+            "KEDRO_LOGGING_CONFIG": str(PROJECT / "conf" / "logging_serving.yml"),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
     server = subprocess.Popen(
         [mlflow_cli, "models", "serve", "-m", "models:/breast-cancer-classifier/latest"]
         + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
         env=env,
-        cwd=tmp_path,
+        cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -182,44 +313,7 @@ def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(tmp_pat
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"server did not start:\n{server.stdout.read().decode()[-3000:]}")
             time.sleep(1)
-
-        files = every_format(tmp_path)
-        cells = [base64.b64encode(v).decode() for v in files.values()]
-        cells += [base64.b64encode(b"<html>not found</html>").decode(), "%%% not base64"]
-        payload = {"dataframe_split": {"columns": ["image"], "data": [[c] for c in cells]}}
-        status, body = _post(f"{base}/invocations", json.dumps(payload).encode())
-        assert status == 200, body
-        rows = pd.DataFrame(body["predictions"])
-        assert len(rows) == 6
-        good, bad = rows.iloc[:4], rows.iloc[4:]
-        assert (good["error"] == "").all()
-        p = good[["p_benign", "p_malignant", "p_normal"]].astype(float).to_numpy()
-        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-4)
-        # Same gradient in four formats: the same decoded pixels, the same probabilities.
-        np.testing.assert_allclose(p, np.repeat(p[:1], 4, axis=0), atol=0.02)
-        # And what the saved model gives in this process for the same decoded images.
-        np.testing.assert_allclose(p, _local_proba(tmp_path, files), atol=1e-4)
-        names = np.array(CONFIG["class_names"])
-        assert good["label"].tolist() == names[p.argmax(axis=1)].tolist()
-        assert (rows["threshold"] == 0.2).all()
-        assert "not an image" in bad.iloc[0]["error"]
-        assert "not valid base64" in bad.iloc[1]["error"]
-        assert all(
-            body["predictions"][i][key] is None for i in (4, 5) for key in ("label", "p_malignant")
-        )
-
-        status, body = _post(f"{base}/invocations", b"{not json")
-        assert 400 <= status < 500, body
-        no_image = {"dataframe_split": {"columns": ["picture"], "data": [["x"]]}}
-        status, body = _post(f"{base}/invocations", json.dumps(no_image).encode())
-        assert 400 <= status < 500 and "image" in json.dumps(body), body
-
-        one = {"dataframe_split": {"columns": ["image", "id"], "data": [[cells[0], "case-7"]]}}
-        for _ in range(10):  # bounded: the server keeps answering after the bad requests
-            status, body = _post(f"{base}/invocations", json.dumps(one).encode())
-            assert status == 200, body
-        assert body["predictions"][0]["id"] == "case-7"
-        assert server.poll() is None
+        yield _Served(root, base, server)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -227,3 +321,110 @@ def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(tmp_pat
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(served, tmp_path):
+    base, server = served.base, served.server
+    files = every_format(tmp_path)
+    cells = [base64.b64encode(v).decode() for v in files.values()]
+    cells += [base64.b64encode(b"<html>not found</html>").decode(), "%%% not base64"]
+    status, body = _post(f"{base}/invocations", _request(cells))
+    assert status == 200, body
+    rows = pd.DataFrame(body["predictions"])
+    assert len(rows) == 6
+    good, bad = rows.iloc[:4], rows.iloc[4:]
+    assert (good["error"] == "").all()
+    p = good[["p_benign", "p_malignant", "p_normal"]].astype(float).to_numpy()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-4)
+    # Same gradient in four formats: the same decoded pixels, the same probabilities.
+    np.testing.assert_allclose(p, np.repeat(p[:1], 4, axis=0), atol=0.02)
+    # And what the saved model gives in this process for the same decoded images.
+    np.testing.assert_allclose(p, _local_proba(served.root, files), atol=1e-4)
+    names = np.array(CONFIG["class_names"])
+    assert good["label"].tolist() == names[p.argmax(axis=1)].tolist()
+    assert (rows["threshold"] == 0.2).all()
+    assert "not an image" in bad.iloc[0]["error"]
+    assert "not valid base64" in bad.iloc[1]["error"]
+    assert all(
+        body["predictions"][i][key] is None for i in (4, 5) for key in ("label", "p_malignant")
+    )
+
+    status, body = _post(f"{base}/invocations", b"{not json")
+    assert 400 <= status < 500, body
+
+    one = {"dataframe_split": {"columns": ["image", "id"], "data": [[cells[0], "case-7"]]}}
+    for _ in range(10):  # bounded: the server keeps answering after the bad requests
+        status, body = _post(f"{base}/invocations", json.dumps(one).encode())
+        assert status == 200, body
+    assert body["predictions"][0]["id"] == "case-7"
+    assert server.poll() is None
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM")}
+
+
+def _reset_peak(pid: int) -> None:
+    with open(f"/proc/{pid}/clear_refs", "w") as refs:
+        refs.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+
+
+def _at_once(url: str, payloads: list[bytes]) -> tuple[list[tuple[int, dict]], float]:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        answers = list(pool.map(lambda payload: _post(url, payload), payloads))
+    return answers, time.perf_counter() - start
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(served, bomb_png):
+    import psutil
+
+    url = f"{served.base}/invocations"
+    (web,) = psutil.Process(served.server.pid).children()  # bash exec'd into uvicorn
+    normal = _request([base64.b64encode(dark_png16(300, 300)).decode()])
+    assert _post(url, normal)[0] == 200
+    before = _memory_kb(web.pid)["VmRSS"]
+
+    _reset_peak(web.pid)
+    answers, bomb_seconds = _at_once(url, [_request([base64.b64encode(bomb_png).decode()])] * 8)
+    bomb_peak = _memory_kb(web.pid)["VmHWM"] - before
+    limit = base_params("inference")["max_pixels"]
+    for status, body in answers:
+        assert status == 200, body
+        error = body["predictions"][0]["error"]
+        assert error.startswith(
+            f"cannot decode 'row 0': image too large: 13000 × 13000 px exceeds "
+            f"inference.max_pixels={limit}."
+        )
+
+    # Eight images just under the limit at once: decoded two at a time (~290 MB each).
+    _reset_peak(web.pid)
+    near = _request([base64.b64encode(dark_png16(6_000, 6_000)).decode()])
+    answers, near_seconds = _at_once(url, [near] * 8)
+    near_peak = _memory_kb(web.pid)["VmHWM"] - before
+    assert all(status == 200 and body["predictions"][0]["error"] == "" for status, body in answers)
+    print(
+        f"server RSS {before / 1024:.0f} MB; 8 bombs at once: peak +{bomb_peak / 1024:.0f} MB in "
+        f"{bomb_seconds:.2f} s; 8 x 36 MP at once: peak +{near_peak / 1024:.0f} MB in "
+        f"{near_seconds:.2f} s"
+    )
+    assert bomb_peak < 100 * 1024  # refused from the header: nothing decoded
+    assert near_peak < 1024 * 1024
+
+    # The node's own message when it sees the request; MLflow's schema check's when the model
+    # has a signature requiring `image`. Either way: names it, no trace, no server path.
+    status, body = _post(url, _request(["x"], columns=("picture",)))
+    text = json.dumps(body)
+    assert status == 400 and "'image'" in body["message"], body
+    assert "no 'image' column" in text or "missing inputs ['image']" in text, body
+    for leak in ("Traceback", "stack_trace", 'File "', str(PROJECT), "site-packages"):
+        assert leak not in text, body
+    status, body = _post(url, _request(["x"] * 33))
+    assert status == 413 and "more than inference.serving.max_images = 32" in body["message"]
+    assert _post(url, normal)[0] == 200
+    assert served.server.poll() is None

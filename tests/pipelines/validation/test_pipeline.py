@@ -315,7 +315,9 @@ def test_offline_report_lists_each_failure_with_its_offenders():
         "error",
         '<span class="fail">FAILED</span>',
     ]
-    assert cells[3] == CHECKS["no_blank_images"]
+    # The description's `key` spans are shown as code.
+    assert cells[3] == re.sub(r"`([^`]+)`", r"<code>\1</code>", CHECKS["no_blank_images"])
+    assert "<code>validation.min_std</code>" in cells[3]
     assert cells[4] == "per-image intensity std ≥ 2"
     assert cells[6] == offenders[0]
     assert _report_row(report, "path_unique")[2] == '<span class="pass">passed</span>'

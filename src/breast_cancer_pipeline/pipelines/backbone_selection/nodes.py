@@ -18,7 +18,15 @@ import pandas as pd
 
 from breast_cancer_pipeline.metrics import auroc, class_weights
 from breast_cancer_pipeline.plotting import figure_png, pyplot
-from breast_cancer_pipeline.progress import Progress, format_seconds, publish_metrics
+from breast_cancer_pipeline.progress import (
+    Progress,
+    TrialReport,
+    format_seconds,
+    publish_metrics,
+    publish_trial,
+)
+
+from .study import completed_trials, open_study, setup_digest, worker_name
 
 logger = logging.getLogger(__name__)
 
@@ -237,9 +245,9 @@ def select_backbone(
     if len(records) != len(names):
         raise ValueError(
             f"backbone_selection ran {len(records)} candidates but the parameters list "
-            f"{len(names)} ({', '.join(names)}). The pipeline reads its candidates from "
-            "conf/base and the environment in KEDRO_ENV: run with KEDRO_ENV=<env> "
-            "(e.g. KEDRO_ENV=demo kedro run) when an environment changes the candidates"
+            f"{len(names)} ({', '.join(names)}): the pipeline was built from other parameters "
+            "than the run's. Build it in the session that runs it (`kedro run --env=<env>` "
+            "builds and runs the DAG from the same configuration)"
         )
     metric = f"{params['metric']}_mean"
     table = pd.DataFrame([{"candidate": n, **r} for n, r in zip(names, records, strict=True)])
@@ -311,14 +319,20 @@ def plot_comparison(comparison: pd.DataFrame, params: dict) -> bytes:
 def search_head(
     selected: dict[str, Any], params: dict, **candidate_features: dict[str, np.ndarray]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Optuna (TPE) search of the head on the winner's cached features.
+    """Optuna (TPE) search of the head on the winner's cached features, kept in a study.
 
-    Searches dropout, learning rate, dense units and batch size for ``head_search.n_trials``
-    trials, each a head trained for ``head_search.epochs`` and scored by the selection metric
-    on the validation features. With ``n_trials: 0`` the configured ``head`` is returned.
-    Every trial is logged (value, best so far, settings, ETA) and its figures published as
-    it ends (:func:`~breast_cancer_pipeline.progress.publish_metrics`, step = trial number):
-    ``head_search.<metric>``, ``head_search.best_<metric>`` and one per searched setting.
+    Searches dropout, learning rate, dense units and batch size, each trial a head trained for
+    ``head_search.epochs`` and scored by the selection metric on the validation features,
+    until the study holds ``head_search.n_trials`` completed trials. The study is kept in
+    ``head_search.storage`` (:mod:`.study`): a killed search resumes with the missing trials,
+    several processes can run trials of it at once, and ``optuna-dashboard`` shows it. With
+    ``n_trials: 0`` the configured ``head`` is returned.
+
+    Every trial this process runs is logged (value, best so far, settings, ETA) and published
+    as it ends: ``head_search.<metric>`` and ``head_search.best_<metric>`` as live metrics
+    (:func:`~breast_cancer_pipeline.progress.publish_metrics`, step = trial number), and the
+    trial itself (:func:`~breast_cancer_pipeline.progress.publish_trial`), which the project's
+    hook logs as a nested MLflow run with the settings as params.
 
     Args:
         selected: The selected backbone (its ``candidate`` names the features to use).
@@ -326,9 +340,9 @@ def search_head(
         **candidate_features: Every candidate's cached features, keyed by candidate name.
 
     Returns:
-        ``(best_head, mlflow_metrics)``: the best configuration (read by finetune) and the
-        search's outcome as metric histories (``head_search.best_score``,
-        ``head_search.best_trial``); the per-trial figures were published live.
+        ``(best_head, mlflow_metrics)``: the best configuration (read by finetune; with the
+        study's name and completed trials) and the search's outcome as metric histories
+        (``head_search.best_score``, ``head_search.best_trial``).
     """
     search, metric = params["head_search"], params["metric"]
     if search["n_trials"] <= 0:
@@ -337,17 +351,35 @@ def search_head(
     import optuna  # noqa: PLC0415
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    objective = _head_objective(candidate_features[selected["candidate"]], params)
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=params["seed"])
-    )
-    n_trials = search["n_trials"]
-    study.optimize(objective, n_trials=n_trials, callbacks=[TrialLogger(metric, n_trials)])
+    features = candidate_features[selected["candidate"]]
+    setup = {
+        "candidate": selected["candidate"],
+        "metric": metric,
+        "seed": params["seed"],
+        "epochs": search["epochs"],
+        "space": search["space"],
+    }
+    name = f"{search['study_name']}-{setup_digest(features, setup)}"
+    study = open_study(search, name, params["seed"])
+    study.set_user_attr("setup", setup)
+    n_trials, done = search["n_trials"], completed_trials(study)
+    logger.info(
+        "Head search: study %s in %s, %d of %d trials completed",
+        name, search["storage"] or "memory", done, n_trials,
+    )  # fmt: skip
+    if done < n_trials:
+        study.optimize(
+            _head_objective(features, params),
+            n_trials=n_trials - done,
+            # Other processes may run trials of the study too: stop at n_trials in all.
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials), TrialLogger(metric, n_trials)],
+        )
     best = {
         **study.best_params,
         "score": float(study.best_value),
         "trial": study.best_trial.number,
-        "n_trials": len(study.trials),
+        "n_trials": completed_trials(study),
+        "study": name,
         "source": "head_search",
     }
     logger.info("Head search: best %s %.4f with %s", metric, best["score"], study.best_params)
@@ -362,8 +394,10 @@ def _head_objective(features: dict[str, np.ndarray], params: dict) -> Callable[[
     """The Optuna objective: a head drawn from ``head_search.space``, trained and scored."""
     search = params["head_search"]
     space = search["space"]
+    worker = worker_name()
 
     def objective(trial: Any) -> float:
+        trial.set_user_attr("worker", worker)
         head = {
             "dropout": trial.suggest_float("dropout", *space["dropout"]),
             "learning_rate": trial.suggest_float(
@@ -380,51 +414,60 @@ def _head_objective(features: dict[str, np.ndarray], params: dict) -> Callable[[
     return objective
 
 
-class TrialLogger:
-    """Optuna callback: logs each finished trial and publishes its figures.
+def _trial_report(study: Any, trial: Any, metric: str) -> TrialReport:
+    """What :func:`~breast_cancer_pipeline.progress.publish_trial` sends for ``trial``."""
+    started, finished = trial.datetime_start, trial.datetime_complete
+    return TrialReport(
+        study=study.study_name,
+        number=trial.number,
+        state=trial.state.name.lower(),
+        params=dict(trial.params),
+        metrics={} if trial.value is None else {f"head_search.{metric}": float(trial.value)},
+        started=started.timestamp() if started else None,
+        finished=finished.timestamp() if finished else None,
+    )
 
-    One line per trial: ``trial i/n``, its value, the best so far, its settings and the ETA
-    of the search; and :func:`~breast_cancer_pipeline.progress.publish_metrics` of
-    ``head_search.<metric>``, ``head_search.best_<metric>`` and each setting (null as 0) at
-    step = trial number.
+
+class TrialLogger:
+    """Optuna callback: logs each trial this process finishes and publishes it.
+
+    One line per trial: the study's completed trials out of ``n_trials``, its value, the best
+    so far, its settings and the ETA (this process's mean trial time × the trials missing);
+    :func:`~breast_cancer_pipeline.progress.publish_metrics` of ``head_search.<metric>`` and
+    ``head_search.best_<metric>`` at step = trial number; and
+    :func:`~breast_cancer_pipeline.progress.publish_trial` of the trial (settings, score).
     """
 
     def __init__(
         self, metric: str, n_trials: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        """Log the ``n_trials`` trials of a search scored by ``metric`` (e.g. ``val_auroc``)."""
+        """Log the trials of a search of ``n_trials`` scored by ``metric`` (``val_auroc``)."""
         self.metric = metric
         self.n_trials = n_trials
         self._clock = clock
         self._started = clock()
+        self._ran = 0
 
     def __call__(self, study: Any, trial: Any) -> None:
         """Log and publish ``trial`` (Optuna calls this after every trial)."""
-        done = trial.number + 1
-        eta = (self._clock() - self._started) / done * max(self.n_trials - done, 0)
+        self._ran += 1
+        done = completed_trials(study)
+        mean = (self._clock() - self._started) / self._ran
+        eta = format_seconds(mean * max(self.n_trials - done, 0))
+        publish_trial(_trial_report(study, trial, self.metric))
         if trial.value is None:  # failed or pruned (e.g. a NaN score)
             logger.warning(
-                "Head search trial %d/%d: %s, ETA %s",
-                done,
-                self.n_trials,
-                trial.state.name.lower(),
-                format_seconds(eta),
-            )
+                "Head search trial #%d: %s (%d/%d completed), ETA %s",
+                trial.number, trial.state.name.lower(), done, self.n_trials, eta,
+            )  # fmt: skip
             return
         best = study.best_value
         logger.info(
             "Head search trial %d/%d: %s %.4f (best %.4f), %s, ETA %s",
-            done,
-            self.n_trials,
-            self.metric,
-            trial.value,
-            best,
-            trial.params,
-            format_seconds(eta),
-        )
+            done, self.n_trials, self.metric, trial.value, best, trial.params, eta,
+        )  # fmt: skip
         figures = {
             f"head_search.{self.metric}": float(trial.value),
             f"head_search.best_{self.metric}": float(best),
-            **{f"head_search.{k}": float(v or 0) for k, v in trial.params.items()},
         }
         publish_metrics(figures, step=trial.number)

@@ -85,13 +85,29 @@ class SearchSpace(Params):
 
 
 class HeadSearch(Params):
-    """Optuna (TPE) search of the winner's head."""
+    """Optuna (TPE) search of the winner's head, kept in a study (``study.py``)."""
 
-    #: Trials; 0 keeps the configured ``head``.
+    #: Completed trials the study should hold; 0 keeps the configured ``head``.
     n_trials: NonNegativeInt
     #: Epochs per trial.
     epochs: PositiveInt
     space: SearchSpace
+    #: SQLAlchemy URL of Optuna's storage (``sqlite:///optuna.db``), or null: in memory.
+    storage: str | None
+    #: The study's name, before the digest of its features and settings.
+    study_name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    #: Resume the study when it exists in ``storage`` (else such a run fails).
+    load_if_exists: bool
+
+    @field_validator("storage")
+    @classmethod
+    def _database_url(cls, url: str | None) -> str | None:
+        if url is not None and "://" not in url:
+            raise ValueError(
+                "must be a database URL such as sqlite:///optuna.db or "
+                "postgresql://user@host/db, or null to keep the study in memory"
+            )
+        return url
 
 
 class BackboneSelectionParams(Params):

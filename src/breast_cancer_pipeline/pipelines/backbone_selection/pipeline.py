@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from kedro.pipeline import Node, Pipeline
+
+from breast_cancer_pipeline.context import run_parameters
 
 from .nodes import extract_features, plot_comparison, search_head, select_backbone, train_head
 
@@ -36,22 +35,12 @@ def candidate_pipeline() -> Pipeline:
 
 
 def configured_candidates() -> list[str]:
-    """Candidate names from ``backbone_selection.candidates`` in the parameters.
+    """Candidate names from ``backbone_selection.candidates`` in the run's parameters.
 
-    Read from ``conf/base`` merged with the environment named by ``KEDRO_ENV`` (default
-    ``local``), because pipelines are built before a run's ``--env`` is known.
+    The parameters of the session that builds the pipelines (its ``--env`` and ``--params``):
+    see :mod:`breast_cancer_pipeline.context`.
     """
-    from kedro.framework.project import settings  # noqa: PLC0415
-
-    conf_source = Path.cwd() / settings.CONF_SOURCE
-    if not conf_source.is_dir():
-        raise RuntimeError(f"no configuration at {conf_source}: run kedro from the project root")
-    loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=str(conf_source),
-        env=os.environ.get("KEDRO_ENV"),
-        **settings.CONFIG_LOADER_ARGS,
-    )
-    return list(loader["parameters"]["backbone_selection"]["candidates"])
+    return list(run_parameters()["backbone_selection"]["candidates"])
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +57,9 @@ class FinetunePlan:
     seed: int
     deterministic: bool
     strategy: str
+    #: ``finetune.mixed_precision`` as set (``auto`` is resolved when training starts).
+    mixed_precision: str
+    jit_compile: str | bool
     resume: bool
     #: Images per batch and per replica.
     batch_size: int
@@ -95,6 +97,8 @@ class FinetunePlan:
             seed=params["seed"],
             deterministic=params["deterministic"],
             strategy=params["strategy"],
+            mixed_precision=params["mixed_precision"],
+            jit_compile=params["jit_compile"],
             resume=params["resume"],
             batch_size=batch_size,
             head=head,
@@ -128,6 +132,8 @@ class _Run:
 
     plan: FinetunePlan
     strategy: Any
+    #: The Keras dtype policy the model is built and trained under.
+    policy: str
     #: This worker's checkpoint handle.
     checkpoints: Any
     record: Any  # training.RunRecord
@@ -153,7 +159,9 @@ def finetune_classifier(
     Phase 1 (:func:`train_head`) trains the head on the frozen base; phase 2
     (:func:`train_unfrozen`) unfreezes the top of the base and trains again at a lower
     learning rate. Both stop early on validation AUROC, reduce the learning rate on its
-    plateaus, and end on the weights of their best epoch.
+    plateaus, and end on the weights of their best epoch. Under mixed precision
+    (``finetune.mixed_precision``) the model is built and trained in that policy, which is
+    reset afterwards, and the classifier returned is a float32 copy with the trained weights.
 
     Args:
         model_input: Arrays from the augmentation pipeline (memory-mapped).
@@ -182,12 +190,15 @@ def finetune_classifier(
     strategy = training.make_strategy(plan.strategy)
     set_seed(plan.seed, plan.deterministic)
     run = _start_run(model_input, selected_backbone, augmentation_spec, plan, strategy, checkpoints)
-    model = _build_model(model_input, selected_backbone, augmentation_spec, run)
-    started = time.perf_counter()
-    train_head(model, run)
-    train_unfrozen(model, run, keep_batchnorm_frozen=selected_backbone["weights"] is not None)
+    keep_batchnorm_frozen = selected_backbone["weights"] is not None
+    with training.dtype_policy(run.policy):
+        model = _build_model(model_input, selected_backbone, augmentation_spec, run)
+        train_head(model, run)
+        train_unfrozen(model, run, keep_batchnorm_frozen)
+    if run.policy != "float32":
+        model = _float32_copy(model, model_input, selected_backbone, augmentation_spec, run)
     run.checkpoints.discard()  # the model is complete; a rerun starts afresh
-    metadata = _metadata(model_input, selected_backbone, run, time.perf_counter() - started)
+    metadata = _metadata(model_input, selected_backbone, run)
     return model, metadata, run.record.histories, model
 
 
@@ -223,6 +234,7 @@ def _start_run(
     return _Run(
         plan=plan,
         strategy=strategy,
+        policy=training.mixed_precision_policy(plan.mixed_precision),
         checkpoints=checkpoints,
         record=record,
         n_classes=len(class_names),
@@ -265,6 +277,7 @@ def _build_model(
     selected_backbone: dict[str, Any],
     augmentation_spec: dict[str, Any],
     run: _Run,
+    restore: bool = True,
 ) -> Any:
     """The classifier, with the weights of the last completed phase when resuming."""
     from breast_cancer_pipeline.modeling import build_classifier  # noqa: PLC0415
@@ -282,10 +295,43 @@ def _build_model(
             augmentation_spec,
             seed=run.plan.seed,
         )
-    if run.record.completed:
+    if restore and run.record.completed:
         run.checkpoints.restore_phase_end(model, run.record.completed[-1])
         logger.info("Resuming after %s", run.record.completed[-1])
     return model
+
+
+def _float32_copy(
+    model: Any,
+    model_input: dict[str, np.ndarray],
+    selected_backbone: dict[str, Any],
+    augmentation_spec: dict[str, Any],
+    run: _Run,
+) -> Any:
+    """The trained mixed-precision ``model`` rebuilt in float32, trainable layers and all.
+
+    Compiled as its last phase left it. Mixed precision keeps every variable in float32, so
+    the copy holds exactly the trained weights; it computes in float32 wherever it is loaded
+    (a CPU serving it, reporting).
+    """
+    from breast_cancer_pipeline import training  # noqa: PLC0415
+    from breast_cancer_pipeline.modeling import unfreeze  # noqa: PLC0415
+
+    phase = run.plan.phase2
+    with training.dtype_policy("float32"):
+        copy = _build_model(model_input, selected_backbone, augmentation_spec, run, restore=False)
+        with run.strategy.scope():
+            if phase.epochs:
+                unfreeze(
+                    copy,
+                    from_layer=phase.from_layer,
+                    fraction=phase.fraction,
+                    keep_batchnorm_frozen=selected_backbone["weights"] is not None,
+                )
+            copy.set_weights(model.get_weights())
+            last = phase if phase.epochs else run.plan.phase1
+            compile_classifier(copy, last.learning_rate, run.n_classes, run.plan.jit_compile)
+    return copy
 
 
 def _resume(checkpoints: Any, run_fingerprint: str, resume: bool) -> Any:
@@ -341,7 +387,7 @@ def train_head(model: Any, run: _Run) -> None:
     if phase.epochs == 0:
         return
     with run.strategy.scope():
-        compile_classifier(model, phase.learning_rate, run.n_classes)
+        compile_classifier(model, phase.learning_rate, run.n_classes, run.plan.jit_compile)
     _fit_phase(model, phase, run)
 
 
@@ -366,7 +412,7 @@ def train_unfrozen(model: Any, run: _Run, keep_batchnorm_frozen: bool) -> None:
             keep_batchnorm_frozen=keep_batchnorm_frozen,
         )
         logger.info("Phase 2: %d backbone layers trainable", n_trainable)
-        compile_classifier(model, phase.learning_rate, run.n_classes)
+        compile_classifier(model, phase.learning_rate, run.n_classes, run.plan.jit_compile)
     _fit_phase(model, phase, run)
 
 
@@ -437,8 +483,19 @@ def build_callbacks(
     ]
 
 
-def compile_classifier(model: Any, learning_rate: float, n_classes: int) -> None:
-    """Compile with Adam, categorical cross-entropy, accuracy and AUROC (macro OvR if > 2)."""
+def compile_classifier(
+    model: Any, learning_rate: float, n_classes: int, jit_compile: str | bool
+) -> None:
+    """Compile with Adam, categorical cross-entropy, accuracy and AUROC (macro OvR if > 2).
+
+    Under a ``mixed_float16`` model Keras wraps the optimizer in a loss-scale optimizer.
+
+    Args:
+        model: The classifier.
+        learning_rate: Adam's learning rate.
+        n_classes: Number of classes (the AUROC's form).
+        jit_compile: XLA compilation of the train step (``finetune.jit_compile``).
+    """
     import keras  # noqa: PLC0415
 
     model.compile(
@@ -451,13 +508,18 @@ def compile_classifier(model: Any, learning_rate: float, n_classes: int) -> None
             if n_classes > 2
             else keras.metrics.AUC(name="auc"),
         ],
+        jit_compile=jit_compile,
     )
 
 
 def _metadata(
-    model_input: dict[str, np.ndarray], selected_backbone: dict[str, Any], run: _Run, seconds: float
+    model_input: dict[str, np.ndarray], selected_backbone: dict[str, Any], run: _Run
 ) -> dict[str, Any]:
-    """What reporting and serving need to know about the trained classifier."""
+    """What reporting and serving need to know about the trained classifier.
+
+    No timings: identical runs must write identical bytes, or DVC reruns reporting (the
+    node's seconds are in MLflow, ``node.finetune.finetune_classifier.seconds``).
+    """
     shape = model_input["x_train"].shape
     return {
         "backbone": get_backbone(selected_backbone["backbone"]).name,
@@ -468,9 +530,10 @@ def _metadata(
         "color_mode": "rgb" if shape[3] == 3 else "grayscale",
         "head": run.plan.head,
         "batch_size": run.plan.batch_size,
-        "train_seconds": round(seconds, 3),
         "epochs": run.record.steps_done,
         "seed": run.plan.seed,
         "strategy": type(run.strategy).__name__,
+        "mixed_precision": run.policy,
+        "jit_compile": run.plan.jit_compile,
         "replicas": int(run.strategy.num_replicas_in_sync),
     }

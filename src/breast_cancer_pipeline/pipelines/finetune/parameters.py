@@ -16,8 +16,10 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    StrictBool,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -27,7 +29,30 @@ from breast_cancer_pipeline.param_schema import Params
 Strategy = Literal["auto", "none", "mirrored", "multi_worker"]
 #: The ``finetune.strategy`` values (``tf.distribute``), see :func:`training.make_strategy`.
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
-ClassWeight = Literal["auto", "none"] | dict[str, PositiveFloat] | list[PositiveFloat]
+MixedPrecision = Literal["auto", "off", "mixed_float16", "mixed_bfloat16"]
+#: The ``finetune.mixed_precision`` values, see :func:`training.mixed_precision_policy`.
+MIXED_PRECISION: tuple[str, ...] = get_args(MixedPrecision)
+
+
+def _one_message(message: str) -> WrapValidator:
+    """A validator that replaces pydantic's errors for each union member by ``message``."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(message) from None
+
+    return WrapValidator(check)
+
+
+ClassWeight = Annotated[
+    Literal["auto", "none"] | dict[str, PositiveFloat] | list[PositiveFloat],
+    _one_message(
+        "must be auto, none, {class name: weight > 0, ...} or a list of weights > 0 in class order"
+    ),
+]
+JitCompile = Annotated[Literal["auto"] | StrictBool, _one_message("must be auto, true or false")]
 
 
 class ReduceLR(Params):
@@ -77,6 +102,11 @@ class FinetuneParams(Params):
     #: TensorFlow op determinism (two runs with the same seed give identical metrics).
     deterministic: bool
     strategy: Strategy
+    #: The Keras dtype policy of training: ``auto`` (``mixed_float16`` on GPUs of compute
+    #: capability ≥ 7, else float32), ``off`` (float32), or a mixed policy by name.
+    mixed_precision: MixedPrecision
+    #: XLA compilation of the training step: ``auto`` (Keras's choice: off on CPUs) or a bool.
+    jit_compile: JitCompile
     #: Continue a killed run from its checkpoint (false: delete it and start over).
     resume: bool
     #: Images per batch and per replica; null: the head search's batch size.
@@ -92,17 +122,6 @@ class FinetuneParams(Params):
     reduce_lr: ReduceLR
     phase1: Phase1
     phase2: Phase2
-
-    @field_validator("class_weight", mode="wrap")
-    @classmethod
-    def _class_weight_form(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise ValueError(
-                "must be auto, none, {class name: weight > 0, ...} or a list of weights > 0 "
-                "in class order"
-            ) from None
 
     @field_validator("head")
     @classmethod

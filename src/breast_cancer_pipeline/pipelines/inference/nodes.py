@@ -3,7 +3,9 @@
 The same node scores a folder on disk (the batch command) and the rows of a request to the
 MLflow endpoint: images are decoded and resized by the functions ingestion and training use
 (:mod:`breast_cancer_pipeline.imaging`); the model holds all other preprocessing. A row that
-cannot be decoded gets an ``error`` and no probabilities; the other rows are scored.
+cannot be decoded gets an ``error`` and no probabilities; the other rows are scored. A request
+that breaks the ``inference.serving`` limits is refused whole (see
+:mod:`breast_cancer_pipeline.serving`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline.imaging import ImageDecodeError, decode_image, resize_image
-from breast_cancer_pipeline.serving import image_bytes
+from breast_cancer_pipeline.serving import (
+    check_request,
+    decode_slots,
+    image_bytes,
+    request_error,
+    row_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +54,7 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
             returns the bytes) and optionally ``path`` or ``id``, copied to the output.
         serving_model: The packaged :class:`~breast_cancer_pipeline.serving.ServingModel`.
         params: The ``inference`` parameters (``batch_size``, ``max_pixels``,
-            ``window_percentiles``).
+            ``window_percentiles``, ``serving``).
 
     Returns:
         One row per request row, in order: the identifier column if given, ``label`` (the most
@@ -56,35 +64,40 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
         (empty when the row was scored). Probabilities of failed rows are empty.
 
     Raises:
-        ValueError: ``requests`` has no ``image`` column.
+        ValueError: The request has no ``image`` column (HTTP 400 when served) or holds more
+            images or bytes than ``inference.serving`` allows (HTTP 413): a
+            :func:`~breast_cancer_pipeline.serving.request_error`.
     """
-    if IMAGE_COLUMN not in requests.columns:
-        raise ValueError(
-            f"the request has no {IMAGE_COLUMN!r} column (got {list(requests.columns)}): send a "
-            f"dataframe_split with columns ['{IMAGE_COLUMN}'] holding base64-encoded image files"
-        )
+    requests = _request_frame(requests)
+    limits = params["serving"]
     config = serving_model.config
     id_column = next((c for c in ("path", "id") if c in requests.columns), None)
     ids = requests[id_column].astype(str).tolist() if id_column else None
     cells = requests[IMAGE_COLUMN].tolist()
+    check_request(cells, limits)
     names = [ids[i] if ids else f"row {i}" for i in range(len(cells))]
     proba = np.full((len(cells), len(config["class_names"])), np.nan, dtype=np.float64)
     errors = [""] * len(cells)
+    slots = decode_slots(limits["max_concurrent_decodes"])
 
     def decode(i: int) -> np.ndarray | None:
         try:
-            data = image_bytes(cells[i], names[i])
-            decoded = decode_image(
-                data,
-                names[i],
-                color_mode=config["color_mode"],
-                max_pixels=params["max_pixels"],
-                window_percentiles=tuple(params["window_percentiles"]),
-            )
+            with slots:
+                data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
+                decoded = decode_image(
+                    data,
+                    names[i],
+                    color_mode=config["color_mode"],
+                    max_pixels=params["max_pixels"],
+                    window_percentiles=tuple(params["window_percentiles"]),
+                )
+                return resize_image(decoded, config["image_size"])
         except ImageDecodeError as exc:
-            errors[i] = str(exc)
-            return None
-        return resize_image(decoded, config["image_size"])
+            errors[i] = row_error(exc, from_file=callable(cells[i]))
+        except Exception:  # noqa: BLE001 - one bad row must not fail the others or leak a trace
+            logger.exception("Unexpected error decoding %s", names[i])
+            errors[i] = f"cannot decode {names[i]!r}: internal error (logged by the server)"
+        return None
 
     for rows, pixels in _decoded_batches(len(cells), params["batch_size"], decode):
         proba[rows] = serving_model.predict_proba(np.stack(pixels))
@@ -98,6 +111,23 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d could not be decoded)", len(cells) - n_bad, n_bad)
     return frame
+
+
+def _request_frame(requests: Any) -> pd.DataFrame:
+    """The request as a DataFrame with an ``image`` column, or an error for its caller."""
+    if not isinstance(requests, pd.DataFrame):
+        try:
+            requests = pd.DataFrame(requests)
+        except (TypeError, ValueError):
+            requests = pd.DataFrame()
+    if IMAGE_COLUMN not in requests.columns:
+        got = [str(c)[:40] for c in requests.columns[:10]]
+        raise request_error(
+            f"the request has no {IMAGE_COLUMN!r} column (it has {got}): send "
+            f'{{"dataframe_split": {{"columns": ["{IMAGE_COLUMN}"], "data": [["<base64 of an '
+            f'image file>"], ...]}}}}, optionally with an "id" column'
+        )
+    return requests
 
 
 def _decoded_batches(

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
-from pydantic import PositiveInt, field_validator
+from pydantic import PositiveInt, field_validator, model_validator
 
 from breast_cancer_pipeline.param_schema import Params
+
+
+class ServingLimits(Params):
+    """What one request to the served model may carry, and what it may cost the server."""
+
+    #: Images one request may hold; more is an HTTP 413 before any is decoded.
+    max_images: PositiveInt
+    #: Largest image file in a request, in bytes (base64-decoded); larger is a row error.
+    max_image_bytes: PositiveInt
+    #: Largest request body, in bytes; larger is an HTTP 413.
+    max_request_bytes: PositiveInt
+    #: Images decoded at the same time in the server process, over all requests.
+    max_concurrent_decodes: PositiveInt
+
+    @model_validator(mode="after")
+    def _one_image_fits(self) -> ServingLimits:
+        base64_size = -(-self.max_image_bytes // 3) * 4
+        if base64_size > self.max_request_bytes:
+            raise ValueError(
+                f"max_image_bytes = {self.max_image_bytes:,} is {base64_size:,} bytes once "
+                f"base64-encoded, more than max_request_bytes = {self.max_request_bytes:,}: "
+                "raise max_request_bytes or lower max_image_bytes"
+            )
+        return self
 
 
 class InferenceParams(Params):
@@ -14,10 +38,12 @@ class InferenceParams(Params):
     source_dir: str
     #: Images decoded and run through the model at once (bounds memory).
     batch_size: PositiveInt
-    #: Decompression-bomb guard: an image with more pixels is a row error; null: no limit.
+    #: An image whose header gives more pixels is a row error, before decoding; null: no limit.
     max_pixels: PositiveInt | None
     #: Percentiles mapped to 0 and 255 when a high-bit-depth image is reduced to 8 bits.
     window_percentiles: tuple[float, float]
+    #: Limits of the served model (requests), not of the batch command (files).
+    serving: ServingLimits
 
     @field_validator("window_percentiles")
     @classmethod

@@ -44,6 +44,17 @@ class GradCam(Params):
     alpha: Fraction
 
 
+class Champion(Params):
+    """The gate a registered version passes to become the ``champion`` (the served one)."""
+
+    #: The test metric compared; its ``<metric>_ci_low`` is the bootstrap interval's bound.
+    metric: Literal["auroc", "auroc_positive"]
+    #: The lowest acceptable lower bound of the metric's confidence interval.
+    min_ci_low: Fraction
+    #: How far below the current champion's metric a new champion may be.
+    max_drop: Fraction
+
+
 class ReportingParams(Params):
     """Operating point, test metrics, figures and report."""
 
@@ -61,6 +72,7 @@ class ReportingParams(Params):
     gallery: Gallery
     gradcam: GradCam
     figure_dpi: PositiveInt
+    champion: Champion
 
     @field_validator("threshold", mode="before")
     @classmethod

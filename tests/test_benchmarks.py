@@ -1,0 +1,154 @@
+"""The benchmark harness on fake measurements (no real benchmark runs here)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from benchmarks import harness, run
+
+
+def test_interleave_runs_the_measures_in_rounds():
+    calls = []
+    measures = {name: (lambda name=name: calls.append(name) or len(calls)) for name in "AB"}
+    results = harness.interleave(measures, repeats=3)
+    assert calls == ["A", "B", "A", "B", "A", "B"]
+    assert results == {"A": [1, 3, 5], "B": [2, 4, 6]}
+
+
+def test_summary_ratios_agreement_and_headline():
+    figure = harness.summary([3.0, 1.0, 2.0, 10.0], digits=2)
+    assert figure == {"median": 2.5, "min": 1.0, "max": 10.0, "repeats": [3.0, 1.0, 2.0, 10.0]}
+    # Each round's ratio, not the ratio of medians: one slow round of both cancels out.
+    assert harness.ratios([2.0, 20.0, 3.0], [1.0, 10.0, 3.0]) == [2.0, 2.0, 1.0]
+    assert harness.headline(harness.summary(harness.ratios([2.0, 20.0, 3.0], [1, 10, 3]))) == 2
+    assert harness.agreement([True, False, True]) == {"all": False, "repeats": [True, False, True]}
+    assert harness.headline({"all": True, "repeats": [True]}) is True
+    assert harness.headline("small_cnn") == "small_cnn"
+    with pytest.raises(ValueError, match="2 numerators but 1 denominators"):
+        harness.ratios([1, 2], [1])
+    with pytest.raises(ValueError, match="no values"):
+        harness.summary([])
+
+
+def test_goals_are_reported_met_or_missed_with_the_margin():
+    figures = {
+        "a.ratio": harness.summary([0.8, 0.85, 0.95]),
+        "a.latency": harness.summary([1.1, 1.2, 1.4]),
+        "a.same": harness.agreement([True, True, False]),
+    }
+    goals = {
+        "a.ratio": (">=", 0.9),
+        "a.latency": ("<=", 1.3),
+        "a.same": ("==", True),
+        "a.not_measured": (">=", 1),
+    }
+    report = harness.check_goals(figures, goals)
+    assert report == {
+        "a.ratio": {"goal": ">= 0.9", "value": 0.85, "met": False, "margin": -0.056},
+        "a.latency": {"goal": "<= 1.3", "value": 1.2, "met": True, "margin": 0.077},
+        "a.same": {"goal": "== True", "value": False, "met": False, "margin": None},
+    }
+    with pytest.raises(ValueError, match="unknown comparison '>'"):
+        harness.check_goals(figures, {"a.ratio": (">", 1)})
+
+
+def test_reference_loop_times_fixed_work_five_times():
+    reference = harness.reference_loop(repeats=5, scale=0.005)
+    cpu = reference["cpu_seconds"]
+    assert len(cpu["repeats"]) == 5
+    assert 0 < cpu["min"] <= cpu["median"] <= cpu["max"]
+    assert reference["work"] == harness.REFERENCE_WORK and reference["scale"] == 0.005
+    # The same work every time: same result.
+    assert harness.reference_work(0.005) == harness.reference_work(0.005)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("0", False), ("", False)])
+def test_quick_mode_is_read_from_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("BENCH_QUICK", value)
+    assert harness.quick() is expected
+
+
+def _area(figures, goals=None, error=None):
+    def measure(workdir):
+        assert workdir.is_dir()
+        if error is not None:
+            raise error
+        return figures
+
+    return SimpleNamespace(run=measure, GOALS=goals or {})
+
+
+def test_a_missed_goal_is_reported_not_fatal(tmp_path, capsys):
+    output = tmp_path / "latest.json"
+    slow = _area({"a.ratio": harness.summary([0.5, 0.6, 0.7])}, {"a.ratio": (">=", 0.9)})
+    assert run.run_areas({"a": slow}, output, reference_scale=0.01) == 0
+    results = json.loads(output.read_text())
+    assert results["goals"]["a.ratio"]["met"] is False
+    assert results["figures"]["a.ratio"]["repeats"] == [0.5, 0.6, 0.7]
+    assert "a.bench_seconds" in results["figures"]
+    assert set(results["machine"]) >= {"cpu_model", "cores", "memory_gib", "load_average"}
+    assert len(results["reference"]["cpu_seconds"]["repeats"]) == 5
+    assert results["areas"]["a"]["figures"] == ["a.bench_seconds", "a.ratio"]
+    assert results["areas"]["a"]["reference_cpu_seconds"] > 0
+    assert results["updated"].endswith("Z") and results["failed"] == {}
+    assert "goal a.ratio >= 0.9: 0.6 — MISSED by 33.3%" in capsys.readouterr().out
+
+
+def test_a_failing_area_fails_the_run_and_the_others_are_kept(tmp_path):
+    output = tmp_path / "latest.json"
+    first = {
+        "a": _area({"a.x": 1, "other.y": 2}, {"other.y": (">=", 1)}),
+        "b": _area({"b.x": 1}),
+    }
+    assert run.run_areas(first, output, reference_scale=0.01) == 0
+    # A rerun of a: its figures of the last run go, even those named after another subject.
+    second = {
+        "a": _area({"a.z": 3}),
+        "b": _area({}, error=AssertionError("wrong result: 3 rows, expected 4")),
+    }
+    assert run.run_areas(second, output, reference_scale=0.01) == 1
+    results = json.loads(output.read_text())
+    assert results["failed"] == {"b": "AssertionError: wrong result: 3 rows, expected 4"}
+    assert {k for k in results["figures"] if not k.endswith(".bench_seconds")} == {"a.z", "b.x"}
+    assert results["goals"] == {}
+
+
+class _ClosingHandler(http.server.BaseHTTPRequestHandler):
+    """Answers a POST as HTTP/1.1 (kept alive), then closes, as a server at its idle timeout."""
+
+    protocol_version = "HTTP/1.1"
+    connections: list[tuple[str, int]] = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.connections.append(self.client_address)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_serving_client_reopens_a_connection_the_server_closed():
+    from benchmarks.bench_serving import _Client
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ClosingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = _Client(server.server_address[1], timeout=10)
+        answers = [client.post("/invocations", f"{i}".encode()) for i in range(3)]
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answers == [b"0", b"1", b"2"]
+    assert len(set(_ClosingHandler.connections)) == 3  # one connection per request here
