@@ -47,3 +47,17 @@ def base_params(name: str, env: str | None = None, **overrides: Any) -> dict[str
         **overrides: Keys replaced (nested dicts are merged key by key).
     """
     return _merge(_parameters(env)[name], overrides)
+
+
+def refusal(name: str, **overrides: Any) -> str:
+    """The message with which the ``name`` block, overridden so, is refused by its model.
+
+    Fails the test when the block is accepted.
+    """
+    import pytest  # noqa: PLC0415
+
+    from breast_cancer_pipeline.param_schema import ParameterError, validate_block  # noqa: PLC0415
+
+    with pytest.raises(ParameterError) as info:
+        validate_block(name, base_params(name, **overrides))
+    return str(info.value)

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from breast_cancer_pipeline.pipeline_registry import TRAINING_STAGES
+
 pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -42,15 +44,8 @@ TINY = {
         "champion": {"min_ci_low": 0.0},
     },
 }
-STAGES = [
-    "demo_data",
-    "ingestion",
-    "validation",
-    "augmentation",
-    "backbone_selection",
-    "finetune",
-    "reporting",
-]
+#: Every DVC stage: the demo data, then the stages of a training run.
+STAGES = ["demo_data", *TRAINING_STAGES]
 
 
 @dataclass

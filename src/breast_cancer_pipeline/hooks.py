@@ -94,15 +94,7 @@ class NodeResourceHook:
             node.name,
             *figures.values(),
         )
-        self._log_to_mlflow(figures)
-
-    @staticmethod
-    def _log_to_mlflow(figures: dict[str, Any]) -> None:
-        import mlflow  # noqa: PLC0415  (kedro-mlflow has imported it already)
-
-        if mlflow.active_run() is None:
-            return
-        mlflow.log_metrics(figures)
+        _log_metrics(figures)
 
 
 class ParameterCheckHook:
@@ -124,7 +116,8 @@ class ParameterCheckHook:
         logger.info("Parameters checked: %s", ", ".join(checked) or "none with a schema")
 
 
-def _log_live_metrics(metrics: Any, step: int) -> None:
+def _log_metrics(metrics: Any, step: int = 0) -> None:
+    """Log ``metrics`` at ``step`` to the active MLflow run, if there is one."""
     import mlflow  # noqa: PLC0415  (kedro-mlflow has imported it already)
 
     if mlflow.active_run() is not None:
@@ -181,7 +174,7 @@ class LiveMetricsHook:
     @hook_impl
     def before_pipeline_run(self) -> None:
         """Start listening to the nodes' metrics and trials."""
-        progress.add_listener(_log_live_metrics)
+        progress.add_listener(_log_metrics)
         progress.add_trial_listener(_log_trial)
 
     @hook_impl
@@ -196,7 +189,7 @@ class LiveMetricsHook:
 
     @staticmethod
     def _stop() -> None:
-        progress.remove_listener(_log_live_metrics)
+        progress.remove_listener(_log_metrics)
         progress.remove_trial_listener(_log_trial)
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from breast_cancer_pipeline.param_schema import ParameterError, validate_block
-from tests.params import base_params
+from breast_cancer_pipeline.param_schema import validate_block
+from tests.params import base_params, refusal
 
 
 @pytest.mark.parametrize("env", [None, "demo"])
@@ -50,10 +50,9 @@ def test_serving_limits_of_conf_base():
     ],
 )
 def test_bad_values_are_named(overrides, key, message):
-    with pytest.raises(ParameterError) as info:
-        validate_block("inference", base_params("inference", **overrides))
-    assert key in str(info.value)
-    assert message in str(info.value)
+    text = refusal("inference", **overrides)
+    assert key in text
+    assert message in text
 
 
 def test_no_pixel_limit_is_allowed():
