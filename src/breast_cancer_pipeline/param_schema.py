@@ -35,19 +35,18 @@ def schema_for(name: str) -> type[Params] | None:
     """The model of the top-level parameter block ``name``, or ``None`` when it has none.
 
     Args:
-        name: A top-level parameter key, which is also the pipeline's folder name.
+        name: A top-level parameter key: a pipeline's folder name (``pipelines/<name>/``), or
+            a shared subject's package read by several stages (``evaluation/``).
     """
-    try:
-        module = importlib.import_module(f"breast_cancer_pipeline.pipelines.{name}.parameters")
-    except ModuleNotFoundError as exc:
-        if (
-            exc.name
-            and exc.name.endswith(f"{name}.parameters")
-            or exc.name == (f"breast_cancer_pipeline.pipelines.{name}")
-        ):
-            return None
-        raise
-    return getattr(module, "SCHEMA", None)
+    for package in ("breast_cancer_pipeline.pipelines", "breast_cancer_pipeline"):
+        try:
+            module = importlib.import_module(f"{package}.{name}.parameters")
+        except ModuleNotFoundError as exc:
+            if exc.name in (f"{package}.{name}.parameters", f"{package}.{name}"):
+                continue
+            raise
+        return getattr(module, "SCHEMA", None)
+    return None
 
 
 def _format_error(name: str, error: Mapping[str, Any]) -> str:

@@ -1,0 +1,12 @@
+"""What a study's figure rests on, one module per subject, shared by training, reporting and serving.
+
+* :mod:`.folds`: patient-grouped, stratified k-fold assignment (``evaluation.folds``).
+* :mod:`.tta`: test-time augmentation, averaged in probability space (``evaluation.tta``).
+* :mod:`.calibration`: temperature scaling fitted on validation (``evaluation.calibration``).
+* :mod:`.conformal`: split-conformal prediction sets (``inference.serving.conformal``).
+* :mod:`.ood`: the out-of-distribution score shipped with the served model
+  (``inference.serving.ood``).
+
+The parameters of the ``evaluation`` block are checked by :mod:`.parameters`; defaults live in
+``conf/base/parameters_evaluation.yml``. Nothing here imports TensorFlow at module level.
+"""

@@ -1,0 +1,40 @@
+"""The ``evaluation`` parameters (defaults: ``conf/base/parameters_evaluation.yml``).
+
+A block read by several stages (finetune, reporting, and the served model through reporting),
+so it lives beside the evaluation modules rather than in one pipeline's folder.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import PositiveInt, model_validator
+
+from breast_cancer_pipeline.param_schema import Params
+
+
+class EvaluationParams(Params):
+    """How the model's figure is estimated, and what the served model applies to its outputs."""
+
+    #: Patient-grouped, stratified folds of the non-test images; 1 keeps the single split.
+    folds: PositiveInt
+    #: Serve (and report on the test split) the average of the fold models; needs folds >= 2.
+    ensemble: bool
+    #: Test-time augmentation averaged in probability space.
+    tta: Literal["off", "flips", "flips_shifts"]
+    #: Augmented views averaged per image (the original included) when ``tta`` is not off.
+    tta_passes: PositiveInt
+    #: Recalibration of the probabilities, fitted on the validation predictions.
+    calibration: Literal["temperature", "none"]
+
+    @model_validator(mode="after")
+    def _ensemble_needs_folds(self) -> EvaluationParams:
+        if self.ensemble and self.folds < 2:
+            raise ValueError(
+                f"ensemble: true averages the fold models, but folds = {self.folds}: "
+                "set evaluation.folds to 2 or more, or ensemble to false"
+            )
+        return self
+
+
+SCHEMA = EvaluationParams
