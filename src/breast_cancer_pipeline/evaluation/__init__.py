@@ -1,4 +1,4 @@
-"""What a study's figure rests on, one module per subject, shared by training, reporting and serving.
+"""What a study's figure rests on: one module per subject, shared by training and serving.
 
 * :mod:`.folds`: patient-grouped, stratified k-fold assignment (``evaluation.folds``).
 * :mod:`.tta`: test-time augmentation, averaged in probability space (``evaluation.tta``).
