@@ -7,7 +7,7 @@ UV_VERSION := 0.13.8
 # model's requirements) find the project's tools.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test lint format bench viz mlflow-ui clean help
+.PHONY: install demo serve test lint format bench viz mlflow-ui clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,14 @@ demo: install  ## Generate the synthetic demo data if absent, then run the whole
 	@if [ -z "$$(find data/01_raw/demo -type f 2>/dev/null | head -n 1)" ]; then \
 		$(BIN)/kedro run --env=demo --pipelines=demo_data; fi
 	$(BIN)/kedro run --env=demo
+
+# `make serve`: the registered champion (MODEL_URI=models:/breast-cancer-classifier/3 for
+# another) on http://127.0.0.1:$(PORT)/: MLflow's /invocations and a page to try the model.
+# HOST=0.0.0.0 listens beyond this machine. Kedro's per-request INFO lines are kept quiet.
+PORT ?= 5001
+serve: install  ## The champion model: a page and /invocations on port PORT (default 5001)
+	PORT=$(PORT) KEDRO_LOGGING_CONFIG=$${KEDRO_LOGGING_CONFIG:-conf/logging_serving.yml} \
+		$(BIN)/python -m breast_cancer_pipeline.server
 
 test: install  ## Lint, then the test suite (about 5 minutes on 2 cores)
 	$(BIN)/ruff check .

@@ -185,7 +185,11 @@ def test_the_served_model_carries_its_signature_and_input_example(tmp_path):
     serving = PickleDataset(filepath=str(tmp_path / "serving.pkl"))
     serving.save(FakeServing())
     catalog = DataCatalog(
-        {"serving_model": serving, "params:inference": MemoryDataset(base_params("inference"))}
+        {
+            "serving_model": serving,
+            "params:inference": MemoryDataset(base_params("inference")),
+            "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
+        }
     )
     model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)
     with mlflow.start_run():

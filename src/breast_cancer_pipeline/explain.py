@@ -6,15 +6,28 @@ layer inside the backbone (finer, e.g. ``block3_relu`` of the small CNN). The cl
 replayed layer by layer in inference mode (augmentation and dropout off) inside a gradient
 tape, so no second model has to be saved or kept in sync.
 
+:func:`overlay` colours a map (matplotlib's "jet" colours, computed here so that serving does
+not need matplotlib) and blends it over its image; the report's Grad-CAM figure and the served
+model's ``gradcam_png`` (:func:`gradcam_pngs`, a request row with ``explain`` true) both draw
+with it.
+
 Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
 Localization", ICCV 2017.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
+
+#: matplotlib's "jet" colour map as ``(position, value)`` knots per channel (its ``_jet_data``).
+_JET = (
+    ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+    ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
+    ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+)
 
 
 def grad_cam(
@@ -63,6 +76,63 @@ def grad_cam(
     cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0].numpy()
     peak = cam.reshape(n, -1).max(axis=1).reshape(n, 1, 1)
     return np.where(peak > 0, cam / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float) -> np.ndarray:
+    """A heat map in "jet" colours blended over its (grey or colour) image.
+
+    Args:
+        image: ``uint8`` ``(H, W, 1)`` or ``(H, W, 3)``, as the model takes it.
+        cam: ``(H, W)`` map in [0, 1] (:func:`grad_cam`).
+        alpha: Opacity of the heat map (``reporting.gradcam.alpha``).
+
+    Returns:
+        ``uint8`` RGB ``(H, W, 3)``: ``(1 - alpha) * image + alpha * colours``.
+
+    Raises:
+        ValueError: ``image`` and ``cam`` differ in size.
+    """
+    if image.shape[:2] != cam.shape:
+        raise ValueError(f"a {cam.shape} map does not fit an image of {image.shape[:2]}")
+    level = np.clip(np.nan_to_num(cam, nan=0.0), 0.0, 1.0)
+    colours = np.stack(
+        [np.interp(level, [k[0] for k in knots], [k[1] for k in knots]) for knots in _JET], axis=-1
+    )
+    base = np.broadcast_to(image, colours.shape)  # grey: one channel for all three
+    blended = (1.0 - alpha) * base.astype(np.float64) + alpha * 255.0 * colours
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def overlay_png(image: np.ndarray, cam: np.ndarray, alpha: float) -> bytes:
+    """:func:`overlay` as PNG file bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(overlay(image, cam, alpha), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def gradcam_pngs(
+    model: Any,
+    images: np.ndarray,
+    class_indices: np.ndarray | list[int],
+    settings: dict[str, Any],
+) -> list[bytes]:
+    """The Grad-CAM overlay of each image, for its class, as PNG bytes (what serving returns).
+
+    Args:
+        model: The classifier (see :func:`grad_cam`).
+        images: ``uint8`` batch ``(N, H, W, C)`` as the model takes it.
+        class_indices: The class explained for each image.
+        settings: ``reporting.gradcam`` (``layer``, ``alpha``), as the report uses them.
+
+    Returns:
+        One PNG per image, at the model's input size.
+    """
+    if len(images) == 0:
+        return []
+    heat = grad_cam(model, images, class_indices, layer=settings["layer"])
+    return [overlay_png(im, h, settings["alpha"]) for im, h in zip(images, heat, strict=True)]
 
 
 def _feature_model(model: Any, layer: str | None) -> tuple[Any, Any]:

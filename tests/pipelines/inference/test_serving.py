@@ -233,6 +233,7 @@ def _log_and_register(tmp_path: Path) -> None:
         {
             "serving_model": ServingModelDataset(str(tmp_path / "serving_model")),
             "params:inference": MemoryDataset(base_params("inference", batch_size=8)),
+            "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
         }
     )
     model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)

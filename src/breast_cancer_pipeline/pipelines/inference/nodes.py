@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 #: The request column holding the image (base64 text in a request, a file loader in a batch).
 IMAGE_COLUMN = "image"
+#: The optional request column asking for a row's Grad-CAM overlay (true/false per row).
+EXPLAIN_COLUMN = "explain"
+#: The response column holding that overlay (base64 PNG), present when the request has ``explain``.
+GRADCAM_COLUMN = "gradcam_png"
 
 
 def collect_images(images: Mapping[str, Callable[[], bytes]]) -> pd.DataFrame:
@@ -46,27 +50,35 @@ def collect_images(images: Mapping[str, Callable[[], bytes]]) -> pd.DataFrame:
     return pd.DataFrame({"path": paths, IMAGE_COLUMN: [images[p] for p in paths]})
 
 
-def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -> pd.DataFrame:
+def predict_requests(
+    requests: pd.DataFrame, serving_model: Any, params: dict, gradcam: dict | None = None
+) -> pd.DataFrame:
     """Score every row of ``requests``; a row whose image cannot be decoded gets an error.
 
     Args:
         requests: A column ``image`` (base64 text of the file, raw bytes, or a function that
-            returns the bytes) and optionally ``path`` or ``id``, copied to the output.
+            returns the bytes), optionally ``path`` or ``id``, copied to the output, and
+            ``explain`` (true/false per row): a true row gets ``gradcam_png``.
         serving_model: The packaged :class:`~breast_cancer_pipeline.serving.ServingModel`.
         params: The ``inference`` parameters (``batch_size``, ``max_pixels``,
             ``window_percentiles``, ``serving``).
+        gradcam: The ``reporting.gradcam`` parameters (``layer``, ``alpha``): the served
+            overlay is the report's. Needed only when a row asks for ``explain``.
 
     Returns:
         One row per request row, in order: the identifier column if given, ``label`` (the most
         probable class), one ``p_<class>`` column per class, ``threshold``,
         ``thresholded_label`` (the positive class when its probability reaches the threshold
         chosen on the validation split, else the most probable other class) and ``error``
-        (empty when the row was scored). Probabilities of failed rows are empty.
+        (empty when the row was scored). Probabilities of failed rows are empty. With an
+        ``explain`` column: ``gradcam_png``, the base64 PNG of the row's Grad-CAM overlay for
+        its ``thresholded_label`` (:func:`breast_cancer_pipeline.explain.gradcam_pngs`), empty
+        where ``explain`` is false or the row failed.
 
     Raises:
-        ValueError: The request has no ``image`` column (HTTP 400 when served) or holds more
-            images or bytes than ``inference.serving`` allows (HTTP 413): a
-            :func:`~breast_cancer_pipeline.serving.request_error`.
+        ValueError: The request has no ``image`` column or a bad ``explain`` value (HTTP 400
+            when served) or holds more images or bytes than ``inference.serving`` allows
+            (HTTP 413): a :func:`~breast_cancer_pipeline.serving.request_error`.
     """
     requests = _request_frame(requests)
     limits = params["serving"]
@@ -76,6 +88,8 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
     cells = requests[IMAGE_COLUMN].tolist()
     check_request(cells, limits)
     names = [ids[i] if ids else f"row {i}" for i in range(len(cells))]
+    explain = _explain_flags(requests, names, gradcam)
+    kept: dict[int, np.ndarray] = {}  # decoded pixels of the rows to explain
     proba = np.full((len(cells), len(config["class_names"])), np.nan, dtype=np.float64)
     errors = [""] * len(cells)
     slots = decode_slots(limits["max_concurrent_decodes"])
@@ -101,9 +115,12 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
 
     for rows, pixels in _decoded_batches(len(cells), params["batch_size"], decode):
         proba[rows] = serving_model.predict_proba(np.stack(pixels))
+        kept.update((i, x) for i, x in zip(rows, pixels, strict=True) if explain and explain[i])
     frame = _prediction_frame(
         proba, errors, config["class_names"], config["positive_class"], config["threshold"]
     )
+    if explain is not None:
+        frame[GRADCAM_COLUMN] = _gradcam_column(serving_model, kept, frame, gradcam)
     if id_column:
         frame.insert(0, id_column, ids)
     # Missing values as None, not NaN: the served JSON then says null (NaN is not JSON).
@@ -128,6 +145,58 @@ def _request_frame(requests: Any) -> pd.DataFrame:
             f'image file>"], ...]}}}}, optionally with an "id" column'
         )
     return requests
+
+
+def _explain_flags(requests: pd.DataFrame, names: list[str], gradcam: dict | None) -> list | None:
+    """Whether each row asks for Grad-CAM (None: the request has no ``explain`` column).
+
+    Raises:
+        ValueError: A value is not true/false (or 1/0, "true"/"false"; empty is false), or
+            rows ask for it from a model served without ``reporting.gradcam``: a
+            :func:`~breast_cancer_pipeline.serving.request_error`.
+    """
+    if EXPLAIN_COLUMN not in requests.columns:
+        return None
+    flags = [_flag(value) for value in requests[EXPLAIN_COLUMN].tolist()]
+    for name, flag, value in zip(names, flags, requests[EXPLAIN_COLUMN].tolist(), strict=True):
+        if flag is None:
+            raise request_error(
+                f"{EXPLAIN_COLUMN!r} of {name} is {str(value)[:40]!r}: send true or false"
+            )
+    if any(flags) and gradcam is None:
+        raise request_error(f"this model was served without Grad-CAM: drop {EXPLAIN_COLUMN!r}")
+    return flags
+
+
+def _flag(value: Any) -> bool | None:
+    """A request's true/false (1/0, "true"/"false"; empty is false), None for anything else."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return False
+    if isinstance(value, bool | np.bool_ | int | np.integer | float) and value in (0, 1):
+        return bool(value)
+    return {"true": True, "1": True, "false": False, "0": False, "": False}.get(
+        str(value).strip().lower()
+    )
+
+
+def _gradcam_column(
+    serving_model: Any, kept: dict[int, np.ndarray], frame: pd.DataFrame, gradcam: dict | None
+) -> list[str | None]:
+    """Base64 PNG overlays for the kept rows that were scored, for their thresholded label."""
+    import base64
+
+    from breast_cancer_pipeline.explain import gradcam_pngs
+
+    column: list[str | None] = [None] * len(frame)
+    rows = [i for i in sorted(kept) if frame.at[i, "thresholded_label"] is not None]
+    names = serving_model.class_names
+    classes = [names.index(frame.at[i, "thresholded_label"]) for i in rows]
+    images = np.stack([kept[i] for i in rows]) if rows else np.empty((0,))
+    for i, png in zip(
+        rows, gradcam_pngs(serving_model.model, images, classes, gradcam), strict=True
+    ):
+        column[i] = base64.b64encode(png).decode("ascii")
+    return column
 
 
 def _decoded_batches(

@@ -12,7 +12,7 @@ from typing import Any
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import IMAGE_COLUMN, collect_images, predict_requests
+from .nodes import EXPLAIN_COLUMN, IMAGE_COLUMN, collect_images, predict_requests
 
 #: The dataset a request is fed into when the pipeline is served by MLflow.
 SERVING_INPUT = "inference_requests"
@@ -24,7 +24,12 @@ def create_serving_pipeline() -> Pipeline:
         [
             Node(
                 func=predict_requests,
-                inputs=[SERVING_INPUT, "serving_model", "params:inference"],
+                inputs=[
+                    SERVING_INPUT,
+                    "serving_model",
+                    "params:inference",
+                    "params:reporting.gradcam",
+                ],
                 outputs="predictions",
                 name="predict_requests",
             )
@@ -63,17 +68,20 @@ def serving_signature() -> Any:
     """The served model's MLflow signature: the request columns.
 
     ``image`` (base64 text of an image file) is required, ``id`` and ``path`` (any type) are
-    optional and echoed back. MLflow checks a request against it before the model runs (about
-    0.2 ms): a request without ``image`` is an HTTP 400 naming the missing and the extra
-    columns; undeclared columns are dropped. The output (``label``, ``p_<class>``...) depends
-    on the trained classes and is described in docs/serving.md.
+    optional and echoed back, ``explain`` (true/false per row, optional) asks for the row's
+    Grad-CAM overlay (``gradcam_png``; any type here, so that the node refuses a value such
+    as "yes" instead of MLflow reading every non-empty text as true). MLflow checks a request
+    against it before the model runs (about 0.2 ms): a request without ``image`` is an HTTP
+    400 naming the missing and the extra columns; undeclared columns are dropped. The output
+    (``label``, ``p_<class>``...) depends on the trained classes and is described in
+    docs/serving.md.
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
     columns = [ColSpec("string", IMAGE_COLUMN)]
-    columns += [ColSpec(AnyType(), name, required=False) for name in ID_COLUMNS]
+    columns += [ColSpec(AnyType(), name, required=False) for name in (*ID_COLUMNS, EXPLAIN_COLUMN)]
     return ModelSignature(inputs=Schema(columns))
 
 

@@ -214,9 +214,10 @@ def plot_gradcam(
     """Grad-CAM overlays for the most confidently correct test images of each class.
 
     Each row is a class; each image shows where the backbone's features raise that class's
-    score (:func:`breast_cancer_pipeline.explain.grad_cam`).
+    score (:func:`breast_cancer_pipeline.explain.grad_cam`), drawn by
+    :func:`breast_cancer_pipeline.explain.overlay` as the served ``gradcam_png`` is.
     """
-    from breast_cancer_pipeline.explain import grad_cam
+    from breast_cancer_pipeline.explain import grad_cam, overlay
 
     plt = pyplot()
     settings = params["gradcam"]
@@ -239,8 +240,7 @@ def plot_gradcam(
         images = np.stack([lookup[str(p)] for p in rows["path"]])
         heat = grad_cam(classifier, images, k, layer=settings["layer"])
         for ax, image, cam, p in zip(axes[k], images, heat, rows[f"p_{name}"], strict=False):
-            _show(ax, image)
-            ax.imshow(cam, cmap="jet", alpha=settings["alpha"], vmin=0, vmax=1)
+            ax.imshow(overlay(image, cam, settings["alpha"]))
             ax.set_title(f"{name} (p={p:.2f})", fontsize=9)
     fig.suptitle("Grad-CAM: regions that raise the true class's score (test)")
     return figure_png(fig, params["figure_dpi"])
