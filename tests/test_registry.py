@@ -204,6 +204,7 @@ def test_the_served_model_carries_its_signature_and_input_example(tmp_path):
     inputs = {c["name"]: c for c in info.signature.inputs.to_dict()}
     assert inputs["image"]["type"] == "string" and inputs["image"]["required"] is True
     assert not inputs["id"]["required"] and not inputs["path"]["required"]
+    assert not inputs["explain"]["required"]  # Grad-CAM on request
     example = mlflow.models.Model.load(uri).load_input_example(
         mlflow.artifacts.download_artifacts(uri)
     )

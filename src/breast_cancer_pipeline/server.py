@@ -157,7 +157,7 @@ def _registered_version(model_uri: str) -> Any | None:
             return max(versions, key=lambda v: int(v.version))
         return client.get_model_version(name, number)
     except MlflowException:
-        known = ", ".join(sorted((v.version for v in versions), key=int))
+        known = ", ".join(sorted((str(v.version) for v in versions), key=int))
         what = f"alias @{alias}" if alias else f"version {number}"
         hint = (
             " (the champion gate refused every version: see their champion.reason tags)"

@@ -76,7 +76,8 @@ function show(row) {
   setText("decision", row.thresholded_label ?? NOT_AVAILABLE);
   setText(
     "decision-rule",
-    `(${config.positive} when p(${config.positive}) ≥ ${Number(row.threshold).toFixed(4)})`,
+    `at the operating threshold: ${config.positive} when p(${config.positive}) ≥ ` +
+      `${Number(row.threshold).toFixed(4)}, else the most probable other class`,
   );
   setText("prediction-set", predictionSet(row));
   setText("ood", outOfDistribution(row));

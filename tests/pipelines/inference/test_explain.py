@@ -50,7 +50,7 @@ def test_explained_rows_carry_the_reports_overlay(serving):
 
 
 def test_without_explain_there_is_no_column_and_no_grad_cam(serving, monkeypatch):
-    import breast_cancer_pipeline.explain as explain
+    from breast_cancer_pipeline import explain
 
     def refuse(*args, **kwargs):
         raise AssertionError("Grad-CAM computed although no row asked for it")

@@ -1,0 +1,293 @@
+"""The model server of `make serve`: MLflow's /invocations and the page, one process.
+
+The slow tests serve a tiny model logged and registered as a training run does (in a
+throw-away store), start ``python -m breast_cancer_pipeline.server`` on a free port once for
+the module, and drive the page in a real headless Chromium (Debian's ``chromium``, which
+``.ci/run`` installs when absent; the test skips, saying so, when there is none).
+"""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from breast_cancer_pipeline.pipelines.inference.pipeline import REGISTERED_MODEL_NAME
+from tests.pipelines.inference._files import pillow_file
+from tests.pipelines.inference.test_serving import CONFIG, _free_port, _log_and_register, _post
+
+PROJECT = Path(__file__).resolve().parents[1]
+LIMITS = [
+    "Research use only: <not> a *medical* device | see `notes`.",
+    "The figures hold for images like the test split.",
+]
+
+
+def _model_card() -> str:
+    from breast_cancer_pipeline.templating import markdown_text
+
+    items = "\n".join(f"- {markdown_text(line)}" for line in LIMITS)
+    return (
+        f"# Model card: x\n\n## Model\n\n- a\n\n## Intended use and limits\n\n{items}\n\n## Data\n"
+    )
+
+
+def test_intended_use_is_the_first_limit_of_the_model_card_as_plain_text():
+    from breast_cancer_pipeline.server import intended_use
+
+    card = _model_card()
+    assert "\\*medical\\*" in card and "&lt;not&gt;" in card  # escaped for Markdown
+    assert intended_use(card) == LIMITS[0]
+    assert intended_use("# Model card\n\n## Data\n\n- a\n") is None
+
+
+def test_no_model_or_no_champion_says_what_to_run(mlflow_store, tmp_path):
+    import mlflow
+
+    from breast_cancer_pipeline.server import DEFAULT_MODEL_URI, ModelNotFoundError, load_model
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "breast_cancer_pipeline.server"],
+        env={**env, "PORT": str(_free_port())},
+        cwd=tmp_path,  # the default registry, sqlite:///mlflow.db, is this empty folder's
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"make serve: no model {REGISTERED_MODEL_NAME!r} is registered in sqlite:///mlflow.db: "
+        "run `make demo` (it trains on synthetic images and registers one), or point "
+        "MLFLOW_TRACKING_URI at your registry or MODEL_URI at a model"
+    )
+
+    client = mlflow.MlflowClient()
+    client.create_registered_model(REGISTERED_MODEL_NAME)
+    client.create_model_version(REGISTERED_MODEL_NAME, source=str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match=r"no alias @champion \(the champion gate") as info:
+        load_model(DEFAULT_MODEL_URI)
+    assert (
+        f"versions are 1: serve one with MODEL_URI=models:/{REGISTERED_MODEL_NAME}/<version>"
+        in (str(info.value))
+    )
+
+
+@dataclass
+class _Server:
+    base: str
+    model_uri: str
+    process: subprocess.Popen
+
+
+@pytest.fixture(scope="module")
+def page_server(tmp_path_factory):
+    """The tiny model registered as ``@champion`` with a model card, served by server.py."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("page_server")
+    port = _free_port()
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+            patch.delenv(key)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        _log_and_register(root)
+        client = mlflow.MlflowClient()
+        run_id = client.get_model_version(REGISTERED_MODEL_NAME, "1").run_id
+        client.log_text(run_id, _model_card(), "model_card.md")
+        client.set_model_version_tag(
+            REGISTERED_MODEL_NAME, "1", "model_card", f"runs:/{run_id}/model_card.md"
+        )
+        client.set_registered_model_alias(REGISTERED_MODEL_NAME, "champion", "1")
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "KEDRO_LOGGING_CONFIG": str(PROJECT / "conf" / "logging_serving.yml"),
+        }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "breast_cancer_pipeline.server"],
+        env=env,
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not start:\n{process.stdout.read().decode()[-3000:]}")
+            time.sleep(1)
+        yield _Server(base, f"sqlite:///{root / 'mlflow.db'}", process)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _pyfunc_answer(tracking_uri: str, image: str, name: str) -> pd.Series:
+    """What the registered pyfunc answers in this process for one image."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL_NAME}@champion")
+    return model.predict(pd.DataFrame({"image": [image], "id": [name]})).iloc[0]
+
+
+def _test_png(path: Path) -> Path:
+    """A 48-px grey gradient with a bright square: something for the model to look at."""
+    x = np.tile(np.linspace(20, 160, 48, dtype=np.uint8), (48, 1))
+    x[10:22, 26:38] = 250
+    path.write_bytes(pillow_file(x, "PNG"))
+    return path
+
+
+def _raw_request(base: str, head: str) -> tuple[int, dict]:
+    """Send the request line and headers only (no body); the status and JSON answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(head.encode())
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    header, _, body = data.partition(b"\r\n\r\n")
+    return int(header.split()[1]), json.loads(body)
+
+
+@pytest.mark.slow
+def test_one_server_answers_invocations_the_model_and_the_page(page_server, tmp_path):
+    base = page_server.base
+    with urllib.request.urlopen(f"{base}/", timeout=30) as response:
+        policy = response.headers["Content-Security-Policy"]
+        page = response.read().decode()
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    assert '<dd id="model-version">1</dd>' in page and '<dd id="model-alias">champion</dd>' in page
+    # The intended-use line, autoescaped in the page.
+    assert "Research use only: &lt;not&gt; a *medical* device | see `notes`." in page
+    assert "http://" not in page.replace(base, "") and "https://" not in page  # nothing external
+    with urllib.request.urlopen(f"{base}/static/page.js", timeout=30) as response:
+        script = response.read().decode()
+    assert "innerHTML" not in script and 'fetch("invocations"' in script
+    with urllib.request.urlopen(f"{base}/model", timeout=30) as response:
+        info = json.loads(response.read())
+    assert (info["name"], info["version"], info["alias"]) == (
+        REGISTERED_MODEL_NAME,
+        "1",
+        "champion",
+    )
+    assert info["intended_use"] == LIMITS[0] and info["threshold"] == CONFIG["threshold"]
+
+    image = base64.b64encode(_test_png(tmp_path / "case.png").read_bytes()).decode()
+    request = {
+        "columns": ["image", "id", "explain"],
+        "data": [[image, "a", True], [image, "b", False]],
+    }
+    status, body = _post(f"{base}/invocations", json.dumps({"dataframe_split": request}).encode())
+    assert status == 200, body
+    explained, plain = body["predictions"]
+    expected = _pyfunc_answer(page_server.model_uri, image, "a")
+    for name in CONFIG["class_names"]:
+        assert explained[f"p_{name}"] == pytest.approx(expected[f"p_{name}"], abs=1e-5)
+    assert explained["thresholded_label"] == expected["thresholded_label"]
+    assert base64.b64decode(explained["gradcam_png"]).startswith(b"\x89PNG")
+    assert plain["gradcam_png"] is None
+    # MLflow's answers to a bad request, and the body limit before any byte is read.
+    status, body = _post(f"{base}/invocations", b"{not json")
+    assert 400 <= status < 500, body
+    status, body = _raw_request(
+        base,
+        "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 999999999999\r\nConnection: close\r\n\r\n",
+    )
+    assert status == 413 and "inference.serving.max_request_bytes" in body["message"], body
+    assert page_server.process.poll() is None
+
+
+def _browser():
+    """Debian's Chromium through Playwright, or a skip that says what is missing."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip(
+            "no Chromium on PATH: install Debian's package (apt-get update && apt-get install "
+            "-y chromium), as .ci/run does"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is a dev dependency: run `make install`"
+    )
+    return sync_api, executable
+
+
+@pytest.mark.slow
+def test_a_file_dropped_on_the_page_shows_what_the_model_answers(page_server, tmp_path):
+    sync_api, executable = _browser()
+    png = _test_png(tmp_path / "case 1.png")
+    expected = _pyfunc_answer(
+        page_server.model_uri, base64.b64encode(png.read_bytes()).decode(), png.name
+    )
+    requested = []
+    with sync_api.sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(f"{page_server.base}/")
+            page.set_input_files("#file", str(png))
+            page.wait_for_selector("body[data-scored='1']", timeout=120_000)
+            rows = page.locator("#probabilities tbody tr")
+            shown = {
+                rows.nth(i).locator("th").inner_text(): rows.nth(i).locator("td.value").inner_text()
+                for i in range(rows.count())
+            }
+            texts = {
+                key: page.locator(f"#{key}").inner_text()
+                for key in (
+                    "label",
+                    "decision",
+                    "prediction-set",
+                    "ood",
+                    "file-name",
+                    "model-alias",
+                )
+            }
+            gradcam_width = page.locator("#gradcam").evaluate("img => img.naturalWidth")
+            error_hidden = page.locator("#error").is_hidden()
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert error_hidden
+    assert list(shown) == CONFIG["class_names"]
+    for name, text in shown.items():
+        assert float(text) == pytest.approx(expected[f"p_{name}"], abs=1.01e-4), name
+    assert texts["label"] == expected["label"]
+    assert texts["decision"] == expected["thresholded_label"]
+    assert texts["file-name"] == png.name and texts["model-alias"] == "champion"
+    for key, column in (("prediction-set", "prediction_set"), ("ood", "in_distribution")):
+        assert (texts[key] == "not available") == (column not in expected.index), key
+    assert gradcam_width == CONFIG["image_size"]  # the overlay of the image the model saw
+    assert all(url.startswith(page_server.base) or url.startswith("data:") for url in requested)
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+    print(f"screenshot: {tmp_path / 'page.png'}")
