@@ -136,6 +136,7 @@ def _register(workdir: Path) -> None:
         {
             "serving_model": ServingModelDataset(str(workdir / "serving_model")),
             "params:inference": MemoryDataset(INFERENCE),
+            "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
         }
     )
     model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)
