@@ -109,14 +109,14 @@ def load_model(model_uri: str) -> tuple[Any, ModelInfo]:
         raise ModelNotFoundError(f"cannot load the model {model_uri!r}: {exc}") from None
     config = served_part(model, "serving_model").config
     run_id = version.run_id if version else model.metadata.run_id
-    aliases = sorted(version.aliases) if version else []
-    match = _MODEL_URI.match(model_uri)
+    alias = None
+    if version is not None:  # the alias asked for, or those of the version asked for
+        alias = _MODEL_URI.match(model_uri).group("alias") or ", ".join(sorted(version.aliases))
     info = ModelInfo(
         uri=model_uri,
         name=version.name if version else None,
         version=str(version.version) if version else None,
-        alias=(match.group("alias") if match and match.group("alias") else None)
-        or (", ".join(aliases) or None),
+        alias=alias or None,
         run_id=run_id,
         intended_use=_intended_use(version, run_id) or _NOT_AVAILABLE,
         positive_class=config["positive_class"],
