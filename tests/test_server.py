@@ -1,19 +1,17 @@
 """The model server of `make serve`: MLflow's /invocations and the page, one process.
 
 The slow tests serve a tiny model logged and registered as a training run does (in a
-throw-away store), start ``python -m breast_cancer_pipeline.server`` on a free port once for
-the module, and drive the page in a real headless Chromium (Debian's ``chromium``, which
-``.ci/run`` installs when absent; the test skips, saying so, when there is none).
+throw-away store) on a free port once for the module, and drive the page in a real headless
+Chromium (Debian's ``chromium``, which ``.ci/run`` installs when absent; the test skips,
+saying so, when there is none).
 """
 
 import base64
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -24,10 +22,10 @@ import pandas as pd
 import pytest
 
 from breast_cancer_pipeline.pipelines.inference.pipeline import REGISTERED_MODEL_NAME
+from breast_cancer_pipeline.server import DEFAULT_MODEL_URI
 from tests.pipelines.inference._files import pillow_file
 from tests.pipelines.inference.test_serving import CONFIG, _free_port, _log_and_register, _post
 
-PROJECT = Path(__file__).resolve().parents[1]
 LIMITS = [
     "Research use only: <not> a *medical* device | see `notes`.",
     "The figures hold for images like the test split.",
@@ -52,23 +50,17 @@ def test_intended_use_is_the_first_limit_of_the_model_card_as_plain_text():
     assert intended_use("# Model card\n\n## Data\n\n- a\n") is None
 
 
-def test_no_model_or_no_champion_says_what_to_run(mlflow_store, tmp_path):
+def test_no_model_or_no_champion_says_what_to_run(mlflow_store, tmp_path, monkeypatch):
     import mlflow
 
-    from breast_cancer_pipeline.server import DEFAULT_MODEL_URI, ModelNotFoundError, load_model
+    from breast_cancer_pipeline.server import ModelNotFoundError, load_model, main
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "breast_cancer_pipeline.server"],
-        env={**env, "PORT": str(_free_port())},
-        cwd=tmp_path,  # the default registry, sqlite:///mlflow.db, is this empty folder's
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == (
+    # `make serve` with the default registry, sqlite:///mlflow.db: this empty folder's.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == (
         f"make serve: no model {REGISTERED_MODEL_NAME!r} is registered in sqlite:///mlflow.db: "
         "run `make demo` (it trains on synthetic images and registers one), or point "
         "MLFLOW_TRACKING_URI at your registry or MODEL_URI at a model"
@@ -89,20 +81,27 @@ def test_no_model_or_no_champion_says_what_to_run(mlflow_store, tmp_path):
 class _Server:
     base: str
     model_uri: str
-    process: subprocess.Popen
+    thread: threading.Thread
 
 
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
-    """The tiny model registered as ``@champion`` with a model card, served by server.py."""
+    """The tiny model registered as ``@champion`` with a model card, served by server.py.
+
+    What ``make serve`` runs (``load_model``, ``create_app``, uvicorn on a free port), in a
+    thread of this process: TensorFlow is imported once for the module.
+    """
     import mlflow
+    import uvicorn
+
+    from breast_cancer_pipeline.server import create_app, load_model
 
     root = tmp_path_factory.mktemp("page_server")
-    port = _free_port()
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
             patch.delenv(key)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
         _log_and_register(root)
         client = mlflow.MlflowClient()
         run_id = client.get_model_version(REGISTERED_MODEL_NAME, "1").run_id
@@ -111,40 +110,26 @@ def page_server(tmp_path_factory):
             REGISTERED_MODEL_NAME, "1", "model_card", f"runs:/{run_id}/model_card.md"
         )
         client.set_registered_model_alias(REGISTERED_MODEL_NAME, "champion", "1")
-        env = {
-            **os.environ,
-            "PORT": str(port),
-            "KEDRO_LOGGING_CONFIG": str(PROJECT / "conf" / "logging_serving.yml"),
-        }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "breast_cancer_pipeline.server"],
-        env=env,
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start:\n{process.stdout.read().decode()[-3000:]}")
-            time.sleep(1)
-        yield _Server(base, f"sqlite:///{root / 'mlflow.db'}", process)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        app = create_app(*load_model(DEFAULT_MODEL_URI))
+        port = _free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            deadline = time.monotonic() + 60
+            while not server.started:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    pytest.fail("the server did not start")
+                time.sleep(0.1)
+            yield _Server(base, uri, thread)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+            # MLflow's scoring app marks the process as a server: not for the next tests.
+            patch.delenv("MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)
 
 
 def _pyfunc_answer(tracking_uri: str, image: str, name: str) -> pd.Series:
@@ -222,7 +207,7 @@ def test_one_server_answers_invocations_the_model_and_the_page(page_server, tmp_
         "Content-Length: 999999999999\r\nConnection: close\r\n\r\n",
     )
     assert status == 413 and "inference.serving.max_request_bytes" in body["message"], body
-    assert page_server.process.poll() is None
+    assert page_server.thread.is_alive()
 
 
 def _browser():
