@@ -23,7 +23,7 @@ import pytest
 
 from breast_cancer_pipeline.pipelines.inference.pipeline import REGISTERED_MODEL_NAME
 from breast_cancer_pipeline.server import DEFAULT_MODEL_URI
-from tests.pipelines.inference._files import pillow_file
+from tests.pipelines.inference._files import every_format, pillow_file
 from tests.pipelines.inference.test_serving import CONFIG, _free_port, _log_and_register, _post
 
 LIMITS = [
@@ -224,14 +224,50 @@ def _browser():
     return sync_api, executable
 
 
+def _read_result(page) -> dict:
+    """What the page shows for the last file scored."""
+    rows = page.locator("#probabilities tbody tr")
+    shown = {
+        "p": {
+            rows.nth(i).locator("th").inner_text(): rows.nth(i).locator("td.value").inner_text()
+            for i in range(rows.count())
+        },
+        "gradcam_width": page.locator("#gradcam").evaluate("img => img.naturalWidth"),
+        "error": page.locator("#error").inner_text() if page.locator("#error").is_visible() else "",
+    }
+    for key in ("label", "decision", "prediction-set", "ood", "file-name", "model-alias"):
+        shown[key] = page.locator(f"#{key}").inner_text()
+    return shown
+
+
+def _check_shown(shown: dict, expected: pd.Series, name: str) -> None:
+    assert shown["error"] == ""
+    assert list(shown["p"]) == CONFIG["class_names"]
+    for label, text in shown["p"].items():
+        assert float(text) == pytest.approx(expected[f"p_{label}"], abs=1.01e-4), label
+    assert shown["label"] == expected["label"]
+    assert shown["decision"] == expected["thresholded_label"]
+    assert shown["file-name"] == name and shown["model-alias"] == "champion"
+    for key, column in (("prediction-set", "prediction_set"), ("ood", "in_distribution")):
+        assert (shown[key] == "not available") == (column not in expected.index), key
+    assert shown["gradcam_width"] == CONFIG["image_size"]  # the overlay of what the model saw
+
+
 @pytest.mark.slow
 def test_a_file_dropped_on_the_page_shows_what_the_model_answers(page_server, tmp_path):
     sync_api, executable = _browser()
     png = _test_png(tmp_path / "case 1.png")
-    expected = _pyfunc_answer(
-        page_server.model_uri, base64.b64encode(png.read_bytes()).decode(), png.name
-    )
-    requested = []
+    dicom = tmp_path / "case 2.dcm"
+    dicom.write_bytes(every_format(tmp_path)["d.dcm"])
+    junk = tmp_path / "notes.png"
+    junk.write_bytes(b"<b>not an image</b>")
+    expected = {
+        path.name: _pyfunc_answer(
+            page_server.model_uri, base64.b64encode(path.read_bytes()).decode(), path.name
+        )
+        for path in (png, dicom)
+    }
+    requested, shown = [], {}
     with sync_api.sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
@@ -239,40 +275,18 @@ def test_a_file_dropped_on_the_page_shows_what_the_model_answers(page_server, tm
             page = browser.new_page(viewport={"width": 1000, "height": 900})
             page.on("request", lambda r: requested.append(r.url))
             page.goto(f"{page_server.base}/")
-            page.set_input_files("#file", str(png))
-            page.wait_for_selector("body[data-scored='1']", timeout=120_000)
-            rows = page.locator("#probabilities tbody tr")
-            shown = {
-                rows.nth(i).locator("th").inner_text(): rows.nth(i).locator("td.value").inner_text()
-                for i in range(rows.count())
-            }
-            texts = {
-                key: page.locator(f"#{key}").inner_text()
-                for key in (
-                    "label",
-                    "decision",
-                    "prediction-set",
-                    "ood",
-                    "file-name",
-                    "model-alias",
-                )
-            }
-            gradcam_width = page.locator("#gradcam").evaluate("img => img.naturalWidth")
-            error_hidden = page.locator("#error").is_hidden()
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            for n, path in enumerate((png, dicom, junk), start=1):
+                page.set_input_files("#file", str(path))
+                page.wait_for_selector(f"body[data-scored='{n}']", timeout=120_000)
+                shown[path.name] = _read_result(page)
+                if path == png:
+                    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         finally:
             browser.close()
 
-    assert error_hidden
-    assert list(shown) == CONFIG["class_names"]
-    for name, text in shown.items():
-        assert float(text) == pytest.approx(expected[f"p_{name}"], abs=1.01e-4), name
-    assert texts["label"] == expected["label"]
-    assert texts["decision"] == expected["thresholded_label"]
-    assert texts["file-name"] == png.name and texts["model-alias"] == "champion"
-    for key, column in (("prediction-set", "prediction_set"), ("ood", "in_distribution")):
-        assert (texts[key] == "not available") == (column not in expected.index), key
-    assert gradcam_width == CONFIG["image_size"]  # the overlay of the image the model saw
+    for name, answer in expected.items():
+        _check_shown(shown[name], answer, name)
+    assert shown[junk.name]["error"].startswith("cannot decode 'notes.png': not an image")
     assert all(url.startswith(page_server.base) or url.startswith("data:") for url in requested)
     assert (tmp_path / "page.png").stat().st_size > 10_000
     print(f"screenshot: {tmp_path / 'page.png'}")
