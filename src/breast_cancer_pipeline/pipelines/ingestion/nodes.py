@@ -107,8 +107,7 @@ def _index_folder(
     usable = inventory[inventory["problem"] == ""]
     counts = usable["label"].value_counts().sort_index()
     logger.info(
-        "Found %d images (%s layout) in %s: %d classes (%s), %d groups; %d file(s) with a "
-        "problem",
+        "Found %d images (%s layout) in %s: %d classes (%s), %d groups; %d file(s) with a problem",
         len(usable),
         layout,
         setting,
@@ -122,8 +121,10 @@ def _index_folder(
 
 
 def external_rows(inventory: pd.DataFrame) -> pd.DataFrame:
-    """The external site's inventory as rows of the combined one: split ``external``, paths
-    and groups under ``external/`` (a provider split of the external folder is not kept).
+    """The external site's inventory as rows of the combined one.
+
+    Their split is ``external`` (a provider split of the external folder is not kept); their
+    ``source_path`` and ``group`` move under ``external/``.
     """
     rows = inventory.copy()
     rows["source_path"] = EXTERNAL_PREFIX + rows["source_path"].astype(str)

@@ -19,8 +19,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     (an ``ImageStoreDataset``) converts, in parallel, only what changed since the last run,
     and stages the new PNGs. The external test site (``external_raw_images``, from
     ``ingestion.external_dir``; empty when null) is indexed and converted beside the source,
-    under ``external/``, and gets split ``external``. Once the manifest is saved, ``publish_conversion`` saves a commit
-    to ``published_images`` (the same store), which swaps them in and removes superseded ones.
+    under ``external/``, and gets split ``external``. Once the manifest is saved,
+    ``publish_conversion`` saves a commit to ``published_images`` (the same store), which
+    swaps them in and removes superseded ones.
     """
     return Pipeline(
         [
