@@ -531,8 +531,9 @@ def generate_external_site(params: dict[str, Any]) -> dict[str, bytes]:
 
     Same classes and BUSI naming as :func:`generate_demo_dataset`, drawn from their own seeds
     (no image is shared with the first site) with the shifts of ``demo_data.external_site``
-    scaled by the preset's ``site_shift``: another display level (gain), coarser speckle, lower resolution and
-    fainter masses. No label noise: the external labels are the drawn ones.
+    scaled by the preset's ``site_shift``: another display level (gain), coarser speckle,
+    lower resolution and fainter masses. No label noise: the external labels are the drawn
+    ones.
 
     Args:
         params: The ``demo_data`` parameters.

@@ -107,14 +107,14 @@ def _index_folder(
     usable = inventory[inventory["problem"] == ""]
     counts = usable["label"].value_counts().sort_index()
     logger.info(
-        "Found %d images (%s layout) in %s: %d classes (%s), %d groups; %d file(s) with a problem",
+        "Found %d images (%s layout) in %d classes (%s), %d groups; %d file(s) with a problem (%s)",
         len(usable),
         layout,
-        setting,
         len(counts),
         ", ".join(f"{k}: {v}" for k, v in counts.items()),
         usable["group"].nunique(),
         len(inventory) - len(usable),
+        setting,
     )
     splitting.require_classes(usable["label"], f"the images found in {setting}")
     return inventory
