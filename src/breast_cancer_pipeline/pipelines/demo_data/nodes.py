@@ -24,6 +24,12 @@ How an image is drawn (all in numpy, one seeded generator per image):
 3. Correlated multiplicative (Rayleigh) speckle, log compression with a random dynamic range,
    gain and gamma, so that global brightness and contrast vary strongly from image to image.
 
+Difficulty is a named preset (``demo_data.preset`` picks an entry of ``demo_data.presets``):
+lesion size and contrast ranges, a label-noise fraction (an image drawn as one class filed under
+another, pixels unchanged; :func:`label_flip_record` lists them) and the strength of the second
+site's shift. :func:`generate_external_site` draws that second site (another scanner, for the
+external test) from its own seeds.
+
 Each image is written as 8-bit PNG, JPEG or 16-bit TIFF (``I;16``, with a random gain and offset
 so that consumers have to window it). Masks are always binary (0/255) 8-bit PNG. Normal images get
 an all-zero mask, as in BUSI, unless ``normal_masks`` is false.
