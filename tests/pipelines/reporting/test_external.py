@@ -113,13 +113,15 @@ def test_report_shows_internal_and_external_side_by_side_with_intervals():
     assert rows[0] == ("Images", "8", "5")
     name, internal, external = rows[1]
     assert name == "AUROC" and external.startswith("0.833 [") and internal.count("[") == 1
-    html, _ = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS)
+    html, card = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS)
     assert "<h2>External test site</h2>" in html
     assert "<th>internal test</th><th>external site</th>" in html
+    assert "## External test site" in card
+    assert "| Images | 8 | 5 |" in card
     plain = compute_metrics(_predictions(), META, POINT, PARAMS)[0]
     assert comparison_rows(plain) is None
-    html, _ = render_report(plain, POINT, META, _manifest(), _predictions(), PARAMS)
-    assert "External test site" not in html
+    html, card = render_report(plain, POINT, META, _manifest(), _predictions(), PARAMS)
+    assert "External test site" not in html and "External test site" not in card
 
 
 # ------------------------------------------------------------------ isolation from training
