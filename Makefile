@@ -30,7 +30,8 @@ $(STAMP): pyproject.toml uv.lock
 	@touch $@
 
 demo: install  ## Generate the synthetic demo data if absent, then run the whole DAG on it
-	@if [ -z "$$(find data/01_raw/demo -type f 2>/dev/null | head -n 1)" ]; then \
+	@if [ -z "$$(find data/01_raw/demo -type f 2>/dev/null | head -n 1)" ] || \
+		[ -z "$$(find data/01_raw/demo_external -type f 2>/dev/null | head -n 1)" ]; then \
 		$(BIN)/kedro run --env=demo --pipelines=demo_data; fi
 	$(BIN)/kedro run --env=demo
 

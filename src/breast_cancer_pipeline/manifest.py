@@ -11,6 +11,17 @@ from collections.abc import Sequence
 #: The splits, in order.
 SPLITS = ("train", "val", "test")
 
+#: The split of the images of ``ingestion.external_dir``: an external test site, never used
+#: for training, model selection, thresholds or calibration.
+EXTERNAL_SPLIT = "external"
+
+#: Every split a manifest may hold, in report order.
+MANIFEST_SPLITS = (*SPLITS, EXTERNAL_SPLIT)
+
+#: Prefix of the ``path``, ``source_path`` and ``group`` of external images (so that they never
+#: collide with the training source's).
+EXTERNAL_PREFIX = "external/"
+
 #: Columns every stage after ingestion relies on (the validation gate checks them).
 REQUIRED_COLUMNS = (
     "path",

@@ -42,19 +42,23 @@ class ImageFolderDataset(AbstractDataset[Any, SourceListing]):
 
     def __init__(
         self,
-        path: str,
+        path: str | None,
         follow_external_links: bool = False,
+        setting: str = "ingestion.source_dir",
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Create the dataset.
 
         Args:
-            path: The folder (relative to the project or absolute).
+            path: The folder (relative to the project or absolute); ``None``: no folder, an
+                empty listing (an optional source such as ``ingestion.external_dir``).
             follow_external_links: List files that symbolic links lead to outside the folder
                 (``ingestion.follow_external_links``); false refuses them.
+            setting: The parameter that sets ``path``, named in the error when it is missing.
             metadata: Free-form metadata, ignored by the dataset.
         """
-        self._path = Path(PurePosixPath(str(path)))
+        self._path = None if path is None else Path(PurePosixPath(str(path)))
+        self._setting = setting
         self._follow_external = bool(follow_external_links)
         self.metadata = metadata
         self._warned: list[tuple[str, str]] = []
@@ -65,10 +69,12 @@ class ImageFolderDataset(AbstractDataset[Any, SourceListing]):
         Raises:
             DatasetError: The folder does not exist.
         """
+        if self._path is None:
+            return SourceListing({}, {}, frozenset())
         if not self._path.is_dir():
             raise DatasetError(
-                f"source folder '{self._path}' does not exist: set ingestion.source_dir "
-                "(e.g. kedro run --params ingestion.source_dir=/data/BUSI)"
+                f"source folder '{self._path}' does not exist: set {self._setting} "
+                f"(e.g. kedro run --params {self._setting}=/data/BUSI)"
             )
         walk = _Walk(self._path.resolve(), self._follow_external)
         files = walk.run()
@@ -93,10 +99,13 @@ class ImageFolderDataset(AbstractDataset[Any, SourceListing]):
         raise DatasetError(f"'{self._path}' is a read-only source folder")
 
     def _exists(self) -> bool:
-        return self._path.is_dir()
+        return self._path is None or self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "follow_external_links": self._follow_external}
+        return {
+            "path": None if self._path is None else str(self._path),
+            "follow_external_links": self._follow_external,
+        }
 
 
 class _Walk:

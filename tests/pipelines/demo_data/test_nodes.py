@@ -17,6 +17,8 @@ from breast_cancer_pipeline.pipelines.demo_data.nodes import (
     CLASS_NAMES,
     allocate_formats,
     generate_demo_dataset,
+    generate_external_site,
+    label_flip_record,
 )
 from tests.params import base_params
 
@@ -58,10 +60,13 @@ def _stem(key: str) -> str:
 
 
 def test_pipeline_wires_params_to_the_raw_partitions():
-    (node,) = create_pipeline().nodes
-    assert node.name == "generate_demo_dataset"
-    assert node.inputs == ["params:demo_data"]
-    assert node.outputs == ["demo_raw_images"]
+    nodes = {node.name: node for node in create_pipeline().nodes}
+    assert {name: node.outputs for name, node in nodes.items()} == {
+        "generate_demo_dataset": ["demo_raw_images"],
+        "record_label_flips": ["demo_label_flips"],
+        "generate_external_site": ["demo_external_images"],
+    }
+    assert all(node.inputs == ["params:demo_data"] for node in nodes.values())
 
 
 def test_same_params_give_byte_identical_files(small_params):
@@ -232,3 +237,74 @@ def test_the_node_refuses_invalid_parameters_naming_them():
     """Called directly (a run checks first), the node still says what is wrong."""
     with pytest.raises(ValueError, match=r"demo_data\.images_per_class = 0"):
         generate_demo_dataset(base_params("demo_data", images_per_class=0))
+
+
+# ------------------------------------------------------------------ presets, label noise, site
+
+
+def _noisy(small_params, noise):
+    presets = {**small_params["presets"]}
+    presets["standard"] = {**presets["standard"], "label_noise": noise}
+    return {**small_params, "images_per_class": 12, "image_size": 48, "presets": presets}
+
+
+def test_label_noise_moves_images_between_folders_keeping_their_pixels(small_params):
+    clean = generate_demo_dataset(_noisy(small_params, 0.0))
+    noisy_params = _noisy(small_params, 0.3)
+    noisy = generate_demo_dataset(noisy_params)
+    flips = label_flip_record(noisy_params)
+
+    assert 0 < len(flips) < 36 and list(flips.columns) == ["path", "drawn_as", "filed_as"]
+    assert (flips["drawn_as"] != flips["filed_as"]).all()
+    assert len(_images(noisy)) == len(_images(clean)) == 36
+    moved = set(flips["path"])
+    # every flipped file is filed under its new class and holds the drawn image's bytes
+    clean_by_bytes = {data: key for key, data in _images(clean).items()}
+    for row in flips.itertuples():
+        assert row.path.startswith(f"{row.filed_as}/{row.filed_as} (")
+        assert clean_by_bytes[noisy[row.path]].startswith(f"{row.drawn_as}/")
+    # the others are untouched, under their own names
+    for key, data in _images(noisy).items():
+        if key not in moved:
+            assert clean[key] == data
+    assert label_flip_record(_noisy(small_params, 0.0)).empty
+
+
+def test_standard_preset_is_the_default_and_hard_draws_other_images(small_params):
+    assert small_params["preset"] == "standard"
+    hard = generate_demo_dataset({**small_params, "images_per_class": 3, "preset": "hard"})
+    standard = generate_demo_dataset({**small_params, "images_per_class": 3})
+    assert set(hard) - set(standard) or any(hard[k] != standard[k] for k in standard)
+
+
+def _grey(data: bytes) -> np.ndarray:
+    return _to_uint8(_decode(data)).astype(float)
+
+
+def test_external_site_is_another_scanner_with_the_same_classes(small_params):
+    params = {**small_params, "images_per_class": 6, "format_mix": {"png": 1.0}}
+    params["external_site"] = {**params["external_site"], "images_per_class": 6}
+    internal = _images(generate_demo_dataset(params))
+    external = _images(generate_external_site(params))
+
+    assert sorted(external) == sorted(internal)  # same names and classes, own folder
+    assert not set(internal.values()) & set(external.values())
+    site = {**params["presets"]["standard"], "site_shift": 0.0}
+    same_scanner = _images(
+        generate_external_site({**params, "presets": {**params["presets"], "standard": site}})
+    )
+
+    def detail(images):  # mean absolute horizontal gradient: resolution and speckle
+        return np.mean([np.abs(np.diff(_grey(d), axis=1)).mean() for d in images.values()])
+
+    def brightness(images):
+        return np.mean([_grey(d).mean() for d in images.values()])
+
+    assert detail(external) < 0.8 * detail(same_scanner)
+    assert brightness(external) < brightness(same_scanner) - 5  # a higher display level
+    assert (
+        generate_external_site(
+            {**params, "external_site": {**params["external_site"], "images_per_class": 0}}
+        )
+        == {}
+    )

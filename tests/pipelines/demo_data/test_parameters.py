@@ -13,7 +13,9 @@ from tests.params import base_params, refusal
 @pytest.mark.parametrize("env", [None, "demo"])
 def test_configured_block_validates_into_typed_values(env):
     cfg = validate_block("demo_data", base_params("demo_data", env=env))
-    assert cfg.lesion_radius == (0.11, 0.22)
+    assert cfg.preset == "standard" and {"standard", "hard"} <= set(cfg.presets)
+    assert cfg.difficulty.lesion_radius == (0.11, 0.22)
+    assert cfg.difficulty.label_noise == 0.0
     assert cfg.spicules == (8, 16) and all(isinstance(v, int) for v in cfg.spicules)
     assert cfg.format_mix == {"png": 0.6, "jpeg": 0.25, "tiff16": 0.15}
 
@@ -38,9 +40,32 @@ def test_every_format_has_an_extension():
             "or equal to 0",
         ),
         ({"normal_masks": "yes"}, "normal_masks = 'yes'", "valid boolean"),
-        ({"lesion_radius": [0.2, 0.1]}, "lesion_radius = [0.2, 0.1]", "pair with min <= max"),
-        ({"lesion_radius": [0.01, 0.1]}, "lesion_radius.0 = 0.01", "greater than or equal to 0.02"),
-        ({"lesion_contrast": 0.2}, "lesion_contrast = 0.2", "valid tuple"),
+        (
+            {"presets": {"hard": {"lesion_radius": [0.2, 0.1]}}},
+            "presets.hard.lesion_radius = [0.2, 0.1]",
+            "pair with min <= max",
+        ),
+        (
+            {"presets": {"hard": {"lesion_radius": [0.01, 0.1]}}},
+            "presets.hard.lesion_radius.0 = 0.01",
+            "greater than or equal to 0.02",
+        ),
+        (
+            {"presets": {"hard": {"lesion_contrast": 0.2}}},
+            "presets.hard.lesion_contrast = 0.2",
+            "valid tuple",
+        ),
+        (
+            {"presets": {"hard": {"label_noise": 0.6}}},
+            "presets.hard.label_noise = 0.6",
+            "less than or equal to 0.5",
+        ),
+        ({"preset": "easy"}, "preset = 'easy'", "not one of demo_data.presets (hard, standard)"),
+        (
+            {"external_site": {"resolution": 0}},
+            "external_site.resolution = 0",
+            "greater than 0",
+        ),
         ({"spicules": [2.5, 4]}, "spicules.0 = 2.5", "valid integer"),
         ({"gamma": [0.1, 1.0]}, "gamma.0 = 0.1", "greater than or equal to 0.2"),
         ({"gain_db": [-8.0, 8.0, 9.0]}, "gain_db = [-8.0, 8.0, 9.0]", "at most 2 items"),

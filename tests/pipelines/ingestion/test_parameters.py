@@ -6,9 +6,12 @@ from breast_cancer_pipeline.param_schema import ParameterError, validate_block
 from tests.params import base_params
 
 
-@pytest.mark.parametrize("env", [None, "demo"])
-def test_conf_blocks_validate(env):
-    assert validate_block("ingestion", base_params("ingestion", env=env)) is not None
+@pytest.mark.parametrize(
+    ("env", "external_dir"), [(None, None), ("demo", "data/01_raw/demo_external")]
+)
+def test_conf_blocks_validate(env, external_dir):
+    cfg = validate_block("ingestion", base_params("ingestion", env=env))
+    assert cfg.external_dir == external_dir
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,7 @@ def test_conf_blocks_validate(env):
             {"split": {"ratios": [0.7, 0.3], "val_from_train": 1.0}},
             "ingestion.split.val_from_train",
         ),
+        ({"external_dir": 3}, "ingestion.external_dir"),
         ({"unknown_key": 1}, "ingestion.unknown_key"),
     ],
 )

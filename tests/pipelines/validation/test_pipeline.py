@@ -78,7 +78,8 @@ def test_clean_manifest_passes_every_expectation_and_is_returned_unchanged(clean
 
     assert results["success"] is True
     assert results["failed"] == []
-    assert {e["name"] for e in results["expectations"]} == set(CHECKS)
+    # every check but the external site's (there is none; see test_external.py)
+    assert {e["name"] for e in results["expectations"]} == set(CHECKS) - {"external_drift"}
     assert all(e["success"] for e in results["expectations"])
     assert entry(results, "manifest_not_empty")["observed_value"] == 40
     # rows of each derived table: 2 classes x 3 splits, 20 groups, 3 splits
@@ -183,7 +184,7 @@ def test_planted_fault_stops_the_gate_naming_expectation_and_offender(plant, ori
     assert all(offender in message for offender in offenders)
     assert REPORT in message
     if origin == "provider":
-        assert [s["name"] for s in results["skipped"]] == ["split_proportions"]
+        assert [s["name"] for s in results["skipped"]] == ["split_proportions", "external_drift"]
 
 
 def test_failed_warnings_are_logged_and_do_not_stop_the_gate(caplog):
@@ -329,15 +330,15 @@ def test_offline_report_of_a_clean_run(clean_run):
     report = clean_run[4]
     assert 'Data validation: <span class="pass">passed</span>' in report
     assert "FAILED" not in report
-    assert report.count('<span class="pass">passed</span>') == 1 + len(CHECKS)
-    assert "Skipped" not in report
+    assert report.count('<span class="pass">passed</span>') == len(CHECKS)
+    assert "<code>external_drift</code> (no external test site" in report
 
 
 def test_offline_report_of_a_provider_split_says_what_was_skipped_and_why():
     results, _, _, report = run_expectations(
         make_manifest(origin="provider"), make_params(), THREE_WAY
     )
-    assert results["evaluated"] == len(CHECKS) - 1
+    assert results["evaluated"] == len(CHECKS) - 2
     assert (
         "<code>split_proportions</code> (the dataset provider made the split (split_origin))"
         in (report)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline.imaging import decode_image, resize_image
+from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT, SPLITS
 from breast_cancer_pipeline.plotting import figure_png, pyplot
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,53 @@ logger = logging.getLogger(__name__)
 _STRENGTHS = ("rotation", "zoom", "translation", "contrast")
 
 
+def _check_pngs(images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFrame) -> None:
+    missing = sorted(set(manifest["path"]) - set(images))
+    if missing:
+        raise ValueError(
+            f"{len(missing)} manifest paths have no converted PNG (first: {missing[0]!r}); "
+            "rerun the ingestion pipeline"
+        )
+
+
+def _split_arrays(
+    images: Mapping[str, Callable[[], bytes]],
+    rows: pd.DataFrame,
+    split: str,
+    index: Mapping[str, int],
+    size: int,
+    color_mode: str,
+) -> dict[str, np.ndarray]:
+    """``x_<split>``, ``y_<split>`` and ``paths_<split>`` of the manifest rows given."""
+    channels = 3 if color_mode == "rgb" else 1
+    x = np.empty((len(rows), size, size, channels), dtype=np.uint8)
+    for i, path in enumerate(rows["path"]):
+        x[i] = resize_image(decode_image(images[path](), path, color_mode=color_mode), size)
+    return {
+        f"x_{split}": x,
+        f"y_{split}": rows["label"].map(index).to_numpy(dtype=np.int32),
+        f"paths_{split}": rows["path"].to_numpy(dtype=np.str_),
+    }
+
+
+def _internal(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The rows of train, val and test: the external site never decides what the model is."""
+    return manifest[manifest["split"] != EXTERNAL_SPLIT]
+
+
+def _classes_and_mode(manifest: pd.DataFrame) -> tuple[list[str], str]:
+    internal = _internal(manifest)
+    color_mode = "rgb" if int(internal["channels"].max()) == 3 else "grayscale"
+    return sorted(internal["label"].unique()), color_mode
+
+
 def prepare_model_input(
     images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFrame, params: dict
 ) -> dict[str, np.ndarray]:
-    """Decode and resize every image of the manifest into per-split arrays.
+    """Decode and resize every image of train, val and test into per-split arrays.
+
+    The external site's images (split ``external``) are not among them: they go to
+    :func:`prepare_external_input`, which no training node reads.
 
     Args:
         images: ``{manifest path: load function}`` of the intermediate PNGs.
@@ -43,33 +87,58 @@ def prepare_model_input(
         ValueError: A manifest path has no PNG.
     """
     size = params["image_size"]
-    color_mode = "rgb" if int(manifest["channels"].max()) == 3 else "grayscale"
-    class_names = sorted(manifest["label"].unique())
+    internal = _internal(manifest)
+    class_names, color_mode = _classes_and_mode(manifest)
     index = {name: i for i, name in enumerate(class_names)}
-    missing = sorted(set(manifest["path"]) - set(images))
-    if missing:
-        raise ValueError(
-            f"{len(missing)} manifest paths have no converted PNG (first: {missing[0]!r}); "
-            "rerun the ingestion pipeline"
-        )
+    _check_pngs(images, internal)
     arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names, dtype=np.str_)}
-    for split in ("train", "val", "test"):
-        rows = manifest[manifest["split"] == split]
-        channels = 3 if color_mode == "rgb" else 1
-        x = np.empty((len(rows), size, size, channels), dtype=np.uint8)
-        for i, path in enumerate(rows["path"]):
-            x[i] = resize_image(decode_image(images[path](), path, color_mode=color_mode), size)
-        arrays[f"x_{split}"] = x
-        arrays[f"y_{split}"] = rows["label"].map(index).to_numpy(dtype=np.int32)
-        arrays[f"paths_{split}"] = rows["path"].to_numpy(dtype=np.str_)
+    for split in SPLITS:
+        rows = internal[internal["split"] == split]
+        arrays |= _split_arrays(images, rows, split, index, size, color_mode)
     logger.info(
         "Model input: %s images of %dx%d px, %s",
-        "/".join(str(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")),
+        "/".join(str(len(arrays[f"y_{s}"])) for s in SPLITS),
         size,
         size,
         color_mode,
     )
     return arrays
+
+
+def prepare_external_input(
+    images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFrame, params: dict
+) -> dict[str, np.ndarray]:
+    """The external test site's arrays, decoded like the model input (same size and classes).
+
+    Args:
+        images: ``{manifest path: load function}`` of the intermediate PNGs.
+        manifest: The validated manifest.
+        params: The ``augmentation`` parameters (``image_size``).
+
+    Returns:
+        ``x_external``, ``y_external`` (class index in the model's order), ``paths_external``
+        (empty, with 0 rows, when there is no external site: ``ingestion.external_dir`` null)
+        and ``class_names``.
+
+    Raises:
+        ValueError: An external image has a class the training data lacks (the model cannot
+            score it), or a manifest path has no PNG.
+    """
+    class_names, color_mode = _classes_and_mode(manifest)
+    rows = manifest[manifest["split"] == EXTERNAL_SPLIT]
+    unknown = sorted(set(rows["label"]) - set(class_names))
+    if unknown:
+        raise ValueError(
+            f"the external site (ingestion.external_dir) has classes the training data lacks: "
+            f"{', '.join(unknown)} (training classes: {', '.join(class_names)}); rename or "
+            "merge them with ingestion.label_map, or leave them out with ingestion.exclude"
+        )
+    _check_pngs(images, rows)
+    index = {name: i for i, name in enumerate(class_names)}
+    arrays = _split_arrays(images, rows, EXTERNAL_SPLIT, index, params["image_size"], color_mode)
+    if len(rows):
+        logger.info("External test site: %d images", len(rows))
+    return {"class_names": np.array(class_names, dtype=np.str_), **arrays}
 
 
 def build_augmentation_spec(params: dict) -> dict[str, Any]:

@@ -2,11 +2,21 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_augmentation_spec, prepare_model_input, preview_augmentation
+from .nodes import (
+    build_augmentation_spec,
+    prepare_external_input,
+    prepare_model_input,
+    preview_augmentation,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Create the augmentation pipeline."""
+    """Create the augmentation pipeline.
+
+    ``model_input`` holds train, val and test; ``external_model_input`` the external test
+    site (``x_external``, ``y_external``, ``paths_external``; 0 rows without one), which only
+    reporting reads.
+    """
     return Pipeline(
         [
             Node(
@@ -14,6 +24,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["intermediate_images", "validated_manifest", "params:augmentation"],
                 outputs="model_input",
                 name="prepare_model_input",
+            ),
+            # The external test site, apart: no training or selection node reads it.
+            Node(
+                func=prepare_external_input,
+                inputs=["intermediate_images", "validated_manifest", "params:augmentation"],
+                outputs="external_model_input",
+                name="prepare_external_input",
             ),
             Node(
                 func=build_augmentation_spec,

@@ -24,6 +24,12 @@ How an image is drawn (all in numpy, one seeded generator per image):
 3. Correlated multiplicative (Rayleigh) speckle, log compression with a random dynamic range,
    gain and gamma, so that global brightness and contrast vary strongly from image to image.
 
+Difficulty is a named preset (``demo_data.preset`` picks an entry of ``demo_data.presets``):
+lesion size and contrast ranges, a label-noise fraction (an image drawn as one class filed under
+another, pixels unchanged; :func:`label_flip_record` lists them) and the strength of the second
+site's shift. :func:`generate_external_site` draws that second site (another scanner, for the
+external test) from its own seeds.
+
 Each image is written as 8-bit PNG, JPEG or 16-bit TIFF (``I;16``, with a random gain and offset
 so that consumers have to window it). Masks are always binary (0/255) 8-bit PNG. Normal images get
 an all-zero mask, as in BUSI, unless ``normal_masks`` is false.
@@ -34,9 +40,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from breast_cancer_pipeline.param_schema import validate_block
@@ -49,13 +57,60 @@ FORMAT_EXTENSIONS: dict[ImageFormat, str] = {"png": ".png", "jpeg": ".jpg", "tif
 """File extension written for each entry of ``format_mix``."""
 
 _FORMAT_SEED_TAG = 0x464D54  # keeps the format-allocation stream apart from image streams
+_NOISE_SEED_TAG = 0x4E4F4953  # the label-noise stream
+_EXTERNAL_SEED_TAG = 0x455854  # the external site's image streams
+
+#: Columns of the label-flip record (``data/01_raw/demo_label_flips.csv``).
+FLIP_COLUMNS = ("path", "drawn_as", "filed_as")
 _SPECKLE_LOOKS = 3  # independent speckle fields averaged per image (spatial compounding)
 _ANGLES = np.linspace(-np.pi, np.pi, 2048, endpoint=False)  # where mass outlines are sampled
+
+
+@dataclass(frozen=True)
+class _Site:
+    """What differs between the sites (and presets): the ranges one image is drawn from."""
+
+    lesion_radius: tuple[float, float]
+    lesion_contrast: tuple[float, float]
+    gain_db: tuple[float, float]
+    speckle_px: float
+    resolution: float
+
+
+def _internal_site(cfg: DemoDataParams) -> _Site:
+    look = cfg.difficulty
+    return _Site(look.lesion_radius, look.lesion_contrast, cfg.gain_db, cfg.speckle_px, 1.0)
+
+
+def _external_site(cfg: DemoDataParams) -> _Site:
+    """The second scanner: every shift of ``external_site`` scaled by the preset's site_shift."""
+    look, ext, k = cfg.difficulty, cfg.external_site, cfg.difficulty.site_shift
+    low, high = (
+        min(max(c + k * ext.lesion_contrast_shift, 0.0), 1.0) for c in look.lesion_contrast
+    )
+    return _Site(
+        lesion_radius=look.lesion_radius,
+        lesion_contrast=(low, high),
+        gain_db=(cfg.gain_db[0] + k * ext.gain_db, cfg.gain_db[1] + k * ext.gain_db),
+        speckle_px=cfg.speckle_px * ext.speckle_scale**k,
+        resolution=ext.resolution**k,
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Small numpy helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _resample(image: np.ndarray, resolution: float) -> np.ndarray:
+    """Down- then up-sample (bilinear) to mimic a scanner of lower resolution; 1 is a no-op."""
+    if resolution >= 1.0:
+        return image
+    size = image.shape[0]
+    low = max(8, round(size * resolution))
+    pixels = Image.fromarray(image.astype(np.float32), mode="F")
+    coarse = pixels.resize((low, low), Image.Resampling.BILINEAR)
+    return np.asarray(coarse.resize((size, size), Image.Resampling.BILINEAR), dtype=float)
 
 
 def _gaussian_transfer(shape: tuple[int, int], sigma_y: float, sigma_x: float) -> np.ndarray:
@@ -175,7 +230,7 @@ def _radial_profile(
 
 
 def _mass(
-    rng: np.random.Generator, size: int, malignant: bool, cfg: DemoDataParams
+    rng: np.random.Generator, size: int, malignant: bool, cfg: DemoDataParams, site: _Site
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one mass.
 
@@ -186,7 +241,7 @@ def _mass(
     rows, cols = np.mgrid[0:size, 0:size].astype(float) + 0.5
     cy = rng.uniform(0.3, 0.65) * size
     cx = rng.uniform(0.28, 0.72) * size
-    r_eq = _uniform(rng, cfg.lesion_radius) * size
+    r_eq = _uniform(rng, site.lesion_radius) * size
     if malignant:
         aspect = rng.uniform(0.65, 1.25)  # width / height; "taller than wide" happens
         angle = rng.uniform(-np.pi / 2, np.pi / 2)
@@ -241,7 +296,7 @@ def _posterior(occupancy: np.ndarray, size: int, rng: np.random.Generator) -> np
 
 
 def _render(
-    rng: np.random.Generator, label: str, cfg: DemoDataParams
+    rng: np.random.Generator, label: str, cfg: DemoDataParams, site: _Site
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one image.
 
@@ -251,20 +306,20 @@ def _render(
     size = cfg.image_size
     echo = _tissue(rng, size)
     mask = np.zeros((size, size), dtype=bool)
-    target_area = math.pi * (_uniform(rng, cfg.lesion_radius) * size) ** 2
+    target_area = math.pi * (_uniform(rng, site.lesion_radius) * size) ** 2
 
     if label == "normal":
         ducts = _ducts(rng, size, target_area)
-        echo = echo * (1 - ducts * (1 - _uniform(rng, cfg.lesion_contrast)))
+        echo = echo * (1 - ducts * (1 - _uniform(rng, site.lesion_contrast)))
         if rng.random() < 0.4:
             echo = echo * (1 - rng.uniform(0.3, 0.7) * _posterior(ducts, size, rng))
     else:
         malignant = label == "malignant"
         if rng.random() < 0.35:  # a few incidental ducts in lesion images too
             ducts = _ducts(rng, size, 0.3 * target_area)
-            echo = echo * (1 - ducts * (1 - _uniform(rng, cfg.lesion_contrast)))
-        distance, occupancy, mask = _mass(rng, size, malignant, cfg)
-        contrast = _uniform(rng, cfg.lesion_contrast)
+            echo = echo * (1 - ducts * (1 - _uniform(rng, site.lesion_contrast)))
+        distance, occupancy, mask = _mass(rng, size, malignant, cfg, site)
+        contrast = _uniform(rng, site.lesion_contrast)
         if malignant:
             texture = np.exp(0.35 * _smooth_noise(rng, (size, size), 2.0, 2.0))
             rim = np.exp(-(((distance - 3.0) / 3.0) ** 2)) * (distance > 0)
@@ -287,16 +342,16 @@ def _render(
                 echo = echo + 3.0 * _blur(specks.reshape(size, size), 0.6)
     # Correlated speckle, laterally elongated as in real scans; averaging the intensity of a few
     # independent Rayleigh fields mimics spatial compounding, which tames the grain.
-    sy, sx = cfg.speckle_px, 1.6 * cfg.speckle_px
+    sy, sx = site.speckle_px, 1.6 * site.speckle_px
     fields = _smooth_noise(rng, (size, size), sy, sx, count=2 * _SPECKLE_LOOKS)
     speckle = np.sqrt(np.mean(fields**2, axis=0))
     # Log compression with random dynamic range, gain and gamma.
     decibels = 20.0 * np.log10(np.maximum(echo * speckle, 1e-6))
     dynamic_range = _uniform(rng, cfg.dynamic_range_db)
-    top = 6.0 + _uniform(rng, cfg.gain_db)
+    top = 6.0 + _uniform(rng, site.gain_db)
     display = np.clip((decibels - (top - dynamic_range)) / dynamic_range, 0.0, 1.0)
     display = display ** _uniform(rng, cfg.gamma)
-    return 255.0 * display, mask
+    return _resample(255.0 * display, site.resolution), mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,17 +406,92 @@ def allocate_formats(
     return [str(fmt) for fmt in rng.permutation(formats)]
 
 
+def draw_label_flips(params: dict[str, Any]) -> dict[tuple[int, int], int]:
+    """Which images label noise files under another class (its own seeded stream).
+
+    Args:
+        params: The ``demo_data`` parameters (the preset's ``label_noise``).
+
+    Returns:
+        ``{(drawn class index, image number): filed class index}`` for the flipped images.
+    """
+    cfg = validate_block("demo_data", params)
+    noise = cfg.difficulty.label_noise
+    flips: dict[tuple[int, int], int] = {}
+    if noise <= 0:
+        return flips
+    rng = np.random.default_rng([cfg.seed, _NOISE_SEED_TAG])
+    for class_index in range(len(CLASS_NAMES)):
+        draws = rng.random(cfg.images_per_class)
+        others = rng.integers(1, len(CLASS_NAMES), size=cfg.images_per_class)
+        for number in np.flatnonzero(draws < noise) + 1:
+            flips[(class_index, int(number))] = (class_index + int(others[number - 1])) % len(
+                CLASS_NAMES
+            )
+    return flips
+
+
+def _filed_stems(cfg: DemoDataParams, flips: Mapping[tuple[int, int], int]) -> dict:
+    """``{(class index, number): file stem}``; flipped images continue the target's numbering."""
+    stems: dict[tuple[int, int], str] = {}
+    extra = dict.fromkeys(range(len(CLASS_NAMES)), cfg.images_per_class)
+    for class_index, label in enumerate(CLASS_NAMES):
+        for number in range(1, cfg.images_per_class + 1):
+            target = flips.get((class_index, number), class_index)
+            if target == class_index:
+                stems[(class_index, number)] = f"{label}/{label} ({number})"
+            else:
+                extra[target] += 1
+                name = CLASS_NAMES[target]
+                stems[(class_index, number)] = f"{name}/{name} ({extra[target]})"
+    return stems
+
+
+def _draw_site(
+    cfg: DemoDataParams, site: _Site, images_per_class: int, seed_tail: tuple[int, ...]
+) -> dict[tuple[int, int], tuple[str, bytes, bytes | None]]:
+    """``{(class index, number): (extension, image bytes, mask bytes or None)}``."""
+    drawn: dict[tuple[int, int], tuple[str, bytes, bytes | None]] = {}
+    for class_index, label in enumerate(CLASS_NAMES):
+        format_rng = np.random.default_rng([cfg.seed, class_index, _FORMAT_SEED_TAG, *seed_tail])
+        formats = allocate_formats(images_per_class, cfg.format_mix, format_rng)
+        for number, fmt in enumerate(formats, start=1):
+            rng = np.random.default_rng([cfg.seed, class_index, number, *seed_tail])
+            image, mask = _render(rng, label, cfg, site)
+            encoded = _encode(image, fmt, rng, cfg)
+            has_mask = label != "normal" or cfg.normal_masks
+            drawn[(class_index, number)] = (
+                FORMAT_EXTENSIONS[fmt],
+                encoded,
+                _encode_mask(mask) if has_mask else None,
+            )
+    return drawn
+
+
+def _files(
+    drawn: Mapping[tuple[int, int], tuple[str, bytes, bytes | None]], stems: Mapping
+) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for key, (extension, image, mask) in drawn.items():
+        files[stems[key] + extension] = image
+        if mask is not None:
+            files[stems[key] + "_mask.png"] = mask
+    return dict(sorted(files.items()))
+
+
 def generate_demo_dataset(params: dict[str, Any]) -> dict[str, bytes]:
     """Generate a deterministic synthetic BUSI-like breast-ultrasound dataset.
 
     Every image has its own generator seeded with ``(seed, class index, image number)``, so an
     image does not depend on how many others are generated. The same parameters always give
-    byte-identical files.
+    byte-identical files. The preset (``demo_data.preset``) sets lesion size and contrast and
+    the label noise: an image drawn as one class and filed under another keeps its pixels and
+    mask and takes the next free number of that class (:func:`label_flip_record` lists them).
 
     Args:
         params: The ``demo_data`` parameters: ``seed``, ``images_per_class``, ``image_size``,
-            ``format_mix``, ``jpeg_quality``, ``normal_masks`` and the appearance ranges
-            documented in ``conf/base/parameters_demo_data.yml``.
+            ``format_mix``, ``jpeg_quality``, ``normal_masks``, ``preset``/``presets`` and the
+            appearance ranges documented in ``conf/base/parameters_demo_data.yml``.
 
     Returns:
         A mapping from relative file path to encoded file bytes, e.g.
@@ -373,15 +503,57 @@ def generate_demo_dataset(params: dict[str, Any]) -> dict[str, bytes]:
             before this node starts.
     """
     cfg = validate_block("demo_data", params)
-    files: dict[str, bytes] = {}
-    for class_index, label in enumerate(CLASS_NAMES):
+    drawn = _draw_site(cfg, _internal_site(cfg), cfg.images_per_class, ())
+    return _files(drawn, _filed_stems(cfg, draw_label_flips(params)))
+
+
+def label_flip_record(params: dict[str, Any]) -> pd.DataFrame:
+    """The images that label noise filed under another class than they were drawn as.
+
+    Args:
+        params: The ``demo_data`` parameters.
+
+    Returns:
+        One row per flipped image: ``path`` (its image file under the demo folder, as
+        :func:`generate_demo_dataset` names it), ``drawn_as`` and ``filed_as``; no rows
+        without label noise.
+    """
+    cfg = validate_block("demo_data", params)
+    flips = draw_label_flips(params)
+    stems = _filed_stems(cfg, flips)
+    rows = []
+    for class_index in range(len(CLASS_NAMES)):
         format_rng = np.random.default_rng([cfg.seed, class_index, _FORMAT_SEED_TAG])
         formats = allocate_formats(cfg.images_per_class, cfg.format_mix, format_rng)
-        for number, fmt in enumerate(formats, start=1):
-            rng = np.random.default_rng([cfg.seed, class_index, number])
-            image, mask = _render(rng, label, cfg)
-            stem = f"{label}/{label} ({number})"
-            files[stem + FORMAT_EXTENSIONS[fmt]] = _encode(image, fmt, rng, cfg)
-            if label != "normal" or cfg.normal_masks:
-                files[stem + "_mask.png"] = _encode_mask(mask)
-    return dict(sorted(files.items()))
+        for (drawn, number), filed in sorted(flips.items()):
+            if drawn == class_index:
+                path = stems[(drawn, number)] + FORMAT_EXTENSIONS[formats[number - 1]]
+                rows.append((path, CLASS_NAMES[drawn], CLASS_NAMES[filed]))
+    return pd.DataFrame(rows, columns=list(FLIP_COLUMNS)).sort_values("path", ignore_index=True)
+
+
+def generate_external_site(params: dict[str, Any]) -> dict[str, bytes]:
+    """A second synthetic site for the external test: another scanner, its own patients.
+
+    Same classes and BUSI naming as :func:`generate_demo_dataset`, drawn from their own seeds
+    (no image is shared with the first site) with the shifts of ``demo_data.external_site``
+    scaled by the preset's ``site_shift``: another display level (gain), coarser speckle,
+    lower resolution and fainter masses. No label noise: the external labels are the drawn
+    ones.
+
+    Args:
+        params: The ``demo_data`` parameters.
+
+    Returns:
+        ``{relative path: bytes}`` like :func:`generate_demo_dataset`; empty when
+        ``external_site.images_per_class`` is 0.
+    """
+    cfg = validate_block("demo_data", params)
+    count = cfg.external_site.images_per_class
+    drawn = _draw_site(cfg, _external_site(cfg), count, (_EXTERNAL_SEED_TAG,))
+    stems = {
+        (c, n): f"{CLASS_NAMES[c]}/{CLASS_NAMES[c]} ({n})"
+        for c in range(len(CLASS_NAMES))
+        for n in range(1, count + 1)
+    }
+    return _files(drawn, stems)

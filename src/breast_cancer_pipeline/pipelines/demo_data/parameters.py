@@ -1,7 +1,7 @@
 """The ``demo_data`` parameters (defaults: ``conf/base/parameters_demo_data.yml``).
 
-The model is also the typed configuration the generator reads (``cfg.lesion_radius`` is a
-``(min, max)`` tuple of floats, ``cfg.spicules`` of ints).
+The model is also the typed configuration the generator reads (``cfg.spicules`` is a
+``(min, max)`` tuple of ints, ``cfg.difficulty.lesion_radius`` of floats).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     StrictBool,
+    ValidationInfo,
     field_validator,
 )
 
@@ -37,6 +39,38 @@ def _range(low: float, high: float, kind: type = float) -> object:
     return Annotated[tuple[bound, bound], AfterValidator(_ordered)]
 
 
+class DifficultyParams(Params):
+    """One entry of ``presets``: how hard the images and their labels are."""
+
+    #: Equivalent radius of a mass (and area of a normal image's ducts), fraction of image_size.
+    lesion_radius: _range(0.02, 0.3)
+    #: Echo inside a mass or duct relative to the tissue around it (1: invisible).
+    lesion_contrast: _range(0.0, 1.0)
+    #: Fraction of images filed under another class than the one they were drawn as.
+    label_noise: Annotated[float, Field(ge=0.0, le=0.5)]
+    #: Strength of the external site's shift: 0 the same acquisition, 1 ``external_site`` as
+    #: written, 2 twice as far.
+    site_shift: Annotated[float, Field(ge=0.0, le=4.0)]
+
+
+class ExternalSiteParams(Params):
+    """A second synthetic site (another scanner): same classes, own files, shifted look.
+
+    Each shift is written at ``site_shift: 1`` and scaled by the preset's ``site_shift``.
+    """
+
+    #: Images per class; 0 writes no external site.
+    images_per_class: NonNegativeInt
+    #: Added to both ends of ``gain_db``.
+    gain_db: Annotated[float, Field(ge=-40.0, le=40.0)]
+    #: ``speckle_px`` is multiplied by it (coarser grain above 1).
+    speckle_scale: PositiveFloat
+    #: Images are drawn at this fraction of ``image_size`` in each direction and resampled back.
+    resolution: Annotated[float, Field(gt=0.0, le=1.0)]
+    #: Added to both ends of the preset's ``lesion_contrast`` (clipped to [0, 1]).
+    lesion_contrast_shift: Annotated[float, Field(ge=-1.0, le=1.0)]
+
+
 class DemoDataParams(Params):
     """The synthetic BUSI-like dataset: size, file formats and appearance ranges."""
 
@@ -49,8 +83,11 @@ class DemoDataParams(Params):
     jpeg_quality: Annotated[int, Field(ge=1, le=95)]
     #: All-zero masks beside normal images, as in BUSI.
     normal_masks: StrictBool
-    lesion_radius: _range(0.02, 0.3)
-    lesion_contrast: _range(0.0, 1.0)
+    #: Named difficulties (``standard``, ``hard``, ...).
+    presets: Annotated[dict[str, DifficultyParams], Field(min_length=1)]
+    #: The entry of ``presets`` that sets the difficulty.
+    preset: str
+    external_site: ExternalSiteParams
     benign_edge_px: _range(0.1, 20.0)
     malignant_edge_px: _range(0.1, 20.0)
     spicules: _range(0, 64, int)
@@ -65,6 +102,22 @@ class DemoDataParams(Params):
         if not math.isclose(sum(mix.values()), 1.0, abs_tol=1e-6):
             raise ValueError(f"the fractions must sum to 1, got {sum(mix.values()):g}")
         return mix
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str, info: ValidationInfo) -> str:
+        presets = info.data.get("presets")
+        if presets is not None and preset not in presets:
+            raise ValueError(
+                f"not one of demo_data.presets ({', '.join(sorted(presets))}); e.g. "
+                "--params demo_data.preset=hard, or add a preset to demo_data.presets"
+            )
+        return preset
+
+    @property
+    def difficulty(self) -> DifficultyParams:
+        """The selected preset's values."""
+        return self.presets[self.preset]
 
 
 SCHEMA = DemoDataParams

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 
 from breast_cancer_pipeline.file_records import StoreCommit, StoredFiles, StorePlan
+from breast_cancer_pipeline.manifest import EXTERNAL_PREFIX, EXTERNAL_SPLIT
 from breast_cancer_pipeline.param_schema import validate_block
 
 from . import conversion, duplicates, layouts, splitting
@@ -42,7 +43,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def index_source(raw_files: Mapping[str, Callable[[], bytes]], params: dict) -> pd.DataFrame:
+def index_source(
+    raw_files: Mapping[str, Callable[[], bytes]],
+    params: dict,
+    external_files: Mapping[str, Callable[[], bytes]] | None = None,
+) -> pd.DataFrame:
     """List the images of the source with their label, group and provider split.
 
     Layouts (``ingestion.layout``): ``class_folders`` (label = parent folder, or
@@ -51,15 +56,21 @@ def index_source(raw_files: Mapping[str, Callable[[], bytes]], params: dict) -> 
     ``ingestion.csv``) or ``auto``: ``csv`` when ``ingestion.csv.path`` is set, else
     ``presplit`` when the top folders are split names, else ``class_folders``.
 
+    The external test site (``ingestion.external_dir``) is indexed the same way, on its own
+    (its layout is detected separately); its rows get split ``external`` and ``source_path``
+    and ``group`` under ``external/``, so they never mix with the training source's.
+
     Args:
         raw_files: ``{path relative to ingestion.source_dir: loader}``.
         params: The ``ingestion`` parameters.
+        external_files: ``{path relative to ingestion.external_dir: loader}``; empty or
+            ``None`` when there is no external site.
 
     Returns:
         One row per image: ``source_path``, ``label``, ``group``, ``split`` (the provider's
-        split, else empty) and ``problem`` (why the row cannot be ingested, e.g. a file the
-        CSV lists but the folder lacks, or a link that leads outside the folder; empty when
-        fine).
+        split, ``external`` for the external site, else empty) and ``problem`` (why the row
+        cannot be ingested, e.g. a file the CSV lists but the folder lacks, or a link that
+        leads outside the folder; empty when fine).
 
     Raises:
         ParameterError: A parameter is invalid (the message names it).
@@ -67,6 +78,17 @@ def index_source(raw_files: Mapping[str, Callable[[], bytes]], params: dict) -> 
             two classes were (the message says where and which parameters decide it).
     """
     validate_block("ingestion", params)
+    inventory = _index_folder(raw_files, params, "ingestion.source_dir")
+    if external_files:
+        external = _index_folder(external_files, params, "ingestion.external_dir")
+        inventory = pd.concat([inventory, external_rows(external)], ignore_index=True)
+    return inventory
+
+
+def _index_folder(
+    raw_files: Mapping[str, Callable[[], bytes]], params: dict, setting: str
+) -> pd.DataFrame:
+    """The inventory of one source folder (``setting`` names it in messages)."""
     layout = layouts.detect_layout(raw_files, params)
     if layout == "csv":
         inventory = index_csv(raw_files, params)
@@ -77,28 +99,56 @@ def index_source(raw_files: Mapping[str, Callable[[], bytes]], params: dict) -> 
         inventory = pd.concat([inventory, refused], ignore_index=True)
     if inventory.empty:
         raise ValueError(
-            f"no images found in ingestion.source_dir ({len(raw_files)} files seen, layout "
+            f"no images found in {setting} ({len(raw_files)} files seen, layout "
             f"{layout!r}). Images are files with an image extension in class folders (or the "
-            "rows of ingestion.csv.path); check ingestion.source_dir, ingestion.layout, "
+            f"rows of ingestion.csv.path); check {setting}, ingestion.layout, "
             "ingestion.include and ingestion.exclude"
         )
     usable = inventory[inventory["problem"] == ""]
     counts = usable["label"].value_counts().sort_index()
     logger.info(
-        "Found %d images (%s layout) in %d classes (%s), %d groups; %d file(s) with a problem",
+        "Found %d images (%s layout) in %d classes (%s), %d groups; %d file(s) with a problem (%s)",
         len(usable),
         layout,
         len(counts),
         ", ".join(f"{k}: {v}" for k, v in counts.items()),
         usable["group"].nunique(),
         len(inventory) - len(usable),
+        setting,
     )
-    splitting.require_classes(usable["label"], "the images found in ingestion.source_dir")
+    splitting.require_classes(usable["label"], f"the images found in {setting}")
     return inventory
 
 
+def external_rows(inventory: pd.DataFrame) -> pd.DataFrame:
+    """The external site's inventory as rows of the combined one.
+
+    Their split is ``external`` (a provider split of the external folder is not kept); their
+    ``source_path`` and ``group`` move under ``external/``.
+    """
+    rows = inventory.copy()
+    rows["source_path"] = EXTERNAL_PREFIX + rows["source_path"].astype(str)
+    rows["group"] = EXTERNAL_PREFIX + rows["group"].astype(str)
+    rows["split"] = EXTERNAL_SPLIT
+    return rows
+
+
+def combined_sources(
+    raw_files: Mapping[str, Callable[[], bytes]],
+    external_files: Mapping[str, Callable[[], bytes]] | None,
+) -> dict[str, Callable[[], bytes]]:
+    """``{source_path: loader}`` over both folders, external paths under ``external/``."""
+    sources = dict(raw_files)
+    for rel, loader in (external_files or {}).items():
+        sources[EXTERNAL_PREFIX + rel] = loader
+    return sources
+
+
 def plan_conversion(
-    raw_files: Mapping[str, Callable[[], bytes]], inventory: pd.DataFrame, params: dict
+    raw_files: Mapping[str, Callable[[], bytes]],
+    inventory: pd.DataFrame,
+    params: dict,
+    external_files: Mapping[str, Callable[[], bytes]] | None = None,
 ) -> StorePlan:
     """Plan the PNG conversion of every indexed image; the image store carries it out.
 
@@ -112,6 +162,8 @@ def plan_conversion(
         raw_files: ``{relative path: loader}`` of the source folder.
         inventory: Output of :func:`index_source`.
         params: The ``ingestion`` parameters.
+        external_files: ``{relative path: loader}`` of ``ingestion.external_dir``, if any
+            (converted under ``external/``).
 
     Returns:
         The plan: ``{PNG path: task}``, the worker processes and the progress interval.
@@ -119,7 +171,7 @@ def plan_conversion(
     Raises:
         ValueError: Two sources would be converted to the same PNG path.
     """
-    return conversion.build_plan(raw_files, inventory, params)
+    return conversion.build_plan(combined_sources(raw_files, external_files), inventory, params)
 
 
 def collect_conversion(

@@ -50,6 +50,8 @@ class IngestionParams(Params):
 
     #: Folder of training images (``globals.source_dir`` by default).
     source_dir: str
+    #: Folder of an external test site (split ``external``); null: none.
+    external_dir: str | None
     #: How labels (and provider splits) are read from the folder.
     layout: Literal["auto", "class_folders", "presplit", "csv"]
     #: Regex with one group, applied to the relative path, giving the label.

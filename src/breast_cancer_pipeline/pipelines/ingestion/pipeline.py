@@ -17,20 +17,28 @@ def create_pipeline(**kwargs) -> Pipeline:
 
     ``plan_conversion`` returns one task per image; saving it to ``intermediate_images``
     (an ``ImageStoreDataset``) converts, in parallel, only what changed since the last run,
-    and stages the new PNGs. Once the manifest is saved, ``publish_conversion`` saves a commit
-    to ``published_images`` (the same store), which swaps them in and removes superseded ones.
+    and stages the new PNGs. The external test site (``external_raw_images``, from
+    ``ingestion.external_dir``; empty when null) is indexed and converted beside the source,
+    under ``external/``, and gets split ``external``. Once the manifest is saved,
+    ``publish_conversion`` saves a commit to ``published_images`` (the same store), which
+    swaps them in and removes superseded ones.
     """
     return Pipeline(
         [
             Node(
                 func=index_source,
-                inputs=["raw_images", "params:ingestion"],
+                inputs=["raw_images", "params:ingestion", "external_raw_images"],
                 outputs="source_inventory",
                 name="index_source",
             ),
             Node(
                 func=plan_conversion,
-                inputs=["raw_images", "source_inventory", "params:ingestion"],
+                inputs=[
+                    "raw_images",
+                    "source_inventory",
+                    "params:ingestion",
+                    "external_raw_images",
+                ],
                 outputs="intermediate_images",
                 name="convert_images",
             ),

@@ -11,7 +11,13 @@ import logging
 import numpy as np
 import pandas as pd
 
-from breast_cancer_pipeline.manifest import MANIFEST_COLUMNS, SPLITS, expected_split_shares
+from breast_cancer_pipeline.manifest import (
+    EXTERNAL_SPLIT,
+    MANIFEST_COLUMNS,
+    MANIFEST_SPLITS,
+    SPLITS,
+    expected_split_shares,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -19,22 +25,31 @@ logger = logging.getLogger(__name__)
 def assign_splits(image_info: pd.DataFrame, split_params: dict) -> pd.DataFrame:
     """The manifest: every image in a split, the provider's when it gave one for every image.
 
+    Rows of the external site (split ``external``) keep it, with ``split_origin``
+    ``external``; the others are split as if they were alone.
+
     Raises:
         ValueError: Fewer than two classes remain.
     """
     manifest = image_info.copy()
     if "duplicates" not in manifest:
         manifest["duplicates"] = ""
-    require_classes(manifest["label"], "the ingested images")
-    if (manifest["split"] != "").all():
-        manifest["split_origin"] = "provider"
+    external = manifest["split"] == EXTERNAL_SPLIT
+    internal = manifest[~external].copy()
+    require_classes(internal["label"], "the ingested images")
+    if (internal["split"] != "").all():
+        internal["split_origin"] = "provider"
     else:
-        manifest["split"] = manifest["group"].map(_seeded_assignment(manifest, split_params))
-        manifest["split_origin"] = "seeded"
+        internal["split"] = internal["group"].map(_seeded_assignment(internal, split_params))
+        internal["split_origin"] = "seeded"
+    if external.any():
+        internal = pd.concat([internal, manifest[external].assign(split_origin=EXTERNAL_SPLIT)])
+    manifest = internal
     manifest = manifest.sort_values("path").reset_index(drop=True)
     counts = manifest.groupby(["split", "label"]).size().unstack(fill_value=0)
+    counts = counts.reindex([s for s in MANIFEST_SPLITS if s in counts.index])
     logger.info("Split (images per class):\n%s", counts.to_string())
-    _warn_empty_splits(counts)
+    _warn_empty_splits(counts.drop(index=EXTERNAL_SPLIT, errors="ignore"))
     return manifest[list(MANIFEST_COLUMNS)]
 
 

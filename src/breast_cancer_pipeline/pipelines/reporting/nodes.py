@@ -198,17 +198,19 @@ def _calibration(
     return values, bins
 
 
+def _tracked(prefix: str, values: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The numeric, defined ``values`` as kedro-mlflow entries ``<prefix>.<name>``."""
+    return {
+        f"{prefix}.{k}": {"value": float(v), "step": 0}
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(float(v))
+    }
+
+
 def _mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The numeric, defined metrics as ``test.<name>`` entries (per class: ``test.auroc_<c>``)."""
-    numeric = {
-        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    numeric.update({f"auroc_{c}": v for c, v in metrics["auroc_per_class"].items()})
-    return {
-        f"test.{k}": {"value": float(v), "step": 0}
-        for k, v in numeric.items()
-        if not math.isnan(float(v))
-    }
+    per_class = {f"auroc_{c}": v for c, v in metrics["auroc_per_class"].items()}
+    return _tracked("test", {**metrics, **per_class})
 
 
 def compute_metrics(
@@ -216,13 +218,22 @@ def compute_metrics(
     metadata: dict[str, Any],
     operating_point: dict[str, Any],
     params: dict,
+    external: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
 
+    Args:
+        predictions: The test predictions.
+        metadata: The classifier's metadata.
+        operating_point: The threshold chosen on the validation split.
+        params: The ``reporting`` parameters.
+        external: The external site's block (:func:`.external.external_metrics`); empty or
+            ``None`` without one (``external`` is then ``null``).
+
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
-        figures in kedro-mlflow's format (``test.<name>``) and the reliability bins of the
-        positive class's probability.
+        figures in kedro-mlflow's format (``test.<name>``, ``external.<name>``) and the
+        reliability bins of the positive class's probability.
 
     Raises:
         ValueError: ``reporting.positive_class`` is not one of the model's classes.
@@ -261,7 +272,9 @@ def compute_metrics(
         metrics["brier_score"],
         metrics["log_loss"],
     )
-    return _json_safe(metrics), _mlflow_metrics(metrics), bins
+    metrics["external"] = external or None
+    tracked = _mlflow_metrics(metrics) | _tracked("external", external or {})
+    return _json_safe(metrics), tracked, bins
 
 
 def _json_safe(value: Any) -> Any:

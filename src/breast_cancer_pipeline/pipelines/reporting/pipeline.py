@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from kedro.pipeline import Node, Pipeline
 
+from .external import external_metrics, predict_external_split
 from .figures import (
     plot_confident_errors,
     plot_confusion_matrix,
@@ -58,8 +59,18 @@ def _metric_nodes() -> list[Node]:
             "operating_point",
         ),
         _node(
+            predict_external_split,
+            ["classifier", "external_model_input", P],
+            "external_predictions",
+        ),
+        _node(
+            external_metrics,
+            ["external_predictions", "classifier_metadata", "operating_point", P],
+            "external_metrics",
+        ),
+        _node(
             compute_metrics,
-            ["test_predictions", "classifier_metadata", "operating_point", P],
+            ["test_predictions", "classifier_metadata", "operating_point", P, "external_metrics"],
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
         ),
         _node(

@@ -16,9 +16,10 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
-from breast_cancer_pipeline.manifest import SPLITS
+from breast_cancer_pipeline.manifest import MANIFEST_SPLITS
 from breast_cancer_pipeline.templating import fmt, render
 
+from .external import comparison_rows
 from .figures import confident_errors
 
 #: Figure name (catalog entry ``<name>_figure``) and its caption, in report order.
@@ -78,9 +79,9 @@ def data_summary(manifest: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per class plus ``total`` and ``patients`` rows; one column per split present
-        (of ``train``, ``val``, ``test``, in that order) and ``all``.
+        (of ``train``, ``val``, ``test``, ``external``, in that order) and ``all``.
     """
-    splits = [s for s in SPLITS if s in set(manifest["split"])]
+    splits = [s for s in MANIFEST_SPLITS if s in set(manifest["split"])]
     counts = pd.crosstab(manifest["label"], manifest["split"]).reindex(columns=splits, fill_value=0)
     counts.loc["total"] = counts.sum()
     counts.loc["patients"] = [
@@ -208,6 +209,7 @@ def _context(
             "log_loss": fmt(metrics.get("log_loss")),
         },
         "failures": _failures(metrics, errors, params["ece_warning"]),
+        "external_rows": comparison_rows(metrics),
         "limits": _LIMITS,
     }
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from breast_cancer_pipeline.manifest import (
+    EXTERNAL_SPLIT,
+    MANIFEST_SPLITS,
     NUMERIC_COLUMNS,
     REQUIRED_COLUMNS,
     SPLITS,
@@ -121,10 +123,11 @@ def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Ta
 
     Returns:
         The tables by name: ``images`` (the manifest as given), ``class_counts``,
-        ``train_class_balance``, ``image_hashes``, ``groups``, ``split_proportions`` and
-        ``split_intensity``. Derived tables are computed from a copy of the manifest in which
-        missing required columns are empty and numeric columns are numbers, so that a broken
-        manifest fails checks instead of raising.
+        ``train_class_balance``, ``image_hashes``, ``groups``, ``split_proportions``,
+        ``split_intensity`` and ``external_shift`` (the external site against train).
+        Derived tables are computed from a copy of the manifest in which missing required
+        columns are empty and numeric columns are numbers, so that a broken manifest fails
+        checks instead of raising.
     """
     images = manifest.reset_index(drop=True)
     frame = images.copy()
@@ -142,6 +145,7 @@ def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Ta
         _by_key(frame, "groups", "group"),
         _split_proportions(frame, settings),
         _split_intensity(frame),
+        _external_shift(frame),
     ]
     return {table.name: table for table in tables}
 
@@ -253,6 +257,37 @@ def _split_intensity(frame: pd.DataFrame) -> Table:
     return Table("split_intensity", pd.DataFrame(rows, columns=columns), "key")
 
 
+#: Per-image statistics the external site is compared on: (manifest column, in words).
+_SHIFT_STATISTICS = (("mean", "mean intensity"), ("std", "contrast (intensity std)"))
+
+
+def _external_shift(frame: pd.DataFrame) -> Table:
+    """The external site against train: how far its per-image mean and std lie from train's.
+
+    Each shift is ``|external average - train average|`` in train standard deviations of that
+    per-image statistic; one row per statistic (none without an external split).
+    """
+    train = frame[frame["split"] == "train"]
+    external = frame[frame["split"] == EXTERNAL_SPLIT]
+    rows = []
+    if len(external):
+        for column, words in _SHIFT_STATISTICS:
+            reference, site = train[column].dropna(), external[column].dropna()
+            sd = reference.std(ddof=1)
+            shift = abs(site.mean() - reference.mean()) / sd if sd > 0 else math.nan
+            rows.append(
+                {
+                    "key": f"{EXTERNAL_SPLIT}: {words}",
+                    "n_images": len(site),
+                    "train_average": float(reference.mean()),
+                    "external_average": float(site.mean()),
+                    "shift_in_train_sd": float(shift),
+                }
+            )
+    columns = ["key", "n_images", "train_average", "external_average", "shift_in_train_sd"]
+    return Table("external_shift", pd.DataFrame(rows, columns=columns), "key")
+
+
 def _between(column: str, words: str, **bounds: float) -> list[Rule]:
     return [("ExpectColumnValuesToBeBetween", {"column": column, **bounds}, words)]
 
@@ -297,6 +332,12 @@ def _split_shares(settings: GateSettings, _: pd.DataFrame) -> list[Rule]:
 
 def _labels_not_given(settings: GateSettings, _: pd.DataFrame) -> str | None:
     return "validation.expected_labels is null" if settings.params.expected_labels is None else None
+
+
+def _no_external_split(_: GateSettings, images: pd.DataFrame) -> str | None:
+    if "split" in images.columns and (images["split"] == EXTERNAL_SPLIT).any():
+        return None
+    return "no external test site (ingestion.external_dir is null)"
 
 
 def _provider_split(_: GateSettings, images: pd.DataFrame) -> str | None:
@@ -352,8 +393,10 @@ SPECS: dict[str, CheckSpec] = {
     ),
     "splits_in_set": CheckSpec(
         "images",
-        f"Every image is in one of the splits {list(SPLITS)}.",
-        lambda s, m: _in_set("split", list(SPLITS), f"split is one of {', '.join(SPLITS)}"),
+        f"Every image is in one of the splits {list(MANIFEST_SPLITS)}.",
+        lambda s, m: _in_set(
+            "split", list(MANIFEST_SPLITS), f"split is one of {', '.join(MANIFEST_SPLITS)}"
+        ),
     ),
     "labels_in_set": CheckSpec(
         "images",
@@ -430,6 +473,18 @@ SPECS: dict[str, CheckSpec] = {
             f"|split mean - train mean| ≤ {s.params.drift_max_shift:g} train SD",
             max_value=s.params.drift_max_shift,
         ),
+    ),
+    "external_drift": CheckSpec(
+        "external_shift",
+        "The external test site's mean intensity and contrast are within "
+        "`validation.drift_max_shift` train standard deviations of train's. A site that "
+        "differs is what an external test is for: by default this warns and does not stop.",
+        lambda s, m: _between(
+            "shift_in_train_sd",
+            f"|external average - train average| ≤ {s.params.drift_max_shift:g} train SD",
+            max_value=s.params.drift_max_shift,
+        ),
+        skip=_no_external_split,
     ),
 }
 
