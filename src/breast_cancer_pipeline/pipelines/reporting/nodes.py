@@ -216,8 +216,12 @@ def compute_metrics(
     metadata: dict[str, Any],
     operating_point: dict[str, Any],
     params: dict,
+    cv: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
+
+    With cross-validation (``evaluation.folds`` ≥ 2), ``cv`` (from
+    :func:`.cross_validation.cross_validation_summary`) is added as the ``cv`` block.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -261,6 +265,8 @@ def compute_metrics(
         metrics["brier_score"],
         metrics["log_loss"],
     )
+    if cv is not None:
+        metrics["cv"] = cv
     return _json_safe(metrics), _mlflow_metrics(metrics), bins
 
 

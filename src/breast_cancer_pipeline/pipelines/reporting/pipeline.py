@@ -4,6 +4,10 @@ from collections.abc import Callable
 
 from kedro.pipeline import Node, Pipeline
 
+from breast_cancer_pipeline.context import run_parameters
+from breast_cancer_pipeline.evaluation.folds import fold_name
+
+from . import cross_validation as cv
 from .figures import (
     plot_confident_errors,
     plot_confusion_matrix,
@@ -47,8 +51,9 @@ def _node(
     return Node(func=func, inputs=inputs, outputs=outputs, name=func.__name__)
 
 
-def _metric_nodes() -> list[Node]:
+def _metric_nodes(n_folds: int) -> list[Node]:
     """Predictions, the validation operating point, test metrics and curve tables."""
+    with_cv = ["cv_summary"] if n_folds >= 2 else []
     return [
         _node(predict_val_split, ["classifier", "model_input", P], "val_predictions"),
         _node(predict_test_split, ["classifier", "model_input", P], "test_predictions"),
@@ -59,7 +64,7 @@ def _metric_nodes() -> list[Node]:
         ),
         _node(
             compute_metrics,
-            ["test_predictions", "classifier_metadata", "operating_point", P],
+            ["test_predictions", "classifier_metadata", "operating_point", P, *with_cv],
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
         ),
         _node(
@@ -69,7 +74,29 @@ def _metric_nodes() -> list[Node]:
     ]
 
 
-def _report_nodes() -> list[Node]:
+def _cv_nodes(n_folds: int) -> list[Node]:
+    """The ``cv`` block of metrics.json, the folds' MLflow metrics and the per-fold figure."""
+    if n_folds < 2:
+        return []
+    fold_tests = [f"{fold_name(i)}.test_predictions" for i in range(1, n_folds + 1)]
+    return [
+        _node(
+            cv.cross_validation_summary,
+            [
+                "oof_predictions",
+                "test_predictions",
+                "classifier_metadata",
+                P,
+                "params:evaluation",
+                *fold_tests,
+            ],
+            ["cv_summary", "cv_mlflow_metrics"],
+        ),
+        _node(cv.plot_cv_folds, ["cv_summary", P], "cv_folds_figure"),
+    ]
+
+
+def _report_nodes(n_folds: int) -> list[Node]:
     """The report and model card (fed every figure), and the packaged serving model."""
     report_inputs = {
         "metrics": "metrics",
@@ -79,6 +106,7 @@ def _report_nodes() -> list[Node]:
         "predictions": "test_predictions",
         "params": P,
         **{name: f"{name}_figure" for name, _ in FIGURES},
+        **({"cv_folds": "cv_folds_figure"} if n_folds >= 2 else {}),
     }
     return [
         _node(render_report, report_inputs, ["report_html", "model_card"]),
@@ -91,6 +119,9 @@ def _report_nodes() -> list[Node]:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Create the reporting pipeline."""
+    """Create the reporting pipeline (with the folds' summary when ``evaluation.folds`` ≥ 2)."""
+    n_folds = int(run_parameters()["evaluation"]["folds"])
     figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
-    return Pipeline([*_metric_nodes(), *figures, *_report_nodes()])
+    return Pipeline(
+        [*_metric_nodes(n_folds), *_cv_nodes(n_folds), *figures, *_report_nodes(n_folds)]
+    )
