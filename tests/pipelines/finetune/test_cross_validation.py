@@ -1,5 +1,6 @@
 """k-fold cross-validation: the namespaced fold pipelines, the out-of-fold table, the cv block."""
 
+import base64
 import math
 
 import numpy as np
@@ -219,3 +220,39 @@ def test_the_cv_block_holds_per_fold_spread_pooled_auroc_and_the_ensemble():
     assert [row[0] for row in context["rows"]] == ["fold_1", "fold_2", "fold_3"]
     assert "optimistically biased" in context["bias"] and context["figure"]
     assert report_context({"auroc": 0.9}, None) is None  # one split: no section
+
+
+def test_the_report_shows_the_folds_and_the_selection_bias_only_with_folds():
+    from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics
+    from breast_cancer_pipeline.pipelines.reporting.report import render_report
+    from tests.pipelines.reporting.test_report import META, PARAMS, POINT, _manifest, _predictions
+
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 12)
+    oof = _predictions_of(y, np.clip(0.5 * y + 0.25 + rng.normal(0, 0.2, 24), 0, 1))
+    cv, _ = cross_validation_summary(
+        oof.assign(fold=np.repeat([1, 2, 3], 8)),
+        _predictions(),
+        META,
+        PARAMS,
+        base_params("evaluation", folds=3),
+    )
+    single = compute_metrics(_predictions(), META, POINT, PARAMS)[0]
+    with_cv = compute_metrics(_predictions(), META, POINT, PARAMS, cv)[0]
+    assert "cv" not in single and with_cv["cv"] == cv
+    assert {k: v for k, v in with_cv.items() if k != "cv"} == single
+
+    figure = plot_cv_folds(cv, PARAMS)
+    html, card = render_report(
+        with_cv, POINT, META, _manifest(), _predictions(), PARAMS, cv_folds=figure
+    )
+    section = html.split('id="cross-validation"', 1)[1].split("<h2>", 1)[0]
+    assert "3 folds by patient" in section and "optimistically biased" in section
+    assert section.count("<tr>") == 4  # header and one row per fold
+    assert base64.b64encode(figure).decode() in section
+    plain, plain_card = render_report(single, POINT, META, _manifest(), _predictions(), PARAMS)
+    assert "cross-validation" not in plain and plain_card == card
+
+
+def _predictions_of(y: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+    return _predictions(y, score, [f"d{i}" for i in range(len(y))])
