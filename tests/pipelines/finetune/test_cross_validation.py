@@ -187,7 +187,7 @@ def test_the_cv_block_holds_per_fold_spread_pooled_auroc_and_the_ensemble():
         _predictions(y_test, np.clip(y_test * 0.5 + 0.25 + rng.normal(0, 0.2, 20), 0, 1), paths)
         for _ in range(3)
     ]
-    reporting = base_params("reporting", bootstrap={"n_resamples": 200})
+    reporting = base_params("reporting", bootstrap={"n_resamples": 50})
     evaluation = base_params("evaluation", folds=3, ensemble=True)
     cv, mlflow_metrics = cross_validation_summary(
         oof, single, {"class_names": list(CLASSES)}, reporting, evaluation, *members
@@ -256,3 +256,44 @@ def test_the_report_shows_the_folds_and_the_selection_bias_only_with_folds():
 
 def _predictions_of(y: np.ndarray, score: np.ndarray) -> pd.DataFrame:
     return _predictions(y, score, [f"d{i}" for i in range(len(y))])
+
+
+@pytest.mark.slow
+def test_the_served_ensemble_averages_its_members_and_keeps_a_classifier_to_explain(tmp_path):
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+    from breast_cancer_pipeline.explain import grad_cam
+    from breast_cancer_pipeline.modeling import build_classifier, set_seed
+    from breast_cancer_pipeline.pipelines.reporting.nodes import package_model
+
+    members = []
+    for seed in (0, 1):
+        set_seed(seed)
+        members.append(build_classifier("small_cnn", 2, SIZE, 1, None, {"dropout": 0.0}))
+    metadata = {
+        "class_names": list(CLASSES),
+        "image_size": SIZE,
+        "channels": 1,
+        "color_mode": "grayscale",
+        "backbone": "small_cnn",
+    }
+    point = {"positive_class": "malignant", "threshold": 0.5, "rule": "youden"}
+    served, exported = package_model(members[0], metadata, point, members[1])
+    assert exported is members[0] and served.model is members[0]
+    assert served.config["ensemble_members"] == 2
+
+    x = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 1)).astype(np.uint8)
+    each = [m.predict(x, verbose=0) for m in members]
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # two different models
+    np.testing.assert_allclose(served.predict_proba(x), np.mean(each, axis=0), atol=1e-5)
+
+    dataset = ServingModelDataset(str(tmp_path / "serving_model"))
+    dataset.save(served)
+    loaded = dataset.load()
+    assert len(loaded.members) == 2
+    np.testing.assert_allclose(loaded.predict_proba(x), np.mean(each, axis=0), atol=1e-5)
+    heat = grad_cam(loaded.model, x, 1)  # a member, with its nested backbone
+    assert heat.shape == (4, SIZE, SIZE)
+    # A single model round-trips without members.
+    single, _ = package_model(members[0], metadata, point)
+    dataset.save(single)
+    assert len(dataset.load().members) == 1 and "ensemble_members" not in single.config

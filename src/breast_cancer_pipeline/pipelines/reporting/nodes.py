@@ -321,9 +321,13 @@ def learning_curve_table(history: dict[str, dict[str, list]]) -> pd.DataFrame:
 
 
 def package_model(
-    classifier: Any, metadata: dict[str, Any], operating_point: dict[str, Any]
+    classifier: Any, metadata: dict[str, Any], operating_point: dict[str, Any], *members: Any
 ) -> tuple[Any, Any]:
     """Bundle the classifier with its decoding settings and operating point for serving.
+
+    With ``evaluation.ensemble``, ``classifier`` is the first fold model, ``members`` the
+    others (their probabilities are averaged) and the operating point is chosen on the
+    out-of-fold predictions.
 
     Returns:
         ``(serving_model, classifier)``: the :class:`~breast_cancer_pipeline.serving.ServingModel`
@@ -341,4 +345,6 @@ def package_model(
         "threshold_rule": operating_point["rule"],
         "backbone": metadata["backbone"],
     }
-    return ServingModel(classifier, config), classifier
+    if members:
+        config["ensemble_members"] = 1 + len(members)
+    return ServingModel(classifier, config, members), classifier

@@ -74,7 +74,7 @@ def _metric_nodes(n_folds: int) -> list[Node]:
     ]
 
 
-def _cv_nodes(n_folds: int) -> list[Node]:
+def _cv_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     """The ``cv`` block of metrics.json, the folds' MLflow metrics and the per-fold figure."""
     if n_folds < 2:
         return []
@@ -93,10 +93,24 @@ def _cv_nodes(n_folds: int) -> list[Node]:
             ["cv_summary", "cv_mlflow_metrics"],
         ),
         _node(cv.plot_cv_folds, ["cv_summary", P], "cv_folds_figure"),
+    ] + _ensemble_nodes(ensemble)
+
+
+def _ensemble_nodes(ensemble: bool) -> list[Node]:
+    """The served ensemble's threshold: the validation rule on the out-of-fold predictions."""
+    if not ensemble:
+        return []
+    return [
+        Node(
+            func=choose_operating_point,
+            inputs=["oof_predictions", "classifier_metadata", P],
+            outputs="ensemble_operating_point",
+            name="choose_ensemble_operating_point",
+        ),
     ]
 
 
-def _report_nodes(n_folds: int) -> list[Node]:
+def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     """The report and model card (fed every figure), and the packaged serving model."""
     report_inputs = {
         "metrics": "metrics",
@@ -110,18 +124,28 @@ def _report_nodes(n_folds: int) -> list[Node]:
     }
     return [
         _node(render_report, report_inputs, ["report_html", "model_card"]),
-        _node(
-            package_model,
-            ["classifier", "classifier_metadata", "operating_point"],
-            ["serving_model", "tf_serving_model"],
-        ),
+        _node(package_model, _served(n_folds, ensemble), ["serving_model", "tf_serving_model"]),
     ]
+
+
+def _served(n_folds: int, ensemble: bool) -> list[str]:
+    """``package_model``'s inputs: the classifier, or the fold models (``evaluation.ensemble``)."""
+    if not ensemble:
+        return ["classifier", "classifier_metadata", "operating_point"]
+    folds = [f"{fold_name(i)}.classifier" for i in range(1, n_folds + 1)]
+    return [folds[0], "classifier_metadata", "ensemble_operating_point", *folds[1:]]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the reporting pipeline (with the folds' summary when ``evaluation.folds`` ≥ 2)."""
-    n_folds = int(run_parameters()["evaluation"]["folds"])
+    evaluation = run_parameters()["evaluation"]
+    n_folds, ensemble = int(evaluation["folds"]), bool(evaluation["ensemble"])
     figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
     return Pipeline(
-        [*_metric_nodes(n_folds), *_cv_nodes(n_folds), *figures, *_report_nodes(n_folds)]
+        [
+            *_metric_nodes(n_folds),
+            *_cv_nodes(n_folds, ensemble),
+            *figures,
+            *_report_nodes(n_folds, ensemble),
+        ]
     )
