@@ -235,7 +235,8 @@ def test_the_report_shows_the_folds_and_the_selection_bias_only_with_folds():
         _predictions(),
         META,
         PARAMS,
-        base_params("evaluation", folds=3),
+        base_params("evaluation", folds=3, ensemble=True),
+        *[_predictions()] * 3,
     )
     single = compute_metrics(_predictions(), META, POINT, PARAMS)[0]
     with_cv = compute_metrics(_predictions(), META, POINT, PARAMS, cv)[0]
@@ -248,7 +249,9 @@ def test_the_report_shows_the_folds_and_the_selection_bias_only_with_folds():
     )
     section = html.split('id="cross-validation"', 1)[1].split("<h2>", 1)[0]
     assert "3 folds by patient" in section and "optimistically biased" in section
-    assert section.count("<tr>") == 4  # header and one row per fold
+    folds_table = section.split("</table>", 1)[0]
+    assert folds_table.count("<tr>") == 4  # header and one row per fold
+    assert "average of 3 fold models" in section and "served model averages" in section
     assert base64.b64encode(figure).decode() in section
     plain, plain_card = render_report(single, POINT, META, _manifest(), _predictions(), PARAMS)
     assert "cross-validation" not in plain and plain_card == card
