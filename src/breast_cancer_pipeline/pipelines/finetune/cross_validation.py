@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from breast_cancer_pipeline.evaluation.folds import assign_folds, fold_name, fold_roles
+from breast_cancer_pipeline.evaluation.folds import assign_folds, fold_roles
 from breast_cancer_pipeline.pipelines.reporting.nodes import _predict_split, predict_test_split
 
 logger = logging.getLogger(__name__)
@@ -137,9 +137,8 @@ def collect_out_of_fold(folds: pd.DataFrame, *holdout: pd.DataFrame) -> pd.DataF
     )
     if wrong:
         raise ValueError(
-            f"{len(wrong)} development images lack exactly one out-of-fold prediction "
-            f"(first: {wrong[0]!r}, {fold_name(int(expected.get(wrong[0], 0)))}): rerun the "
-            "finetune pipeline"
+            f"{len(wrong)} development images lack exactly one out-of-fold prediction by "
+            f"their own fold (first: {wrong[0]!r}): rerun the finetune pipeline"
         )
     oof = oof.set_index("path").loc[expected.index].reset_index()
     return oof[["path", "fold", *[c for c in oof.columns if c not in ("path", "fold")]]]
