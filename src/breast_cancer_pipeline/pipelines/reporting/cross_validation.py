@@ -7,7 +7,8 @@ predictions. :func:`cross_validation_summary` turns them into the ``cv`` block o
 
 - ``folds``: per fold, its images and AUROC with a stratified bootstrap interval;
 - ``auroc_mean``, ``auroc_std`` (sample standard deviation over folds) and
-  ``auroc_ci_low``/``auroc_ci_high``: a Student-t interval of the mean over the k folds;
+  ``auroc_ci_low``/``auroc_ci_high``: a Student-t interval of the mean over the k folds
+  (clipped to [0, 1]);
 - ``auroc_pooled`` with ``auroc_pooled_ci_low``/``_high``: the AUROC of all out-of-fold
   predictions together, with a stratified bootstrap interval
   (:func:`~breast_cancer_pipeline.metrics.bootstrap_intervals`);
@@ -59,7 +60,7 @@ def _auroc_with_interval(y: np.ndarray, proba: np.ndarray, boot: dict) -> dict[s
 
 
 def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
-    """``(std, low, high)``: sample standard deviation and Student-t interval of the mean."""
+    """``(std, low, high)``: sample standard deviation, Student-t interval of the mean in [0, 1]."""
     from scipy import stats  # noqa: PLC0415  (scikit-learn's dependency)
 
     finite = values[~np.isnan(values)]
@@ -68,7 +69,8 @@ def _t_interval(values: np.ndarray, confidence: float) -> tuple[float, float, fl
     std = float(np.std(finite, ddof=1))
     half = float(stats.t.ppf((1 + confidence) / 2, len(finite) - 1)) * std / math.sqrt(len(finite))
     mean = float(np.mean(finite))
-    return std, mean - half, mean + half
+    # An AUROC lies in [0, 1]: so does its interval.
+    return std, max(0.0, mean - half), min(1.0, mean + half)
 
 
 def _ensemble(
@@ -180,7 +182,9 @@ def plot_cv_folds(cv: dict[str, Any], params: dict) -> bytes:
     if not math.isnan(low):
         ax.axhspan(low, high, color="C1", alpha=0.15, label="t-interval of the mean")
     ax.axhline(_num(cv["auroc_pooled"]), color="C2", ls="--", lw=1.2, label="pooled out-of-fold")
-    ax.set(xticks=x, xticklabels=names, ylabel="AUROC (held-out fold)", ylim=(0, 1.02))
+    bottom = np.nanmin([*lows, low, 0.5]) if not np.isnan(lows).all() else 0.5
+    ax.set(xticks=x, xticklabels=names, ylabel="AUROC (held-out fold)")
+    ax.set(xlim=(-0.5, len(names) - 0.5), ylim=(max(0.0, bottom - 0.05), 1.01))
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="lower right")
     return figure_png(fig, params["figure_dpi"])
