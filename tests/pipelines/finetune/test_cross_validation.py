@@ -300,3 +300,29 @@ def test_the_served_ensemble_averages_its_members_and_keeps_a_classifier_to_expl
     single, _ = package_model(members[0], metadata, point)
     dataset.save(single)
     assert len(dataset.load().members) == 1 and "ensemble_members" not in single.config
+
+
+def test_each_fold_is_a_group_of_the_finetune_stage_and_one_split_is_unchanged(monkeypatch):
+    """What kedro-viz groups by (node namespaces), as a session with ``--params`` builds it."""
+    from breast_cancer_pipeline import context as project_context
+    from tests.test_environments import PROJECT, _pipelines
+
+    monkeypatch.setattr(project_context, "_active_loader", project_context._active_loader)
+    monkeypatch.setattr(project_context, "_built_from", project_context._built_from)
+    single = _pipelines(PROJECT, "demo")
+    assert [n.name for n in single["finetune"].nodes] == ["finetune.finetune_classifier"]
+    reporting = {n.name for n in single["reporting"].nodes}
+    assert not any("cv" in name or "ensemble" in name for name in reporting)
+
+    folded = _pipelines(PROJECT, "demo", {"evaluation": {"folds": 3, "ensemble": True}})
+    namespaces = {n.namespace for n in folded["finetune"].nodes}
+    assert namespaces == {"finetune", "finetune.fold_1", "finetune.fold_2", "finetune.fold_3"}
+    assert "oof_predictions" in folded["finetune"].all_outputs()
+    added = {n.name for n in folded["reporting"].nodes} - reporting
+    assert added == {
+        "reporting.cross_validation_summary",
+        "reporting.plot_cv_folds",
+        "reporting.choose_ensemble_operating_point",
+    }
+    package = next(n for n in folded["reporting"].nodes if n.name == "reporting.package_model")
+    assert package.inputs[0] == "fold_1.classifier" and "fold_3.classifier" in package.inputs
