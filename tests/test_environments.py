@@ -44,14 +44,16 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _pipelines(project: Path, env: str | None) -> dict:
-    """The registered pipelines as a session in ``env`` builds them."""
+def _pipelines(project: Path, env: str | None, runtime_params: dict | None = None) -> dict:
+    """The registered pipelines as a session in ``env`` (and ``--params``) builds them."""
     from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env) as session:
+    with KedroSession.create(
+        project_path=project, env=env, runtime_params=runtime_params
+    ) as session:
         session.load_context()
         return dict(pipelines)
 
@@ -147,6 +149,9 @@ def test_every_dvc_stage_runs_in_the_tracked_environment_and_tracks_its_blocks(m
     env = yaml.safe_load((PROJECT / "params.yaml").read_text())["kedro_env"]
     env_blocks = yaml.safe_load((PROJECT / "conf" / env / "parameters.yml").read_text())
     pipelines = _pipelines(PROJECT, env)
+    # The DAG a stage runs depends on evaluation.folds/ensemble: it tracks every block that
+    # any of its shapes reads (and the block that shapes it).
+    folded = _pipelines(PROJECT, env, {"evaluation": {"folds": 2, "ensemble": True}})
     for name, stage in dvc["stages"].items():
         assert stage["cmd"] == f"kedro run --env=${{kedro_env}} --pipelines={name}"
         params = {}
@@ -155,7 +160,9 @@ def test_every_dvc_stage_runs_in_the_tracked_environment_and_tracks_its_blocks(m
                 {"params.yaml": [entry]} if isinstance(entry, str) else entry
             ).items():
                 params.setdefault(file, set()).update(keys)
-        blocks = _blocks_read_by(pipelines[name])
+        blocks = _blocks_read_by(pipelines[name]) | _blocks_read_by(folded[name])
+        if name in ("finetune", "reporting"):
+            blocks.add("evaluation")
         assert params.pop("params.yaml") == {"kedro_env"}, name
         assert params.pop("conf/${kedro_env}/parameters.yml") == blocks, name
         assert params == {f"conf/base/parameters_{block}.yml": {block} for block in blocks}, name

@@ -102,28 +102,37 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class ServingModel:
-    """A trained classifier ready to score decoded images.
+    """A trained classifier (or an ensemble of them) ready to score decoded images.
+
+    An ensemble (``evaluation.ensemble``: the fold models of cross-validation) is a list of
+    classifiers whose probabilities are averaged, not one merged Keras graph: each member
+    stays a classifier of :func:`~breast_cancer_pipeline.modeling.build_classifier`, so
+    Grad-CAM and the penultimate features work on :attr:`model` as for a single classifier.
 
     Attributes:
-        model: The Keras classifier.
+        model: The Keras classifier (with an ensemble, its first member): the one Grad-CAM
+            explains, whose features are read and which TF Serving exports.
+        members: Every classifier averaged by :meth:`predict_proba`, :attr:`model` first.
         config: The checked serving configuration (see :data:`CONFIG_KEYS`).
     """
 
-    def __init__(self, model: Any, config: Mapping[str, Any]) -> None:
-        """Wrap ``model`` with its serving ``config``.
+    def __init__(self, model: Any, config: Mapping[str, Any], members: Sequence[Any] = ()) -> None:
+        """Wrap ``model`` (and the other ensemble ``members``) with its serving ``config``.
 
         Raises:
-            ValueError: The configuration is invalid or does not match the model's input.
+            ValueError: The configuration is invalid or does not match a model's input.
         """
         self.model = model
+        self.members = [model, *members]
         self.config = check_config(config)
         expected = (self.config["image_size"], self.config["image_size"], self.config["channels"])
-        if tuple(model.input_shape[1:]) != expected:
-            raise ValueError(
-                f"the model takes images of shape {tuple(model.input_shape[1:])} but the "
-                f"serving configuration says {expected}"
-            )
-        self._forward = None
+        for member in self.members:
+            if tuple(member.input_shape[1:]) != expected:
+                raise ValueError(
+                    f"the model takes images of shape {tuple(member.input_shape[1:])} but the "
+                    f"serving configuration says {expected}"
+                )
+        self._forwards = None
 
     def __deepcopy__(self, memo: dict) -> ServingModel:
         # kedro-mlflow deep-copies its in-memory catalog on every request: share the model.
@@ -141,13 +150,14 @@ class ServingModel:
             images: ``uint8`` array ``(N, size, size, channels)``.
 
         Returns:
-            ``float32`` array ``(N, n_classes)``.
+            ``float32`` array ``(N, n_classes)``: with an ensemble, the mean of the members'.
         """
         if len(images) == 0:
             return np.empty((0, len(self.class_names)), dtype=np.float32)
-        if self._forward is None:
-            self._forward = compiled_forward(self.model)
-        return np.asarray(self._forward(np.ascontiguousarray(images, dtype=np.uint8)))
+        if self._forwards is None:
+            self._forwards = [compiled_forward(member) for member in self.members]
+        batch = np.ascontiguousarray(images, dtype=np.uint8)
+        return np.mean([np.asarray(forward(batch)) for forward in self._forwards], axis=0)
 
 
 def compiled_forward(model: Any) -> Any:

@@ -20,6 +20,7 @@ def test_shared_block_has_its_model_outside_the_pipelines():
         ({"calibration": "platt"}, "evaluation.calibration = 'platt'"),
         ({"ensemble": True}, "set evaluation.folds to 2 or more"),
         ({"fold": 3}, "evaluation.fold: unknown key"),
+        ({"fold_val_share": 0.6}, "evaluation.fold_val_share = 0.6"),
     ],
 )
 def test_bad_values_are_named(overrides, message):

@@ -14,13 +14,16 @@ from breast_cancer_pipeline.datasets._local import LocalPathDataset
 
 _MODEL_FILE = "model.keras"
 _CONFIG_FILE = "serving.json"
+#: With an ensemble, the members after the first (``model.keras``), averaged with it.
+_MEMBERS_DIR = "members"
 
 
 class ServingModelDataset(LocalPathDataset[Any, Any]):
     """A :class:`~breast_cancer_pipeline.serving.ServingModel` as a folder, written atomically.
 
     The folder holds ``model.keras`` and ``serving.json`` (class names, image size, colour
-    mode, positive class, threshold). It is the artefact kedro-mlflow bundles into the
+    mode, positive class, threshold); an ensemble's other members are ``members/<i>.keras``.
+    It is the artefact kedro-mlflow bundles into the
     registered pyfunc model, so it must be a local path.
     """
 
@@ -40,13 +43,24 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
         from breast_cancer_pipeline.serving import ServingModel
 
         config = json.loads(config_file.read_text())
-        return ServingModel(load_model(model_file), config)
+        members = [load_model(path) for path in self._member_files()]
+        return ServingModel(load_model(model_file), config, members)
+
+    def _member_files(self) -> list[Path]:
+        """The other members of an ensemble, in order (``members/1.keras``...)."""
+        folder = self._filepath / _MEMBERS_DIR
+        files = folder.glob("*.keras") if folder.is_dir() else []
+        return sorted(files, key=lambda path: int(path.stem))
 
     def save(self, data: Any) -> None:
         """Write the model and configuration to a new folder, then swap it into place."""
         with atomic_path(self._filepath) as tmp:
             tmp.mkdir()
             data.model.save(tmp / _MODEL_FILE)
+            if len(data.members) > 1:
+                (tmp / _MEMBERS_DIR).mkdir()
+                for i, member in enumerate(data.members[1:], start=1):
+                    member.save(tmp / _MEMBERS_DIR / f"{i}.keras")
             (tmp / _CONFIG_FILE).write_text(json.dumps(data.config, indent=2) + "\n")
 
     def _exists(self) -> bool:

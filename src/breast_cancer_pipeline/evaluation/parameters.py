@@ -6,9 +6,9 @@ so it lives beside the evaluation modules rather than in one pipeline's folder.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from breast_cancer_pipeline.param_schema import Params
 
@@ -18,6 +18,10 @@ class EvaluationParams(Params):
 
     #: Patient-grouped, stratified folds of the non-test images; 1 keeps the single split.
     folds: PositiveInt
+    #: Seed of the fold assignment and of each fold's validation carving.
+    fold_seed: int
+    #: Share of the training folds' patients that becomes each fold's validation set.
+    fold_val_share: Annotated[float, Field(gt=0.0, le=0.5)]
     #: Serve (and report on the test split) the average of the fold models; needs folds >= 2.
     ensemble: bool
     #: Test-time augmentation averaged in probability space.

@@ -219,8 +219,12 @@ def compute_metrics(
     operating_point: dict[str, Any],
     params: dict,
     external: dict[str, Any] | None = None,
+    cv: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
+
+    With cross-validation (``evaluation.folds`` >= 2), ``cv`` (from
+    :func:`.cross_validation.cross_validation_summary`) is added as the ``cv`` block.
 
     Args:
         predictions: The test predictions.
@@ -229,6 +233,7 @@ def compute_metrics(
         params: The ``reporting`` parameters.
         external: The external site's block (:func:`.external.external_metrics`); empty or
             ``None`` without one (``external`` is then ``null``).
+        cv: The cross-validation block, or ``None`` with one split.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -273,6 +278,8 @@ def compute_metrics(
         metrics["log_loss"],
     )
     metrics["external"] = external or None
+    if cv is not None:
+        metrics["cv"] = cv
     tracked = _mlflow_metrics(metrics) | _tracked("external", external or {})
     return _json_safe(metrics), tracked, bins
 
@@ -328,9 +335,13 @@ def learning_curve_table(history: dict[str, dict[str, list]]) -> pd.DataFrame:
 
 
 def package_model(
-    classifier: Any, metadata: dict[str, Any], operating_point: dict[str, Any]
+    classifier: Any, metadata: dict[str, Any], operating_point: dict[str, Any], *members: Any
 ) -> tuple[Any, Any]:
     """Bundle the classifier with its decoding settings and operating point for serving.
+
+    With ``evaluation.ensemble``, ``classifier`` is the first fold model, ``members`` the
+    others (their probabilities are averaged) and the operating point is chosen on the
+    out-of-fold predictions.
 
     Returns:
         ``(serving_model, classifier)``: the :class:`~breast_cancer_pipeline.serving.ServingModel`
@@ -348,4 +359,6 @@ def package_model(
         "threshold_rule": operating_point["rule"],
         "backbone": metadata["backbone"],
     }
-    return ServingModel(classifier, config), classifier
+    if members:
+        config["ensemble_members"] = 1 + len(members)
+    return ServingModel(classifier, config, members), classifier

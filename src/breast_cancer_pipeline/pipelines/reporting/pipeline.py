@@ -4,6 +4,10 @@ from collections.abc import Callable
 
 from kedro.pipeline import Node, Pipeline
 
+from breast_cancer_pipeline.context import run_parameters
+from breast_cancer_pipeline.evaluation.folds import fold_name
+
+from . import cross_validation as cv
 from .external import external_metrics, predict_external_split
 from .figures import (
     plot_confident_errors,
@@ -48,8 +52,9 @@ def _node(
     return Node(func=func, inputs=inputs, outputs=outputs, name=func.__name__)
 
 
-def _metric_nodes() -> list[Node]:
+def _metric_nodes(n_folds: int) -> list[Node]:
     """Predictions, the validation operating point, test metrics and curve tables."""
+    with_cv = ["cv_summary"] if n_folds >= 2 else []
     return [
         _node(predict_val_split, ["classifier", "model_input", P], "val_predictions"),
         _node(predict_test_split, ["classifier", "model_input", P], "test_predictions"),
@@ -70,7 +75,14 @@ def _metric_nodes() -> list[Node]:
         ),
         _node(
             compute_metrics,
-            ["test_predictions", "classifier_metadata", "operating_point", P, "external_metrics"],
+            [
+                "test_predictions",
+                "classifier_metadata",
+                "operating_point",
+                P,
+                "external_metrics",
+                *with_cv,
+            ],
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
         ),
         _node(
@@ -80,7 +92,43 @@ def _metric_nodes() -> list[Node]:
     ]
 
 
-def _report_nodes() -> list[Node]:
+def _cv_nodes(n_folds: int, ensemble: bool) -> list[Node]:
+    """The ``cv`` block of metrics.json, the folds' MLflow metrics and the per-fold figure."""
+    if n_folds < 2:
+        return []
+    fold_tests = [f"{fold_name(i)}.test_predictions" for i in range(1, n_folds + 1)]
+    return [
+        _node(
+            cv.cross_validation_summary,
+            [
+                "oof_predictions",
+                "test_predictions",
+                "classifier_metadata",
+                P,
+                "params:evaluation",
+                *fold_tests,
+            ],
+            ["cv_summary", "cv_mlflow_metrics"],
+        ),
+        _node(cv.plot_cv_folds, ["cv_summary", P], "cv_folds_figure"),
+    ] + _ensemble_nodes(ensemble)
+
+
+def _ensemble_nodes(ensemble: bool) -> list[Node]:
+    """The served ensemble's threshold: the validation rule on the out-of-fold predictions."""
+    if not ensemble:
+        return []
+    return [
+        Node(
+            func=choose_operating_point,
+            inputs=["oof_predictions", "classifier_metadata", P],
+            outputs="ensemble_operating_point",
+            name="choose_ensemble_operating_point",
+        ),
+    ]
+
+
+def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     """The report and model card (fed every figure), and the packaged serving model."""
     report_inputs = {
         "metrics": "metrics",
@@ -90,18 +138,32 @@ def _report_nodes() -> list[Node]:
         "predictions": "test_predictions",
         "params": P,
         **{name: f"{name}_figure" for name, _ in FIGURES},
+        **({"cv_folds": "cv_folds_figure"} if n_folds >= 2 else {}),
     }
     return [
         _node(render_report, report_inputs, ["report_html", "model_card"]),
-        _node(
-            package_model,
-            ["classifier", "classifier_metadata", "operating_point"],
-            ["serving_model", "tf_serving_model"],
-        ),
+        _node(package_model, _served(n_folds, ensemble), ["serving_model", "tf_serving_model"]),
     ]
 
 
+def _served(n_folds: int, ensemble: bool) -> list[str]:
+    """``package_model``'s inputs: the classifier, or the fold models (``evaluation.ensemble``)."""
+    if not ensemble:
+        return ["classifier", "classifier_metadata", "operating_point"]
+    folds = [f"{fold_name(i)}.classifier" for i in range(1, n_folds + 1)]
+    return [folds[0], "classifier_metadata", "ensemble_operating_point", *folds[1:]]
+
+
 def create_pipeline(**kwargs) -> Pipeline:
-    """Create the reporting pipeline."""
+    """Create the reporting pipeline (with the folds' summary when ``evaluation.folds`` ≥ 2)."""
+    evaluation = run_parameters()["evaluation"]
+    n_folds, ensemble = int(evaluation["folds"]), bool(evaluation["ensemble"])
     figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
-    return Pipeline([*_metric_nodes(), *figures, *_report_nodes()])
+    return Pipeline(
+        [
+            *_metric_nodes(n_folds),
+            *_cv_nodes(n_folds, ensemble),
+            *figures,
+            *_report_nodes(n_folds, ensemble),
+        ]
+    )

@@ -19,6 +19,7 @@ from markupsafe import Markup
 from breast_cancer_pipeline.manifest import MANIFEST_SPLITS
 from breast_cancer_pipeline.templating import fmt, render
 
+from . import cross_validation
 from .external import comparison_rows
 from .figures import confident_errors
 
@@ -234,16 +235,19 @@ def render_report(
         predictions: The test predictions (for the failure cases).
         params: The ``reporting`` parameters.
         **figures: PNG bytes (or a loader returning them) of each figure in :data:`FIGURES`,
-            by name; a missing figure is left out of the report.
+            by name; a missing figure is left out of the report. ``cv_folds`` (with
+            cross-validation) goes to the report's cross-validation section.
 
     Returns:
         ``(html, markdown)``.
     """
     context = _context(metrics, operating_point, metadata, manifest, predictions, params)
     summary = context.pop("summary")
+    cv = cross_validation.report_context(metrics, figures.pop("cv_folds", None))
     report = render(
         "report.html.j2",
         **context,
+        cv=cv,
         data_summary=Markup(summary.to_html(escape=True, classes="counts", border=0)),
         figures=_embedded_figures(figures),
     )

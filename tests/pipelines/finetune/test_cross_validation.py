@@ -1,0 +1,328 @@
+"""k-fold cross-validation: the namespaced fold pipelines, the out-of-fold table, the cv block."""
+
+import base64
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from breast_cancer_pipeline.datasets.training_checkpoints import CheckpointDirectory
+from breast_cancer_pipeline.pipelines.finetune.cross_validation import (
+    collect_out_of_fold,
+    fold_model_input,
+)
+from breast_cancer_pipeline.pipelines.finetune.pipeline import cross_validation_pipeline
+from breast_cancer_pipeline.pipelines.reporting.cross_validation import (
+    cross_validation_summary,
+    plot_cv_folds,
+    report_context,
+)
+from tests.params import base_params
+from tests.pipelines.finetune.helpers import AUGMENTATION, BEST_HEAD, SELECTED, finetune_params
+
+CLASSES = ("benign", "malignant")
+SIZE = 16
+
+
+def tiny_split(patients: int = 10, seed: int = 0) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """A manifest (train/val/test/external, 1-2 images per patient) and its model input.
+
+    A bright square marks malignant images, so one epoch learns something.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in CLASSES:
+        for p in range(patients + 4):
+            split = "test" if p >= patients + 2 else "external" if p >= patients else "trainval"
+            for i in range(1 + p % 2):
+                rows.append(
+                    {
+                        "path": f"{label}/{p:02d}_{i}.png",
+                        "label": label,
+                        "group": f"{label}-{p:02d}",
+                        "split": ("val" if p % 4 == 0 else "train")
+                        if split == "trainval"
+                        else split,
+                    }
+                )
+    manifest = pd.DataFrame(rows).sort_values("path", ignore_index=True)
+    arrays = {"class_names": np.array(CLASSES)}
+    for split in ("train", "val", "test", "external"):
+        part = manifest[manifest["split"] == split]
+        y = (part["label"] == "malignant").to_numpy(dtype=np.int32)
+        x = rng.integers(0, 60, (len(part), SIZE, SIZE, 1)).astype(np.uint8)
+        x[y == 1, 4:12, 4:12] = 220
+        arrays |= {f"x_{split}": x, f"y_{split}": y, f"paths_{split}": part["path"].to_numpy()}
+    return manifest, arrays
+
+
+def test_fold_model_input_draws_each_role_from_train_and_val():
+    manifest, arrays = tiny_split()
+    development = manifest[manifest["split"].isin(["train", "val"])]
+    roles = pd.DataFrame(
+        {
+            "path": development["path"],
+            "role": np.resize(["train", "val", "holdout"], len(development)),
+        }
+    )
+    fold = fold_model_input(arrays, roles)
+    every = {
+        str(p): (x, y)
+        for s in ("train", "val")
+        for p, x, y in zip(arrays[f"paths_{s}"], arrays[f"x_{s}"], arrays[f"y_{s}"], strict=True)
+    }
+    for role in ("train", "val", "holdout"):
+        expected = roles.loc[roles["role"] == role, "path"].tolist()
+        assert fold[f"paths_{role}"].tolist() == expected
+        for path, x, y in zip(expected, fold[f"x_{role}"], fold[f"y_{role}"], strict=True):
+            assert np.array_equal(x, every[path][0]) and y == every[path][1]
+    assert fold["paths_test"].tolist() == arrays["paths_test"].tolist()
+    assert not any("external" in key for key in fold)
+
+
+def test_an_image_predicted_twice_or_never_is_refused():
+    folds = pd.DataFrame({"path": ["a", "b", "c"], "fold": [1, 1, 2]})
+    first = pd.DataFrame({"path": ["a", "b"], "label": "x"})
+    with pytest.raises(ValueError, match="lack exactly one out-of-fold prediction"):
+        collect_out_of_fold(folds, first, pd.DataFrame({"path": ["b"], "label": "x"}))
+    table = collect_out_of_fold(folds, first, pd.DataFrame({"path": ["c"], "label": "x"}))
+    assert table["path"].tolist() == ["a", "b", "c"] and table["fold"].tolist() == [1, 1, 2]
+
+
+class Kept(MemoryDataset):
+    """A memory dataset the runner does not empty once its consumers ran (read after the run)."""
+
+    def _release(self) -> None:
+        pass
+
+
+def _catalog(tmp_path, manifest, arrays, k):
+    evaluation = base_params("evaluation", folds=k)
+    finetune = finetune_params(phase1={"epochs": 1}, phase2={"epochs": 1})
+    datasets = {
+        "validated_manifest": manifest,
+        "model_input": arrays,
+        "selected_backbone": SELECTED,
+        "best_head": BEST_HEAD,
+        "augmentation_spec": AUGMENTATION,
+        "params:evaluation": evaluation,
+        "params:finetune": finetune,
+        "params:reporting": base_params("reporting"),
+        **{
+            f"fold_{i}.finetune_checkpoints": CheckpointDirectory(tmp_path / f"fold_{i}")
+            for i in range(1, k + 1)
+        },
+    }
+    return DataCatalog(
+        {name: MemoryDataset(value, copy_mode="assign") for name, value in datasets.items()}
+    )
+
+
+@pytest.mark.slow
+def test_three_folds_predict_every_development_image_once_and_keep_patients_apart(tmp_path):
+    """The acceptance run: 3 namespaced fold pipelines on 16-px images, 1 epoch per phase."""
+    manifest, arrays = tiny_split()
+    pipeline = cross_validation_pipeline(3)
+    assert {n.namespace for n in pipeline.nodes} == {None, "fold_1", "fold_2", "fold_3"}
+    # The same finetune node in every fold, on that fold's arrays only.
+    finetunes = [n for n in pipeline.nodes if n.name.endswith("finetune_classifier")]
+    assert len(finetunes) == 3 and len({n.func for n in finetunes}) == 1
+    assert all(n.inputs[0] == f"{n.namespace}.model_input" for n in finetunes)
+    # No training node reads the manifest or the full model input (test or external images).
+    training_inputs = {i for n in finetunes for i in n.inputs}
+    assert not training_inputs & {"model_input", "validated_manifest"}
+
+    catalog = _catalog(tmp_path, manifest, arrays, 3)
+    for name in pipeline.all_outputs():
+        catalog[name] = Kept(copy_mode="assign")
+    SequentialRunner().run(pipeline, catalog)
+
+    oof = catalog.load("oof_predictions")
+    folds = catalog.load("cv_folds")
+    development = manifest[manifest["split"].isin(["train", "val"])]
+    assert sorted(oof["path"]) == sorted(development["path"])  # every one, once
+    assert not oof["path"].duplicated().any()
+    assert set(oof["fold"]) == {1, 2, 3}
+    assert folds.groupby("group")["fold"].nunique().max() == 1  # no patient in two folds
+    patient = manifest.set_index("path")["group"]
+    for i in (1, 2, 3):
+        trained = catalog.load(f"fold_{i}.model_input")
+        seen = {patient[str(p)] for role in ("train", "val") for p in trained[f"paths_{role}"]}
+        held_out = {patient[str(p)] for p in trained["paths_holdout"]}
+        assert not seen & held_out
+        assert set(map(str, trained["paths_holdout"])) == set(oof.loc[oof["fold"] == i, "path"])
+        test = catalog.load(f"fold_{i}.test_predictions")
+        assert test["path"].tolist() == arrays["paths_test"].tolist()
+    external = set(manifest.loc[manifest["split"] == "external", "path"])
+    assert not external & set(oof["path"])
+    assert np.allclose(oof[["p_benign", "p_malignant"]].sum(axis=1), 1, atol=1e-5)
+
+
+def _predictions(y: np.ndarray, score: np.ndarray, paths: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "path": paths,
+            "label": [CLASSES[i] for i in y],
+            "p_benign": 1 - score,
+            "p_malignant": score,
+        }
+    )
+
+
+def test_the_cv_block_holds_per_fold_spread_pooled_auroc_and_the_ensemble():
+    rng = np.random.default_rng(3)
+    y = np.tile([0, 1], 30)
+    fold = np.repeat([1, 2, 3], 20)
+    # Fold 1 separates perfectly, fold 3 not at all: the spread must show it.
+    score = np.where(fold == 1, y * 0.8 + 0.1, np.where(fold == 2, 0.3 * y + 0.35, 0.5))
+    score = np.clip(score + rng.normal(0, 0.01, len(y)) * (fold == 3), 0, 1)
+    oof = _predictions(y, score, [f"i{i}" for i in range(len(y))]).assign(fold=fold)
+    y_test = np.tile([0, 1], 10)
+    paths = [f"t{i}" for i in range(20)]
+    single = _predictions(y_test, np.where(y_test == 1, 0.6, 0.4) + rng.normal(0, 0.2, 20), paths)
+    members = [
+        _predictions(y_test, np.clip(y_test * 0.5 + 0.25 + rng.normal(0, 0.2, 20), 0, 1), paths)
+        for _ in range(3)
+    ]
+    reporting = base_params("reporting", bootstrap={"n_resamples": 50})
+    evaluation = base_params("evaluation", folds=3, ensemble=True)
+    cv, mlflow_metrics = cross_validation_summary(
+        oof, single, {"class_names": list(CLASSES)}, reporting, evaluation, *members
+    )
+
+    per_fold = [cv["per_fold"][f"fold_{i}"]["auroc"] for i in (1, 2, 3)]
+    assert per_fold[:2] == [1.0, 1.0] and 0.2 < per_fold[2] < 0.8
+    assert cv["auroc_mean"] == pytest.approx(np.mean(per_fold))
+    assert cv["auroc_std"] == pytest.approx(np.std(per_fold, ddof=1))
+    # t(0.975, 2) = 4.303: the interval of the mean over 3 folds.
+    half = 4.3027 * cv["auroc_std"] / math.sqrt(3)
+    assert cv["auroc_ci_low"] == pytest.approx(cv["auroc_mean"] - half, abs=1e-3)
+    assert cv["auroc_mean"] + half > 1 and cv["auroc_ci_high"] == 1.0  # clipped to [0, 1]
+    assert cv["auroc_pooled_ci_low"] <= cv["auroc_pooled"] <= cv["auroc_pooled_ci_high"]
+    from sklearn.metrics import roc_auc_score
+
+    assert cv["auroc_pooled"] == pytest.approx(roc_auc_score(y, score))
+    mean_member = np.mean([f["p_malignant"] for f in members], axis=0)
+    assert cv["ensemble"]["test_auroc"] == pytest.approx(roc_auc_score(y_test, mean_member))
+    assert cv["ensemble"]["single_test_auroc"] == pytest.approx(
+        roc_auc_score(y_test, single["p_malignant"])
+    )
+    assert mlflow_metrics["cv.fold_3.auroc"]["value"] == pytest.approx(per_fold[2])
+    assert mlflow_metrics["cv.auroc_pooled"]["value"] == pytest.approx(cv["auroc_pooled"])
+    assert "cv.ensemble.test_auroc" in mlflow_metrics
+
+    figure = plot_cv_folds(cv, reporting)
+    assert figure.startswith(b"\x89PNG")
+    context = report_context({"cv": cv}, figure)
+    assert [row[0] for row in context["rows"]] == ["fold_1", "fold_2", "fold_3"]
+    assert "optimistically biased" in context["bias"] and context["figure"]
+    assert report_context({"auroc": 0.9}, None) is None  # one split: no section
+
+
+def test_the_report_shows_the_folds_and_the_selection_bias_only_with_folds():
+    from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics
+    from breast_cancer_pipeline.pipelines.reporting.report import render_report
+    from tests.pipelines.reporting.test_report import META, PARAMS, POINT, _manifest, _predictions
+
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 12)
+    oof = _predictions_of(y, np.clip(0.5 * y + 0.25 + rng.normal(0, 0.2, 24), 0, 1))
+    cv, _ = cross_validation_summary(
+        oof.assign(fold=np.repeat([1, 2, 3], 8)),
+        _predictions(),
+        META,
+        PARAMS,
+        base_params("evaluation", folds=3, ensemble=True),
+        *[_predictions()] * 3,
+    )
+    single = compute_metrics(_predictions(), META, POINT, PARAMS)[0]
+    with_cv = compute_metrics(_predictions(), META, POINT, PARAMS, cv)[0]
+    assert "cv" not in single and with_cv["cv"] == cv
+    assert {k: v for k, v in with_cv.items() if k != "cv"} == single
+
+    figure = plot_cv_folds(cv, PARAMS)
+    html, card = render_report(
+        with_cv, POINT, META, _manifest(), _predictions(), PARAMS, cv_folds=figure
+    )
+    section = html.split('id="cross-validation"', 1)[1].split("<h2>", 1)[0]
+    assert "3 folds by patient" in section and "optimistically biased" in section
+    folds_table = section.split("</table>", 1)[0]
+    assert folds_table.count("<tr>") == 4  # header and one row per fold
+    assert "average of 3 fold models" in section and "served model averages" in section
+    assert base64.b64encode(figure).decode() in section
+    plain, plain_card = render_report(single, POINT, META, _manifest(), _predictions(), PARAMS)
+    assert "cross-validation" not in plain and plain_card == card
+
+
+def _predictions_of(y: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+    return _predictions(y, score, [f"d{i}" for i in range(len(y))])
+
+
+@pytest.mark.slow
+def test_the_served_ensemble_averages_its_members_and_keeps_a_classifier_to_explain(tmp_path):
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+    from breast_cancer_pipeline.explain import grad_cam
+    from breast_cancer_pipeline.modeling import build_classifier, set_seed
+    from breast_cancer_pipeline.pipelines.reporting.nodes import package_model
+
+    members = []
+    for seed in (0, 1):
+        set_seed(seed)
+        members.append(build_classifier("small_cnn", 2, SIZE, 1, None, {"dropout": 0.0}))
+    metadata = {
+        "class_names": list(CLASSES),
+        "image_size": SIZE,
+        "channels": 1,
+        "color_mode": "grayscale",
+        "backbone": "small_cnn",
+    }
+    point = {"positive_class": "malignant", "threshold": 0.5, "rule": "youden"}
+    served, exported = package_model(members[0], metadata, point, members[1])
+    assert exported is members[0] and served.model is members[0]
+    assert served.config["ensemble_members"] == 2
+
+    x = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 1)).astype(np.uint8)
+    each = [m.predict(x, verbose=0) for m in members]
+    assert not np.allclose(each[0], each[1], atol=1e-3)  # two different models
+    np.testing.assert_allclose(served.predict_proba(x), np.mean(each, axis=0), atol=1e-5)
+
+    dataset = ServingModelDataset(str(tmp_path / "serving_model"))
+    dataset.save(served)
+    loaded = dataset.load()
+    assert len(loaded.members) == 2
+    np.testing.assert_allclose(loaded.predict_proba(x), np.mean(each, axis=0), atol=1e-5)
+    heat = grad_cam(loaded.model, x, 1)  # a member, with its nested backbone
+    assert heat.shape == (4, SIZE, SIZE)
+    # A single model round-trips without members.
+    single, _ = package_model(members[0], metadata, point)
+    dataset.save(single)
+    assert len(dataset.load().members) == 1 and "ensemble_members" not in single.config
+
+
+def test_each_fold_is_a_group_of_the_finetune_stage_and_one_split_is_unchanged(monkeypatch):
+    """What kedro-viz groups by (node namespaces), as a session with ``--params`` builds it."""
+    from breast_cancer_pipeline import context as project_context
+    from tests.test_environments import PROJECT, _pipelines
+
+    monkeypatch.setattr(project_context, "_active_loader", project_context._active_loader)
+    monkeypatch.setattr(project_context, "_built_from", project_context._built_from)
+    single = _pipelines(PROJECT, "demo")
+    assert [n.name for n in single["finetune"].nodes] == ["finetune.finetune_classifier"]
+    reporting = {n.name for n in single["reporting"].nodes}
+    assert not any("cv" in name or "ensemble" in name for name in reporting)
+
+    folded = _pipelines(PROJECT, "demo", {"evaluation": {"folds": 3, "ensemble": True}})
+    namespaces = {n.namespace for n in folded["finetune"].nodes}
+    assert namespaces == {"finetune", "finetune.fold_1", "finetune.fold_2", "finetune.fold_3"}
+    assert "oof_predictions" in folded["finetune"].all_outputs()
+    added = {n.name for n in folded["reporting"].nodes} - reporting
+    assert added == {
+        "reporting.cross_validation_summary",
+        "reporting.plot_cv_folds",
+        "reporting.choose_ensemble_operating_point",
+    }
+    package = next(n for n in folded["reporting"].nodes if n.name == "reporting.package_model")
+    assert package.inputs[0] == "fold_1.classifier" and "fold_3.classifier" in package.inputs
