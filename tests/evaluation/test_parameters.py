@@ -20,6 +20,8 @@ def test_shared_block_has_its_model_outside_the_pipelines():
         ({"calibration": "platt"}, "evaluation.calibration = 'platt'"),
         ({"ensemble": True}, "set evaluation.folds to 2 or more"),
         ({"fold": 3}, "evaluation.fold: unknown key"),
+        ({"tta": "flips", "tta_passes": 5}, "tta 'flips' has 4 views"),
+        ({"tta_shift": 0.5}, "evaluation.tta_shift = 0.5"),
     ],
 )
 def test_bad_values_are_named(overrides, message):

@@ -60,8 +60,10 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
         One row per request row, in order: the identifier column if given, ``label`` (the most
         probable class), one ``p_<class>`` column per class, ``threshold``,
         ``thresholded_label`` (the positive class when its probability reaches the threshold
-        chosen on the validation split, else the most probable other class) and ``error``
-        (empty when the row was scored). Probabilities of failed rows are empty.
+        chosen on the validation split, else the most probable other class),
+        ``prediction_set`` (the classes of the conformal set, a list; null for a model
+        packaged without one) and ``error`` (empty when the row was scored). Probabilities
+        of failed rows are empty.
 
     Raises:
         ValueError: The request has no ``image`` column (HTTP 400 when served) or holds more
@@ -104,6 +106,8 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
     frame = _prediction_frame(
         proba, errors, config["class_names"], config["positive_class"], config["threshold"]
     )
+    sets = pd.Series(_sets(serving_model, proba), index=frame.index, dtype=object)
+    frame.insert(frame.columns.get_loc("error"), "prediction_set", sets)
     if id_column:
         frame.insert(0, id_column, ids)
     # Missing values as None, not NaN: the served JSON then says null (NaN is not JSON).
@@ -111,6 +115,15 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d could not be decoded)", len(cells) - n_bad, n_bad)
     return frame
+
+
+def _sets(serving_model: Any, proba: np.ndarray) -> list[list[str] | None]:
+    """The conformal set of every scored row (``None`` for a row that was not scored)."""
+    ok = ~np.isnan(proba).any(axis=1)
+    sets: list[list[str] | None] = [None] * len(proba)
+    for i, found in zip(np.flatnonzero(ok), serving_model.prediction_sets(proba[ok]), strict=True):
+        sets[i] = found
+    return sets
 
 
 def _request_frame(requests: Any) -> pd.DataFrame:

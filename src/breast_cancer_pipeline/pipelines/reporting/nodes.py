@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -23,17 +22,19 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ predictions
-def _predict_split(classifier: Any, model_input: dict, split: str, batch_size: int) -> pd.DataFrame:
+def prediction_frame(model_input: dict, split: str, proba: np.ndarray) -> pd.DataFrame:
+    """The predictions table of one split from its class probabilities.
+
+    Args:
+        model_input: The model-input arrays (``paths_<split>``, ``y_<split>``, class names).
+        split: ``val`` or ``test``.
+        proba: ``(N, k)`` class probabilities of the split's images, in order.
+
+    Returns:
+        One row per image: ``path``, ``label``, ``predicted`` (argmax) and ``p_<class>``.
+    """
     class_names = [str(c) for c in model_input["class_names"]]
-    images = np.asarray(model_input[f"x_{split}"])
-    started = time.perf_counter()
-    proba = classifier.predict(images, batch_size=batch_size, verbose=0)
-    logger.info(
-        "Predicted the %s split: %d images in %.1f s",
-        split,
-        len(images),
-        time.perf_counter() - started,
-    )
+    proba = np.asarray(proba)
     y = np.asarray(model_input[f"y_{split}"])
     frame = pd.DataFrame(
         {
@@ -45,28 +46,6 @@ def _predict_split(classifier: Any, model_input: dict, split: str, batch_size: i
     for i, name in enumerate(class_names):
         frame[f"p_{name}"] = proba[:, i].astype(float)
     return frame
-
-
-def predict_test_split(
-    classifier: Any, model_input: dict[str, np.ndarray], params: dict
-) -> pd.DataFrame:
-    """Class probabilities for every test image.
-
-    Returns:
-        One row per image: ``path``, ``label``, ``predicted`` (argmax) and ``p_<class>`` columns.
-    """
-    return _predict_split(classifier, model_input, "test", params["batch_size"])
-
-
-def predict_val_split(
-    classifier: Any, model_input: dict[str, np.ndarray], params: dict
-) -> pd.DataFrame:
-    """Class probabilities for every validation image (to choose the operating threshold).
-
-    Returns:
-        Same columns as :func:`predict_test_split`.
-    """
-    return _predict_split(classifier, model_input, "val", params["batch_size"])
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -204,6 +183,14 @@ def _mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
         k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
     numeric.update({f"auroc_{c}": v for c, v in metrics["auroc_per_class"].items()})
+    for block in ("calibration", "tta", "conformal"):  # test.<block>.<name>
+        numeric.update(
+            {
+                f"{block}.{k}": v
+                for k, v in metrics.get(block, {}).items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and v is not None
+            }
+        )
     return {
         f"test.{k}": {"value": float(v), "step": 0}
         for k, v in numeric.items()
@@ -216,8 +203,17 @@ def compute_metrics(
     metadata: dict[str, Any],
     operating_point: dict[str, Any],
     params: dict,
+    calibration_report: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
+
+    Args:
+        predictions: The test predictions (as served: views averaged, recalibrated).
+        metadata: The classifier's metadata.
+        operating_point: The threshold chosen on the (recalibrated) validation split.
+        params: The ``reporting`` parameters.
+        calibration_report: The ``calibration``, ``tta`` and ``conformal`` blocks
+            (:func:`.calibration.calibration_report`), added to ``metrics.json`` as given.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -247,6 +243,7 @@ def compute_metrics(
         **calibration,
         "brier_score_ci_low": ci["brier_score_ci_low"],
         "brier_score_ci_high": ci["brier_score_ci_high"],
+        **(calibration_report or {}),
     }
     logger.info(
         "Test: AUROC %.3f [%.3f, %.3f], at p(%s) >= %.3f sensitivity %.3f, specificity %.3f; "
@@ -315,9 +312,19 @@ def learning_curve_table(history: dict[str, dict[str, list]]) -> pd.DataFrame:
 
 
 def package_model(
-    classifier: Any, metadata: dict[str, Any], operating_point: dict[str, Any]
+    classifier: Any,
+    metadata: dict[str, Any],
+    operating_point: dict[str, Any],
+    probability_settings: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Bundle the classifier with its decoding settings and operating point for serving.
+
+    Args:
+        classifier: The trained Keras classifier.
+        metadata: Its metadata (classes, image size, colour mode, backbone).
+        operating_point: The threshold chosen on the validation split.
+        probability_settings: Test-time views, temperature and conformal threshold
+            (:func:`.calibration.serving_calibration`); none: one view, ``T = 1``, no sets.
 
     Returns:
         ``(serving_model, classifier)``: the :class:`~breast_cancer_pipeline.serving.ServingModel`
@@ -334,5 +341,6 @@ def package_model(
         "threshold": operating_point["threshold"],
         "threshold_rule": operating_point["rule"],
         "backbone": metadata["backbone"],
+        **(probability_settings or {}),
     }
     return ServingModel(classifier, config), classifier

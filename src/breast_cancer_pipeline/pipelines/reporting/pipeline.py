@@ -4,6 +4,13 @@ from collections.abc import Callable
 
 from kedro.pipeline import Node, Pipeline
 
+from .calibration import (
+    calibration_report,
+    fit_calibration,
+    predict_test_split,
+    predict_val_split,
+    serving_calibration,
+)
 from .figures import (
     plot_confident_errors,
     plot_confusion_matrix,
@@ -18,8 +25,6 @@ from .nodes import (
     curve_tables,
     learning_curve_table,
     package_model,
-    predict_test_split,
-    predict_val_split,
 )
 from .report import FIGURES, render_report
 
@@ -50,8 +55,7 @@ def _node(
 def _metric_nodes() -> list[Node]:
     """Predictions, the validation operating point, test metrics and curve tables."""
     return [
-        _node(predict_val_split, ["classifier", "model_input", P], "val_predictions"),
-        _node(predict_test_split, ["classifier", "model_input", P], "test_predictions"),
+        *_calibration_nodes(),
         _node(
             choose_operating_point,
             ["val_predictions", "classifier_metadata", P],
@@ -59,13 +63,58 @@ def _metric_nodes() -> list[Node]:
         ),
         _node(
             compute_metrics,
-            ["test_predictions", "classifier_metadata", "operating_point", P],
+            ["test_predictions", "classifier_metadata", "operating_point", P, "calibration_report"],
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
         ),
         _node(
             curve_tables, ["test_predictions", "classifier_metadata", P], ["roc_table", "pr_table"]
         ),
         _node(learning_curve_table, "finetune_history", "learning_curves_table"),
+    ]
+
+
+def _calibration_nodes() -> list[Node]:
+    """Validation and test through the serving model; temperature and conformal threshold.
+
+    The order is the point: the temperature is fitted on the validation predictions, the
+    operating threshold (``choose_operating_point``) and the conformal threshold are chosen
+    on the recalibrated ones, and the test split is predicted by the packaged model.
+    """
+    E, M = "params:evaluation", "classifier_metadata"
+    return [
+        _node(
+            predict_val_split,
+            ["classifier", "model_input", M, P, E],
+            "val_predictions_uncalibrated",
+        ),
+        _node(
+            fit_calibration,
+            ["val_predictions_uncalibrated", M, E],
+            ["calibration_fit", "val_predictions"],
+        ),
+        _node(
+            serving_calibration,
+            ["calibration_fit", "val_predictions", M, E, "params:inference"],
+            "probability_settings",
+        ),
+        _node(
+            predict_test_split,
+            ["serving_model", "model_input", P],
+            ["test_predictions", "test_predictions_uncalibrated", "test_predictions_without_tta"],
+        ),
+        _node(
+            calibration_report,
+            [
+                "test_predictions",
+                "test_predictions_uncalibrated",
+                "test_predictions_without_tta",
+                "calibration_fit",
+                "probability_settings",
+                M,
+                P,
+            ],
+            "calibration_report",
+        ),
     ]
 
 
@@ -84,7 +133,7 @@ def _report_nodes() -> list[Node]:
         _node(render_report, report_inputs, ["report_html", "model_card"]),
         _node(
             package_model,
-            ["classifier", "classifier_metadata", "operating_point"],
+            ["classifier", "classifier_metadata", "operating_point", "probability_settings"],
             ["serving_model", "tf_serving_model"],
         ),
     ]

@@ -19,6 +19,7 @@ from markupsafe import Markup
 from breast_cancer_pipeline.manifest import SPLITS
 from breast_cancer_pipeline.templating import fmt, render
 
+from .calibration import calibration_context
 from .figures import confident_errors
 
 #: Figure name (catalog entry ``<name>_figure``) and its caption, in report order.
@@ -207,6 +208,7 @@ def _context(
             "brier_score": fmt(metrics.get("brier_score")),
             "log_loss": fmt(metrics.get("log_loss")),
         },
+        "recalibration": calibration_context(metrics),
         "failures": _failures(metrics, errors, params["ece_warning"]),
         "limits": _LIMITS,
     }
