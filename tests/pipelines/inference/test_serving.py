@@ -86,6 +86,41 @@ def test_config_errors_name_the_problem():
         ServingModel(_tiny_serving_model().model, {**CONFIG, "image_size": 64})
 
 
+def test_probability_path_views_then_temperature_and_old_configs():
+    """predict_proba = views averaged, then T; a config without the keys is served as before."""
+    from breast_cancer_pipeline.evaluation.calibration import apply_temperature
+    from breast_cancer_pipeline.serving import PROBABILITY_DEFAULTS, check_config
+
+    old = _tiny_serving_model()  # CONFIG predates tta, temperature and conformal
+    assert {k: old.config[k] for k in PROBABILITY_DEFAULTS} == PROBABILITY_DEFAULTS
+    x = np.random.default_rng(1).integers(0, 255, (3, 32, 32, 1)).astype(np.uint8)
+    bare = old.model.predict(x, verbose=0)
+    np.testing.assert_allclose(old.predict_proba(x), bare, atol=1e-5)
+    assert old.prediction_sets(bare) == [None, None, None]
+
+    calls = []
+    tuned = old.with_config(
+        tta={"mode": "flips", "passes": 2},
+        temperature=2.0,
+        conformal={"method": "lac", "alpha": 0.1, "threshold": 0.3},
+    )
+    assert tuned.model is old.model and tuned.config["tta"]["shift"] == 0.05
+    forward = tuned._forward
+    tuned._forward = lambda images: calls.append(1) or forward(images)
+    flipped = old.model.predict(x[:, :, ::-1], verbose=0)
+    expected = apply_temperature((bare + flipped) / 2, 2.0)
+    np.testing.assert_allclose(tuned.predict_proba(x), expected, atol=1e-5)
+    assert len(calls) == 2  # one forward pass per view
+    sets = tuned.prediction_sets(expected)
+    assert sets == [
+        [c for c, p in zip(CONFIG["class_names"], row, strict=True) if p >= 0.3] for row in expected
+    ]
+    with pytest.raises(ValueError, match="tta 'flips' has 4 views"):
+        check_config({**CONFIG, "tta": {"mode": "flips", "passes": 9}})
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        check_config({**CONFIG, "temperature": 0})
+
+
 def test_models_with_python_code_are_refused(tmp_path):
     """Keras safe mode: a ``Lambda`` layer (arbitrary Python) in a model file is not loaded."""
     import keras
