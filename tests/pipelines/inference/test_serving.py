@@ -36,6 +36,13 @@ CONFIG = {
     "threshold": 0.2,
 }
 
+#: What reporting writes into serving.json beside CONFIG (the served fixture's model).
+SERVED_PROBABILITIES = {
+    "tta": {"mode": "flips", "passes": 2, "shift": 0.05},
+    "temperature": 1.5,
+    "conformal": {"method": "lac", "alpha": 0.1, "threshold": 0.3},
+}
+
 
 def _tiny_serving_model():
     from breast_cancer_pipeline.modeling import build_classifier, set_seed
@@ -261,7 +268,9 @@ def _log_and_register(tmp_path: Path) -> None:
     from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
     from breast_cancer_pipeline.pipelines.inference.pipeline import with_served_model
 
-    ServingModelDataset(str(tmp_path / "serving_model")).save(_tiny_serving_model())
+    # Served as reporting packages it: test-time views, a temperature, a conformal threshold.
+    packaged = _tiny_serving_model().with_config(**SERVED_PROBABILITIES)
+    ServingModelDataset(str(tmp_path / "serving_model")).save(packaged)
     training = Pipeline([Node(lambda: None, None, "serving_model", name="train")])
     pipeline_ml = with_served_model(training)
     catalog = DataCatalog(
@@ -379,6 +388,9 @@ def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(served,
     names = np.array(CONFIG["class_names"])
     assert good["label"].tolist() == names[p.argmax(axis=1)].tolist()
     assert (rows["threshold"] == 0.2).all()
+    # The conformal set as a JSON list of class names (null for a row that was not scored).
+    assert good["prediction_set"].tolist() == [names[row >= 0.3].tolist() for row in p]
+    assert bad["prediction_set"].isna().all()
     assert "not an image" in bad.iloc[0]["error"]
     assert "not valid base64" in bad.iloc[1]["error"]
     assert all(

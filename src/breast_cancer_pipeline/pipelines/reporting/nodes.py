@@ -188,7 +188,7 @@ def _mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
             {
                 f"{block}.{k}": v
                 for k, v in metrics.get(block, {}).items()
-                if isinstance(v, int | float) and not isinstance(v, bool) and v is not None
+                if isinstance(v, int | float) and not isinstance(v, bool)
             }
         )
     return {
