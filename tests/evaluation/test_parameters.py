@@ -26,3 +26,9 @@ def test_shared_block_has_its_model_outside_the_pipelines():
 )
 def test_bad_values_are_named(overrides, message):
     assert message in refusal("evaluation", **overrides)
+
+
+def test_an_unquoted_off_means_off():
+    """``--params evaluation.tta=off``: YAML reads it as false."""
+    model = validate_block("evaluation", base_params("evaluation", tta=False))
+    assert model.tta == "off"

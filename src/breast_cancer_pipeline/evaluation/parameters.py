@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from breast_cancer_pipeline.param_schema import Params
 
@@ -28,6 +28,13 @@ class EvaluationParams(Params):
     tta_shift: Annotated[float, Field(gt=0.0, le=0.25)]
     #: Recalibration of the probabilities, fitted on the validation predictions.
     calibration: Literal["temperature", "none"]
+
+    @field_validator("tta", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        from breast_cancer_pipeline.evaluation.tta import mode_of  # noqa: PLC0415
+
+        return mode_of(value)
 
     @model_validator(mode="after")
     def _ensemble_needs_folds(self) -> EvaluationParams:

@@ -47,6 +47,14 @@ VIEWS: dict[str, tuple[View, ...]] = {
 }
 
 
+def mode_of(value: str | bool) -> str:
+    """``evaluation.tta`` as a mode name (``false`` is ``off``).
+
+    YAML reads an unquoted ``off`` (e.g. in ``--params evaluation.tta=off``) as ``false``.
+    """
+    return "off" if value is False else value
+
+
 def views(mode: str, passes: int) -> tuple[View, ...]:
     """The views averaged for ``mode`` with ``passes`` views (``off``: the image alone).
 

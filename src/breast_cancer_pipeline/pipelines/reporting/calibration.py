@@ -32,6 +32,7 @@ import pandas as pd
 from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.evaluation import calibration as cal
 from breast_cancer_pipeline.evaluation import conformal
+from breast_cancer_pipeline.evaluation.tta import mode_of
 from breast_cancer_pipeline.progress import Progress
 from breast_cancer_pipeline.templating import fmt
 
@@ -45,9 +46,10 @@ _NOT_CHOSEN = {"threshold": 0.5, "rule": "not chosen yet (validation predictions
 
 def tta_settings(evaluation: dict) -> dict[str, Any]:
     """The ``tta`` key of ``serving.json`` from the ``evaluation`` parameters."""
+    mode = mode_of(evaluation["tta"])
     return {
-        "mode": evaluation["tta"],
-        "passes": int(evaluation["tta_passes"]) if evaluation["tta"] != "off" else 1,
+        "mode": mode,
+        "passes": int(evaluation["tta_passes"]) if mode != "off" else 1,
         "shift": float(evaluation["tta_shift"]),
     }
 
@@ -161,6 +163,19 @@ def serving_calibration(
         "temperature": float(calibration["temperature"]),
         "conformal": found,
     }
+
+
+def predict_split(
+    serving_model: Any, model_input: dict[str, np.ndarray], split: str, batch_size: int
+) -> pd.DataFrame:
+    """A split's predictions as served (:meth:`ServingModel.predict_proba`), for any split.
+
+    Returns:
+        One row per image: ``path``, ``label``, ``predicted``, ``p_<class>``.
+    """
+    images = np.asarray(model_input[f"x_{split}"])
+    proba = serving_model.calibrate(_predict(serving_model, images, batch_size, split))
+    return prediction_frame(model_input, split, proba)
 
 
 def predict_test_split(
