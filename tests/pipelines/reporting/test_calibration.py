@@ -17,6 +17,7 @@ from breast_cancer_pipeline.evaluation import calibration as cal
 from breast_cancer_pipeline.pipelines.reporting.calibration import (
     calibration_report,
     fit_calibration,
+    predict_split,
     predict_test_split,
     predict_val_split,
     serving_calibration,
@@ -124,6 +125,9 @@ def test_served_and_reported_probabilities_are_identical(tmp_path):
         atol=1e-6,
     )
     assert np.abs(test_plain[columns].to_numpy() - test[columns].to_numpy()).max() > 1e-4
+    # Any other split (e.g. the external site) as served: the same probabilities.
+    other = predict_split(served_model, model_input, "test", 3)
+    np.testing.assert_allclose(other[columns].to_numpy(), test[columns].to_numpy(), atol=1e-6)
     threshold = settings["conformal"]["threshold"]
     expected_sets = [[c for c in NAMES if row[f"p_{c}"] >= threshold] for _, row in test.iterrows()]
     assert answer["prediction_set"].tolist() == expected_sets
