@@ -224,8 +224,11 @@ def _calibration_block(
     pos, n_bins = names.index(params["positive_class"]), params["calibration_bins"]
 
     def statistic(y_: np.ndarray, proba_: np.ndarray) -> dict[str, float]:
-        values, _ = _calibration(y_, proba_, pos, n_bins)
-        return {k: values[k] for k in ("ece_positive", "ece_top_label", "brier_score")}
+        return {
+            "ece_positive": m.binned_ece(y_ == pos, proba_[:, pos], n_bins),
+            "ece_top_label": m.binned_ece(proba_.argmax(axis=1) == y_, proba_.max(axis=1), n_bins),
+            "brier_score": m.brier_score(y_, proba_),
+        }
 
     block = {k: fitted[k] for k in ("method", "temperature", "n_val")}
     block.update({k: fitted[k] for k in ("val_nll_before", "val_nll_after")})
@@ -247,11 +250,19 @@ def _tta_block(
         return {"auroc": m.auroc(y_, proba_)}
 
     block: dict[str, Any] = {"mode": tta["mode"], "passes": tta["passes"], "shift": tta["shift"]}
-    for suffix, frame in (("_without_tta", without), ("_with_tta", with_tta)):
-        y, proba = _encoded(frame, names)
-        block[f"auroc{suffix}"] = m.auroc(y, proba)
-        low, high = _boot(y, proba, statistic, params["bootstrap"])["auroc"]
-        block[f"auroc{suffix}_ci_low"], block[f"auroc{suffix}_ci_high"] = low, high
+    y, plain_proba = _encoded(without, names)
+    augmented_proba = _encoded(with_tta, names)[1]
+
+    def auroc_ci(proba: np.ndarray) -> tuple[float, float, float]:
+        return (m.auroc(y, proba), *_boot(y, proba, statistic, params["bootstrap"])["auroc"])
+
+    plain = auroc_ci(plain_proba)
+    # tta off: the same probabilities twice, one bootstrap (each costs seconds).
+    same = np.array_equal(plain_proba, augmented_proba)
+    augmented = plain if same else auroc_ci(augmented_proba)
+    for suffix, values in (("_without_tta", plain), ("_with_tta", augmented)):
+        keys = (f"auroc{suffix}", f"auroc{suffix}_ci_low", f"auroc{suffix}_ci_high")
+        block.update(zip(keys, values, strict=True))
     block["auroc_gain"] = block["auroc_with_tta"] - block["auroc_without_tta"]
     return block
 
