@@ -26,11 +26,14 @@ def test_threshold_is_the_corrected_quantile_by_hand():
 
 
 def test_sets_and_labels():
-    proba = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.3, 0.3, 0.4]])
+    proba = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.3, 0.3, 0.4], [0.2, 0.5, 0.3]])
     in_set = prediction_sets(proba, 0.3)
-    assert set_labels(in_set, ["a", "b", "c"]) == [["a"], ["a", "b"], ["a", "b", "c"]]
-    found = coverage(proba, np.array([0, 2, 2]), 0.3)
-    assert found == {"coverage": pytest.approx(2 / 3), "mean_set_size": pytest.approx(2.0)}
+    labels = [["a"], ["a", "b"], ["a", "b", "c"], ["b", "c"]]
+    assert set_labels(in_set, ["a", "b", "c"]) == labels
+    # Never empty: below the threshold everywhere, the set is the most probable class.
+    assert set_labels(prediction_sets(proba, 0.9), ["a", "b", "c"]) == [["a"], ["a"], ["c"], ["b"]]
+    found = coverage(proba, np.array([0, 2, 2, 0]), 0.3)
+    assert found == {"coverage": pytest.approx(2 / 4), "mean_set_size": pytest.approx(2.0)}
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.2])

@@ -9,13 +9,15 @@ ambiguous set-valued classifiers", LAC):
 1. the score of a validation image is ``1 - p(true class)``;
 2. ``q`` is the ``ceil((n + 1)(1 - alpha)) / n`` empirical quantile of the ``n`` scores (the
    finite-sample correction; ``q = 1`` when that level exceeds 1: every class is in the set);
-3. the set of a new image is ``{class : p(class) >= 1 - q}``.
+3. the set of a new image is ``{class : p(class) >= 1 - q}``, and never empty: when no class
+   reaches the threshold it is the most probable class alone (pure LAC would answer an empty
+   set for every image whose top class is below ``1 - q``, which an accurate model with a
+   high threshold does often; adding a class only raises the coverage).
 
 The guarantee is marginal (over images), not per class or per patient, and holds only while
 new images are exchangeable with the validation ones (same site, device and population).
-A set of one class is a confident call; two or more mean the model cannot tell those
-classes apart at that level; an empty set means no class is plausible enough (an unusual
-image).
+A set of one class is the model's call at that level; two or more mean the model cannot
+tell those classes apart for that image.
 """
 
 from __future__ import annotations
@@ -62,8 +64,16 @@ def calibrate(proba: np.ndarray, y: np.ndarray, alpha: float) -> dict[str, Any]:
 
 
 def prediction_sets(proba: np.ndarray, threshold: float) -> np.ndarray:
-    """Which classes are in each image's set: ``proba >= threshold`` (``(N, k)`` booleans)."""
-    return np.asarray(proba, dtype=np.float64) >= float(threshold)
+    """Which classes are in each image's set: ``proba >= threshold``, or the top class alone.
+
+    Returns:
+        ``(N, k)`` booleans; every row holds at least its most probable class.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    in_set = proba >= float(threshold)
+    if len(proba):
+        in_set[np.arange(len(proba)), proba.argmax(axis=1)] = True
+    return in_set
 
 
 def set_labels(in_set: np.ndarray, class_names: Sequence[str]) -> list[list[str]]:

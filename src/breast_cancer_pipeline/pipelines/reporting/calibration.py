@@ -284,7 +284,7 @@ def _conformal_block(
         "n_test": len(y),
         **conformal.coverage(proba, y, threshold),
         **_ci_keys(_boot(y, proba, statistic, params["bootstrap"])),
-        "set_sizes": {str(k): int((sizes == k).sum()) for k in range(len(names) + 1)},
+        "set_sizes": {str(k): int((sizes == k).sum()) for k in range(1, len(names) + 1)},
     }
 
 
