@@ -192,8 +192,14 @@ class ServingModel:
         """
         return self.calibrate(self.averaged_proba(images))
 
-    def averaged_proba(self, images: np.ndarray) -> np.ndarray:
-        """:meth:`predict_proba` before the temperature (what the temperature is fitted on)."""
+    def averaged_proba(self, images: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`predict_proba` before the temperature (what the temperature is fitted on).
+
+        Args:
+            images: ``uint8`` array ``(N, size, size, channels)``.
+            first: The classifier's probabilities of ``images`` themselves when the caller
+                has them from its own pass (the original view is then not run again).
+        """
         if len(images) == 0:
             return np.empty((0, len(self.class_names)), dtype=np.float32)
         from breast_cancer_pipeline.evaluation.tta import average_over_views  # noqa: PLC0415
@@ -207,6 +213,7 @@ class ServingModel:
             tta["mode"],
             tta["passes"],
             tta["shift"],
+            first=first,
         )
 
     def calibrate(self, proba: np.ndarray) -> np.ndarray:

@@ -58,6 +58,11 @@ def test_average_is_in_probability_space_one_pass_per_view():
     out = average_over_views(forward, x, "flips", 2, 0.05)
     np.testing.assert_allclose(out, [[0.5, 0.5]])
     assert len(calls) == 2 and out.dtype == np.float32
+    # The original view's probabilities given: only the other views are run.
+    calls.clear()
+    given = average_over_views(forward, x, "flips", 2, 0.05, first=forward(x))
+    np.testing.assert_array_equal(given, out)
+    assert len(calls) == 2  # forward(x) above, then the flipped view
     # Deterministic: the same views, the same answer.
     np.testing.assert_array_equal(
         average_over_views(forward, x, "flips_shifts", 8, 0.25),

@@ -107,6 +107,7 @@ def average_over_views(
     mode: str,
     passes: int,
     shift: float,
+    first: np.ndarray | None = None,
 ) -> np.ndarray:
     """The mean over the views of ``forward``'s class probabilities (probability space).
 
@@ -116,6 +117,8 @@ def average_over_views(
         mode: ``evaluation.tta`` (``off``: ``forward(images)`` unchanged, one pass).
         passes: ``evaluation.tta_passes``: views averaged, the original included.
         shift: ``evaluation.tta_shift``: the shift of a shifted view, a fraction of the side.
+        first: ``forward(images)`` when the caller has it already (e.g. from a pass that also
+            gave the penultimate features): the original view is not run again.
 
     Returns:
         ``float32`` array ``(N, k)``; its rows sum to 1 when ``forward``'s do.
@@ -124,11 +127,11 @@ def average_over_views(
         ValueError: An unknown ``mode`` or a ``passes`` out of range (see :func:`views`).
     """
     chosen = views(mode, passes)
+    original = forward(images) if first is None else first
     if len(chosen) == 1:
-        return np.asarray(forward(images), dtype=np.float32)
+        return np.asarray(original, dtype=np.float32)
     step = shift_pixels(images.shape[1], shift)
-    total = None
-    for view in chosen:
-        proba = np.asarray(forward(view_images(images, view, step)), dtype=np.float64)
-        total = proba if total is None else total + proba
+    total = np.asarray(original, dtype=np.float64)
+    for view in chosen[1:]:
+        total = total + np.asarray(forward(view_images(images, view, step)), dtype=np.float64)
     return (total / len(chosen)).astype(np.float32)
