@@ -251,3 +251,13 @@ def test_importing_the_module_does_not_import_sklearn():
     code = "import sys, breast_cancer_pipeline.metrics; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_binned_ece_equals_the_ece_of_the_bins():
+    rng = np.random.default_rng(3)
+    score = np.concatenate([rng.random(500), [0.0, 0.1, 0.2, 1.0]])  # edges land low
+    truth = rng.random(len(score)) < score**2
+    for n_bins in (2, 10, 15):
+        expected = m.expected_calibration_error(m.calibration_bins(truth, score, n_bins))
+        assert m.binned_ece(truth, score, n_bins) == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(m.binned_ece([], [], 10))

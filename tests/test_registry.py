@@ -174,6 +174,12 @@ class FakeServing:
         p = images.reshape(len(images), -1).mean(axis=1) / 255.0
         return np.stack([1 - p, p], axis=1)
 
+    def prediction_sets(self, proba):
+        return [
+            [c for c, v in zip(self.config["class_names"], row, strict=True) if v >= 0.2]
+            for row in proba
+        ]
+
 
 def test_the_served_model_carries_its_signature_and_input_example(tmp_path):
     """Logged as kedro-mlflow's hook logs it, then loaded back from the registry."""
@@ -214,6 +220,7 @@ def test_the_served_model_carries_its_signature_and_input_example(tmp_path):
     answer = pyfunc.predict(example)
     assert answer.loc[0, "id"] == "example" and answer.loc[0, "error"] == ""
     assert 0.0 <= answer.loc[0, "p_malignant"] <= 1.0
+    assert answer.loc[0, "prediction_set"] == ["benign", "malignant"]  # the ramp: p ~0.5
     with pytest.raises(MlflowException, match=r"missing inputs \['image'\]"):
         pyfunc.predict(pd.DataFrame({"picture": ["x"]}))
     numbered = pyfunc.predict(example.assign(id=[7]))  # any id type is echoed back

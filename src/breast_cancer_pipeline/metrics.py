@@ -309,6 +309,26 @@ def expected_calibration_error(bins: pd.DataFrame) -> float:
     return float((gaps * bins["count"]).sum() / bins["count"].sum())
 
 
+def binned_ece(is_positive: np.ndarray, score: np.ndarray, n_bins: int) -> float:
+    """:func:`expected_calibration_error` of :func:`calibration_bins`, computed directly.
+
+    The same bins and the same value, in NumPy alone: fast enough for a bootstrap (a
+    thousand resamples in milliseconds, where building the tables takes seconds).
+
+    Returns:
+        The ECE, or NaN when ``score`` is empty.
+    """
+    truth = np.asarray(is_positive, dtype=float)
+    score = np.clip(np.asarray(score, dtype=float), 0.0, 1.0)
+    if len(score) == 0:
+        return float("nan")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.searchsorted(edges[1:-1], score)
+    predicted = np.bincount(bins, weights=score, minlength=n_bins)
+    observed = np.bincount(bins, weights=truth, minlength=n_bins)
+    return float(np.abs(predicted - observed).sum() / len(score))
+
+
 # ------------------------------------------------------------------------------ intervals
 def stratified_resamples(y: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
     """Bootstrap index sets that resample within each class (no resample lacks a class).

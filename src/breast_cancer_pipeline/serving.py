@@ -6,6 +6,11 @@ scores images with. It bundles
 * the trained Keras classifier (``uint8`` images in, softmax out; all preprocessing inside),
 * the decoding settings the classifier was trained with (image size, colour mode),
 * the operating point chosen on the validation split (positive class, threshold),
+* what is done to the probabilities (optional keys, :data:`PROBABILITY_DEFAULTS`): the
+  test-time augmentation views averaged (``tta``, :mod:`~breast_cancer_pipeline.evaluation.tta`),
+  the temperature fitted on validation (``temperature``,
+  :mod:`~breast_cancer_pipeline.evaluation.calibration`) and the conformal threshold of the
+  prediction sets (``conformal``, :mod:`~breast_cancer_pipeline.evaluation.conformal`),
 
 and runs the model through one ``tf.function`` with a fixed input signature instead of
 ``model.predict``: ``predict`` rebuilds its data pipeline on every call, which costs several
@@ -49,6 +54,15 @@ CONFIG_KEYS = (
     "positive_class",
     "threshold",
 )
+
+#: Optional keys of the serving configuration and their value when absent: a model packaged
+#: before test-time augmentation, recalibration and prediction sets existed is served as it
+#: was (one view, ``T = 1``) and answers ``prediction_set`` with null.
+PROBABILITY_DEFAULTS: dict[str, Any] = {
+    "tta": {"mode": "off", "passes": 1, "shift": 0.05},
+    "temperature": 1.0,
+    "conformal": None,
+}
 
 _FIX_REQUEST = (
     "Send the whole image file (PNG, JPEG, TIFF or DICOM) base64-encoded in the 'image' column, "
@@ -98,7 +112,25 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"color_mode must be one of {COLOR_MODES}, got {out['color_mode']!r}")
     if not 0.0 <= out["threshold"] <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {out['threshold']}")
-    return out
+    return _check_probability_keys(out)
+
+
+def _check_probability_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """Fill in and check the optional keys of :data:`PROBABILITY_DEFAULTS`."""
+    from breast_cancer_pipeline.evaluation.tta import views  # noqa: PLC0415
+
+    for key, default in PROBABILITY_DEFAULTS.items():
+        config.setdefault(key, default)
+    tta = {**PROBABILITY_DEFAULTS["tta"], **config["tta"]}
+    tta["passes"], tta["shift"] = int(tta["passes"]), float(tta["shift"])
+    views(tta["mode"], tta["passes"])
+    config["tta"], config["temperature"] = tta, float(config["temperature"])
+    if not config["temperature"] > 0:
+        raise ValueError(f"temperature must be positive, got {config['temperature']}")
+    conformal = config["conformal"]
+    if conformal is not None and not 0.0 <= float(conformal.get("threshold", -1)) <= 1.0:
+        raise ValueError(f"conformal needs a threshold within [0, 1], got {conformal}")
+    return config
 
 
 class ServingModel:
@@ -143,8 +175,23 @@ class ServingModel:
         """The model's classes, in output order."""
         return self.config["class_names"]
 
+    def with_config(self, **changes: Any) -> ServingModel:
+        """The same classifier (and compiled forward pass) with some configuration keys changed.
+
+        Raises:
+            ValueError: The changed configuration is invalid.
+        """
+        other = ServingModel(self.model, {**self.config, **changes}, self.members[1:])
+        other._forwards = self._forwards
+        return other
+
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities for a batch of decoded, resized images.
+        """The served class probabilities: the single probability path of the project.
+
+        One forward pass per test-time view, averaged in probability space
+        (:func:`~breast_cancer_pipeline.evaluation.tta.average_over_views`), then rescaled by
+        the temperature (:func:`~breast_cancer_pipeline.evaluation.calibration.apply_temperature`).
+        With ``tta`` off and ``T = 1`` it is one forward pass and nothing more.
 
         Args:
             images: ``uint8`` array ``(N, size, size, channels)``.
@@ -152,11 +199,60 @@ class ServingModel:
         Returns:
             ``float32`` array ``(N, n_classes)``: with an ensemble, the mean of the members'.
         """
+        return self.calibrate(self.averaged_proba(images))
+
+    def averaged_proba(self, images: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`predict_proba` before the temperature (what the temperature is fitted on).
+
+        Args:
+            images: ``uint8`` array ``(N, size, size, channels)``.
+            first: The classifier's probabilities of ``images`` themselves when the caller
+                has them from its own pass (the original view is then not run again).
+        """
         if len(images) == 0:
             return np.empty((0, len(self.class_names)), dtype=np.float32)
+        from breast_cancer_pipeline.evaluation.tta import average_over_views  # noqa: PLC0415
+
+        tta = self.config["tta"]
+        return average_over_views(
+            self._forward_numpy,
+            np.ascontiguousarray(images, dtype=np.uint8),
+            tta["mode"],
+            tta["passes"],
+            tta["shift"],
+            first=first,
+        )
+
+    def calibrate(self, proba: np.ndarray) -> np.ndarray:
+        """Probabilities of :meth:`averaged_proba` rescaled by the configured temperature."""
+        from breast_cancer_pipeline.evaluation.calibration import apply_temperature  # noqa: PLC0415
+
+        return apply_temperature(proba, self.config["temperature"])
+
+    def prediction_sets(self, proba: np.ndarray) -> list[list[str] | None]:
+        """The conformal set (class names) of each row of :meth:`predict_proba`'s output.
+
+        Returns:
+            One list per row; ``None`` for every row when the model was packaged without a
+            conformal threshold (before prediction sets existed).
+        """
+        if self.config["conformal"] is None:
+            return [None] * len(proba)
+        from breast_cancer_pipeline.evaluation.conformal import (  # noqa: PLC0415
+            prediction_sets,
+            set_labels,
+        )
+
+        in_set = prediction_sets(proba, self.config["conformal"]["threshold"])
+        return set_labels(in_set, self.class_names)
+
+    def _forward_numpy(self, images: np.ndarray) -> np.ndarray:
+        """One forward pass of ``images``; with an ensemble, the mean of the members'."""
         if self._forwards is None:
             self._forwards = [compiled_forward(member) for member in self.members]
         batch = np.ascontiguousarray(images, dtype=np.uint8)
+        if len(self._forwards) == 1:
+            return np.asarray(self._forwards[0](batch))
         return np.mean([np.asarray(forward(batch)) for forward in self._forwards], axis=0)
 
 

@@ -21,7 +21,15 @@ def test_shared_block_has_its_model_outside_the_pipelines():
         ({"ensemble": True}, "set evaluation.folds to 2 or more"),
         ({"fold": 3}, "evaluation.fold: unknown key"),
         ({"fold_val_share": 0.6}, "evaluation.fold_val_share = 0.6"),
+        ({"tta": "flips", "tta_passes": 5}, "tta 'flips' has 4 views"),
+        ({"tta_shift": 0.5}, "evaluation.tta_shift = 0.5"),
     ],
 )
 def test_bad_values_are_named(overrides, message):
     assert message in refusal("evaluation", **overrides)
+
+
+def test_an_unquoted_off_means_off():
+    """``--params evaluation.tta=off``: YAML reads it as false."""
+    model = validate_block("evaluation", base_params("evaluation", tta=False))
+    assert model.tta == "off"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from breast_cancer_pipeline.param_schema import Params
 
@@ -28,8 +28,17 @@ class EvaluationParams(Params):
     tta: Literal["off", "flips", "flips_shifts"]
     #: Augmented views averaged per image (the original included) when ``tta`` is not off.
     tta_passes: PositiveInt
+    #: Shift of a shifted view (``flips_shifts``), a fraction of the image side (at least 1 px).
+    tta_shift: Annotated[float, Field(gt=0.0, le=0.25)]
     #: Recalibration of the probabilities, fitted on the validation predictions.
     calibration: Literal["temperature", "none"]
+
+    @field_validator("tta", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        from breast_cancer_pipeline.evaluation.tta import mode_of  # noqa: PLC0415
+
+        return mode_of(value)
 
     @model_validator(mode="after")
     def _ensemble_needs_folds(self) -> EvaluationParams:
@@ -38,6 +47,13 @@ class EvaluationParams(Params):
                 f"ensemble: true averages the fold models, but folds = {self.folds}: "
                 "set evaluation.folds to 2 or more, or ensemble to false"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _passes_exist(self) -> EvaluationParams:
+        from breast_cancer_pipeline.evaluation.tta import views  # noqa: PLC0415
+
+        views(self.tta, self.tta_passes)  # its ValueError names both parameters
         return self
 
 

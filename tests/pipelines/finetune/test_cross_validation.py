@@ -322,7 +322,13 @@ def test_each_fold_is_a_group_of_the_finetune_stage_and_one_split_is_unchanged(m
     assert added == {
         "reporting.cross_validation_summary",
         "reporting.plot_cv_folds",
-        "reporting.choose_ensemble_operating_point",
+        "reporting.predict_single_model_test",
     }
+    # The ensemble's temperature and threshold are fitted on the out-of-fold predictions.
+    assert reporting - {n.name for n in folded["reporting"].nodes} == {
+        "reporting.predict_val_split"
+    }
+    fit = next(n for n in folded["reporting"].nodes if n.name == "reporting.fit_calibration")
+    assert fit.inputs[0] == "oof_predictions"
     package = next(n for n in folded["reporting"].nodes if n.name == "reporting.package_model")
     assert package.inputs[0] == "fold_1.classifier" and "fold_3.classifier" in package.inputs

@@ -143,13 +143,14 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
 
 def test_deterministic_reruns_give_identical_weights_and_test_metrics(tmp_path):
     from breast_cancer_pipeline.metrics import auroc
-    from breast_cancer_pipeline.pipelines.reporting.nodes import predict_test_split
+    from breast_cancer_pipeline.pipelines.reporting.nodes import prediction_frame
 
     models, frames = [], []
     for run in range(2):
         model, *_ = run_finetune(tmp_path / str(run), deterministic=True, oversample=True)
         models.append(model)
-        frames.append(predict_test_split(model, model_input(), {"batch_size": 4}))
+        proba = model.predict(model_input()["x_test"], batch_size=4, verbose=0)
+        frames.append(prediction_frame(model_input(), "test", proba))
     for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(frames[0].to_numpy(), frames[1].to_numpy())

@@ -36,6 +36,13 @@ class FakeServingModel:
         p = images.reshape(len(images), -1).mean(axis=1) / 255.0
         return np.stack([(1 - p) * 0.6, p, (1 - p) * 0.4], axis=1)
 
+    def prediction_sets(self, proba):
+        # The classes with p >= 0.25, as a conformal threshold of 0.25 would give.
+        return [
+            [c for c, v in zip(CONFIG["class_names"], row, strict=True) if v >= 0.25]
+            for row in proba
+        ]
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
@@ -65,6 +72,9 @@ def test_every_format_is_scored_and_bad_rows_get_errors(tmp_path):
         .all()
     )
     assert bad[["label", "p_malignant", "thresholded_label"]].isna().all().all()
+    # p(malignant) ~0.5, p(benign) ~0.3, p(normal) ~0.2: the set holds the first two.
+    assert good["prediction_set"].tolist() == [["benign", "malignant"]] * 4
+    assert bad["prediction_set"].isna().all()
     assert bad.iloc[0]["p_malignant"] is None  # null in the served JSON, not NaN
     assert (out["threshold"] == 0.3).all()
 

@@ -42,6 +42,11 @@ def test_serving_limits_of_conf_base():
         ({"serving": {"max_concurrent_decodes": 0}}, "serving.max_concurrent_decodes = 0", ""),
         ({"serving": {"max_images": -3}}, "inference.serving.max_images = -3", "greater than 0"),
         (
+            {"serving": {"conformal": {"alpha": 1.0}}},
+            "serving.conformal.alpha = 1.0",
+            "less than 1",
+        ),
+        (
             {"serving": {"max_image_bytes": 3000, "max_request_bytes": 3999}},
             "inference.serving",
             "max_image_bytes = 3,000 is 4,000 bytes once base64-encoded, more than "

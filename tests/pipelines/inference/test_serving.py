@@ -36,6 +36,13 @@ CONFIG = {
     "threshold": 0.2,
 }
 
+#: What reporting writes into serving.json beside CONFIG (the served fixture's model).
+SERVED_PROBABILITIES = {
+    "tta": {"mode": "flips", "passes": 2, "shift": 0.05},
+    "temperature": 1.5,
+    "conformal": {"method": "lac", "alpha": 0.1, "threshold": 0.3},
+}
+
 
 def _tiny_serving_model():
     from breast_cancer_pipeline.modeling import build_classifier, set_seed
@@ -84,6 +91,41 @@ def test_config_errors_name_the_problem():
         check_config({**CONFIG, "positive_class": "cancer"})
     with pytest.raises(ValueError, match="the serving configuration says"):
         ServingModel(_tiny_serving_model().model, {**CONFIG, "image_size": 64})
+
+
+def test_probability_path_views_then_temperature_and_old_configs():
+    """predict_proba = views averaged, then T; a config without the keys is served as before."""
+    from breast_cancer_pipeline.evaluation.calibration import apply_temperature
+    from breast_cancer_pipeline.serving import PROBABILITY_DEFAULTS, check_config
+
+    old = _tiny_serving_model()  # CONFIG predates tta, temperature and conformal
+    assert {k: old.config[k] for k in PROBABILITY_DEFAULTS} == PROBABILITY_DEFAULTS
+    x = np.random.default_rng(1).integers(0, 255, (3, 32, 32, 1)).astype(np.uint8)
+    bare = old.model.predict(x, verbose=0)
+    np.testing.assert_allclose(old.predict_proba(x), bare, atol=1e-5)
+    assert old.prediction_sets(bare) == [None, None, None]
+
+    calls = []
+    tuned = old.with_config(
+        tta={"mode": "flips", "passes": 2},
+        temperature=2.0,
+        conformal={"method": "lac", "alpha": 0.1, "threshold": 0.3},
+    )
+    assert tuned.model is old.model and tuned.config["tta"]["shift"] == 0.05
+    forward = tuned._forwards[0]
+    tuned._forwards = [lambda images: calls.append(1) or forward(images)]
+    flipped = old.model.predict(x[:, :, ::-1], verbose=0)
+    expected = apply_temperature((bare + flipped) / 2, 2.0)
+    np.testing.assert_allclose(tuned.predict_proba(x), expected, atol=1e-5)
+    assert len(calls) == 2  # one forward pass per view
+    sets = tuned.prediction_sets(expected)
+    assert sets == [
+        [c for c, p in zip(CONFIG["class_names"], row, strict=True) if p >= 0.3] for row in expected
+    ]
+    with pytest.raises(ValueError, match="tta 'flips' has 4 views"):
+        check_config({**CONFIG, "tta": {"mode": "flips", "passes": 9}})
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        check_config({**CONFIG, "temperature": 0})
 
 
 def test_models_with_python_code_are_refused(tmp_path):
@@ -226,7 +268,9 @@ def _log_and_register(tmp_path: Path) -> None:
     from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
     from breast_cancer_pipeline.pipelines.inference.pipeline import with_served_model
 
-    ServingModelDataset(str(tmp_path / "serving_model")).save(_tiny_serving_model())
+    # Served as reporting packages it: test-time views, a temperature, a conformal threshold.
+    packaged = _tiny_serving_model().with_config(**SERVED_PROBABILITIES)
+    ServingModelDataset(str(tmp_path / "serving_model")).save(packaged)
     training = Pipeline([Node(lambda: None, None, "serving_model", name="train")])
     pipeline_ml = with_served_model(training)
     catalog = DataCatalog(
@@ -345,6 +389,9 @@ def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(served,
     names = np.array(CONFIG["class_names"])
     assert good["label"].tolist() == names[p.argmax(axis=1)].tolist()
     assert (rows["threshold"] == 0.2).all()
+    # The conformal set as a JSON list of class names (null for a row that was not scored).
+    assert good["prediction_set"].tolist() == [names[row >= 0.3].tolist() for row in p]
+    assert bad["prediction_set"].isna().all()
     assert "not an image" in bad.iloc[0]["error"]
     assert "not valid base64" in bad.iloc[1]["error"]
     assert all(

@@ -1,5 +1,4 @@
 import json
-import logging
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ from breast_cancer_pipeline.pipelines.reporting.nodes import (
     compute_metrics,
     curve_tables,
     learning_curve_table,
-    predict_test_split,
+    prediction_frame,
 )
 from tests.params import base_params
 
@@ -201,33 +200,18 @@ def test_curve_tables_refuse_an_unknown_positive_class():
         curve_tables(_val(), META, {**PARAMS, "positive_class": "cancer"})
 
 
-class _Fixed:
-    """A stand-in classifier returning fixed probabilities; records how it was called."""
-
-    def __init__(self, proba):
-        self.proba, self.calls = np.asarray(proba, dtype=np.float32), []
-
-    def predict(self, x, batch_size, verbose):
-        self.calls.append((len(x), batch_size, verbose))
-        return self.proba
-
-
-def test_predict_split_frame_and_progress_line(caplog):
-    proba = [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]]
+def test_prediction_frame_of_a_split():
+    proba = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]], dtype=np.float32)
     model_input = {
         "class_names": NAMES,
-        "x_test": np.zeros((2, 4, 4, 1), np.uint8),
         "y_test": np.array([1, 2]),
         "paths_test": np.array(["a.png", "b.png"]),
     }
-    classifier = _Fixed(proba)
-    with caplog.at_level(logging.INFO):
-        frame = predict_test_split(classifier, model_input, PARAMS)
-    assert classifier.calls == [(2, PARAMS["batch_size"], 0)]
+    frame = prediction_frame(model_input, "test", proba)
+    assert frame["path"].tolist() == ["a.png", "b.png"]
     assert frame["label"].tolist() == ["malignant", "normal"]
     assert frame["predicted"].tolist() == ["malignant", "benign"]
     assert frame["p_malignant"].tolist() == pytest.approx([0.7, 0.3])
-    assert any("Predicted the test split: 2 images in" in r.message for r in caplog.records)
 
 
 def test_learning_curve_table_joins_the_phases():

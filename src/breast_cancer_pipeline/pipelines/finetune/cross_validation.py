@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline.evaluation.folds import assign_folds, fold_roles
-from breast_cancer_pipeline.pipelines.reporting.nodes import _predict_split, predict_test_split
+from breast_cancer_pipeline.pipelines.reporting.nodes import classifier_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +106,13 @@ def predict_fold(
 
     Returns:
         ``(held-out predictions, test predictions)``, the columns of
-        :func:`~breast_cancer_pipeline.pipelines.reporting.nodes.predict_test_split`.
+        :func:`~breast_cancer_pipeline.pipelines.reporting.nodes.prediction_frame`.
     """
-    holdout = _predict_split(classifier, model_input, "holdout", params["batch_size"])
-    return holdout, predict_test_split(classifier, model_input, params)
+    batch = params["batch_size"]
+    return (
+        classifier_predictions(classifier, model_input, "holdout", batch),
+        classifier_predictions(classifier, model_input, "test", batch),
+    )
 
 
 def collect_out_of_fold(folds: pd.DataFrame, *holdout: pd.DataFrame) -> pd.DataFrame:

@@ -69,11 +69,13 @@ def predict_requests(
         One row per request row, in order: the identifier column if given, ``label`` (the most
         probable class), one ``p_<class>`` column per class, ``threshold``,
         ``thresholded_label`` (the positive class when its probability reaches the threshold
-        chosen on the validation split, else the most probable other class) and ``error``
-        (empty when the row was scored). Probabilities of failed rows are empty. With an
-        ``explain`` column: ``gradcam_png``, the base64 PNG of the row's Grad-CAM overlay for
-        its ``thresholded_label`` (:func:`breast_cancer_pipeline.explain.gradcam_pngs`), empty
-        where ``explain`` is false or the row failed.
+        chosen on the validation split, else the most probable other class),
+        ``prediction_set`` (the classes of the conformal set, a list; null for a model
+        packaged without one) and ``error`` (empty when the row was scored). Probabilities
+        of failed rows are empty. With an ``explain`` column: ``gradcam_png``, the base64 PNG
+        of the row's Grad-CAM overlay for its ``thresholded_label``
+        (:func:`breast_cancer_pipeline.explain.gradcam_pngs`), empty where ``explain`` is
+        false or the row failed.
 
     Raises:
         ValueError: The request has no ``image`` column or a bad ``explain`` value (HTTP 400
@@ -119,6 +121,8 @@ def predict_requests(
     frame = _prediction_frame(
         proba, errors, config["class_names"], config["positive_class"], config["threshold"]
     )
+    sets = pd.Series(_sets(serving_model, proba), index=frame.index, dtype=object)
+    frame.insert(frame.columns.get_loc("error"), "prediction_set", sets)
     if explain is not None:
         frame[GRADCAM_COLUMN] = _gradcam_column(serving_model, kept, frame, gradcam)
     if id_column:
@@ -128,6 +132,15 @@ def predict_requests(
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d could not be decoded)", len(cells) - n_bad, n_bad)
     return frame
+
+
+def _sets(serving_model: Any, proba: np.ndarray) -> list[list[str] | None]:
+    """The conformal set of every scored row (``None`` for a row that was not scored)."""
+    ok = ~np.isnan(proba).any(axis=1)
+    sets: list[list[str] | None] = [None] * len(proba)
+    for i, found in zip(np.flatnonzero(ok), serving_model.prediction_sets(proba[ok]), strict=True):
+        sets[i] = found
+    return sets
 
 
 def _request_frame(requests: Any) -> pd.DataFrame:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import PositiveInt, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from breast_cancer_pipeline.param_schema import Params
+
+
+class Conformal(Params):
+    """The conformal prediction sets of the served model (calibrated by reporting)."""
+
+    #: Miscoverage: a set misses the true class for at most this share of images.
+    alpha: Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
 class ServingLimits(Params):
@@ -18,6 +27,7 @@ class ServingLimits(Params):
     max_request_bytes: PositiveInt
     #: Images decoded at the same time in the server process, over all requests.
     max_concurrent_decodes: PositiveInt
+    conformal: Conformal
 
     @model_validator(mode="after")
     def _one_image_fits(self) -> ServingLimits:

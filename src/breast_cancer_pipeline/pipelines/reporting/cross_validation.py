@@ -36,7 +36,7 @@ from breast_cancer_pipeline.evaluation.folds import fold_name
 from breast_cancer_pipeline.plotting import figure_png, pyplot
 from breast_cancer_pipeline.templating import fmt
 
-from .nodes import _encoded, _json_safe
+from .nodes import _encoded, _json_safe, classifier_predictions
 
 #: What the report says of the estimate unless backbone and head selection are nested.
 SELECTION_BIAS = (
@@ -97,6 +97,19 @@ def _ensemble(
         **{f"test_{k}": v for k, v in _auroc_with_interval(y, mean, boot).items()},
         **{f"single_test_{k}": v for k, v in _auroc_with_interval(y, single, boot).items()},
     }
+
+
+def predict_single_model_test(
+    classifier: Any, model_input: dict[str, np.ndarray], params: dict
+) -> pd.DataFrame:
+    """The single model's test predictions, shown beside the served ensemble's.
+
+    Args:
+        classifier: The classifier fine-tuned on the single train/val split.
+        model_input: The model-input arrays.
+        params: The ``reporting`` parameters (``batch_size``).
+    """
+    return classifier_predictions(classifier, model_input, "test", params["batch_size"])
 
 
 def cross_validation_summary(

@@ -20,18 +20,19 @@ from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT
 from breast_cancer_pipeline.templating import fmt
 
-from .nodes import _calibration, _check_positive, _encoded, _intervals, _predict_split
+from .calibration import predict_split
+from .nodes import _calibration, _check_positive, _encoded, _intervals
 
 logger = logging.getLogger(__name__)
 
 
 def predict_external_split(
-    classifier: Any, external_input: dict[str, np.ndarray], params: dict
+    serving_model: Any, external_input: dict[str, np.ndarray], params: dict
 ) -> pd.DataFrame:
-    """Class probabilities for every image of the external site, as for the test split.
+    """Class probabilities for every image of the external site, as served (like the test split).
 
     Args:
-        classifier: The fine-tuned classifier.
+        serving_model: The packaged model (test-time views and temperature applied).
         external_input: ``external_model_input`` (``x_external``, ``y_external``,
             ``paths_external``, ``class_names``).
         params: The ``reporting`` parameters (``batch_size``).
@@ -44,7 +45,7 @@ def predict_external_split(
         columns = ["path", "label", "predicted"]
         columns += [f"p_{c}" for c in external_input["class_names"]]
         return pd.DataFrame(columns=columns)
-    return _predict_split(classifier, external_input, EXTERNAL_SPLIT, params["batch_size"])
+    return predict_split(serving_model, external_input, EXTERNAL_SPLIT, params["batch_size"])
 
 
 def external_metrics(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -23,17 +22,19 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------ predictions
-def _predict_split(classifier: Any, model_input: dict, split: str, batch_size: int) -> pd.DataFrame:
+def prediction_frame(model_input: dict, split: str, proba: np.ndarray) -> pd.DataFrame:
+    """The predictions table of one split from its class probabilities.
+
+    Args:
+        model_input: The model-input arrays (``paths_<split>``, ``y_<split>``, class names).
+        split: ``val`` or ``test``.
+        proba: ``(N, k)`` class probabilities of the split's images, in order.
+
+    Returns:
+        One row per image: ``path``, ``label``, ``predicted`` (argmax) and ``p_<class>``.
+    """
     class_names = [str(c) for c in model_input["class_names"]]
-    images = np.asarray(model_input[f"x_{split}"])
-    started = time.perf_counter()
-    proba = classifier.predict(images, batch_size=batch_size, verbose=0)
-    logger.info(
-        "Predicted the %s split: %d images in %.1f s",
-        split,
-        len(images),
-        time.perf_counter() - started,
-    )
+    proba = np.asarray(proba)
     y = np.asarray(model_input[f"y_{split}"])
     frame = pd.DataFrame(
         {
@@ -47,26 +48,21 @@ def _predict_split(classifier: Any, model_input: dict, split: str, batch_size: i
     return frame
 
 
-def predict_test_split(
-    classifier: Any, model_input: dict[str, np.ndarray], params: dict
+def classifier_predictions(
+    classifier: Any, model_input: dict, split: str, batch_size: int
 ) -> pd.DataFrame:
-    """Class probabilities for every test image.
+    """The bare classifier's predictions of one split: one view, no temperature.
+
+    For the fold models of cross-validation, whose held-out predictions are what the
+    ensemble's temperature and threshold are fitted on (the served path is
+    :func:`.calibration.predict_split`).
 
     Returns:
-        One row per image: ``path``, ``label``, ``predicted`` (argmax) and ``p_<class>`` columns.
+        The columns of :func:`prediction_frame`.
     """
-    return _predict_split(classifier, model_input, "test", params["batch_size"])
-
-
-def predict_val_split(
-    classifier: Any, model_input: dict[str, np.ndarray], params: dict
-) -> pd.DataFrame:
-    """Class probabilities for every validation image (to choose the operating threshold).
-
-    Returns:
-        Same columns as :func:`predict_test_split`.
-    """
-    return _predict_split(classifier, model_input, "val", params["batch_size"])
+    images = np.asarray(model_input[f"x_{split}"])
+    proba = classifier.predict(images, batch_size=batch_size, verbose=0)
+    return prediction_frame(model_input, split, proba)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -210,7 +206,10 @@ def _tracked(prefix: str, values: dict[str, Any]) -> dict[str, dict[str, float]]
 def _mlflow_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The numeric, defined metrics as ``test.<name>`` entries (per class: ``test.auroc_<c>``)."""
     per_class = {f"auroc_{c}": v for c, v in metrics["auroc_per_class"].items()}
-    return _tracked("test", {**metrics, **per_class})
+    tracked = _tracked("test", {**metrics, **per_class})
+    for block in ("calibration", "tta", "conformal"):  # test.<block>.<name>
+        tracked |= _tracked(f"test.{block}", metrics.get(block) or {})
+    return tracked
 
 
 def compute_metrics(
@@ -219,21 +218,22 @@ def compute_metrics(
     operating_point: dict[str, Any],
     params: dict,
     external: dict[str, Any] | None = None,
+    calibration_report: dict[str, Any] | None = None,
     cv: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
 
-    With cross-validation (``evaluation.folds`` >= 2), ``cv`` (from
-    :func:`.cross_validation.cross_validation_summary`) is added as the ``cv`` block.
-
     Args:
-        predictions: The test predictions.
+        predictions: The test predictions (as served: views averaged, recalibrated).
         metadata: The classifier's metadata.
-        operating_point: The threshold chosen on the validation split.
+        operating_point: The threshold chosen on the (recalibrated) validation split.
         params: The ``reporting`` parameters.
         external: The external site's block (:func:`.external.external_metrics`); empty or
             ``None`` without one (``external`` is then ``null``).
-        cv: The cross-validation block, or ``None`` with one split.
+        calibration_report: The ``calibration``, ``tta`` and ``conformal`` blocks
+            (:func:`.calibration.calibration_report`), added to ``metrics.json`` as given.
+        cv: With cross-validation (``evaluation.folds`` >= 2), the ``cv`` block
+            (:func:`.cross_validation.cross_validation_summary`); ``None`` with one split.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -263,6 +263,7 @@ def compute_metrics(
         **calibration,
         "brier_score_ci_low": ci["brier_score_ci_low"],
         "brier_score_ci_high": ci["brier_score_ci_high"],
+        **(calibration_report or {}),
     }
     logger.info(
         "Test: AUROC %.3f [%.3f, %.3f], at p(%s) >= %.3f sensitivity %.3f, specificity %.3f; "
@@ -335,13 +336,23 @@ def learning_curve_table(history: dict[str, dict[str, list]]) -> pd.DataFrame:
 
 
 def package_model(
-    classifier: Any, metadata: dict[str, Any], operating_point: dict[str, Any], *members: Any
+    classifier: Any,
+    metadata: dict[str, Any],
+    operating_point: dict[str, Any],
+    probability_settings: dict[str, Any] | None = None,
+    *members: Any,
 ) -> tuple[Any, Any]:
     """Bundle the classifier with its decoding settings and operating point for serving.
 
-    With ``evaluation.ensemble``, ``classifier`` is the first fold model, ``members`` the
-    others (their probabilities are averaged) and the operating point is chosen on the
-    out-of-fold predictions.
+    Args:
+        classifier: The trained Keras classifier (with ``evaluation.ensemble``, the first
+            fold model).
+        metadata: Its metadata (classes, image size, colour mode, backbone).
+        operating_point: The threshold chosen on the validation split (with the ensemble, on
+            the out-of-fold predictions).
+        probability_settings: Test-time views, temperature and conformal threshold
+            (:func:`.calibration.serving_calibration`); none: one view, ``T = 1``, no sets.
+        *members: The other fold models of the ensemble, whose probabilities are averaged.
 
     Returns:
         ``(serving_model, classifier)``: the :class:`~breast_cancer_pipeline.serving.ServingModel`
@@ -358,6 +369,7 @@ def package_model(
         "threshold": operating_point["threshold"],
         "threshold_rule": operating_point["rule"],
         "backbone": metadata["backbone"],
+        **(probability_settings or {}),
     }
     if members:
         config["ensemble_members"] = 1 + len(members)

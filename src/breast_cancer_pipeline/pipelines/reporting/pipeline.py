@@ -8,6 +8,13 @@ from breast_cancer_pipeline.context import run_parameters
 from breast_cancer_pipeline.evaluation.folds import fold_name
 
 from . import cross_validation as cv
+from .calibration import (
+    calibration_report,
+    fit_calibration,
+    predict_test_split,
+    predict_val_split,
+    serving_calibration,
+)
 from .external import external_metrics, predict_external_split
 from .figures import (
     plot_confident_errors,
@@ -23,8 +30,6 @@ from .nodes import (
     curve_tables,
     learning_curve_table,
     package_model,
-    predict_test_split,
-    predict_val_split,
 )
 from .report import FIGURES, render_report
 
@@ -52,12 +57,11 @@ def _node(
     return Node(func=func, inputs=inputs, outputs=outputs, name=func.__name__)
 
 
-def _metric_nodes(n_folds: int) -> list[Node]:
+def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     """Predictions, the validation operating point, test metrics and curve tables."""
     with_cv = ["cv_summary"] if n_folds >= 2 else []
     return [
-        _node(predict_val_split, ["classifier", "model_input", P], "val_predictions"),
-        _node(predict_test_split, ["classifier", "model_input", P], "test_predictions"),
+        *_calibration_nodes(ensemble),
         _node(
             choose_operating_point,
             ["val_predictions", "classifier_metadata", P],
@@ -65,7 +69,7 @@ def _metric_nodes(n_folds: int) -> list[Node]:
         ),
         _node(
             predict_external_split,
-            ["classifier", "external_model_input", P],
+            ["serving_model", "external_model_input", P],
             "external_predictions",
         ),
         _node(
@@ -81,6 +85,7 @@ def _metric_nodes(n_folds: int) -> list[Node]:
                 "operating_point",
                 P,
                 "external_metrics",
+                "calibration_report",
                 *with_cv,
             ],
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
@@ -97,33 +102,68 @@ def _cv_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     if n_folds < 2:
         return []
     fold_tests = [f"{fold_name(i)}.test_predictions" for i in range(1, n_folds + 1)]
-    return [
+    # With the ensemble served, test_predictions are the ensemble's: the single model beside it.
+    single = "single_model_test_predictions" if ensemble else "test_predictions"
+    nodes = [
         _node(
             cv.cross_validation_summary,
-            [
-                "oof_predictions",
-                "test_predictions",
-                "classifier_metadata",
-                P,
-                "params:evaluation",
-                *fold_tests,
-            ],
+            ["oof_predictions", single, "classifier_metadata", P, "params:evaluation", *fold_tests],
             ["cv_summary", "cv_mlflow_metrics"],
         ),
         _node(cv.plot_cv_folds, ["cv_summary", P], "cv_folds_figure"),
-    ] + _ensemble_nodes(ensemble)
+    ]
+    if ensemble:
+        nodes.append(_node(cv.predict_single_model_test, ["classifier", "model_input", P], single))
+    return nodes
 
 
-def _ensemble_nodes(ensemble: bool) -> list[Node]:
-    """The served ensemble's threshold: the validation rule on the out-of-fold predictions."""
-    if not ensemble:
-        return []
+def _calibration_nodes(ensemble: bool) -> list[Node]:
+    """Validation and test through the serving model; temperature and conformal threshold.
+
+    The order is the point: the temperature is fitted on the validation predictions, the
+    operating threshold (``choose_operating_point``) and the conformal threshold are chosen
+    on the recalibrated ones, and the test split is predicted by the packaged model. With
+    ``evaluation.ensemble`` the served model is the fold models' average, whose held-out
+    predictions are the out-of-fold ones: the temperature, the threshold and the conformal
+    sets are fitted on those.
+    """
+    E, M = "params:evaluation", "classifier_metadata"
+    if ensemble:
+        validation = []
+    else:
+        validation = [
+            _node(
+                predict_val_split,
+                ["classifier", "model_input", M, P, E],
+                "val_predictions_uncalibrated",
+            )
+        ]
+    held_out = "oof_predictions" if ensemble else "val_predictions_uncalibrated"
     return [
-        Node(
-            func=choose_operating_point,
-            inputs=["oof_predictions", "classifier_metadata", P],
-            outputs="ensemble_operating_point",
-            name="choose_ensemble_operating_point",
+        *validation,
+        _node(fit_calibration, [held_out, M, E], ["calibration_fit", "val_predictions"]),
+        _node(
+            serving_calibration,
+            ["calibration_fit", "val_predictions", M, E, "params:inference"],
+            "probability_settings",
+        ),
+        _node(
+            predict_test_split,
+            ["serving_model", "model_input", P],
+            ["test_predictions", "test_predictions_uncalibrated", "test_predictions_without_tta"],
+        ),
+        _node(
+            calibration_report,
+            [
+                "test_predictions",
+                "test_predictions_uncalibrated",
+                "test_predictions_without_tta",
+                "calibration_fit",
+                "probability_settings",
+                M,
+                P,
+            ],
+            "calibration_report",
         ),
     ]
 
@@ -148,10 +188,11 @@ def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
 
 def _served(n_folds: int, ensemble: bool) -> list[str]:
     """``package_model``'s inputs: the classifier, or the fold models (``evaluation.ensemble``)."""
+    settings = ["classifier_metadata", "operating_point", "probability_settings"]
     if not ensemble:
-        return ["classifier", "classifier_metadata", "operating_point"]
+        return ["classifier", *settings]
     folds = [f"{fold_name(i)}.classifier" for i in range(1, n_folds + 1)]
-    return [folds[0], "classifier_metadata", "ensemble_operating_point", *folds[1:]]
+    return [folds[0], *settings, *folds[1:]]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -161,7 +202,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
     return Pipeline(
         [
-            *_metric_nodes(n_folds),
+            *_metric_nodes(n_folds, ensemble),
             *_cv_nodes(n_folds, ensemble),
             *figures,
             *_report_nodes(n_folds, ensemble),

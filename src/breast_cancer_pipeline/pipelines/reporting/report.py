@@ -20,6 +20,7 @@ from breast_cancer_pipeline.manifest import MANIFEST_SPLITS
 from breast_cancer_pipeline.templating import fmt, render
 
 from . import cross_validation
+from .calibration import calibration_context
 from .external import comparison_rows
 from .figures import confident_errors
 
@@ -209,6 +210,7 @@ def _context(
             "brier_score": fmt(metrics.get("brier_score")),
             "log_loss": fmt(metrics.get("log_loss")),
         },
+        "recalibration": calibration_context(metrics),
         "failures": _failures(metrics, errors, params["ece_warning"]),
         "external_rows": comparison_rows(metrics),
         "limits": _LIMITS,
