@@ -239,7 +239,7 @@ def test_the_report_shows_the_folds_and_the_selection_bias_only_with_folds():
         *[_predictions()] * 3,
     )
     single = compute_metrics(_predictions(), META, POINT, PARAMS)[0]
-    with_cv = compute_metrics(_predictions(), META, POINT, PARAMS, None, cv)[0]
+    with_cv = compute_metrics(_predictions(), META, POINT, PARAMS, cv=cv)[0]
     assert "cv" not in single and with_cv["cv"] == cv
     assert {k: v for k, v in with_cv.items() if k != "cv"} == single
 

@@ -192,7 +192,9 @@ def test_report_blocks_and_section():
         "val_specificity": 1.0,
         "n_val": 80,
     }
-    metrics, mlflow_metrics, _ = compute_metrics(calibrated, META, point, REPORTING, blocks)
+    metrics, mlflow_metrics, _ = compute_metrics(
+        calibrated, META, point, REPORTING, calibration_report=blocks
+    )
     assert metrics["conformal"]["coverage"] == s["coverage"]
     assert mlflow_metrics["test.calibration.temperature"]["value"] == fitted["temperature"]
     manifest = pd.DataFrame({"label": labels, "split": "test", "group": range(80)})

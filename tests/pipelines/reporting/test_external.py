@@ -22,7 +22,8 @@ from breast_cancer_pipeline.pipelines.reporting.external import (
     external_metrics,
     predict_external_split,
 )
-from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics, predict_test_split
+from breast_cancer_pipeline.pipelines.reporting.calibration import predict_test_split
+from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics
 from breast_cancer_pipeline.pipelines.reporting.report import render_report
 
 from ..ingestion.helpers import image_bytes, ingest, params, two_classes, write_tree
@@ -32,11 +33,17 @@ NAMES = META["class_names"]
 
 
 class _Scores:
-    """A stand-in classifier: p(malignant) is the mean pixel of the image / 255."""
+    """A stand-in serving model: p(malignant) is the mean pixel of the image / 255."""
 
-    def predict(self, x, batch_size, verbose):
+    class_names = META["class_names"]
+    config = {"tta": {"mode": "off"}}
+
+    def averaged_proba(self, x):
         p = np.asarray(x, dtype=float).mean(axis=(1, 2, 3)) / 255.0
         return np.stack([1 - p, p], axis=1)
+
+    def calibrate(self, proba):
+        return proba
 
 
 def _arrays(split, pixels, labels):
@@ -59,7 +66,7 @@ def _external_predictions():
 def test_external_split_is_predicted_by_the_test_prediction_function():
     pixels, labels = [204, 77, 153], ["malignant", "malignant", "benign"]
     external = predict_external_split(_Scores(), _arrays("external", pixels, labels), PARAMS)
-    test = predict_test_split(_Scores(), _arrays("test", pixels, labels), PARAMS)
+    test = predict_test_split(_Scores(), _arrays("test", pixels, labels), PARAMS)[0]
     assert external.columns.tolist() == test.columns.tolist()
     np.testing.assert_array_equal(external["p_malignant"], test["p_malignant"])
     assert external["path"].tolist() == ["external/0.png", "external/1.png", "external/2.png"]
