@@ -6,6 +6,9 @@ scores images with. It bundles
 * the trained Keras classifier (``uint8`` images in, softmax out; all preprocessing inside),
 * the decoding settings the classifier was trained with (image size, colour mode),
 * the operating point chosen on the validation split (positive class, threshold),
+* optionally, the fitted out-of-distribution score
+  (:class:`~breast_cancer_pipeline.evaluation.ood.OodScore`, ``ood.npz`` beside the model),
+  computed on the penultimate features of the same forward pass,
 
 and runs the model through one ``tf.function`` with a fixed input signature instead of
 ``model.predict``: ``predict`` rebuilds its data pipeline on every call, which costs several
@@ -34,11 +37,14 @@ import json
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from breast_cancer_pipeline.imaging import COLOR_MODES, ImageDecodeError, ImageTooLargeError
+
+if TYPE_CHECKING:
+    from breast_cancer_pipeline.evaluation.ood import OodScore
 
 #: Keys of the serving configuration (``serving.json`` beside the model).
 CONFIG_KEYS = (
@@ -107,10 +113,11 @@ class ServingModel:
     Attributes:
         model: The Keras classifier.
         config: The checked serving configuration (see :data:`CONFIG_KEYS`).
+        ood: The fitted out-of-distribution score, or ``None`` (a model packaged without one).
     """
 
-    def __init__(self, model: Any, config: Mapping[str, Any]) -> None:
-        """Wrap ``model`` with its serving ``config``.
+    def __init__(self, model: Any, config: Mapping[str, Any], ood: OodScore | None = None) -> None:
+        """Wrap ``model`` with its serving ``config`` and, optionally, its ``ood`` score.
 
         Raises:
             ValueError: The configuration is invalid or does not match the model's input.
@@ -123,6 +130,7 @@ class ServingModel:
                 f"the model takes images of shape {tuple(model.input_shape[1:])} but the "
                 f"serving configuration says {expected}"
             )
+        self.ood = ood
         self._forward = None
 
     def __deepcopy__(self, memo: dict) -> ServingModel:
@@ -143,29 +151,87 @@ class ServingModel:
         Returns:
             ``float32`` array ``(N, n_classes)``.
         """
+        return self.forward(images)[1]
+
+    def forward(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate features and class probabilities of a batch, from one forward pass.
+
+        Args:
+            images: ``uint8`` array ``(N, size, size, channels)``.
+
+        Returns:
+            ``(features, probabilities)``: ``float32`` arrays ``(N, d)`` and ``(N, n_classes)``.
+        """
         if len(images) == 0:
-            return np.empty((0, len(self.class_names)), dtype=np.float32)
+            d = int(penultimate_layer(self.model).input.shape[-1])
+            n = len(self.class_names)
+            return np.empty((0, d), dtype=np.float32), np.empty((0, n), dtype=np.float32)
         if self._forward is None:
             self._forward = compiled_forward(self.model)
-        return np.asarray(self._forward(np.ascontiguousarray(images, dtype=np.uint8)))
+        features, proba = self._forward(np.ascontiguousarray(images, dtype=np.uint8))
+        return np.asarray(features), np.asarray(proba)
+
+    def predict_with_ood(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and out-of-distribution scores of a batch, from one pass.
+
+        Args:
+            images: ``uint8`` array ``(N, size, size, channels)``.
+
+        Returns:
+            ``(probabilities, scores)``: as :meth:`predict_proba`, and the ``(N,)`` scores of
+            :attr:`ood` (``None`` when the model was packaged without one).
+        """
+        features, proba = self.forward(images)
+        return proba, self.ood_score(features)
+
+    def ood_score(self, features: np.ndarray) -> np.ndarray | None:
+        """The out-of-distribution score of each feature row, or ``None`` without a fitted score.
+
+        Args:
+            features: ``(N, d)`` features from :meth:`forward`.
+        """
+        return None if self.ood is None else self.ood.score(features)
+
+
+def penultimate_layer(model: Any) -> Any:
+    """The classifier's last layer, a ``Dense`` whose input are the penultimate features.
+
+    Raises:
+        ValueError: The model does not end with a ``Dense`` layer.
+    """
+    last = model.layers[-1]
+    if type(last).__name__ != "Dense":
+        raise ValueError(
+            f"the model ends with a {type(last).__name__} layer ({last.name!r}), not a Dense "
+            "layer: build it with breast_cancer_pipeline.modeling.build_classifier"
+        )
+    return last
 
 
 def compiled_forward(model: Any) -> Any:
     """One ``tf.function`` of the model in inference mode, traced once for any batch size.
 
+    It returns the penultimate features (the input of the last ``Dense`` layer) with the
+    probabilities, from the same pass: the out-of-distribution score costs no second pass.
+
     Args:
-        model: A Keras model with a single ``uint8`` image input.
+        model: A Keras model with a single ``uint8`` image input, ending with a ``Dense`` layer.
 
     Returns:
-        A callable from a ``uint8`` batch to the model's output tensor.
+        A callable from a ``uint8`` batch to ``(features, probabilities)`` tensors.
+
+    Raises:
+        ValueError: The model does not end with a ``Dense`` layer.
     """
+    import keras
     import tensorflow as tf
 
+    both = keras.Model(model.input, [penultimate_layer(model).input, model.output])
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8)
 
     @tf.function(input_signature=[spec], reduce_retracing=True)
     def forward(images: Any) -> Any:
-        return model(images, training=False)
+        return both(images, training=False)
 
     return forward
 

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import PositiveInt, field_validator, model_validator
+from typing import Annotated, Literal
+
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from breast_cancer_pipeline.param_schema import Params
+
+
+class OodSettings(Params):
+    """The out-of-distribution check of the served model (fitted by the reporting pipeline)."""
+
+    #: Share of validation images accepted as in-distribution: sets the score's threshold.
+    accept_rate: Annotated[float, Field(gt=0.0, le=1.0)]
+    #: ``flag``: answer and mark the row; ``reject``: a row error instead of probabilities.
+    action: Literal["flag", "reject"]
 
 
 class ServingLimits(Params):
@@ -18,6 +29,7 @@ class ServingLimits(Params):
     max_request_bytes: PositiveInt
     #: Images decoded at the same time in the server process, over all requests.
     max_concurrent_decodes: PositiveInt
+    ood: OodSettings
 
     @model_validator(mode="after")
     def _one_image_fits(self) -> ServingLimits:

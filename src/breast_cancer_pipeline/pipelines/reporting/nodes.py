@@ -216,8 +216,12 @@ def compute_metrics(
     metadata: dict[str, Any],
     operating_point: dict[str, Any],
     params: dict,
+    ood: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
+
+    ``ood`` (the out-of-distribution check, :func:`.ood.ood_summary`) is copied into the
+    metrics as their ``ood`` block.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -248,6 +252,8 @@ def compute_metrics(
         "brier_score_ci_low": ci["brier_score_ci_low"],
         "brier_score_ci_high": ci["brier_score_ci_high"],
     }
+    if ood is not None:
+        metrics["ood"] = ood
     logger.info(
         "Test: AUROC %.3f [%.3f, %.3f], at p(%s) >= %.3f sensitivity %.3f, specificity %.3f; "
         "Brier %.3f, log loss %.3f",
@@ -315,9 +321,15 @@ def learning_curve_table(history: dict[str, dict[str, list]]) -> pd.DataFrame:
 
 
 def package_model(
-    classifier: Any, metadata: dict[str, Any], operating_point: dict[str, Any]
+    classifier: Any,
+    metadata: dict[str, Any],
+    operating_point: dict[str, Any],
+    ood: Any = None,
 ) -> tuple[Any, Any]:
     """Bundle the classifier with its decoding settings and operating point for serving.
+
+    ``ood``, the fitted out-of-distribution score (:func:`.ood.fit_ood_score`), is shipped
+    with it (``ood.npz``).
 
     Returns:
         ``(serving_model, classifier)``: the :class:`~breast_cancer_pipeline.serving.ServingModel`
@@ -335,4 +347,4 @@ def package_model(
         "threshold_rule": operating_point["rule"],
         "backbone": metadata["backbone"],
     }
-    return ServingModel(classifier, config), classifier
+    return ServingModel(classifier, config, ood=ood), classifier

@@ -21,9 +21,11 @@ from .nodes import (
     predict_test_split,
     predict_val_split,
 )
+from .ood import fit_ood_score, ood_summary, plot_ood_scores
 from .report import FIGURES, render_report
 
 P = "params:reporting"
+OOD = "params:inference.serving.ood"
 
 #: The figure nodes: function (its name is the node's), inputs before the reporting
 #: parameters, and the PNG dataset it writes.
@@ -58,8 +60,16 @@ def _metric_nodes() -> list[Node]:
             "operating_point",
         ),
         _node(
+            fit_ood_score, ["classifier", "model_input", P, OOD], ["ood_statistics", "ood_scores"]
+        ),
+        _node(
+            ood_summary,
+            ["ood_statistics", "ood_scores", OOD],
+            ["ood_metrics", "ood_mlflow_metrics"],
+        ),
+        _node(
             compute_metrics,
-            ["test_predictions", "classifier_metadata", "operating_point", P],
+            ["test_predictions", "classifier_metadata", "operating_point", P, "ood_metrics"],
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
         ),
         _node(
@@ -79,12 +89,13 @@ def _report_nodes() -> list[Node]:
         "predictions": "test_predictions",
         "params": P,
         **{name: f"{name}_figure" for name, _ in FIGURES},
+        "ood_figure": "ood_scores_figure",
     }
     return [
         _node(render_report, report_inputs, ["report_html", "model_card"]),
         _node(
             package_model,
-            ["classifier", "classifier_metadata", "operating_point"],
+            ["classifier", "classifier_metadata", "operating_point", "ood_statistics"],
             ["serving_model", "tf_serving_model"],
         ),
     ]
@@ -93,4 +104,5 @@ def _report_nodes() -> list[Node]:
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the reporting pipeline."""
     figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
+    figures.append(_node(plot_ood_scores, ["ood_scores", "ood_metrics", P], "ood_scores_figure"))
     return Pipeline([*_metric_nodes(), *figures, *_report_nodes()])
