@@ -252,7 +252,8 @@ def _noise(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _gradient(rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = _grid(size)
-    low, high = sorted(rng.uniform(0, 255, 2))
+    low = rng.uniform(0, 150)
+    high = rng.uniform(low + 100, 255)
     if rng.random() < 0.5:  # linear, any direction
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * xx + np.sin(angle) * yy + 1.5) / 3.0

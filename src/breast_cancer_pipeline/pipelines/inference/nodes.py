@@ -109,10 +109,13 @@ def predict_requests(requests: pd.DataFrame, serving_model: Any, params: dict) -
             ood[rows] = scores
     ood_columns = _ood_columns(ood, errors, serving_model, limits["ood"])
     frame = _prediction_frame(
-        proba, errors, config["class_names"], config["positive_class"], config["threshold"]
+        proba,
+        errors,
+        config["class_names"],
+        config["positive_class"],
+        config["threshold"],
+        ood_columns,
     )
-    frame.insert(frame.columns.get_loc("error"), "ood_score", ood_columns["ood_score"])
-    frame.insert(frame.columns.get_loc("error"), "in_distribution", ood_columns["in_distribution"])
     if id_column:
         frame.insert(0, id_column, ids)
     # Missing values as None, not NaN: the served JSON then says null (NaN is not JSON).
@@ -211,7 +214,12 @@ def _decoded_batches(
 
 
 def _prediction_frame(
-    proba: np.ndarray, errors: list[str], names: list[str], positive: str, threshold: float
+    proba: np.ndarray,
+    errors: list[str],
+    names: list[str],
+    positive: str,
+    threshold: float,
+    ood_columns: Mapping[str, list],
 ) -> pd.DataFrame:
     ok = np.array([not e for e in errors], dtype=bool)
     pos = names.index(positive)
@@ -234,6 +242,7 @@ def _prediction_frame(
             "thresholded_label": [
                 names[i] if good else None for i, good in zip(called, ok, strict=True)
             ],
+            **ood_columns,
             "error": errors,
         }
     )
