@@ -94,7 +94,8 @@ class OodScore:
             accept_rate: Share of validation images to accept, in (0, 1]
                 (``inference.serving.ood.accept_rate``).
         """
-        return float(np.quantile(self.val_scores, accept_rate, method="higher"))
+        # The smallest validation score with at least ``accept_rate`` of them at or below it.
+        return float(np.quantile(self.val_scores, accept_rate, method="inverted_cdf"))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fitted statistics as plain arrays (the content of ``ood.npz``)."""

@@ -140,7 +140,7 @@ def ood_summary(
     rate = float(ood_settings["accept_rate"])
     threshold = score.threshold(rate)
     energy_val = table.loc[table["set"] == "val", "energy_score"].to_numpy(dtype=float)
-    energy_threshold = float(np.quantile(energy_val, rate, method="higher"))
+    energy_threshold = OodScore("energy", np.sort(energy_val)).threshold(rate)
     block = {
         "method": score.method,
         "accept_rate": rate,
