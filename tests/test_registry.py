@@ -174,6 +174,9 @@ class FakeServing:
         p = images.reshape(len(images), -1).mean(axis=1) / 255.0
         return np.stack([1 - p, p], axis=1)
 
+    def predict_with_ood(self, images):
+        return self.predict_proba(images), None  # packaged without an OOD score
+
 
 def test_the_served_model_carries_its_signature_and_input_example(tmp_path):
     """Logged as kedro-mlflow's hook logs it, then loaded back from the registry."""
