@@ -103,3 +103,45 @@ def test_the_packaged_model_carries_the_score(fitted, model):
     metadata.update(channels=3, color_mode="rgb")
     serving, _ = package_model(model, metadata, POINT, score)
     assert serving.ood is score
+
+
+def _demo_arrays(size: int, per_class: int) -> dict[str, np.ndarray]:
+    """The demo's synthetic breast ultrasound images, decoded, shuffled, split 60/20/20."""
+    from breast_cancer_pipeline.imaging import decode_image, resize_image
+    from breast_cancer_pipeline.pipelines.demo_data.nodes import generate_demo_dataset
+
+    names = ["benign", "malignant", "normal"]
+    files = generate_demo_dataset(
+        base_params("demo_data", images_per_class=per_class, image_size=size)
+    )
+    images = {k: v for k, v in sorted(files.items()) if "_mask" not in k}
+    x = np.stack([resize_image(decode_image(v, k), size) for k, v in images.items()])
+    y = np.array([names.index(k.split("/")[0]) for k in images])
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    a, b = int(0.6 * len(x)), int(0.8 * len(x))
+    arrays = {"class_names": np.array(names)}
+    for split, rows in (("train", slice(0, a)), ("val", slice(a, b)), ("test", slice(b, None))):
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x[rows], y[rows]
+    return arrays
+
+
+@pytest.mark.slow
+def test_a_small_trained_model_flags_the_ood_set_and_accepts_test():
+    """The demo's kind of model, trained briefly on the demo's kind of images (~35 s)."""
+    import keras
+
+    from breast_cancer_pipeline.modeling import build_classifier, set_seed, unfreeze
+
+    arrays = _demo_arrays(size=48, per_class=40)
+    set_seed(0)
+    model = build_classifier("small_cnn", 3, 48, 1, None, {"dropout": 0.1})
+    unfreeze(model, fraction=1.0, keep_batchnorm_frozen=False)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(arrays["x_train"], arrays["y_train"], epochs=15, batch_size=16, verbose=0)
+    params = base_params("reporting", ood_images={"per_kind": 10})
+    score, table = fit_ood_score(model, arrays, params, SETTINGS)
+    block, _ = ood_summary(score, table, SETTINGS)
+    assert block["test_acceptance"] >= 0.8  # 24 test images; the target is 0.95 of val
+    assert block["ood_detection_rate"] >= 0.9
+    assert min(block["ood_detection_rate_per_kind"].values()) >= 0.8
