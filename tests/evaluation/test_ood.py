@@ -46,6 +46,20 @@ def test_a_far_away_input_is_flagged_and_a_training_like_one_accepted(fitted):
     np.testing.assert_allclose(fitted.score(3 * like_training), fitted.score(like_training))
 
 
+def test_the_score_is_the_mahalanobis_distance_with_the_shrunk_precision(fitted):
+    """The low-rank form gives what the d x d precision gives, to rounding."""
+    from sklearn.covariance import LedoitWolf
+
+    train, labels = _clusters(12, seed=0)
+    x = normalise_features(train)
+    means = np.stack([x[labels == k].mean(axis=0) for k in range(3)])
+    precision = LedoitWolf(assume_centered=True).fit(x - means[labels]).precision_
+    probe = normalise_features(_clusters(4, seed=3)[0])
+    expected = np.min([np.einsum("ij,jk,ik->i", probe - m, precision, probe - m) for m in means], 0)
+    np.testing.assert_allclose(fitted.score(_clusters(4, seed=3)[0]), expected, rtol=1e-9)
+    assert len(fitted.weights) < D  # 36 images: the covariance's rank is below 48
+
+
 def test_threshold_accepts_the_asked_share_of_validation():
     score = OodScore("mahalanobis", np.arange(1.0, 101.0))
     assert score.threshold(0.95) == 95.0
