@@ -16,11 +16,12 @@ Two scores are implemented; higher means further from the training data:
 * ``energy`` (Liu et al. 2020): ``-logsumexp(logits)``, the logits recomputed from the
   features with the last layer's kernel and bias.
 
-The served one is :data:`METHOD`, chosen by measurement on the demo model (README, "Serve
-the model"): Mahalanobis flags the synthetic out-of-distribution set far better at the same
-in-distribution acceptance, because the energy of a softmax head trained from scratch stays low
-for any image that pushes one logit up, while blank frames and gradients land far from every
-class mean.
+The served one is :data:`METHOD`, chosen by measurement on the demo model (docs/serving.md,
+"Out-of-distribution check"). At ``accept_rate`` 0.95 the energy score flags 14 % of the
+synthetic out-of-distribution set and accepts 86 % of the test split (a head trained from
+scratch gives noise, text and other modalities *larger* logits than breast images);
+Mahalanobis on the raw features flags 89 % (blank frames 57 %, gradients 80 %), on the
+normalised features 100 % of every kind while accepting 97 % of the test split.
 
 The threshold is the ``accept_rate`` quantile of the validation split's scores
 (``inference.serving.ood.accept_rate``): that share of validation images is accepted.
