@@ -89,12 +89,18 @@ def test_the_report_shows_the_check_and_its_figure(fitted):
     assert figure.startswith(b"\x89PNG")
     metrics = {**compute_metrics(_predictions(), META, POINT, REPORT_PARAMS)[0], "ood": block}
     args = (metrics, POINT, META, _manifest(), _predictions(), REPORT_PARAMS)
-    html, _ = render_report(*args, ood_figure=figure)
+    html, card = render_report(*args, ood_figure=figure)
     section = html.split('<h2 id="ood">', 1)[1].split("<h2>", 1)[0]
     assert f"{block['test_acceptance']:.1%}" in section
     assert "OOD flagged: chest xray" in section and 'id="ood_scores"' in section
     assert "inference.serving.ood.accept_rate" in section
-    assert '<h2 id="ood">' not in render_report(*args)[0]  # no figure, no section
+    card_section = card.split("## Out-of-distribution check", 1)[1].split("\n## ", 1)[0]
+    assert (
+        f"{block['test_acceptance']:.1%}" in card_section
+        and "figures/ood_scores.png" in card_section
+    )
+    without = render_report(*args)  # no figure, no section
+    assert '<h2 id="ood">' not in without[0] and "Out-of-distribution" not in without[1]
 
 
 def test_the_packaged_model_carries_the_score(fitted, model):

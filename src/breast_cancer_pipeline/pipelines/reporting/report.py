@@ -254,13 +254,13 @@ def render_report(
         ``(html, markdown)``.
     """
     context = _context(metrics, operating_point, metadata, manifest, predictions, params)
+    context["ood"] = _ood_context(metrics.get("ood"), ood_figure)
     summary = context.pop("summary")
     report = render(
         "report.html.j2",
         **context,
         data_summary=Markup(summary.to_html(escape=True, classes="counts", border=0)),
         figures=_embedded_figures(figures),
-        ood=_ood_context(metrics.get("ood"), ood_figure),
     )
     card = render(
         "model_card.md.j2",
