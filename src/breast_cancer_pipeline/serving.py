@@ -163,8 +163,7 @@ class ServingModel:
             ``(features, probabilities)``: ``float32`` arrays ``(N, d)`` and ``(N, n_classes)``.
         """
         if len(images) == 0:
-            d = int(penultimate_layer(self.model).input.shape[-1])
-            n = len(self.class_names)
+            d, n = _feature_width(self.model), len(self.class_names)
             return np.empty((0, d), dtype=np.float32), np.empty((0, n), dtype=np.float32)
         if self._forward is None:
             self._forward = compiled_forward(self.model)
@@ -208,26 +207,41 @@ def penultimate_layer(model: Any) -> Any:
     return last
 
 
+def _feature_width(model: Any) -> int:
+    """Width of the penultimate features, 0 when the model does not end with a ``Dense``."""
+    try:
+        return int(penultimate_layer(model).input.shape[-1])
+    except ValueError:
+        return 0
+
+
 def compiled_forward(model: Any) -> Any:
     """One ``tf.function`` of the model in inference mode, traced once for any batch size.
 
     It returns the penultimate features (the input of the last ``Dense`` layer) with the
-    probabilities, from the same pass: the out-of-distribution score costs no second pass.
+    probabilities, from the same pass: the out-of-distribution score costs no second pass. A
+    model that does not end with a ``Dense`` layer (e.g. an average of several) gives
+    zero-width features.
 
     Args:
-        model: A Keras model with a single ``uint8`` image input, ending with a ``Dense`` layer.
+        model: A Keras model with a single ``uint8`` image input.
 
     Returns:
         A callable from a ``uint8`` batch to ``(features, probabilities)`` tensors.
-
-    Raises:
-        ValueError: The model does not end with a ``Dense`` layer.
     """
     import keras
     import tensorflow as tf
 
-    both = keras.Model(model.input, [penultimate_layer(model).input, model.output])
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8)
+    if _feature_width(model) == 0:
+
+        @tf.function(input_signature=[spec], reduce_retracing=True)
+        def forward(images: Any) -> Any:
+            proba = model(images, training=False)
+            return tf.zeros((tf.shape(images)[0], 0), proba.dtype), proba
+
+        return forward
+    both = keras.Model(model.input, [penultimate_layer(model).input, model.output])
 
     @tf.function(input_signature=[spec], reduce_retracing=True)
     def forward(images: Any) -> Any:

@@ -143,12 +143,20 @@ def test_a_broken_score_file_names_the_file(tmp_path, packaged):
         dataset.load()
 
 
-def test_a_model_without_a_final_dense_layer_is_refused():
+def test_a_model_without_a_final_dense_layer_serves_without_features():
+    """E.g. an average of fold models: probabilities as before, no features to score."""
     import keras
 
-    from breast_cancer_pipeline.serving import compiled_forward
+    from breast_cancer_pipeline.serving import ServingModel, penultimate_layer
 
-    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
-    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Softmax()(pooled)
+    served = ServingModel(keras.Model(inputs, outputs), CONFIG)
+    images = _images(COLOURS, seed=10)
+    features, proba = served.forward(images)
+    assert features.shape == (3, 0) and served.forward(images[:0])[0].shape == (0, 0)
+    np.testing.assert_allclose(proba, served.model.predict(images, verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match="not a Dense layer"):
-        compiled_forward(model)
+        penultimate_layer(served.model)
