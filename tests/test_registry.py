@@ -180,6 +180,9 @@ class FakeServing:
             for row in proba
         ]
 
+    def predict_with_ood(self, images):
+        return self.predict_proba(images), None  # packaged without an OOD score
+
 
 def test_the_served_model_carries_its_signature_and_input_example(tmp_path):
     """Logged as kedro-mlflow's hook logs it, then loaded back from the registry."""

@@ -11,6 +11,9 @@ scores images with. It bundles
   the temperature fitted on validation (``temperature``,
   :mod:`~breast_cancer_pipeline.evaluation.calibration`) and the conformal threshold of the
   prediction sets (``conformal``, :mod:`~breast_cancer_pipeline.evaluation.conformal`),
+* optionally, the fitted out-of-distribution score
+  (:class:`~breast_cancer_pipeline.evaluation.ood.OodScore`, ``ood.npz`` beside the model),
+  computed on the penultimate features of the same forward pass,
 
 and runs the model through one ``tf.function`` with a fixed input signature instead of
 ``model.predict``: ``predict`` rebuilds its data pipeline on every call, which costs several
@@ -39,11 +42,14 @@ import json
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from breast_cancer_pipeline.imaging import COLOR_MODES, ImageDecodeError, ImageTooLargeError
+
+if TYPE_CHECKING:
+    from breast_cancer_pipeline.evaluation.ood import OodScore
 
 #: Keys of the serving configuration (``serving.json`` beside the model).
 CONFIG_KEYS = (
@@ -146,10 +152,17 @@ class ServingModel:
             explains, whose features are read and which TF Serving exports.
         members: Every classifier averaged by :meth:`predict_proba`, :attr:`model` first.
         config: The checked serving configuration (see :data:`CONFIG_KEYS`).
+        ood: The fitted out-of-distribution score, or ``None`` (a model packaged without one).
     """
 
-    def __init__(self, model: Any, config: Mapping[str, Any], members: Sequence[Any] = ()) -> None:
-        """Wrap ``model`` (and the other ensemble ``members``) with its serving ``config``.
+    def __init__(
+        self,
+        model: Any,
+        config: Mapping[str, Any],
+        members: Sequence[Any] = (),
+        ood: OodScore | None = None,
+    ) -> None:
+        """Wrap ``model``, the other ensemble ``members`` and the ``ood`` score with ``config``.
 
         Raises:
             ValueError: The configuration is invalid or does not match a model's input.
@@ -164,6 +177,7 @@ class ServingModel:
                     f"the model takes images of shape {tuple(member.input_shape[1:])} but the "
                     f"serving configuration says {expected}"
                 )
+        self.ood = ood
         self._forwards = None
 
     def __deepcopy__(self, memo: dict) -> ServingModel:
@@ -181,7 +195,7 @@ class ServingModel:
         Raises:
             ValueError: The changed configuration is invalid.
         """
-        other = ServingModel(self.model, {**self.config, **changes}, self.members[1:])
+        other = ServingModel(self.model, {**self.config, **changes}, self.members[1:], self.ood)
         other._forwards = self._forwards
         return other
 
@@ -246,32 +260,114 @@ class ServingModel:
         in_set = prediction_sets(proba, self.config["conformal"]["threshold"])
         return set_labels(in_set, self.class_names)
 
-    def _forward_numpy(self, images: np.ndarray) -> np.ndarray:
-        """One forward pass of ``images``; with an ensemble, the mean of the members'."""
+    def forward(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate features and class probabilities of a batch, from one forward pass.
+
+        With an ensemble, the probabilities are the mean of the members' and the features
+        are :attr:`model`'s (the one the out-of-distribution score was fitted on).
+
+        Args:
+            images: ``uint8`` array ``(N, size, size, channels)``.
+
+        Returns:
+            ``(features, probabilities)``: ``float32`` arrays ``(N, d)`` and ``(N, n_classes)``.
+        """
+        if len(images) == 0:
+            d, n = _feature_width(self.model), len(self.class_names)
+            return np.empty((0, d), dtype=np.float32), np.empty((0, n), dtype=np.float32)
         if self._forwards is None:
             self._forwards = [compiled_forward(member) for member in self.members]
         batch = np.ascontiguousarray(images, dtype=np.uint8)
-        if len(self._forwards) == 1:
-            return np.asarray(self._forwards[0](batch))
-        return np.mean([np.asarray(forward(batch)) for forward in self._forwards], axis=0)
+        outputs = [forward(batch) for forward in self._forwards]
+        features = np.asarray(outputs[0][0])
+        if len(outputs) == 1:
+            return features, np.asarray(outputs[0][1])
+        return features, np.mean([np.asarray(proba) for _, proba in outputs], axis=0)
+
+    def _forward_numpy(self, images: np.ndarray) -> np.ndarray:
+        """The probabilities of one forward pass (a test-time view) of ``images``."""
+        return self.forward(images)[1]
+
+    def predict_with_ood(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Served probabilities and out-of-distribution scores of a batch.
+
+        The original view's pass gives both the features and its probabilities; further
+        test-time views, if any, add only probabilities.
+
+        Args:
+            images: ``uint8`` array ``(N, size, size, channels)``.
+
+        Returns:
+            ``(probabilities, scores)``: as :meth:`predict_proba`, and the ``(N,)`` scores of
+            :attr:`ood` (``None`` when the model was packaged without one).
+        """
+        features, proba = self.forward(images)
+        served = self.calibrate(self.averaged_proba(images, first=proba))
+        return served, self.ood_score(features)
+
+    def ood_score(self, features: np.ndarray) -> np.ndarray | None:
+        """The out-of-distribution score of each feature row, or ``None`` without a fitted score.
+
+        Args:
+            features: ``(N, d)`` features from :meth:`forward`.
+        """
+        return None if self.ood is None else self.ood.score(features)
+
+
+def penultimate_layer(model: Any) -> Any:
+    """The classifier's last layer, a ``Dense`` whose input are the penultimate features.
+
+    Raises:
+        ValueError: The model does not end with a ``Dense`` layer.
+    """
+    last = model.layers[-1]
+    if type(last).__name__ != "Dense":
+        raise ValueError(
+            f"the model ends with a {type(last).__name__} layer ({last.name!r}), not a Dense "
+            "layer: build it with breast_cancer_pipeline.modeling.build_classifier"
+        )
+    return last
+
+
+def _feature_width(model: Any) -> int:
+    """Width of the penultimate features, 0 when the model does not end with a ``Dense``."""
+    try:
+        return int(penultimate_layer(model).input.shape[-1])
+    except ValueError:
+        return 0
 
 
 def compiled_forward(model: Any) -> Any:
     """One ``tf.function`` of the model in inference mode, traced once for any batch size.
 
+    It returns the penultimate features (the input of the last ``Dense`` layer) with the
+    probabilities, from the same pass: the out-of-distribution score costs no second pass. A
+    model that does not end with a ``Dense`` layer (e.g. an average of several) gives
+    zero-width features.
+
     Args:
         model: A Keras model with a single ``uint8`` image input.
 
     Returns:
-        A callable from a ``uint8`` batch to the model's output tensor.
+        A callable from a ``uint8`` batch to ``(features, probabilities)`` tensors.
     """
+    import keras
     import tensorflow as tf
 
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8)
+    if _feature_width(model) == 0:
+
+        @tf.function(input_signature=[spec], reduce_retracing=True)
+        def forward(images: Any) -> Any:
+            proba = model(images, training=False)
+            return tf.zeros((tf.shape(images)[0], 0), proba.dtype), proba
+
+        return forward
+    both = keras.Model(model.input, [penultimate_layer(model).input, model.output])
 
     @tf.function(input_signature=[spec], reduce_retracing=True)
     def forward(images: Any) -> Any:
-        return model(images, training=False)
+        return both(images, training=False)
 
     return forward
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from breast_cancer_pipeline.datasets._atomic import atomic_path
@@ -16,15 +17,18 @@ _MODEL_FILE = "model.keras"
 _CONFIG_FILE = "serving.json"
 #: With an ensemble, the members after the first (``model.keras``), averaged with it.
 _MEMBERS_DIR = "members"
+_OOD_FILE = "ood.npz"
 
 
 class ServingModelDataset(LocalPathDataset[Any, Any]):
     """A :class:`~breast_cancer_pipeline.serving.ServingModel` as a folder, written atomically.
 
-    The folder holds ``model.keras`` and ``serving.json`` (class names, image size, colour
-    mode, positive class, threshold); an ensemble's other members are ``members/<i>.keras``.
-    It is the artefact kedro-mlflow bundles into the
-    registered pyfunc model, so it must be a local path.
+    The folder holds ``model.keras``, ``serving.json`` (class names, image size, colour
+    mode, positive class, threshold), an ensemble's other members as ``members/<i>.keras``
+    and, when the model has one, ``ood.npz``: the fitted out-of-distribution score
+    (:meth:`~breast_cancer_pipeline.evaluation.ood.OodScore.to_arrays`, plain arrays read
+    without pickle). A folder without ``ood.npz`` loads with no score. It is the artefact
+    kedro-mlflow bundles into the registered pyfunc model, so it must be a local path.
     """
 
     def load(self) -> Any:
@@ -44,13 +48,25 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
 
         config = json.loads(config_file.read_text())
         members = [load_model(path) for path in self._member_files()]
-        return ServingModel(load_model(model_file), config, members)
+        return ServingModel(load_model(model_file), config, members, ood=self._load_ood())
 
     def _member_files(self) -> list[Path]:
         """The other members of an ensemble, in order (``members/1.keras``...)."""
         folder = self._filepath / _MEMBERS_DIR
         files = folder.glob("*.keras") if folder.is_dir() else []
         return sorted(files, key=lambda path: int(path.stem))
+
+    def _load_ood(self) -> Any:
+        ood_file = self._filepath / _OOD_FILE
+        if not ood_file.is_file():
+            return None
+        from breast_cancer_pipeline.evaluation.ood import OodScore
+
+        with np.load(ood_file, allow_pickle=False) as arrays:
+            try:
+                return OodScore.from_arrays(dict(arrays))
+            except ValueError as exc:
+                raise DatasetError(f"'{ood_file}': {exc}") from exc
 
     def save(self, data: Any) -> None:
         """Write the model and configuration to a new folder, then swap it into place."""
@@ -62,6 +78,8 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
                 for i, member in enumerate(data.members[1:], start=1):
                     member.save(tmp / _MEMBERS_DIR / f"{i}.keras")
             (tmp / _CONFIG_FILE).write_text(json.dumps(data.config, indent=2) + "\n")
+            if getattr(data, "ood", None) is not None:
+                np.savez(tmp / _OOD_FILE, **data.ood.to_arrays())
 
     def _exists(self) -> bool:
         return (self._filepath / _CONFIG_FILE).is_file()

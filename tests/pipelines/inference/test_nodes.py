@@ -27,9 +27,13 @@ class FakeServingModel:
     """Returns p(malignant) = mean pixel / 255, the rest split between benign and normal."""
 
     config = CONFIG
+    ood = None  # packaged without an out-of-distribution score
 
     def __init__(self):
         self.batches = []
+
+    def predict_with_ood(self, images):
+        return self.predict_proba(images), None
 
     def predict_proba(self, images):
         self.batches.append(images.shape)

@@ -29,6 +29,7 @@ def test_serving_limits_of_conf_base():
     # An uncompressed 16-bit FFDM DICOM fits, as one image and in one request (base64).
     assert serving.max_image_bytes >= 4096 * 5625 * 2
     assert serving.max_request_bytes >= serving.max_image_bytes * 4 / 3
+    assert (serving.ood.accept_rate, serving.ood.action) == (0.95, "flag")
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,9 @@ def test_serving_limits_of_conf_base():
         ({"batch": 8}, "inference.batch: unknown key", ""),
         ({"serving": {"max_concurrent_decodes": 0}}, "serving.max_concurrent_decodes = 0", ""),
         ({"serving": {"max_images": -3}}, "inference.serving.max_images = -3", "greater than 0"),
+        ({"serving": {"ood": {"accept_rate": 1.5}}}, "serving.ood.accept_rate = 1.5", "1"),
+        ({"serving": {"ood": {"accept_rate": 0}}}, "serving.ood.accept_rate = 0", "than 0"),
+        ({"serving": {"ood": {"action": "drop"}}}, "serving.ood.action", "'flag' or 'reject'"),
         (
             {"serving": {"conformal": {"alpha": 1.0}}},
             "serving.conformal.alpha = 1.0",

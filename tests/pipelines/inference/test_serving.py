@@ -45,12 +45,18 @@ SERVED_PROBABILITIES = {
 
 
 def _tiny_serving_model():
+    """A random small CNN with an out-of-distribution score fitted on noise images."""
+    from breast_cancer_pipeline.evaluation.ood import METHOD, fit_ood
     from breast_cancer_pipeline.modeling import build_classifier, set_seed
     from breast_cancer_pipeline.serving import ServingModel
 
     set_seed(0)
     model = build_classifier("small_cnn", 3, 32, 1, None, {"dropout": 0.0})
-    return ServingModel(model, CONFIG)
+    bare = ServingModel(model, CONFIG)
+    noise = np.random.default_rng(0).integers(0, 255, (24, 32, 32, 1), dtype=np.uint8)
+    features, _ = bare.forward(noise)
+    ood = fit_ood(METHOD, features[:12], np.arange(12) % 3, features[12:])
+    return ServingModel(model, CONFIG, ood=ood)
 
 
 def test_dataset_round_trip_and_compiled_forward(tmp_path):
@@ -68,6 +74,7 @@ def test_dataset_round_trip_and_compiled_forward(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(x), expected, atol=1e-5)
     np.testing.assert_allclose(loaded.predict_proba(x[:1]), expected[:1], atol=1e-5)
     assert loaded.config["threshold"] == 0.2
+    np.testing.assert_array_equal(loaded.ood.val_scores, serving.ood.val_scores)
     import copy
 
     assert copy.deepcopy(loaded) is loaded  # kedro-mlflow deep-copies its catalog per request
@@ -292,9 +299,14 @@ def _log_and_register(tmp_path: Path) -> None:
 
 def _local_proba(tmp_path: Path, files: dict[str, bytes]) -> np.ndarray:
     from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
-    from breast_cancer_pipeline.imaging import decode_image, resize_image
 
     serving = ServingModelDataset(str(tmp_path / "serving_model")).load()
+    return serving.predict_proba(_local_pixels(files))
+
+
+def _local_pixels(files: dict[str, bytes]) -> np.ndarray:
+    from breast_cancer_pipeline.imaging import decode_image, resize_image
+
     params = base_params("inference")
     pixels = [
         resize_image(
@@ -308,7 +320,7 @@ def _local_proba(tmp_path: Path, files: dict[str, bytes]) -> np.ndarray:
         )
         for name, data in files.items()
     ]
-    return serving.predict_proba(np.stack(pixels))
+    return np.stack(pixels)
 
 
 @dataclass
@@ -395,8 +407,19 @@ def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(served,
     assert "not an image" in bad.iloc[0]["error"]
     assert "not valid base64" in bad.iloc[1]["error"]
     assert all(
-        body["predictions"][i][key] is None for i in (4, 5) for key in ("label", "p_malignant")
+        body["predictions"][i][key] is None
+        for i in (4, 5)
+        for key in ("label", "p_malignant", "ood_score", "in_distribution")
     )
+    # ood.npz travelled with the registered model: the served score is the local one.
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+
+    local = ServingModelDataset(str(served.root / "serving_model")).load()
+    features, _ = local.forward(_local_pixels(files))
+    np.testing.assert_allclose(
+        good["ood_score"].astype(float), local.ood_score(features), rtol=1e-4
+    )
+    assert set(good["in_distribution"]) <= {True, False}
 
     status, body = _post(f"{base}/invocations", b"{not json")
     assert 400 <= status < 500, body

@@ -17,12 +17,12 @@ from breast_cancer_pipeline.pipelines.backbone_selection import (
     create_pipeline as backbone_selection,
 )
 from breast_cancer_pipeline.pipelines.finetune import create_pipeline as finetune
+from breast_cancer_pipeline.pipelines.reporting.calibration import predict_test_split
 from breast_cancer_pipeline.pipelines.reporting.external import (
     comparison_rows,
     external_metrics,
     predict_external_split,
 )
-from breast_cancer_pipeline.pipelines.reporting.calibration import predict_test_split
 from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics
 from breast_cancer_pipeline.pipelines.reporting.report import render_report
 

@@ -50,6 +50,8 @@ RULE = "a target sensitivity in (0, 1] such as 0.95, or 'youden'"
         ({"gallery": {"n_errors": 0}}, "reporting.gallery.n_errors = 0", "greater than 0"),
         ({"gradcam": {"per_class": 0}}, "reporting.gradcam.per_class = 0", "greater than 0"),
         ({"gradcam": {"alpha": 1.5}}, "reporting.gradcam.alpha = 1.5", "less than or equal to 1"),
+        ({"ood_images": {"per_kind": 0}}, "reporting.ood_images.per_kind = 0", "greater than 0"),
+        ({"ood_images": {"seed": -1}}, "reporting.ood_images.seed = -1", "greater than or equal"),
         ({"figure_dpi": 0}, "reporting.figure_dpi = 0", "greater than 0"),
         ({"thresold": 0.9}, "reporting.thresold: unknown key", ""),
     ],

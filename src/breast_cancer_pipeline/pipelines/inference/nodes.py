@@ -3,7 +3,9 @@
 The same node scores a folder on disk (the batch command) and the rows of a request to the
 MLflow endpoint: images are decoded and resized by the functions ingestion and training use
 (:mod:`breast_cancer_pipeline.imaging`); the model holds all other preprocessing. A row that
-cannot be decoded gets an ``error`` and no probabilities; the other rows are scored. A request
+cannot be decoded gets an ``error`` and no probabilities; the other rows are scored. Every
+scored row gets the out-of-distribution score of the packaged model and whether it is within
+its threshold (``inference.serving.ood``: flagged, or refused with an ``error``). A request
 that breaks the ``inference.serving`` limits is refused whole (see
 :mod:`breast_cancer_pipeline.serving`).
 """
@@ -71,7 +73,8 @@ def predict_requests(
         ``thresholded_label`` (the positive class when its probability reaches the threshold
         chosen on the validation split, else the most probable other class),
         ``prediction_set`` (the classes of the conformal set, a list; null for a model
-        packaged without one) and ``error`` (empty when the row was scored). Probabilities
+        packaged without one), ``ood_score`` and ``in_distribution`` (see
+        :func:`_ood_columns`) and ``error`` (empty when the row was scored). Probabilities
         of failed rows are empty. With an ``explain`` column: ``gradcam_png``, the base64 PNG
         of the row's Grad-CAM overlay for its ``thresholded_label``
         (:func:`breast_cancer_pipeline.explain.gradcam_pngs`), empty where ``explain`` is
@@ -115,13 +118,23 @@ def predict_requests(
             errors[i] = f"cannot decode {names[i]!r}: internal error (logged by the server)"
         return None
 
+    ood = np.full(len(cells), np.nan)
     for rows, pixels in _decoded_batches(len(cells), params["batch_size"], decode):
-        proba[rows] = serving_model.predict_proba(np.stack(pixels))
+        proba[rows], scores = serving_model.predict_with_ood(np.stack(pixels))
+        if scores is not None:
+            ood[rows] = scores
         kept.update((i, x) for i, x in zip(rows, pixels, strict=True) if explain and explain[i])
+    ood_columns = _ood_columns(ood, errors, serving_model, limits["ood"])
     frame = _prediction_frame(
-        proba, errors, config["class_names"], config["positive_class"], config["threshold"]
+        proba,
+        errors,
+        config["class_names"],
+        config["positive_class"],
+        config["threshold"],
+        ood_columns,
     )
-    sets = pd.Series(_sets(serving_model, proba), index=frame.index, dtype=object)
+    scored = np.where([bool(e) for e in errors], np.nan, proba.T).T  # rejected rows: no set
+    sets = pd.Series(_sets(serving_model, scored), index=frame.index, dtype=object)
     frame.insert(frame.columns.get_loc("error"), "prediction_set", sets)
     if explain is not None:
         frame[GRADCAM_COLUMN] = _gradcam_column(serving_model, kept, frame, gradcam)
@@ -130,7 +143,7 @@ def predict_requests(
     # Missing values as None, not NaN: the served JSON then says null (NaN is not JSON).
     frame = frame.astype(object).where(frame.notna(), None)
     n_bad = sum(bool(e) for e in errors)
-    logger.info("Scored %d images (%d could not be decoded)", len(cells) - n_bad, n_bad)
+    logger.info("Scored %d images (%d with an error)", len(cells) - n_bad, n_bad)
     return frame
 
 
@@ -141,6 +154,48 @@ def _sets(serving_model: Any, proba: np.ndarray) -> list[list[str] | None]:
     for i, found in zip(np.flatnonzero(ok), serving_model.prediction_sets(proba[ok]), strict=True):
         sets[i] = found
     return sets
+
+
+def _ood_columns(
+    scores: np.ndarray, errors: list[str], serving_model: Any, settings: Mapping[str, Any]
+) -> dict[str, list]:
+    """``ood_score`` and ``in_distribution`` per row; with ``action: reject``, row errors.
+
+    ``in_distribution`` is true when the score is at most the threshold that accepts
+    ``accept_rate`` of the validation images. Rows that were not scored, and every row of a
+    model packaged without a score, get ``None`` in both. With ``action: reject`` an
+    out-of-distribution row gets an ``error`` (so no probabilities); ``errors`` is updated.
+
+    Args:
+        scores: Score per row (NaN where there is none).
+        errors: The row errors so far.
+        serving_model: The packaged model (its ``ood`` gives the threshold).
+        settings: ``inference.serving.ood`` (``accept_rate``, ``action``).
+    """
+    ood = getattr(serving_model, "ood", None)
+    known = ~np.isnan(scores)
+    if ood is None or not known.any():
+        return {"ood_score": [None] * len(scores), "in_distribution": [None] * len(scores)}
+    threshold = ood.threshold(settings["accept_rate"])
+    inside = [bool(s <= threshold) if k else None for s, k in zip(scores, known, strict=True)]
+    if settings["action"] == "reject":
+        for i, flag in enumerate(inside):
+            if flag is False and not errors[i]:
+                errors[i] = _ood_error(scores[i], threshold, settings["accept_rate"])
+    return {
+        "ood_score": [float(s) if k else None for s, k in zip(scores, known, strict=True)],
+        "in_distribution": inside,
+    }
+
+
+def _ood_error(score: float, threshold: float, accept_rate: float) -> str:
+    return (
+        f"image refused as out of distribution: its out-of-distribution score {score:.4g} is "
+        f"above the threshold {threshold:.4g} (which accepts {accept_rate:.0%} of the "
+        "validation images), so it does not look like the images the model was trained on. "
+        "Send an image of the kind and modality of the training data (the model card's "
+        "intended use); blank frames, photographs, documents and other modalities are refused"
+    )
 
 
 def _request_frame(requests: Any) -> pd.DataFrame:
@@ -242,7 +297,12 @@ def _decoded_batches(
 
 
 def _prediction_frame(
-    proba: np.ndarray, errors: list[str], names: list[str], positive: str, threshold: float
+    proba: np.ndarray,
+    errors: list[str],
+    names: list[str],
+    positive: str,
+    threshold: float,
+    ood_columns: Mapping[str, list],
 ) -> pd.DataFrame:
     ok = np.array([not e for e in errors], dtype=bool)
     pos = names.index(positive)
@@ -265,6 +325,7 @@ def _prediction_frame(
             "thresholded_label": [
                 names[i] if good else None for i, good in zip(called, ok, strict=True)
             ],
+            **ood_columns,
             "error": errors,
         }
     )

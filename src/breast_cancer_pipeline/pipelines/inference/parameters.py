@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
@@ -14,6 +14,15 @@ class Conformal(Params):
 
     #: Miscoverage: a set misses the true class for at most this share of images.
     alpha: Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class OodSettings(Params):
+    """The out-of-distribution check of the served model (fitted by the reporting pipeline)."""
+
+    #: Share of validation images accepted as in-distribution: sets the score's threshold.
+    accept_rate: Annotated[float, Field(gt=0.0, le=1.0)]
+    #: ``flag``: answer and mark the row; ``reject``: a row error instead of probabilities.
+    action: Literal["flag", "reject"]
 
 
 class ServingLimits(Params):
@@ -28,6 +37,7 @@ class ServingLimits(Params):
     #: Images decoded at the same time in the server process, over all requests.
     max_concurrent_decodes: PositiveInt
     conformal: Conformal
+    ood: OodSettings
 
     @model_validator(mode="after")
     def _one_image_fits(self) -> ServingLimits:

@@ -219,6 +219,7 @@ def compute_metrics(
     params: dict,
     external: dict[str, Any] | None = None,
     calibration_report: dict[str, Any] | None = None,
+    ood: dict[str, Any] | None = None,
     cv: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
@@ -232,6 +233,7 @@ def compute_metrics(
             ``None`` without one (``external`` is then ``null``).
         calibration_report: The ``calibration``, ``tta`` and ``conformal`` blocks
             (:func:`.calibration.calibration_report`), added to ``metrics.json`` as given.
+        ood: The out-of-distribution check (:func:`.ood.ood_summary`), the ``ood`` block.
         cv: With cross-validation (``evaluation.folds`` >= 2), the ``cv`` block
             (:func:`.cross_validation.cross_validation_summary`); ``None`` with one split.
 
@@ -265,6 +267,8 @@ def compute_metrics(
         "brier_score_ci_high": ci["brier_score_ci_high"],
         **(calibration_report or {}),
     }
+    if ood is not None:
+        metrics["ood"] = ood
     logger.info(
         "Test: AUROC %.3f [%.3f, %.3f], at p(%s) >= %.3f sensitivity %.3f, specificity %.3f; "
         "Brier %.3f, log loss %.3f",
@@ -340,6 +344,7 @@ def package_model(
     metadata: dict[str, Any],
     operating_point: dict[str, Any],
     probability_settings: dict[str, Any] | None = None,
+    ood: Any = None,
     *members: Any,
 ) -> tuple[Any, Any]:
     """Bundle the classifier with its decoding settings and operating point for serving.
@@ -352,6 +357,8 @@ def package_model(
             the out-of-fold predictions).
         probability_settings: Test-time views, temperature and conformal threshold
             (:func:`.calibration.serving_calibration`); none: one view, ``T = 1``, no sets.
+        ood: The fitted out-of-distribution score (:func:`.ood.fit_ood_score`), shipped with
+            the model (``ood.npz``); none: rows get no score.
         *members: The other fold models of the ensemble, whose probabilities are averaged.
 
     Returns:
@@ -373,4 +380,4 @@ def package_model(
     }
     if members:
         config["ensemble_members"] = 1 + len(members)
-    return ServingModel(classifier, config, members), classifier
+    return ServingModel(classifier, config, members, ood=ood), classifier

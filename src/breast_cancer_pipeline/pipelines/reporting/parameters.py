@@ -44,6 +44,15 @@ class GradCam(Params):
     alpha: Fraction
 
 
+class OodImages(Params):
+    """The synthetic out-of-distribution set of the report (``evaluation.ood.ood_images``)."""
+
+    #: Images of each kind.
+    per_kind: PositiveInt
+    #: Seed of the generator.
+    seed: NonNegativeInt
+
+
 class Champion(Params):
     """The gate a registered version passes to become the ``champion`` (the served one)."""
 
@@ -71,6 +80,7 @@ class ReportingParams(Params):
     ece_warning: Fraction
     gallery: Gallery
     gradcam: GradCam
+    ood_images: OodImages
     figure_dpi: PositiveInt
     champion: Champion
 

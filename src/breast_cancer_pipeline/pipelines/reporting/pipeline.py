@@ -31,9 +31,11 @@ from .nodes import (
     learning_curve_table,
     package_model,
 )
+from .ood import fit_ood_score, ood_summary, plot_ood_scores
 from .report import FIGURES, render_report
 
 P = "params:reporting"
+OOD = "params:inference.serving.ood"
 
 #: The figure nodes: function (its name is the node's), inputs before the reporting
 #: parameters, and the PNG dataset it writes.
@@ -78,6 +80,16 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
             "external_metrics",
         ),
         _node(
+            fit_ood_score,
+            [_first_served(n_folds, ensemble), "model_input", P, OOD],
+            ["ood_statistics", "ood_scores"],
+        ),
+        _node(
+            ood_summary,
+            ["ood_statistics", "ood_scores", OOD],
+            ["ood_metrics", "ood_mlflow_metrics"],
+        ),
+        _node(
             compute_metrics,
             [
                 "test_predictions",
@@ -86,6 +98,7 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
                 P,
                 "external_metrics",
                 "calibration_report",
+                "ood_metrics",
                 *with_cv,
             ],
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
@@ -178,6 +191,7 @@ def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
         "predictions": "test_predictions",
         "params": P,
         **{name: f"{name}_figure" for name, _ in FIGURES},
+        "ood_figure": "ood_scores_figure",
         **({"cv_folds": "cv_folds_figure"} if n_folds >= 2 else {}),
     }
     return [
@@ -188,11 +202,16 @@ def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
 
 def _served(n_folds: int, ensemble: bool) -> list[str]:
     """``package_model``'s inputs: the classifier, or the fold models (``evaluation.ensemble``)."""
-    settings = ["classifier_metadata", "operating_point", "probability_settings"]
+    settings = ["classifier_metadata", "operating_point", "probability_settings", "ood_statistics"]
     if not ensemble:
         return ["classifier", *settings]
     folds = [f"{fold_name(i)}.classifier" for i in range(1, n_folds + 1)]
     return [folds[0], *settings, *folds[1:]]
+
+
+def _first_served(n_folds: int, ensemble: bool) -> str:
+    """The classifier whose features the served model reads (the ensemble's first member)."""
+    return f"{fold_name(1)}.classifier" if ensemble else "classifier"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -200,6 +219,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     evaluation = run_parameters()["evaluation"]
     n_folds, ensemble = int(evaluation["folds"]), bool(evaluation["ensemble"])
     figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
+    figures.append(_node(plot_ood_scores, ["ood_scores", "ood_metrics", P], "ood_scores_figure"))
     return Pipeline(
         [
             *_metric_nodes(n_folds, ensemble),

@@ -23,6 +23,7 @@ from . import cross_validation
 from .calibration import calibration_context
 from .external import comparison_rows
 from .figures import confident_errors
+from .ood import ood_report_rows
 
 #: Figure name (catalog entry ``<name>_figure``) and its caption, in report order.
 FIGURES = (
@@ -217,6 +218,18 @@ def _context(
     }
 
 
+def _ood_context(ood: dict | None, figure: bytes | Callable[[], bytes] | None) -> dict | None:
+    """What ``_ood.html.j2`` shows, or ``None`` (no section) without the block or the figure."""
+    if not ood or figure is None:
+        return None
+    data = figure() if callable(figure) else figure
+    return {
+        **ood,
+        "rows": ood_report_rows(ood),
+        "base64": base64.b64encode(data).decode("ascii"),
+    }
+
+
 def render_report(
     metrics: dict[str, Any],
     operating_point: dict[str, Any],
@@ -224,6 +237,7 @@ def render_report(
     manifest: pd.DataFrame,
     predictions: pd.DataFrame,
     params: dict,
+    ood_figure: bytes | Callable[[], bytes] | None = None,
     **figures: bytes | Callable[[], bytes],
 ) -> tuple[str, str]:
     """Build ``report.html`` (figures embedded) and ``model_card.md``.
@@ -236,6 +250,8 @@ def render_report(
         manifest: The validated manifest (for the data summary and splits).
         predictions: The test predictions (for the failure cases).
         params: The ``reporting`` parameters.
+        ood_figure: PNG of the out-of-distribution scores, shown with the ``ood`` block of
+            ``metrics`` (``templates/_ood.html.j2``); the section is left out without both.
         **figures: PNG bytes (or a loader returning them) of each figure in :data:`FIGURES`,
             by name; a missing figure is left out of the report. ``cv_folds`` (with
             cross-validation) goes to the report's cross-validation section.
@@ -244,6 +260,7 @@ def render_report(
         ``(html, markdown)``.
     """
     context = _context(metrics, operating_point, metadata, manifest, predictions, params)
+    context["ood"] = _ood_context(metrics.get("ood"), ood_figure)
     summary = context.pop("summary")
     cv = cross_validation.report_context(metrics, figures.pop("cv_folds", None))
     report = render(
