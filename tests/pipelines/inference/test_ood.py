@@ -88,7 +88,7 @@ def test_a_far_away_image_is_flagged_and_training_like_ones_accepted(packaged):
     assert (scores[:4] <= threshold).all() and (scores[4:] > threshold).all()
     # flag: answered and marked.
     assert (out["error"] == "").all() and out["p_malignant"].notna().all()
-    assert out.columns.tolist()[-3:] == ["ood_score", "in_distribution", "error"]
+    assert out.columns.tolist()[-4:] == ["ood_score", "in_distribution", "prediction_set", "error"]
 
 
 def test_reject_answers_an_ood_row_with_an_error_instead_of_probabilities(packaged):

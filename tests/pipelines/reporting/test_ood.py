@@ -77,7 +77,7 @@ def test_summary_is_the_metrics_block_and_mlflow_figures(fitted):
     )
     assert mlflow["ood.test_acceptance"]["value"] == block["test_acceptance"]
     assert mlflow["ood.ood_detection_rate_blank"]["value"] == 1.0
-    metrics = compute_metrics(_predictions(), META, POINT, REPORT_PARAMS, block)[0]
+    metrics = compute_metrics(_predictions(), META, POINT, REPORT_PARAMS, ood=block)[0]
     assert metrics["ood"] == block
     assert "ood" not in compute_metrics(_predictions(), META, POINT, REPORT_PARAMS)[0]
 
@@ -107,7 +107,7 @@ def test_the_packaged_model_carries_the_score(fitted, model):
     score, _ = fitted
     metadata = {**META, "class_names": ["benign", "malignant", "normal"], "image_size": 8}
     metadata.update(channels=3, color_mode="rgb")
-    serving, _ = package_model(model, metadata, POINT, score)
+    serving, _ = package_model(model, metadata, POINT, ood=score)
     assert serving.ood is score
 
 
