@@ -280,7 +280,7 @@ def test_the_served_ensemble_averages_its_members_and_keeps_a_classifier_to_expl
         "backbone": "small_cnn",
     }
     point = {"positive_class": "malignant", "threshold": 0.5, "rule": "youden"}
-    served, exported = package_model(members[0], metadata, point, members[1])
+    served, exported = package_model(members[0], metadata, point, None, None, members[1])
     assert exported is members[0] and served.model is members[0]
     assert served.config["ensemble_members"] == 2
 
