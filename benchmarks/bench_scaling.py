@@ -1,8 +1,9 @@
 """``scaling.*``: how the cost of ingestion, the model-input arrays and feature extraction grows.
 
-Each step runs at 1×, 4× and 16× a base number of images (``BASE``: 500 → 8,000 small
-mammogram-like 16-bit TIFFs), each in its own subprocess (``python -m benchmarks.bench_scaling
-<step> <workdir> <n>``) so that its peak resident memory is its own:
+Each step runs at 1×, 4× and 16× a base number of images (``BASE``: 250 → 4,000 small
+mammogram-like 96 px 16-bit TIFFs, 48 px model input), each in its own subprocess
+(``python -m benchmarks.bench_scaling <step> <workdir> <n>``) so that its peak resident
+memory is its own:
 
 - ``ingestion``: the ingestion nodes and image store, as ``kedro run --pipelines=ingestion``
   (one worker per core), TIFFs → PNGs and the manifest;
@@ -40,7 +41,7 @@ from benchmarks import harness
 
 #: Base number of images, the multiples measured, source and model-input sides, rounds.
 BASE, FACTORS, SIZE, INPUT_SIZE, ROUNDS = (
-    (30, (1, 2), 64, 32, 1) if harness.quick() else (500, (1, 4, 16), 128, 64, harness.REPEATS)
+    (30, (1, 2), 64, 32, 1) if harness.quick() else (250, (1, 4, 16), 96, 48, harness.REPEATS)
 )
 STEPS = ("ingestion", "model_input", "features")
 DOCS_FIGURE = Path(__file__).resolve().parents[1] / "docs" / "scaling.png"
@@ -74,7 +75,8 @@ def _ingestion(workdir: Path, n: int) -> None:
         "ingestion", label_pattern=r"^(benign|malignant)/", group_pattern=r"(case \d+)/"
     )
     _, saved, manifest = ingest(workdir / f"source-{n}", workdir / f"ingested-{n}", params)
-    assert len(manifest) == n and saved["produced"] == n, saved
+    # Every file converted; near-identical synthetic images may collapse as duplicates.
+    assert saved["produced"] == n and 0.9 * n <= len(manifest) <= n, (saved, len(manifest))
     manifest.to_parquet(workdir / f"manifest-{n}.parquet")
 
 
