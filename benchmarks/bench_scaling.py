@@ -89,7 +89,7 @@ def _model_input(workdir: Path, n: int) -> None:
     manifest = pd.read_parquet(workdir / f"manifest-{n}.parquet")
     arrays = prepare_model_input(images, manifest, {"image_size": INPUT_SIZE})
     NumpyArraysDataset(str(workdir / f"arrays-{n}")).save(arrays)
-    assert sum(len(arrays[f"y_{s}"]) for s in ("train", "val", "test")) == n
+    assert sum(len(arrays[f"y_{s}"]) for s in ("train", "val", "test")) == len(manifest)
 
 
 def _features_warm_up() -> None:

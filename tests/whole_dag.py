@@ -30,8 +30,9 @@ LEARNING_RATE = "conf/demo/parameters.yml:finetune.phase2.learning_rate"
 METRICS = "data/08_reporting/metrics.json"
 MODEL = "data/06_models/classifier.keras"
 IMAGES_PER_CLASS = 12
-#: The demo environment made tiny: a few small images, a few epochs, every candidate of the
-#: demo (small CNN, MobileNetV3Small, EfficientNetB0 from random weights) at 32 px.
+#: The candidates of the tiny run (random weights, 32 px): two, so that selection compares.
+CANDIDATES = ("small_cnn", "mobilenet_v3_small")
+#: The demo environment made tiny: a few small images, a few epochs.
 TINY = {
     "demo_data": {"images_per_class": IMAGES_PER_CLASS, "image_size": 48},
     "validation": {"min_per_class": 1},
@@ -85,11 +86,20 @@ def _copy_project(target: Path) -> None:
 
 
 def _make_tiny(project: Path) -> None:
-    """Every block of the demo environment kept, made tiny (the demo's candidates kept)."""
+    """Every block of the demo environment kept, made tiny; the two light candidates only."""
     demo = project / "conf/demo/parameters.yml"
     blocks = yaml.safe_load(demo.read_text())
     tiny = {name: _merge(blocks[name], TINY.get(name, {})) for name in blocks}
+    tiny["backbone_selection"]["candidates"] = {
+        name: {"weights": None} for name in CANDIDATES if name != "small_cnn"
+    }
     demo.write_text(yaml.safe_dump(tiny))
+    # An environment can add candidates but not remove conf/base's: drop them there.
+    selection = project / "conf/base/parameters_backbone_selection.yml"
+    params = yaml.safe_load(selection.read_text())
+    candidates = params["backbone_selection"]["candidates"]
+    params["backbone_selection"]["candidates"] = {name: candidates[name] for name in CANDIDATES}
+    selection.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _merge(base: dict, override: dict) -> dict:
