@@ -85,16 +85,20 @@ def test_the_dag_writes_consistent_metrics_predictions_and_selection(experiments
 def test_every_node_logs_its_time_and_memory_and_training_its_history(
     experiments, trained, monkeypatch
 ):
+    from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
+
+    from breast_cancer_pipeline.pipeline_registry import register_pipelines
 
     client, _, runs = pipeline_runs(experiments)
     repro = {r.data.tags["dvc.stage"]: r for r in runs if "dvc.exp_name" not in r.data.tags}
     monkeypatch.chdir(trained)
-    monkeypatch.setenv("KEDRO_ENV", "demo")
     bootstrap_project(trained)
-    from breast_cancer_pipeline.pipeline_registry import register_pipelines
-
-    for node in register_pipelines()["__default__"].nodes:
+    # The DAG as the flow's runs built it: from the tiny demo configuration.
+    with KedroSession.create(project_path=trained, env="demo") as session:
+        session.load_context()
+        nodes = register_pipelines()["__default__"].nodes
+    for node in nodes:
         metrics = repro[node.name.split(".")[0]].data.metrics
         assert metrics[f"node.{node.name}.seconds"] >= 0, node.name
         assert metrics[f"node.{node.name}.peak_rss_mb"] > 0, node.name
