@@ -39,8 +39,12 @@ N_IMAGES, SIZE = (24, 256) if harness.quick() else (500, 1024)
 GOALS: dict[str, harness.Goal] = {"ingestion.parallel_speedup": (">=", 1.6)}
 
 
-def generate(source: Path, n_images: int = N_IMAGES, size: int = SIZE) -> None:
-    """``n_images`` mammogram-like ``size``² 16-bit TIFFs in ``source/<label>/case NNN/``."""
+def generate(source: Path, n_images: int = N_IMAGES, size: int = SIZE, grain: float = 0.0) -> None:
+    """``n_images`` mammogram-like ``size``² 16-bit TIFFs in ``source/<label>/case NNN/``.
+
+    ``grain``: the std of per-image noise, so that thousands of small images stay distinct
+    (else two that share a texture offset collapse as duplicates after windowing).
+    """
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     breast = ((xx / 0.55) ** 2 + ((yy - 0.5) / 0.42) ** 2) < 1.0
@@ -49,6 +53,8 @@ def generate(source: Path, n_images: int = N_IMAGES, size: int = SIZE) -> None:
         dy, dx = rng.integers(0, size, 2)
         field = texture[dy : dy + size, dx : dx + size]
         level = 1200 + 1500 * (1 - xx) + 300 * field + (i % 50)
+        if grain:
+            level = level + rng.normal(0.0, grain, level.shape)
         pixels = np.where(breast, np.clip(level, 1, 4095), 0).astype(np.uint16)
         label = ("benign", "malignant")[i % 2]
         path = source / label / f"case {i // 4:03d}" / f"view_{i % 4}.tif"
