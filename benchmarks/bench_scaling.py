@@ -241,6 +241,7 @@ def _plot(figures: dict[str, Any], path: Path) -> None:
     right.set(xscale="log", xlabel="images", ylabel="MiB")
     right.set_title("Peak RSS of the step's process")
     for axes in (left, right):
+        axes.minorticks_off()
         axes.set_xticks(sizes, [str(s) for s in sizes])
         axes.legend()
     fig.tight_layout()
