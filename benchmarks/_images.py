@@ -22,8 +22,13 @@ AUGMENTATION = {
 CLASSES = np.array(["benign", "malignant", "normal"])
 
 
-def images(n: int, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` images (``uint8``, N×size×size×1) and their labels."""
+def images(
+    n: int, size: int = 128, seed: int = 0, signal: float = 70.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images (``uint8``, N×size×size×1) and their labels.
+
+    ``signal`` is the masses' brightness over the background (noise std 25): lower is harder.
+    """
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
     yy, xx = np.mgrid[:size, :size]
@@ -32,12 +37,12 @@ def images(n: int, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarr
         cy, cx = rng.uniform(0.3, 0.7, 2) * size
         if label == 0:
             r = rng.uniform(0.08, 0.15) * size
-            x[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] += 70
+            x[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] += signal
         elif label == 1:
             for _ in range(6):
                 oy, ox = rng.normal(0, 0.06 * size, 2)
                 r = rng.uniform(0.03, 0.06) * size
-                x[i][(yy - cy - oy) ** 2 + (xx - cx - ox) ** 2 < r**2] += 70
+                x[i][(yy - cy - oy) ** 2 + (xx - cx - ox) ** 2 < r**2] += signal
     return x.clip(0, 255).astype(np.uint8)[..., None], y.astype(np.int32)
 
 

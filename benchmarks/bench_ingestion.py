@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from benchmarks import harness
@@ -38,15 +39,22 @@ N_IMAGES, SIZE = (24, 256) if harness.quick() else (500, 1024)
 GOALS: dict[str, harness.Goal] = {"ingestion.parallel_speedup": (">=", 1.6)}
 
 
-def _generate(source: Path) -> None:
+def generate(source: Path, n_images: int = N_IMAGES, size: int = SIZE, grain: float = 0.0) -> None:
+    """``n_images`` mammogram-like ``size``² 16-bit TIFFs in ``source/<label>/case NNN/``.
+
+    ``grain``: the std of per-image noise, so that thousands of small images stay distinct
+    (else two that share a texture offset collapse as duplicates after windowing).
+    """
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) / SIZE
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     breast = ((xx / 0.55) ** 2 + ((yy - 0.5) / 0.42) ** 2) < 1.0
-    texture = rng.normal(0.0, 1.0, (SIZE * 2, SIZE * 2)).astype(np.float32)
-    for i in range(N_IMAGES):
-        dy, dx = rng.integers(0, SIZE, 2)
-        field = texture[dy : dy + SIZE, dx : dx + SIZE]
+    texture = rng.normal(0.0, 1.0, (size * 2, size * 2)).astype(np.float32)
+    for i in range(n_images):
+        dy, dx = rng.integers(0, size, 2)
+        field = texture[dy : dy + size, dx : dx + size]
         level = 1200 + 1500 * (1 - xx) + 300 * field + (i % 50)
+        if grain:
+            level = level + rng.normal(0.0, grain, level.shape)
         pixels = np.where(breast, np.clip(level, 1, 4095), 0).astype(np.uint16)
         label = ("benign", "malignant")[i % 2]
         path = source / label / f"case {i // 4:03d}" / f"view_{i % 4}.tif"
@@ -87,7 +95,12 @@ def _reference_speedup(cores: int, n: int) -> float:
     return cores * one / many
 
 
-def _ingest(source: Path, out: Path, params: dict) -> tuple[float, dict[str, int], int]:
+def ingest(source: Path, out: Path, params: dict) -> tuple[float, dict[str, int], pd.DataFrame]:
+    """The ingestion nodes and image store on ``source``, as ``kedro run`` runs them.
+
+    Returns:
+        ``(seconds, the store's last save counts, the manifest)``.
+    """
     started = time.perf_counter()
     raw = ImageFolderDataset(str(source)).load()
     inventory = index_source(raw, params)
@@ -96,7 +109,7 @@ def _ingest(source: Path, out: Path, params: dict) -> tuple[float, dict[str, int
     info, _ = collect_conversion(store.load(), inventory, params)
     manifest = split_manifest(collapse_duplicates(info)[0], params)
     store.save(publish_conversion(manifest))
-    return time.perf_counter() - started, store.last_save, len(manifest)
+    return time.perf_counter() - started, store.last_save, manifest
 
 
 def _round(source: Path, workdir: Path, params: dict, cores: int, index: int) -> dict[str, float]:
@@ -105,11 +118,11 @@ def _round(source: Path, workdir: Path, params: dict, cores: int, index: int) ->
     for tag, workers in (("1_worker", 1), ("all_cores", cores)):
         out = workdir / f"out-{tag}-{index}"
         cpu_before = _cpu_seconds()
-        elapsed, saved, n_rows = _ingest(source, out, {**params, "workers": workers})
-        assert n_rows == N_IMAGES and saved["produced"] == N_IMAGES, saved
+        elapsed, saved, manifest = ingest(source, out, {**params, "workers": workers})
+        assert len(manifest) == N_IMAGES and saved["produced"] == N_IMAGES, saved
         figures[f"seconds_{tag}"] = elapsed
         figures[f"cpu_ms_per_image_{tag}"] = 1000 * (_cpu_seconds() - cpu_before) / N_IMAGES
-    rerun_s, rerun, _ = _ingest(source, out, {**params, "workers": cores})
+    rerun_s, rerun, _ = ingest(source, out, {**params, "workers": cores})
     assert rerun["skipped"] == N_IMAGES and rerun["produced"] == 0, rerun
     figures["rerun_seconds_unchanged"] = rerun_s
     figures["reference_speedup_pure_cpu"] = _reference_speedup(
@@ -125,7 +138,7 @@ def run(workdir: Path) -> dict[str, Any]:
     load_before = round(os.getloadavg()[0], 2)  # other processes compete for the cores
     source = workdir / "source"
     started = time.perf_counter()
-    _generate(source)
+    generate(source)
     generate_seconds = time.perf_counter() - started
     index = itertools.count()
     rounds = harness.interleave(

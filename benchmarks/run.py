@@ -82,15 +82,11 @@ def run_areas(
         keep_previous: Merge into the existing ``output`` rather than start afresh.
         reference_scale: Scale of the reference loop (below 1 only for smoke runs).
     """
-    previous = json.loads(output.read_text()) if keep_previous and output.is_file() else {}
-    figures: dict[str, Any] = previous.get("figures", {})
-    areas: dict[str, Any] = previous.get("areas", {})
-    goals: dict[str, Any] = previous.get("goals", {})
     reference = harness.reference_loop(scale=reference_scale)
     print(f"reference loop: {reference['cpu_seconds']['median']} s CPU", flush=True)
     machine = harness.machine()
     failed: dict[str, str] = {}
-    measured_now: set[str] = set()
+    measured_by_area: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {}
     for area, module in modules.items():
         try:
             measured = _measure(area, module)
@@ -98,17 +94,25 @@ def run_areas(
             traceback.print_exc()
             failed[area] = f"{type(exc).__name__}: {exc}"
             continue
+        goals_met = harness.check_goals(measured, getattr(module, "GOALS", {}))
+        measured_by_area[area] = (measured, goals_met, _now())
+    # Read the previous results only now: an area run meanwhile by another process is kept.
+    previous = json.loads(output.read_text()) if keep_previous and output.is_file() else {}
+    figures: dict[str, Any] = previous.get("figures", {})
+    areas: dict[str, Any] = previous.get("areas", {})
+    goals: dict[str, Any] = previous.get("goals", {})
+    measured_now: set[str] = set()
+    for area, (measured, goals_met, updated) in measured_by_area.items():
         # The area's figures of the previous run go (an area may name some after another
         # subject: serving measures predict.*).
         stale = set(areas.get(area, {}).get("figures", ())) | {
             k for k in figures if k.startswith(f"{area}.")
         }
         figures = {k: v for k, v in figures.items() if k not in stale} | measured
-        goals = {k: v for k, v in goals.items() if k not in stale}
-        goals.update(harness.check_goals(measured, getattr(module, "GOALS", {})))
+        goals = {k: v for k, v in goals.items() if k not in stale} | goals_met
         measured_now |= set(measured)
         areas[area] = {
-            "updated": _now(),
+            "updated": updated,
             "seconds": measured[f"{area}.bench_seconds"],
             "cpu_model": machine["cpu_model"],
             "cores": machine["cores"],

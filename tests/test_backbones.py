@@ -75,23 +75,24 @@ def test_every_backbone_builds_and_predicts(name):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_local_weights_file_round_trip(tmp_path):
+@pytest.mark.parametrize("name", ["mobilenet_v2", "small_cnn"])
+def test_local_weights_file_round_trip(tmp_path, name):
     """The `weights: <path>` route loads a file saved from the same backbone."""
     import keras
 
     from breast_cancer_pipeline.modeling import build_backbone, build_feature_extractor
 
-    spec = get_backbone("mobilenet_v2")
+    spec = get_backbone(name)
     keras.utils.set_random_seed(1)
     source = build_backbone(spec, 64, 3, None)
-    path = tmp_path / "mobilenet_v2_notop.weights.h5"
+    path = tmp_path / f"{name}_notop.weights.h5"
     source.save_weights(path)
 
-    extractor = build_feature_extractor("mobilenet_v2", 64, 3, str(path))
+    extractor = build_feature_extractor(name, 64, 3, str(path))
     loaded = extractor.get_layer("backbone")
     for a, b in zip(source.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    fresh = build_feature_extractor("mobilenet_v2", 64, 3, None).get_layer("backbone")
+    fresh = build_feature_extractor(name, 64, 3, None).get_layer("backbone")
     assert not all(
         np.array_equal(a, b) for a, b in zip(source.get_weights(), fresh.get_weights(), strict=True)
     )

@@ -152,3 +152,61 @@ def test_the_serving_client_reopens_a_connection_the_server_closed():
         server.server_close()
     assert answers == [b"0", b"1", b"2"]
     assert len(set(_ClosingHandler.connections)) == 3  # one connection per request here
+
+
+@pytest.fixture
+def quick_module(monkeypatch):
+    """A benchmark module imported in smoke mode (its sizes are read at import), then restored."""
+    import importlib
+
+    monkeypatch.setenv("BENCH_QUICK", "1")
+    loaded = []
+
+    def load(name):
+        module = importlib.reload(importlib.import_module(f"benchmarks.{name}"))
+        loaded.append(module)
+        return module
+
+    yield load
+    monkeypatch.delenv("BENCH_QUICK")
+    for module in loaded:
+        importlib.reload(module)
+
+
+def test_rank_correlation_is_kendall_tau_of_the_two_ways_aurocs(quick_module):
+    bench = quick_module("bench_backbone_selection")
+    a, b = bench.CANDIDATES
+
+    def records(x, y):
+        return {a: {"val_auroc_mean": x}, b: {"val_auroc_mean": y}}
+
+    assert bench._kendall_tau(records(0.6, 0.8), records(0.7, 0.9)) == 1.0
+    assert bench._kendall_tau(records(0.6, 0.8), records(0.9, 0.7)) == -1.0
+    assert bench._kendall_tau(records(0.5, 0.5), records(0.9, 0.7)) == 0.0  # a tie: no order
+
+
+@pytest.mark.slow
+def test_backbone_selection_smoke_run_uses_pretrained_local_weights(quick_module, tmp_path):
+    bench = quick_module("bench_backbone_selection")
+    figures = bench.run(tmp_path)  # asserts that each extractor loaded its weights file
+    for name in bench.CANDIDATES:
+        assert (tmp_path / f"{name}_pretrained.weights.h5").stat().st_size > 0
+    assert -1.0 <= figures["backbone_selection.rank_correlation"]["median"] <= 1.0
+    assert figures["backbone_selection.cached_speedup_1_epochs"]["median"] > 0
+    assert len(figures["backbone_selection.same_winner"]["repeats"]) == bench.ROUNDS
+
+
+@pytest.mark.slow
+def test_scaling_smoke_run_measures_every_step_at_every_size(quick_module, tmp_path):
+    bench = quick_module("bench_scaling")
+    docs_before = bench.DOCS_FIGURE.stat().st_mtime_ns if bench.DOCS_FIGURE.exists() else None
+    figures = bench.run(tmp_path)
+    for step in bench.STEPS:
+        assert figures[f"scaling.{step}.seconds_per_image_ratio_1x"]["median"] == 1.0
+        for factor in bench.FACTORS:
+            assert figures[f"scaling.{step}.peak_rss_mb_{factor}x"]["median"] > 50
+            assert figures[f"scaling.{step}.ms_per_image_{factor}x"]["median"] > 0
+    assert figures["scaling.ingestion.images_2x"] == 2 * bench.BASE
+    assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    after = bench.DOCS_FIGURE.stat().st_mtime_ns if bench.DOCS_FIGURE.exists() else None
+    assert after == docs_before  # a smoke run leaves the docs' figure alone

@@ -206,7 +206,10 @@ def build_backbone(
         WeightsUnavailableError: ``weights="imagenet"`` and the download failed.
     """
     if spec.constructor is None:
-        return build_small_cnn(image_size, channels)
+        base = build_small_cnn(image_size, channels)
+        if weights is not None:  # a local weights file (check_weights refuses "imagenet")
+            base.load_weights(weights)
+        return base
     constructor = getattr(keras.applications, spec.constructor)
     kwargs = dict(spec.constructor_kwargs)
     try:

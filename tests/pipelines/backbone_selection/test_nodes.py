@@ -12,6 +12,7 @@ from breast_cancer_pipeline.pipelines.backbone_selection.nodes import (
     plot_comparison,
     search_head,
     select_backbone,
+    standardise,
     train_head,
 )
 from tests.params import base_params
@@ -96,6 +97,24 @@ def test_train_head_learns_separable_features():
     assert record["repeats"] == 2
     assert record["extract_seconds"] == 1.5
     assert record["n_features"] == 8
+
+
+def test_train_head_learns_from_features_of_a_tiny_scale():
+    """Random-init MobileNetV3Small's features are ~1e-11: unscaled, the head is constant."""
+    features = _separable_features(shift=3.0)
+    for key in ("features_train", "features_val"):
+        features[key] = (features[key] * 1e-11).astype("float32")
+    params = _params(repeats=1, epochs=30, seed=0, head=FAST_HEAD)
+    record = train_head(features, {"backbone": "mobilenet_v3_small", "weights": None}, params)
+    assert record["val_auroc_mean"] > 0.95
+
+
+def test_standardise_uses_the_training_statistics_only():
+    train = np.array([[1.0, 5.0], [3.0, 5.0]], dtype=np.float32)
+    scaled_train, scaled_val = standardise(train, np.array([[5.0, 6.0]], dtype=np.float32))
+    np.testing.assert_allclose(scaled_train, [[-1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(scaled_val, [[3.0, 1.0]])  # constant feature: only centred
+    assert scaled_val.dtype == np.float32
 
 
 def test_train_head_on_noise_scores_near_chance():
