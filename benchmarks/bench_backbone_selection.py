@@ -44,7 +44,7 @@ CANDIDATES = (
 EPOCHS = (1, 2) if QUICK else (1, 2, 5, 10, 20)
 SIZE = 32 if QUICK else 48
 #: Images: pretraining (disjoint: other seeds), training and validation of the selection.
-N_PRETRAIN, N_TRAIN, N_VAL = (48, 48, 24) if QUICK else (1200, 2000, 400)
+N_PRETRAIN, N_TRAIN, N_VAL = (24, 24, 16) if QUICK else (1200, 2000, 400)
 PRETRAIN_EPOCHS = 1 if QUICK else 3
 #: Mass brightness over the background: the pretraining set is easier than the task.
 PRETRAIN_SIGNAL, TASK_SIGNAL = 50.0, 25.0

@@ -216,10 +216,12 @@ def _marginal(rounds: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
             a, b, c = r[f"{step}.{low}"], r[f"{step}.{mid}"], r[f"{step}.{high}"]
             upper = (c["seconds"] - b["seconds"]) / (c["images"] - b["images"])
             lower = (b["seconds"] - a["seconds"]) / max(b["images"] - a["images"], 1)
-            ratios.append(upper / lower)
+            if lower > 0:  # at tiny sizes the middle run can be as fast as the smallest
+                ratios.append(upper / lower)
             added = c["images"] - a["images"]
             growth.append(1000 * (c["peak_rss_mb"] - a["peak_rss_mb"]) / added)
-        figures[f"scaling.{step}.marginal_cost_ratio"] = harness.summary(ratios, 3)
+        if ratios:
+            figures[f"scaling.{step}.marginal_cost_ratio"] = harness.summary(ratios, 3)
         figures[f"scaling.{step}.rss_mb_per_1000_images"] = harness.summary(growth, 2)
     return figures
 

@@ -324,6 +324,24 @@ def run(workdir: Path) -> dict[str, Any]:
                 os.environ[key] = value
 
 
+def _with_response_fields(serving_model: Any, images: np.ndarray) -> Any:
+    """The model as reporting packages it: a temperature, conformal sets and an OOD score.
+
+    So the served figure includes every response field (``prediction_set``, ``ood_score``,
+    ``in_distribution``); test-time augmentation stays off, as by default.
+    """
+    from breast_cancer_pipeline.evaluation.ood import METHOD, fit_ood
+
+    features, _ = serving_model.forward(images)
+    half = len(images) // 2
+    ood = fit_ood(METHOD, features[:half], np.arange(half) % 3, features[half:])
+    tuned = serving_model.with_config(
+        temperature=0.7, conformal={"method": "lac", "alpha": 0.1, "threshold": 0.3}
+    )
+    tuned.ood = ood
+    return tuned
+
+
 def _run(workdir: Path) -> dict[str, Any]:
     import logging.config
 
@@ -339,9 +357,9 @@ def _run(workdir: Path) -> dict[str, Any]:
 
     set_seed(0)
     model = build_classifier(BACKBONE, 3, SIZE, 1, None, {"dropout": 0.2})
-    serving_model = ServingModel(model, CONFIG)
-    ServingModelDataset(str(workdir / "serving_model")).save(serving_model)
     images = _images(N_FILES)
+    serving_model = _with_response_fields(ServingModel(model, CONFIG), images)
+    ServingModelDataset(str(workdir / "serving_model")).save(serving_model)
     figures = _serving(workdir, serving_model, encode_png(images[0]))
     import mlflow
 

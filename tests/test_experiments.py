@@ -135,7 +135,8 @@ def test_model_versions_have_signatures_and_champion_is_the_promoted_one(experim
     assert len(versions) == 2
     for version in versions:
         info = mlflow.models.get_model_info(f"models:/breast-cancer-classifier/{version.version}")
-        assert [c["name"] for c in info.signature.inputs.to_dict()] == ["image", "id", "path"]
+        columns = [c["name"] for c in info.signature.inputs.to_dict()]
+        assert columns == ["image", "id", "path", "explain"]
         assert info.saved_input_example_info["type"] == "dataframe"
         assert "test.auroc" in version.tags
     assert client.get_run(versions[1].run_id).data.tags["lineage.group"] == f"exp:{EXPERIMENT}"

@@ -9,6 +9,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.pipeline import Node, Pipeline
 
+from breast_cancer_pipeline import context as project_context
 from breast_cancer_pipeline import progress
 from breast_cancer_pipeline.hooks import NodeResourceHook
 from breast_cancer_pipeline.param_schema import ParameterError
@@ -77,6 +78,9 @@ def run_project(monkeypatch):
 
     def run(pipeline: Pipeline, runtime_params: dict | None = None) -> None:
         bootstrap_project(PROJECT)
+        # Pipelines built by an earlier session of this process would be rebuilt from the
+        # new session's configuration (context.use_config_loader), replacing this one.
+        monkeypatch.setattr(project_context, "_built_from", None)
         monkeypatch.setattr(pipelines, "_content", {"__default__": pipeline})
         monkeypatch.setattr(pipelines, "_is_data_loaded", True)
         with KedroSession.create(

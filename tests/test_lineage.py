@@ -17,6 +17,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.pandas import ParquetDataset
 
+from breast_cancer_pipeline import context as project_context
 from breast_cancer_pipeline import lineage, progress
 from breast_cancer_pipeline.hooks import LineageHook
 
@@ -226,6 +227,9 @@ def test_a_kedro_run_of_the_project_is_tagged_and_its_trials_inherit_the_tags(mo
     monkeypatch.setenv("DVC_STAGE", "backbone_selection")
     bootstrap_project(PROJECT)
     pipeline = Pipeline([Node(_search_like, "params:inference", "out", name="search")])
+    # Pipelines built by an earlier session of this process would be rebuilt from the
+    # new session's configuration (context.use_config_loader), replacing this one.
+    monkeypatch.setattr(project_context, "_built_from", None)
     monkeypatch.setattr(pipelines, "_content", {"__default__": pipeline})
     monkeypatch.setattr(pipelines, "_is_data_loaded", True)
     with KedroSession.create(project_path=PROJECT, env="demo") as session:

@@ -34,7 +34,11 @@ IMAGES_PER_CLASS = 12
 CANDIDATES = ("small_cnn", "mobilenet_v3_small")
 #: The demo environment made tiny: a few small images, a few epochs.
 TINY = {
-    "demo_data": {"images_per_class": IMAGES_PER_CLASS, "image_size": 48},
+    "demo_data": {
+        "images_per_class": IMAGES_PER_CLASS,
+        "image_size": 48,
+        "external_site": {"images_per_class": 4},
+    },
     "validation": {"min_per_class": 1},
     "augmentation": {"image_size": 32, "preview": {"rows": 2, "augmented_per_image": 2}},
     "backbone_selection": {"epochs": 2, "repeats": 1, "head_search": {"n_trials": 2, "epochs": 2}},
