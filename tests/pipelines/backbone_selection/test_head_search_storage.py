@@ -105,9 +105,11 @@ def test_a_killed_search_resumes_with_the_missing_trials_only(storage, calls, tm
 
 
 def _safe_count(storage: str) -> int:
+    from sqlalchemy.exc import OperationalError
+
     try:
         return len(_completed(storage))
-    except ValueError:  # the study is not created yet
+    except (ValueError, OperationalError):  # the study (or its schema) is not created yet
         return 0
 
 
