@@ -97,27 +97,7 @@ def predict_requests(
     kept: dict[int, np.ndarray] = {}  # decoded pixels of the rows to explain
     proba = np.full((len(cells), len(config["class_names"])), np.nan, dtype=np.float64)
     errors = [""] * len(cells)
-    slots = decode_slots(limits["max_concurrent_decodes"])
-
-    def decode(i: int) -> np.ndarray | None:
-        try:
-            with slots:
-                data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
-                decoded = decode_image(
-                    data,
-                    names[i],
-                    color_mode=config["color_mode"],
-                    max_pixels=params["max_pixels"],
-                    window_percentiles=tuple(params["window_percentiles"]),
-                )
-                return resize_image(decoded, config["image_size"])
-        except ImageDecodeError as exc:
-            errors[i] = row_error(exc, from_file=callable(cells[i]))
-        except Exception:  # noqa: BLE001 - one bad row must not fail the others or leak a trace
-            logger.exception("Unexpected error decoding %s", names[i])
-            errors[i] = f"cannot decode {names[i]!r}: internal error (logged by the server)"
-        return None
-
+    decode = _row_decoder(cells, names, errors, config, params)
     ood = np.full(len(cells), np.nan)
     for rows, pixels in _decoded_batches(len(cells), params["batch_size"], decode):
         proba[rows], scores = serving_model.predict_with_ood(np.stack(pixels))
@@ -145,6 +125,39 @@ def predict_requests(
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d with an error)", len(cells) - n_bad, n_bad)
     return frame
+
+
+def _row_decoder(
+    cells: list[Any], names: list[str], errors: list[str], config: Mapping[str, Any], params: dict
+) -> Callable[[int], np.ndarray | None]:
+    """A function decoding and resizing row ``i``, or recording its error and returning None.
+
+    Decodes run within the process-wide ``inference.serving.max_concurrent_decodes`` slots;
+    an unexpected error is logged for the server and answered without a trace.
+    """
+    limits = params["serving"]
+    slots = decode_slots(limits["max_concurrent_decodes"])
+
+    def decode(i: int) -> np.ndarray | None:
+        try:
+            with slots:
+                data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
+                decoded = decode_image(
+                    data,
+                    names[i],
+                    color_mode=config["color_mode"],
+                    max_pixels=params["max_pixels"],
+                    window_percentiles=tuple(params["window_percentiles"]),
+                )
+                return resize_image(decoded, config["image_size"])
+        except ImageDecodeError as exc:
+            errors[i] = row_error(exc, from_file=callable(cells[i]))
+        except Exception:  # noqa: BLE001 - one bad row must not fail the others or leak a trace
+            logger.exception("Unexpected error decoding %s", names[i])
+            errors[i] = f"cannot decode {names[i]!r}: internal error (logged by the server)"
+        return None
+
+    return decode
 
 
 def _sets(serving_model: Any, proba: np.ndarray) -> list[list[str] | None]:
