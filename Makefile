@@ -43,7 +43,7 @@ serve: install  ## The champion model: a page and /invocations on port PORT (def
 	PORT=$(PORT) KEDRO_LOGGING_CONFIG=$${KEDRO_LOGGING_CONFIG:-conf/logging_serving.yml} \
 		$(BIN)/python -m breast_cancer_pipeline.server
 
-test: install  ## Lint, then the test suite (about 5 minutes on 2 cores)
+test: install  ## Lint, then the test suite (about 14 minutes on 2 cores)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
