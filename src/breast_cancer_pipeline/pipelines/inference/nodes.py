@@ -113,8 +113,7 @@ def predict_requests(
         config["threshold"],
         ood_columns,
     )
-    scored = np.where([bool(e) for e in errors], np.nan, proba.T).T  # rejected rows: no set
-    sets = pd.Series(_sets(serving_model, scored), index=frame.index, dtype=object)
+    sets = pd.Series(_sets(serving_model, proba, errors), index=frame.index, dtype=object)
     frame.insert(frame.columns.get_loc("error"), "prediction_set", sets)
     if explain is not None:
         frame[GRADCAM_COLUMN] = _gradcam_column(serving_model, kept, frame, gradcam)
@@ -160,9 +159,9 @@ def _row_decoder(
     return decode
 
 
-def _sets(serving_model: Any, proba: np.ndarray) -> list[list[str] | None]:
-    """The conformal set of every scored row (``None`` for a row that was not scored)."""
-    ok = ~np.isnan(proba).any(axis=1)
+def _sets(serving_model: Any, proba: np.ndarray, errors: list[str]) -> list[list[str] | None]:
+    """The conformal set of every answered row; ``None`` where the row has an error."""
+    ok = np.array([not e for e in errors], dtype=bool)
     sets: list[list[str] | None] = [None] * len(proba)
     for i, found in zip(np.flatnonzero(ok), serving_model.prediction_sets(proba[ok]), strict=True):
         sets[i] = found
