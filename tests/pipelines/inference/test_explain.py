@@ -43,7 +43,10 @@ def test_explained_rows_carry_the_reports_overlay(serving):
         pixels = resize_image(decode_image(base64.b64decode(cells[i]), "x"), 32)[None]
         k = names.index(out.at[i, "thresholded_label"])  # the decision is what is explained
         heat = grad_cam(serving.model, pixels, k, layer=GRADCAM["layer"])
-        np.testing.assert_array_equal(shown, overlay(pixels[0], heat[0], GRADCAM["alpha"]))
+        expected = overlay(pixels[0], heat[0], GRADCAM["alpha"])
+        # The served overlay comes from a batch of rows, this one from a batch of one: on CPUs
+        # where oneDNN picks batch-dependent kernels, a pixel may round to the next grey level.
+        np.testing.assert_allclose(shown.astype(int), expected.astype(int), rtol=0, atol=1)
     # Explaining changes nothing else in the answer.
     plain = predict_requests(pd.DataFrame({"image": cells}), serving, base_params("inference"))
     pd.testing.assert_frame_equal(out.drop(columns="gradcam_png"), plain)

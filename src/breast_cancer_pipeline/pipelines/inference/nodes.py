@@ -116,11 +116,10 @@ def predict_requests(
     sets = pd.Series(_sets(serving_model, proba, errors), index=frame.index, dtype=object)
     frame.insert(frame.columns.get_loc("error"), "prediction_set", sets)
     if explain is not None:
-        frame[GRADCAM_COLUMN] = _gradcam_column(serving_model, kept, frame, gradcam)
+        overlays = _gradcam_column(serving_model, kept, frame, gradcam)
+        frame[GRADCAM_COLUMN] = pd.Series(overlays, index=frame.index, dtype=object)
     if id_column:
-        frame.insert(0, id_column, ids)
-    # Missing values as None, not NaN: the served JSON then says null (NaN is not JSON).
-    frame = frame.astype(object).where(frame.notna(), None)
+        frame.insert(0, id_column, pd.Series(ids, index=frame.index, dtype=object))
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d with an error)", len(cells) - n_bad, n_bad)
     return frame
@@ -297,6 +296,11 @@ def _decoded_batches(
                 pixels.append(decoded)
         return rows, pixels
 
+    if n <= batch_size:  # one batch (a typical request): nothing to overlap, no thread
+        rows, pixels = decode_batch(0)
+        if rows:
+            yield rows, pixels
+        return
     starts = list(range(0, n, batch_size))
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(decode_batch, starts[0]) if starts else None
@@ -339,6 +343,9 @@ def _prediction_frame(
             ],
             **ood_columns,
             "error": errors,
-        }
+        },
+        # Python objects, missing values as None (not NaN): the served JSON says null, and
+        # no column is converted (to floats, Arrow strings) only to be converted back.
+        dtype=object,
     )
     return frame
