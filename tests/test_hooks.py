@@ -123,3 +123,27 @@ def test_published_metrics_reach_the_run_with_their_step(run_project):
     with mlflow.start_run() as later:  # the listener left with the pipeline
         progress.publish_metrics({"toy.loss": 9.0}, step=9)
     assert "toy.loss" not in mlflow.get_run(later.info.run_id).data.metrics
+
+
+def _publish_fold_loss(batch):
+    progress.publish_metrics({"toy.loss": 0.25}, step=0)
+    return batch
+
+
+def test_a_folds_metrics_are_logged_under_its_name(run_project):
+    fold = Pipeline(
+        [Node(_publish_fold_loss, "batch", "done", name="train_fold")],
+        namespace="fold_2",
+        inputs={"batch"},
+    )
+    pipeline = Pipeline([Node(_publish_loss, "params:inference", "batch", name="train")]) + fold
+
+    run_project(pipeline)
+
+    (run,) = mlflow.search_runs(experiment_names=["breast_cancer_pipeline"], output_format="list")
+    client = mlflow.MlflowClient()
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "toy.fold_2.loss")] == [
+        0.25
+    ]
+    # The single model's curve holds only its own three steps.
+    assert len(client.get_metric_history(run.info.run_id, "toy.loss")) == 3

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import sys
 import time
@@ -167,15 +168,26 @@ class LiveMetricsHook:
     """Logs what nodes publish while they run to MLflow, as it comes.
 
     Metrics (:func:`~breast_cancer_pipeline.progress.publish_metrics`) go to the active run;
-    search trials (:func:`~breast_cancer_pipeline.progress.publish_trial`) become runs nested
-    in it, with the lineage tags of the parent.
+    a node of a cross-validation fold (namespace ``fold_<k>``) logs them under the fold's
+    name, ``finetune.val_auc`` as ``finetune.fold_2.val_auc``, so that each fold's learning
+    curves stay apart from the others' and the single model's. Search trials
+    (:func:`~breast_cancer_pipeline.progress.publish_trial`) become runs nested in it, with
+    the lineage tags of the parent. Nodes run one at a time (Kedro's sequential runner).
     """
+
+    def __init__(self) -> None:
+        self._fold: str | None = None
 
     @hook_impl
     def before_pipeline_run(self) -> None:
         """Start listening to the nodes' metrics and trials."""
-        progress.add_listener(_log_metrics)
+        progress.add_listener(self._log_metrics)
         progress.add_trial_listener(_log_trial)
+
+    @hook_impl
+    def before_node_run(self, node: Node) -> None:
+        """Note the fold of the node about to run (None outside cross-validation)."""
+        self._fold = fold_of(node.namespace)
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -187,10 +199,30 @@ class LiveMetricsHook:
         """Stop listening."""
         self._stop()
 
-    @staticmethod
-    def _stop() -> None:
-        progress.remove_listener(_log_metrics)
+    def _log_metrics(self, metrics: Any, step: int = 0) -> None:
+        _log_metrics({fold_metric(k, self._fold): v for k, v in metrics.items()}, step)
+
+    def _stop(self) -> None:
+        progress.remove_listener(self._log_metrics)
         progress.remove_trial_listener(_log_trial)
+        self._fold = None
+
+
+_FOLD_NAMESPACE = re.compile(r"(?:^|\.)(fold_\d+)(?:\.|$)")
+
+
+def fold_of(namespace: str | None) -> str | None:
+    """The cross-validation fold (``fold_<k>``) a node's namespace belongs to, or None."""
+    match = _FOLD_NAMESPACE.search(namespace or "")
+    return match.group(1) if match else None
+
+
+def fold_metric(name: str, fold: str | None) -> str:
+    """``name`` as a fold logs it: ``finetune.val_auc`` → ``finetune.fold_2.val_auc``."""
+    if fold is None:
+        return name
+    stage, dot, rest = name.partition(".")
+    return f"{stage}.{fold}.{rest}" if dot else f"{fold}.{name}"
 
 
 def _active_run_id() -> str | None:

@@ -104,22 +104,22 @@ def predict_requests(
         if scores is not None:
             ood[rows] = scores
         kept.update((i, x) for i, x in zip(rows, pixels, strict=True) if explain and explain[i])
-    ood_columns = _ood_columns(ood, errors, serving_model, limits["ood"])
-    frame = _prediction_frame(
+    columns = _prediction_columns(
         proba,
         errors,
-        config["class_names"],
-        config["positive_class"],
-        config["threshold"],
-        ood_columns,
+        config,
+        _ood_columns(ood, errors, serving_model, limits["ood"]),  # may add row errors
     )
-    sets = pd.Series(_sets(serving_model, proba, errors), index=frame.index, dtype=object)
-    frame.insert(frame.columns.get_loc("error"), "prediction_set", sets)
+    columns["prediction_set"] = _sets(serving_model, proba, errors)
+    columns["error"] = errors
     if explain is not None:
-        overlays = _gradcam_column(serving_model, kept, frame, gradcam)
-        frame[GRADCAM_COLUMN] = pd.Series(overlays, index=frame.index, dtype=object)
+        called = columns["thresholded_label"]
+        columns[GRADCAM_COLUMN] = _gradcam_column(serving_model, kept, called, gradcam)
     if id_column:
-        frame.insert(0, id_column, pd.Series(ids, index=frame.index, dtype=object))
+        columns = {id_column: ids, **columns}
+    # Python objects, missing values as None (not NaN): the served JSON says null, and no
+    # column is converted (to floats, Arrow strings) only to be converted back.
+    frame = pd.DataFrame(columns, dtype=object)
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d with an error)", len(cells) - n_bad, n_bad)
     return frame
@@ -259,17 +259,20 @@ def _flag(value: Any) -> bool | None:
 
 
 def _gradcam_column(
-    serving_model: Any, kept: dict[int, np.ndarray], frame: pd.DataFrame, gradcam: dict | None
+    serving_model: Any,
+    kept: dict[int, np.ndarray],
+    called: list[str | None],
+    gradcam: dict | None,
 ) -> list[str | None]:
     """Base64 PNG overlays for the kept rows that were scored, for their thresholded label."""
     import base64
 
     from breast_cancer_pipeline.explain import gradcam_pngs
 
-    column: list[str | None] = [None] * len(frame)
-    rows = [i for i in sorted(kept) if frame.at[i, "thresholded_label"] is not None]
+    column: list[str | None] = [None] * len(called)
+    rows = [i for i in sorted(kept) if called[i] is not None]
     names = serving_model.class_names
-    classes = [names.index(frame.at[i, "thresholded_label"]) for i in rows]
+    classes = [names.index(called[i]) for i in rows]
     images = np.stack([kept[i] for i in rows]) if rows else np.empty((0,))
     for i, png in zip(
         rows, gradcam_pngs(serving_model.model, images, classes, gradcam), strict=True
@@ -312,40 +315,32 @@ def _decoded_batches(
                 yield rows, pixels
 
 
-def _prediction_frame(
+def _prediction_columns(
     proba: np.ndarray,
     errors: list[str],
-    names: list[str],
-    positive: str,
-    threshold: float,
+    config: Mapping[str, Any],
     ood_columns: Mapping[str, list],
-) -> pd.DataFrame:
-    ok = np.array([not e for e in errors], dtype=bool)
+) -> dict[str, list]:
+    """``label``, ``p_<class>``, ``threshold``, ``thresholded_label`` and the OOD columns."""
+    names, positive = config["class_names"], config["positive_class"]
+    threshold = float(config["threshold"])
+    ok = [not e for e in errors]
     pos = names.index(positive)
     others = [i for i in range(len(names)) if i != pos]
     safe = np.nan_to_num(proba)
     best_other = np.array(others)[safe[:, others].argmax(axis=1)]
     called = np.where(safe[:, pos] >= threshold, pos, best_other)
-    frame = pd.DataFrame(
-        {
-            "label": [
-                names[i] if good else None for i, good in zip(safe.argmax(axis=1), ok, strict=True)
-            ],
-            **{
-                f"p_{c}": [
-                    float(v) if good else None for v, good in zip(proba[:, j], ok, strict=True)
-                ]
-                for j, c in enumerate(names)
-            },
-            "threshold": float(threshold),
-            "thresholded_label": [
-                names[i] if good else None for i, good in zip(called, ok, strict=True)
-            ],
-            **ood_columns,
-            "error": errors,
+    return {
+        "label": [
+            names[i] if good else None for i, good in zip(safe.argmax(axis=1), ok, strict=True)
+        ],
+        **{
+            f"p_{c}": [float(v) if good else None for v, good in zip(proba[:, j], ok, strict=True)]
+            for j, c in enumerate(names)
         },
-        # Python objects, missing values as None (not NaN): the served JSON says null, and
-        # no column is converted (to floats, Arrow strings) only to be converted back.
-        dtype=object,
-    )
-    return frame
+        "threshold": [threshold] * len(errors),
+        "thresholded_label": [
+            names[i] if good else None for i, good in zip(called, ok, strict=True)
+        ],
+        **ood_columns,
+    }
