@@ -35,10 +35,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
+
 PROJECT = Path(__file__).resolve().parents[1]
-QUICK = os.environ.get("BENCH_QUICK", "").strip() not in ("", "0", "false", "no")
+QUICK = harness.quick()
 SEEDS = (1,) if QUICK else (1, 2, 3)
-GOALS: dict[str, tuple[str, Any]] = {
+GOALS: dict[str, harness.Goal] = {
     "evaluation.calibration_ece_ratio": ("<=", 0.7),
     "evaluation.calibration_ece_after_le_before": ("==", True),
 }
@@ -174,7 +176,9 @@ def one_seed(workdir: Path, seed: int) -> dict[str, float | bool]:
     figures = figures_of(metrics)
     print(
         f"   seed {seed}: {time.perf_counter() - started:.0f} s, "
-        + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()),
+        + ", ".join(
+            f"{k} {v}" if isinstance(v, bool) else f"{k} {v:.4g}" for k, v in figures.items()
+        ),
         flush=True,
     )
     shutil.rmtree(project / "data")  # keep only the log and the metrics
