@@ -4,6 +4,11 @@ import os
 
 import pytest
 
+try:  # pytest-xdist (a dev dependency) runs `make test` on two workers
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pragma: no cover
+    LoadScopeScheduling = None
+
 
 @pytest.fixture(autouse=True)
 def isolated_mlflow(tmp_path, monkeypatch):
@@ -42,3 +47,32 @@ def mlflow_store(isolated_mlflow, _mlflow_template, tmp_path):
 
     shutil.copyfile(_mlflow_template, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+#: Test modules that share one expensive session fixture: xdist runs them on one worker.
+SHARED_FLOW_MODULES = ("tests/test_run.py", "tests/test_experiments.py")
+
+
+class _ModuleScheduling(LoadScopeScheduling if LoadScopeScheduling else object):
+    """xdist's per-module scheduling, with the modules of the whole-DAG flow as one unit."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return "whole-DAG flow" if module in SHARED_FLOW_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` (``pytest -n 2``): each module's tests on one worker.
+
+    So a module-scoped fixture (a trained tiny model, a served one) is built once, not once per
+    worker, and the whole-DAG flow (:mod:`tests.whole_dag`) once for both its modules.
+    """
+    return _ModuleScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the whole-DAG flow's modules first: the longest unit starts at once."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in SHARED_FLOW_MODULES)

@@ -210,3 +210,52 @@ def test_scaling_smoke_run_measures_every_step_at_every_size(quick_module, tmp_p
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     after = bench.DOCS_FIGURE.stat().st_mtime_ns if bench.DOCS_FIGURE.exists() else None
     assert after == docs_before  # a smoke run leaves the docs' figure alone
+
+
+def _run_metrics(pooled_ci, single_ci, ece_before, ece_after):
+    """The blocks of ``metrics.json`` the evaluation benchmark reads, with chosen values."""
+    return {
+        "auroc": 0.85,
+        "external": {"auroc": 0.70},
+        "tta": {"auroc_gain": 0.01},
+        "calibration": {"ece_top_label_before": ece_before, "ece_top_label_after": ece_after},
+        "cv": {
+            "auroc_pooled": 0.8,
+            "auroc_pooled_ci_low": pooled_ci[0],
+            "auroc_pooled_ci_high": pooled_ci[1],
+            "auroc_ci_low": 0.6,
+            "auroc_ci_high": 1.0,
+            "ensemble": {
+                "test_auroc": 0.86,
+                "single_test_auroc": 0.82,
+                "single_test_auroc_ci_low": single_ci[0],
+                "single_test_auroc_ci_high": single_ci[1],
+            },
+        },
+    }
+
+
+def test_evaluation_figures_are_read_off_each_run_and_summarised_over_seeds():
+    from benchmarks import bench_evaluation as bench
+
+    runs = [
+        bench.figures_of(_run_metrics((0.75, 0.85), (0.7, 0.9), 0.2, 0.1)),
+        bench.figures_of(_run_metrics((0.70, 0.80), (0.6, 0.9), 0.1, 0.12)),
+    ]
+    assert runs[0]["cv_ci_width_ratio"] == pytest.approx(0.5)  # 0.10 wide over 0.20 wide
+    assert runs[0]["cv_fold_ci_width_ratio"] == pytest.approx(2.0)
+    assert runs[0]["calibration_ece_ratio"] == pytest.approx(0.5)
+    assert runs[0]["ensemble_auroc_gain"] == pytest.approx(0.04)
+    assert runs[0]["external_auroc_drop"] == pytest.approx(0.15)
+    assert runs[0]["hard_single_auroc"] == 0.82
+    figures = bench.summarise(runs)
+    ratio = figures["evaluation.cv_ci_width_ratio"]
+    assert ratio == {"mean": 0.4167, "min": 0.3333, "max": 0.5, "seeds": [0.5, 0.3333]}
+    # A flag holds only if it held for every seed; goals read the mean, or the flag.
+    assert figures["evaluation.calibration_ece_after_le_before"] == {
+        "all": False,
+        "repeats": [True, False],
+    }
+    assert harness.headline(figures["evaluation.calibration_ece_ratio"]) == pytest.approx(0.85)
+    with pytest.raises(KeyError):  # a run without the benchmark's settings has no cv block
+        bench.figures_of({"auroc": 0.9})

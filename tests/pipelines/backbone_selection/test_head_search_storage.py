@@ -105,11 +105,13 @@ def test_a_killed_search_resumes_with_the_missing_trials_only(storage, calls, tm
 
 
 def _safe_count(storage: str) -> int:
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     try:
         return len(_completed(storage))
-    except (ValueError, OperationalError):  # the study (or its schema) is not created yet
+    # The study (or its schema) is not created yet, or this reader and the worker both
+    # stamped the new schema's version at once (IntegrityError): look again later.
+    except (ValueError, OperationalError, IntegrityError):
         return 0
 
 
