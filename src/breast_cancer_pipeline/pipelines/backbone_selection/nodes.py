@@ -26,6 +26,7 @@ from breast_cancer_pipeline.progress import (
     publish_trial,
 )
 
+from .parameters import active_candidates
 from .study import completed_trials, open_study, setup_digest, worker_name
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def select_backbone(
     Raises:
         ValueError: The candidates that ran differ from ``backbone_selection.candidates``.
     """
-    names = list(params["candidates"])
+    names = list(active_candidates(params["candidates"]))
     if len(records) != len(names):
         raise ValueError(
             f"backbone_selection ran {len(records)} candidates but the parameters list "

@@ -7,7 +7,8 @@ file must exist), so a typo fails before the first image is read, with the valid
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -23,6 +24,15 @@ from breast_cancer_pipeline.param_schema import Params
 
 #: A dropout rate: a fraction of the head's inputs, below 1.
 DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def active_candidates(candidates: Mapping[str, Any]) -> dict[str, Any]:
+    """The candidates that run: those not set to null.
+
+    An environment cannot delete a key of ``conf/base`` (Kedro merges it), so
+    ``efficientnet_b0: null`` in ``conf/<env>/parameters.yml`` drops that candidate there.
+    """
+    return {name: spec for name, spec in candidates.items() if spec is not None}
 
 
 class Candidate(Params):
@@ -113,7 +123,8 @@ class HeadSearch(Params):
 class BackboneSelectionParams(Params):
     """Comparing candidate backbones on cached features, then searching the winner's head."""
 
-    candidates: Annotated[dict[str, Candidate], Field(min_length=1)]
+    #: Candidate id → backbone; null drops a candidate of ``conf/base`` in an environment.
+    candidates: Annotated[dict[str, Candidate | None], Field(min_length=1)]
     #: The metric the winner is chosen by.
     metric: Literal["val_auroc", "val_accuracy"]
     #: Near-tie band within which the faster candidate wins.
@@ -133,6 +144,16 @@ class BackboneSelectionParams(Params):
     head_search: HeadSearch
     #: Resolution of the comparison chart.
     figure_dpi: PositiveInt
+
+    @field_validator("candidates")
+    @classmethod
+    def _one_left(cls, candidates: dict[str, Candidate | None]) -> dict[str, Candidate | None]:
+        if not active_candidates(candidates):
+            raise ValueError(
+                "every candidate is null (dropped): keep at least one, e.g. "
+                "small_cnn: {backbone: small_cnn, weights: null}"
+            )
+        return candidates
 
 
 SCHEMA = BackboneSelectionParams

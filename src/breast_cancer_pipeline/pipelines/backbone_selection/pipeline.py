@@ -38,9 +38,11 @@ def configured_candidates() -> list[str]:
     """Candidate names from ``backbone_selection.candidates`` in the run's parameters.
 
     The parameters of the session that builds the pipelines (its ``--env`` and ``--params``):
-    see :mod:`breast_cancer_pipeline.context`.
+    see :mod:`breast_cancer_pipeline.context`. A candidate set to null is dropped.
     """
-    return list(run_parameters()["backbone_selection"]["candidates"])
+    from .parameters import active_candidates  # noqa: PLC0415
+
+    return list(active_candidates(run_parameters()["backbone_selection"]["candidates"]))
 
 
 def create_pipeline(**kwargs) -> Pipeline:
