@@ -210,6 +210,28 @@ def test_one_server_answers_invocations_the_model_and_the_page(page_server, tmp_
     assert page_server.thread.is_alive()
 
 
+def test_a_model_folder_on_disk_is_served_without_a_registry(page_server, tmp_path, monkeypatch):
+    """What the Docker image runs: ``MODEL_URI=/opt/model``, its model card copied beside it."""
+    import mlflow
+
+    from breast_cancer_pipeline.server import create_app, load_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", page_server.model_uri)  # the champion's store
+    mlflow.set_tracking_uri(page_server.model_uri)
+    folder = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{REGISTERED_MODEL_NAME}@champion", dst_path=str(tmp_path / "model")
+    )
+    (Path(folder) / "model_card.md").write_text(_model_card())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'empty.db'}")  # no registry at all
+
+    model, info = load_model(folder)
+
+    assert (info.name, info.version, info.alias) == (None, None, None)
+    assert info.intended_use == LIMITS[0] and info.threshold == CONFIG["threshold"]
+    assert create_app(model, info) is not None  # the page and /invocations, limits included
+
+
 def _browser():
     """Debian's Chromium through Playwright, or a skip that says what is missing."""
     executable = shutil.which("chromium")

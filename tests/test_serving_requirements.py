@@ -26,7 +26,8 @@ TRAINING_AND_DEV_TOOLS = {
 }
 
 #: What unpickling and running the served model imports (kedro-mlflow's wrapper, the served
-#: node and its dataset), except TensorFlow/Keras, which the dataset imports when it loads.
+#: node and its dataset) and what the project's server adds, except TensorFlow/Keras, which
+#: the dataset imports when it loads.
 SERVED_IMPORTS = """
 import sys
 from importlib.metadata import packages_distributions
@@ -34,6 +35,13 @@ import mlflow.pyfunc
 import kedro_mlflow.mlflow.kedro_pipeline_model
 import breast_cancer_pipeline.pipelines.inference.nodes
 import breast_cancer_pipeline.datasets.serving_model
+# The server of `make serve` and of the Docker image: its app, page and web server.
+import breast_cancer_pipeline.server
+import breast_cancer_pipeline.templating
+import fastapi.responses
+import mlflow.pyfunc.scoring_server
+import starlette.staticfiles
+import uvicorn
 owners = packages_distributions()
 print("IMPORTED", *sorted({d for m in list(sys.modules) for d in owners.get(m.split(".")[0], [])}))
 """

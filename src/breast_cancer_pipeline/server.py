@@ -16,7 +16,9 @@ One process, one port (``PORT``, default 5001), the registered model
 Everything the page loads comes from this server (a ``Content-Security-Policy`` of ``'self'``
 forbids anything else): it works offline. Run ``python -m breast_cancer_pipeline.server``, or
 ``make serve`` (``PORT=8000 make serve``, ``MODEL_URI=models:/breast-cancer-classifier/3 make
-serve``, ``HOST=0.0.0.0`` to listen beyond this machine).
+serve``, ``HOST=0.0.0.0`` to listen beyond this machine). ``MODEL_URI`` may be a model folder
+on disk (the Docker image's ``/opt/model``): its intended-use line is then read from the
+``model_card.md`` copied into that folder, and no registry is needed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from breast_cancer_pipeline.pipelines.inference.pipeline import REGISTERED_MODEL_NAME
@@ -109,6 +112,7 @@ def load_model(model_uri: str) -> tuple[Any, ModelInfo]:
         raise ModelNotFoundError(f"cannot load the model {model_uri!r}: {exc}") from None
     config = served_part(model, "serving_model").config
     run_id = version.run_id if version else model.metadata.run_id
+    card = _local_model_card(model_uri)
     alias = None
     if version is not None:  # the alias asked for, or those of the version asked for
         alias = _MODEL_URI.match(model_uri).group("alias") or ", ".join(sorted(version.aliases))
@@ -118,7 +122,8 @@ def load_model(model_uri: str) -> tuple[Any, ModelInfo]:
         version=str(version.version) if version else None,
         alias=alias or None,
         run_id=run_id,
-        intended_use=_intended_use(version, run_id) or _NOT_AVAILABLE,
+        intended_use=(intended_use(card) if card else _intended_use(version, run_id))
+        or _NOT_AVAILABLE,
         positive_class=config["positive_class"],
         threshold=config["threshold"],
     )
@@ -168,6 +173,17 @@ def _registered_version(model_uri: str) -> Any | None:
             f"{name!r} in {registry} has no {what}{hint}; its versions are {known}: serve one "
             f"with MODEL_URI=models:/{name}/<version>, or run `make demo`"
         ) from None
+
+
+def _local_model_card(model_uri: str) -> str | None:
+    """The ``model_card.md`` inside a model folder served from disk (the Docker image's).
+
+    A folder has no registry behind it: its card is the file copied beside ``MLmodel``.
+    """
+    if "://" in model_uri or model_uri.startswith(("models:", "runs:")):
+        return None
+    card = Path(model_uri) / MODEL_CARD
+    return card.read_text(encoding="utf-8") if card.is_file() else None
 
 
 def _intended_use(version: Any | None, run_id: str | None) -> str | None:
