@@ -212,25 +212,32 @@ def test_scaling_smoke_run_measures_every_step_at_every_size(quick_module, tmp_p
     assert after == docs_before  # a smoke run leaves the docs' figure alone
 
 
-def _run_metrics(pooled_ci, single_ci, ece_before, ece_after):
-    """The blocks of ``metrics.json`` the evaluation benchmark reads, with chosen values."""
+def _default_metrics(single_ci, ece_before, ece_after):
+    """The blocks of the default run's ``metrics.json`` the evaluation benchmark reads."""
     return {
-        "auroc": 0.85,
+        "auroc": 0.82,
+        "auroc_ci_low": single_ci[0],
+        "auroc_ci_high": single_ci[1],
         "external": {"auroc": 0.70},
+        "calibration": {
+            "temperature": 1.2,
+            "ece_top_label_before": ece_before,
+            "ece_top_label_after": ece_after,
+        },
+    }
+
+
+def _cv_metrics(pooled_ci):
+    """The blocks of the cross-validation run's ``metrics.json`` the benchmark reads."""
+    return {
         "tta": {"auroc_gain": 0.01},
-        "calibration": {"ece_top_label_before": ece_before, "ece_top_label_after": ece_after},
         "cv": {
             "auroc_pooled": 0.8,
             "auroc_pooled_ci_low": pooled_ci[0],
             "auroc_pooled_ci_high": pooled_ci[1],
             "auroc_ci_low": 0.6,
             "auroc_ci_high": 1.0,
-            "ensemble": {
-                "test_auroc": 0.86,
-                "single_test_auroc": 0.82,
-                "single_test_auroc_ci_low": single_ci[0],
-                "single_test_auroc_ci_high": single_ci[1],
-            },
+            "ensemble": {"test_auroc": 0.86, "single_test_auroc": 0.82},
         },
     }
 
@@ -239,14 +246,14 @@ def test_evaluation_figures_are_read_off_each_run_and_summarised_over_seeds():
     from benchmarks import bench_evaluation as bench
 
     runs = [
-        bench.figures_of(_run_metrics((0.75, 0.85), (0.7, 0.9), 0.2, 0.1)),
-        bench.figures_of(_run_metrics((0.70, 0.80), (0.6, 0.9), 0.1, 0.12)),
+        bench.figures_of(_default_metrics((0.7, 0.9), 0.2, 0.1), _cv_metrics((0.75, 0.85))),
+        bench.figures_of(_default_metrics((0.6, 0.9), 0.1, 0.12), _cv_metrics((0.70, 0.80))),
     ]
     assert runs[0]["cv_ci_width_ratio"] == pytest.approx(0.5)  # 0.10 wide over 0.20 wide
     assert runs[0]["cv_fold_ci_width_ratio"] == pytest.approx(2.0)
     assert runs[0]["calibration_ece_ratio"] == pytest.approx(0.5)
     assert runs[0]["ensemble_auroc_gain"] == pytest.approx(0.04)
-    assert runs[0]["external_auroc_drop"] == pytest.approx(0.15)
+    assert runs[0]["external_auroc_drop"] == pytest.approx(0.12)
     assert runs[0]["hard_single_auroc"] == 0.82
     figures = bench.summarise(runs)
     ratio = figures["evaluation.cv_ci_width_ratio"]
@@ -257,5 +264,5 @@ def test_evaluation_figures_are_read_off_each_run_and_summarised_over_seeds():
         "repeats": [True, False],
     }
     assert harness.headline(figures["evaluation.calibration_ece_ratio"]) == pytest.approx(0.85)
-    with pytest.raises(KeyError):  # a run without the benchmark's settings has no cv block
-        bench.figures_of({"auroc": 0.9})
+    with pytest.raises(KeyError):  # a run without the benchmark's settings lacks a block
+        bench.figures_of({"auroc": 0.9}, {})
