@@ -29,6 +29,7 @@ About 9 minutes per seed on 2 cores; ``BENCH_QUICK=1`` runs one tiny seed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -87,14 +88,15 @@ def figures_of(default: Mapping[str, Any], cv_run: Mapping[str, Any]) -> dict[st
     single_width = default["auroc_ci_high"] - default["auroc_ci_low"]
     before, after = calibration["ece_top_label_before"], calibration["ece_top_label_after"]
     return {
-        "cv_ci_width_ratio": (cv["auroc_pooled_ci_high"] - cv["auroc_pooled_ci_low"])
-        / single_width,
-        "cv_fold_ci_width_ratio": (cv["auroc_ci_high"] - cv["auroc_ci_low"]) / single_width,
+        "cv_ci_width_ratio": _ratio(
+            cv["auroc_pooled_ci_high"] - cv["auroc_pooled_ci_low"], single_width
+        ),
+        "cv_fold_ci_width_ratio": _ratio(cv["auroc_ci_high"] - cv["auroc_ci_low"], single_width),
         "tta_auroc_gain": cv_run["tta"]["auroc_gain"],
         "calibration_temperature": calibration["temperature"],
         "calibration_ece_before": before,
         "calibration_ece_after": after,
-        "calibration_ece_ratio": after / before,
+        "calibration_ece_ratio": _ratio(after, before),
         "calibration_ece_after_le_before": after <= before,
         "ensemble_auroc_gain": ensemble["test_auroc"] - ensemble["single_test_auroc"],
         "external_auroc_drop": default["auroc"] - default["external"]["auroc"],
@@ -105,14 +107,21 @@ def figures_of(default: Mapping[str, Any], cv_run: Mapping[str, Any]) -> dict[st
     }
 
 
+def _ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN over 0 (a constant model's zero-width interval)."""
+    return numerator / denominator if denominator else float("nan")
+
+
 def over_seeds(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
-    """Mean, min and max over the seeds, with each seed's value."""
-    return {
-        "mean": round(float(statistics.fmean(values)), digits),
-        "min": round(float(min(values)), digits),
-        "max": round(float(max(values)), digits),
-        "seeds": [round(float(v), digits) for v in values],
+    """Mean, min and max over the seeds where defined; each seed's value (null: undefined)."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    summary = {
+        "mean": round(statistics.fmean(finite), digits) if finite else None,
+        "min": round(min(finite), digits) if finite else None,
+        "max": round(max(finite), digits) if finite else None,
+        "seeds": [round(float(v), digits) if math.isfinite(v) else None for v in values],
     }
+    return summary
 
 
 def summarise(per_seed: Sequence[Mapping[str, float | bool]]) -> dict[str, Any]:

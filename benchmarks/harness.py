@@ -108,7 +108,9 @@ def check_goals(figures: Mapping[str, Any], goals: Mapping[str, Goal]) -> dict[s
         if name not in figures:
             continue
         value = headline(figures[name])
-        if op == "==":
+        if value is None:  # not defined on any repeat (e.g. a ratio over zero)
+            met, margin = False, None
+        elif op == "==":
             met, margin = value == target, None
         elif op in (">=", "<="):
             met = value >= target if op == ">=" else value <= target

@@ -92,8 +92,8 @@ def test_null_drops_a_candidate_and_one_must_remain():
     from breast_cancer_pipeline.pipelines.backbone_selection.parameters import active_candidates
 
     demo = base_params("backbone_selection", env="demo")
-    assert demo["candidates"]["efficientnet_b0"] is None  # the demo drops it (conf/demo)
-    assert list(active_candidates(demo["candidates"])) == ["small_cnn", "mobilenet_v3_small"]
+    assert demo["candidates"]["efficientnet_b0"] is None  # the demo drops both (conf/demo)
+    assert list(active_candidates(demo["candidates"])) == ["small_cnn"]
     validate_block("backbone_selection", demo)
     with pytest.raises(ParameterError, match="every candidate is null"):
         _check(candidates={name: None for name in demo["candidates"]})
@@ -104,7 +104,8 @@ def test_select_backbone_ranks_only_the_candidates_that_ran():
 
     from .test_nodes import _record
 
-    params = base_params("backbone_selection", env="demo")  # efficientnet_b0: null
+    params = base_params("backbone_selection")
+    params["candidates"]["efficientnet_b0"] = None  # as an environment drops it
     records = (_record("small_cnn", 0.70, 1.0), _record("mobilenet_v3_small", 0.75, 2.0))
     selected, comparison, _ = select_backbone(params, *records)
     assert selected["candidate"] == "mobilenet_v3_small"
