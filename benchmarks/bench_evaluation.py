@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
+from benchmarks._project import copy_project
 
-PROJECT = Path(__file__).resolve().parents[1]
 QUICK = harness.quick()
 SEEDS = (1,) if QUICK else (1, 2, 3)
 GOALS: dict[str, harness.Goal] = {
@@ -136,18 +136,6 @@ def summarise(per_seed: Sequence[Mapping[str, float | bool]]) -> dict[str, Any]:
     return out
 
 
-def _copy_project(target: Path) -> None:
-    """What a run needs: configuration and project metadata (the package is installed)."""
-    shutil.copytree(PROJECT / "conf", target / "conf", ignore=shutil.ignore_patterns("local"))
-    (target / "conf" / "local").mkdir()
-    for name in ("pyproject.toml",):
-        shutil.copy2(PROJECT / name, target / name)
-    (target / "src").mkdir()
-    for folder in (PROJECT / "data").iterdir():
-        if folder.is_dir():
-            (target / "data" / folder.name).mkdir(parents=True)
-
-
 def _environment(project: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEDRO_", "MLFLOW_"))}
     return {
@@ -176,7 +164,7 @@ def _kedro(project: Path, log: Path, *args: str) -> None:
 def one_seed(workdir: Path, seed: int) -> dict[str, float | bool]:
     """The hard data with ``seed``, the default run and the cross-validation run; figures."""
     project = workdir / f"seed_{seed}"
-    _copy_project(project)
+    copy_project(project)
     sizes = QUICK_SETTINGS if QUICK else {}
     seeds = {
         "ingestion.split.seed": seed,

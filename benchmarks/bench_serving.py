@@ -26,7 +26,6 @@ import base64
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import harness
+from benchmarks._project import copy_project
 from tests.params import base_params
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -260,11 +260,7 @@ def _batch(workdir: Path, serving_model: Any, images: np.ndarray) -> dict[str, A
     for i, image in enumerate(images):
         (folder / f"{i:04d}.png").write_bytes(encode_png(image))
     # A throw-away copy of the project whose catalog points at the benchmark's model and output.
-    project = workdir / "project"
-    shutil.copytree(PROJECT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
-    (project / "conf" / "local").mkdir()
-    (project / "src").mkdir()
-    shutil.copy(PROJECT / "pyproject.toml", project / "pyproject.toml")
+    project = copy_project(workdir / "project")
     (project / "conf" / "local" / "catalog.yml").write_text(
         f"serving_model:\n"
         f"  type: breast_cancer_pipeline.datasets.serving_model.ServingModelDataset\n"
