@@ -94,16 +94,13 @@ def _make_tiny(project: Path) -> None:
     demo = project / "conf/demo/parameters.yml"
     blocks = yaml.safe_load(demo.read_text())
     tiny = {name: _merge(blocks[name], TINY.get(name, {})) for name in blocks}
+    # conf/base's other candidates are dropped in the environment (null), as conf/demo does.
+    base = project / "conf/base/parameters_backbone_selection.yml"
     tiny["backbone_selection"]["candidates"] = {
-        name: {"weights": None} for name in CANDIDATES if name != "small_cnn"
+        name: {"weights": None} if name in CANDIDATES else None
+        for name in yaml.safe_load(base.read_text())["backbone_selection"]["candidates"]
     }
     demo.write_text(yaml.safe_dump(tiny))
-    # An environment can add candidates but not remove conf/base's: drop them there.
-    selection = project / "conf/base/parameters_backbone_selection.yml"
-    params = yaml.safe_load(selection.read_text())
-    candidates = params["backbone_selection"]["candidates"]
-    params["backbone_selection"]["candidates"] = {name: candidates[name] for name in CANDIDATES}
-    selection.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _merge(base: dict, override: dict) -> dict:
