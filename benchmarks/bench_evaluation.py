@@ -42,6 +42,7 @@ from typing import Any
 
 from benchmarks import harness
 from benchmarks._project import copy_project
+from tests.whole_dag import TINY
 
 QUICK = harness.quick()
 SEEDS = (1,) if QUICK else (1, 2, 3)
@@ -56,21 +57,19 @@ CROSS_VALIDATION = {
     "evaluation.ensemble": "true",
     "evaluation.tta": "flips",
 }
-#: The smoke run's sizes (figures meaningless).
-QUICK_SETTINGS = {
-    "demo_data.images_per_class": 12,
-    "demo_data.image_size": 48,
-    "demo_data.external_site.images_per_class": 4,
-    "validation.min_per_class": 1,
-    "augmentation.image_size": 32,
-    "backbone_selection.epochs": 2,
-    "backbone_selection.repeats": 1,
-    "backbone_selection.head_search.n_trials": 2,
-    "backbone_selection.head_search.epochs": 2,
-    "finetune.phase1.epochs": 1,
-    "finetune.phase2.epochs": 2,
-    "reporting.bootstrap.n_resamples": 50,
-}
+
+
+def _dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}``, for ``kedro run --params``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(_dotted(value, f"{name}.") if isinstance(value, Mapping) else {name: value})
+    return out
+
+
+#: The smoke run's sizes (figures meaningless): the whole-DAG test's tiny demo.
+QUICK_SETTINGS = _dotted(TINY)
 
 
 def figures_of(default: Mapping[str, Any], cv_run: Mapping[str, Any]) -> dict[str, float | bool]:
@@ -115,13 +114,12 @@ def _ratio(numerator: float, denominator: float) -> float:
 def over_seeds(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
     """Mean, min and max over the seeds where defined; each seed's value (null: undefined)."""
     finite = [float(v) for v in values if math.isfinite(v)]
-    summary = {
+    return {
         "mean": round(statistics.fmean(finite), digits) if finite else None,
         "min": round(min(finite), digits) if finite else None,
         "max": round(max(finite), digits) if finite else None,
         "seeds": [round(float(v), digits) if math.isfinite(v) else None for v in values],
     }
-    return summary
 
 
 def summarise(per_seed: Sequence[Mapping[str, float | bool]]) -> dict[str, Any]:
