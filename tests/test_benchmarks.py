@@ -219,17 +219,25 @@ def _default_metrics(single_ci, ece_before, ece_after):
         "auroc_ci_low": single_ci[0],
         "auroc_ci_high": single_ci[1],
         "external": {"auroc": 0.70},
-        "calibration": {
-            "temperature": 1.2,
-            "ece_top_label_before": ece_before,
-            "ece_top_label_after": ece_after,
-        },
+        "calibration": _calibration(ece_before, ece_after),
+    }
+
+
+def _calibration(ece_before, ece_after):
+    return {
+        "temperature": 1.2,
+        "n_val": 70,
+        "ece_top_label_before": ece_before,
+        "ece_top_label_after": ece_after,
+        "log_loss_before": 1.0,
+        "log_loss_after": 0.9,
     }
 
 
 def _cv_metrics(pooled_ci):
     """The blocks of the cross-validation run's ``metrics.json`` the benchmark reads."""
     return {
+        "calibration": _calibration(0.2, 0.15),
         "tta": {"auroc_gain": 0.01},
         "cv": {
             "auroc_pooled": 0.8,
@@ -252,6 +260,8 @@ def test_evaluation_figures_are_read_off_each_run_and_summarised_over_seeds():
     assert runs[0]["cv_ci_width_ratio"] == pytest.approx(0.5)  # 0.10 wide over 0.20 wide
     assert runs[0]["cv_fold_ci_width_ratio"] == pytest.approx(2.0)
     assert runs[0]["calibration_ece_ratio"] == pytest.approx(0.5)
+    assert runs[0]["cv_calibration_ece_ratio"] == pytest.approx(0.75)
+    assert runs[0]["cv_calibration_log_loss_ratio"] == pytest.approx(0.9)
     assert runs[0]["ensemble_auroc_gain"] == pytest.approx(0.04)
     assert runs[0]["external_auroc_drop"] == pytest.approx(0.12)
     assert runs[0]["hard_single_auroc"] == 0.82

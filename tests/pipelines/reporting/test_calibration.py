@@ -17,6 +17,7 @@ from breast_cancer_pipeline.evaluation import calibration as cal
 from breast_cancer_pipeline.pipelines.reporting.calibration import (
     calibration_report,
     fit_calibration,
+    held_out_source,
     predict_split,
     predict_test_split,
     predict_val_split,
@@ -147,6 +148,16 @@ def _frame(labels, pm):
     return frame
 
 
+def test_the_temperature_is_fitted_on_out_of_fold_predictions_of_the_served_ensemble():
+    assert held_out_source({"folds": 1, "ensemble": False}) == "validation"
+    assert held_out_source({"folds": 3, "ensemble": False}) == "validation"
+    assert held_out_source({"folds": 3, "ensemble": True}) == "out-of-fold"
+    frame = _frame(["benign", "malignant"] * 10, np.linspace(0.1, 0.9, 20))
+    fitted, _ = fit_calibration(frame, META, {**EVALUATION, "folds": 3, "ensemble": True})
+    assert fitted["fitted_on"] == "out-of-fold" and fitted["n_val"] == 20
+
+
+@pytest.mark.slow
 def test_report_blocks_and_section():
     # Labels drawn from q; the model reports q sharpened (log-odds tripled): overconfident.
     rng = np.random.default_rng(0)
@@ -201,6 +212,15 @@ def test_report_blocks_and_section():
     html, card = render_report(metrics, point, META, manifest, calibrated, REPORTING)
     assert "Conformal prediction sets" in html and f"T = {fitted['temperature']:.3f}" in html
     assert "Two or more classes" in card and "Test-time augmentation: flips, 2 views" in card
+    assert "also chose the training checkpoint" in html and "80 validation images" in card
+    # Fitted on the fold ensemble's out-of-fold predictions: the report says so.
+    blocks = calibration_report(
+        calibrated, raw, raw, {**fitted, "fitted_on": "out-of-fold"}, settings, META, REPORTING
+    )
+    metrics, _, _ = compute_metrics(calibrated, META, point, REPORTING, calibration_report=blocks)
+    html, card = render_report(metrics, point, META, manifest, calibrated, REPORTING)
+    assert "predicted by the fold model that never saw it" in html
+    assert "80 out-of-fold images" in card and "checkpoint" not in html
     # Without the blocks (a model reported before them), no section.
     metrics, _, _ = compute_metrics(calibrated, META, point, REPORTING)
     html, card = render_report(metrics, point, META, manifest, calibrated, REPORTING)

@@ -99,6 +99,19 @@ def _with_proba(frame: pd.DataFrame, proba: np.ndarray, class_names: list[str]) 
     return out
 
 
+def held_out_source(evaluation: dict) -> str:
+    """What the temperature, threshold and conformal sets are fitted on.
+
+    ``out-of-fold`` when the fold ensemble is served (``evaluation.ensemble``): every
+    development image, each predicted by the fold model that never saw it. Otherwise
+    ``validation``: the images that also chose the training checkpoint (best validation
+    AUROC), a set that looks better than new images do.
+    """
+    return (
+        "out-of-fold" if evaluation["ensemble"] and int(evaluation["folds"]) >= 2 else "validation"
+    )
+
+
 def fit_calibration(
     val_predictions: pd.DataFrame, metadata: dict[str, Any], evaluation: dict
 ) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -117,10 +130,14 @@ def fit_calibration(
     """
     names = metadata["class_names"]
     y, proba = _encoded(val_predictions, names)
-    fitted = cal.fit_calibration(proba, y, evaluation["calibration"])
+    fitted = {
+        **cal.fit_calibration(proba, y, evaluation["calibration"]),
+        "fitted_on": held_out_source(evaluation),
+    }
     logger.info(
-        "Calibration (%s, validation, n=%d): T = %.3f, NLL %.4f -> %.4f",
+        "Calibration (%s, %s, n=%d): T = %.3f, NLL %.4f -> %.4f",
         fitted["method"],
+        fitted["fitted_on"],
         fitted["n_val"],
         fitted["temperature"],
         fitted["val_nll_before"],
@@ -231,6 +248,7 @@ def _calibration_block(
         }
 
     block = {k: fitted[k] for k in ("method", "temperature", "n_val")}
+    block["fitted_on"] = fitted.get("fitted_on", "validation")
     block.update({k: fitted[k] for k in ("val_nll_before", "val_nll_after")})
     for suffix, frame in (("_before", before), ("_after", after)):
         y, proba = _encoded(frame, names)
@@ -346,6 +364,21 @@ def _with_ci(block: dict, key: str) -> str:
     return f"{fmt(block[key])} [{fmt(block[f'{key}_ci_low'])}, {fmt(block[f'{key}_ci_high'])}]"
 
 
+#: How the report names what the temperature was fitted on (:func:`held_out_source`).
+FITTED_ON = {
+    "validation": (
+        "the validation split, which also chose the training checkpoint: those images look"
+        " better than new ones, so a temperature fitted on few of them can sharpen"
+        " probabilities that test images do not bear out (with evaluation.folds of 2 or more"
+        " and evaluation.ensemble, it is fitted on the out-of-fold predictions instead)"
+    ),
+    "out-of-fold": (
+        "the out-of-fold predictions: every development image, each predicted by the fold"
+        " model that never saw it"
+    ),
+}
+
+
 def calibration_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
     """What ``templates/_calibration.*.j2`` show, from ``metrics.json`` (None: no section)."""
     if not all(k in metrics for k in ("calibration", "tta", "conformal")):
@@ -366,6 +399,8 @@ def calibration_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
         "method": c["method"],
         "temperature": f"{c['temperature']:.3f}",
         "n_val": c["n_val"],
+        "fitted_on": FITTED_ON[c.get("fitted_on", "validation")],
+        "held_out": c.get("fitted_on", "validation"),
         "rows": rows,
         "tta": views,
         "tta_rows": [
