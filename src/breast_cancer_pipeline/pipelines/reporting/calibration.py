@@ -105,11 +105,11 @@ def held_out_source(evaluation: dict) -> str:
     ``out-of-fold`` when the fold ensemble is served (``evaluation.ensemble``): every
     development image, each predicted by the fold model that never saw it. Otherwise
     ``validation``: the images that also chose the training checkpoint (best validation
-    AUROC), a set that looks better than new images do.
+    AUROC), a set that looks better than new images do. The parameters' schema already
+    refuses ``ensemble`` with fewer than 2 folds, and the pipeline wires the out-of-fold
+    predictions on the same flag.
     """
-    return (
-        "out-of-fold" if evaluation["ensemble"] and int(evaluation["folds"]) >= 2 else "validation"
-    )
+    return "out-of-fold" if evaluation["ensemble"] else "validation"
 
 
 def fit_calibration(
@@ -399,8 +399,8 @@ def calibration_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
         "method": c["method"],
         "temperature": f"{c['temperature']:.3f}",
         "n_val": c["n_val"],
-        "fitted_on": FITTED_ON[c.get("fitted_on", "validation")],
-        "held_out": c.get("fitted_on", "validation"),
+        "fitted_on": FITTED_ON[c["fitted_on"]],
+        "held_out": c["fitted_on"],
         "rows": rows,
         "tta": views,
         "tta_rows": [
