@@ -36,7 +36,7 @@ def score(head: dict) -> float:
 def fake_fit_head(delay: float):
     """A stand-in for ``nodes.fit_head`` that waits ``delay`` seconds."""
 
-    def fit_head(features, head, epochs, seed, predict_batch_size):
+    def fit_head(features, head, epochs, seed, predict_batch_size, steps_per_execution):
         time.sleep(delay)
         return {"val_auroc": score(head), "val_accuracy": 0.5}
 

@@ -44,7 +44,7 @@ def calls(monkeypatch) -> list[dict]:
     """Replace the head training by :func:`worker.score`; records each head trained here."""
     heads = []
 
-    def fit_head(features, head, epochs, seed, predict_batch_size):
+    def fit_head(features, head, epochs, seed, predict_batch_size, steps_per_execution):
         heads.append(head)
         return {"val_auroc": worker.score(head), "val_accuracy": 0.5}
 

@@ -28,6 +28,7 @@ def test_configured_blocks_validate(env):
         ({"metric": "auc"}, "backbone_selection.metric = 'auc'", "'val_auroc' or 'val_accuracy'"),
         ({"augmented_passes": -1}, "backbone_selection.augmented_passes = -1", ""),
         ({"predict_batch_size": 0}, "backbone_selection.predict_batch_size = 0", ""),
+        ({"steps_per_execution": 0}, "backbone_selection.steps_per_execution = 0", ""),
         ({"figure_dpi": 0}, "backbone_selection.figure_dpi = 0", ""),
         ({"head": {"dropout": 1.0}}, "backbone_selection.head.dropout = 1.0", "less than 1"),
         ({"head": {"learning_rate": 0}}, "backbone_selection.head.learning_rate = 0", ""),

@@ -134,6 +134,8 @@ class BackboneSelectionParams(Params):
     extraction_batch_size: PositiveInt
     #: Feature vectors per batch when a head scores the validation features.
     predict_batch_size: PositiveInt
+    #: Head training steps per compiled call (the same updates, less per-step overhead).
+    steps_per_execution: PositiveInt
     #: Extra passes of the training images through the augmentation layers.
     augmented_passes: NonNegativeInt
     #: Epochs of each head training.
