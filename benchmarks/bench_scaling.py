@@ -3,7 +3,9 @@
 Each step runs at 1×, 4× and 16× a base number of images (``BASE``: 125 → 2,000 small
 mammogram-like 96 px 16-bit TIFFs, 48 px model input), each in its own subprocess
 (``python -m benchmarks.bench_scaling <step> <workdir> <n>``) so that its peak resident
-memory is its own:
+memory is its own (the kernel's high-water mark of the child's address space,
+:func:`breast_cancer_pipeline.memory.peak_rss_mb`; ``ru_maxrss`` would carry over the peak of
+the process that started it, in a full ``make bench`` the 3.7 GiB of the areas run before):
 
 - ``ingestion``: the ingestion nodes and image store, as ``kedro run --pipelines=ingestion``
   (one worker per core), TIFFs → PNGs and the manifest;
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import harness
+from breast_cancer_pipeline import memory
 
 #: Base number of images (``BENCH_SCALING_BASE``, default 125), the multiples measured,
 #: source and model-input sides, rounds. At 125 → 2,000 images the fixed costs (imports,
@@ -59,17 +61,6 @@ GOALS: dict[str, harness.Goal] = {
     },
     **{f"scaling.{step}.peak_rss_ratio_{LARGEST}": ("<=", 1 + TOLERANCE) for step in STEPS},
 }
-
-
-def _rss_mb() -> float:
-    """The process's resident memory now (``/proc/self/statm``), in MiB."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_mb(who: int) -> float:
-    """Peak RSS of this process or of its largest finished child (``ru_maxrss``: KiB)."""
-    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def _ingestion(workdir: Path, n: int) -> None:
@@ -140,18 +131,19 @@ def child(step: str, workdir: Path, n: int) -> dict[str, float]:
     work = {"ingestion": _ingestion, "model_input": _model_input, "features": _features}[step]
     if step == "features":
         _features_warm_up()
-    before = _rss_mb()
+    before = memory.rss_mb()
     started = time.perf_counter()
     work(workdir, n)
     seconds = time.perf_counter() - started
-    peak = max(_peak_mb(resource.RUSAGE_SELF), _peak_mb(resource.RUSAGE_CHILDREN))
+    workers = memory.children_peak_rss_mb()
+    peak = max(memory.peak_rss_mb(), workers)
     return {
         "seconds": seconds,
         "images": _images_of(step, workdir, n),
         "rss_before_mb": before,
         "peak_rss_mb": peak,
         "step_mb": max(peak - before, 0.0),
-        "workers_peak_rss_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+        "workers_peak_rss_mb": workers,
     }
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,33 +30,9 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
-from breast_cancer_pipeline import lineage, param_schema, progress, registry
+from breast_cancer_pipeline import lineage, memory, param_schema, progress, registry
 
 logger = logging.getLogger(__name__)
-
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-_STATUS = Path("/proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's high-water mark of this process's resident memory (Linux only)."""
-    try:
-        _CLEAR_REFS.write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB since the last reset (or since start)."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 class NodeResourceHook:
@@ -76,7 +50,7 @@ class NodeResourceHook:
     @hook_impl
     def before_node_run(self, node: Node) -> None:
         """Start the clock and reset the memory high-water mark."""
-        _reset_peak_rss()
+        memory.reset_peak_rss()
         self._started[node.name] = time.perf_counter()
 
     @hook_impl
@@ -87,7 +61,7 @@ class NodeResourceHook:
             return
         figures = {
             f"node.{node.name}.seconds": round(time.perf_counter() - started, 3),
-            f"node.{node.name}.peak_rss_mb": round(_peak_rss_mb(), 1),
+            f"node.{node.name}.peak_rss_mb": round(memory.peak_rss_mb(), 1),
         }
         self.measurements[node.name] = figures
         logger.info(
