@@ -2,8 +2,9 @@
 
 Each seed is two demo runs on the ``hard`` preset (fainter, smaller masses, 15 % label noise,
 a stronger second site; twice the demo's images, the extra ones held out for validation and
-test, :data:`DATA`) in a throw-away copy of the project, after ``demo_data`` with that seed: **the default pipeline** (``kedro run --env=demo``: one split, temperature scaling
-fitted on validation, no test-time augmentation), then **cross-validation**
+test, :data:`DATA`) in a throw-away copy of the project, after ``demo_data`` with that seed:
+**the default pipeline** (``kedro run --env=demo``: one split, temperature scaling fitted on
+validation, no test-time augmentation), then **cross-validation**
 (``--pipelines=finetune,reporting`` with 3 patient-grouped folds, the fold ensemble served,
 test-time flips). Each figure is read off the two runs' ``metrics.json`` and summarised over
 the seeds as mean, min and max:
