@@ -28,7 +28,8 @@ the seeds as mean, min and max:
   external site's.
 * ``evaluation.hard_single_auroc``: the default run's test AUROC (the preset's 0.75-0.90).
 
-About 9 minutes per seed on 2 cores; ``BENCH_QUICK=1`` runs one tiny seed.
+About 10 minutes per seed on 2 cores (2026-12-02: 9 min 40 s to 10 min 03 s);
+``BENCH_QUICK=1`` runs one tiny seed.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ GOALS: dict[str, harness.Goal] = {
 #: the ~315 training images of the demo (so the model is as good as the demo's) while
 #: validation and test grow from ~68 to ~290 images each. At 68 a test top-label ECE
 #: carries about 0.1 of sampling noise, as large as the miscalibration it should measure,
-#: and a temperature fitted on 68 validation images moved from 0.66 to 1.03 on one seed
-#: between two runs of the same code.
+#: and one seed's temperature, fitted on 68 validation images, went from 0.66 to 1.03
+#: between two benchmark runs the same day.
 DATA = {"demo_data.preset": "hard", "demo_data.images_per_class": 300}
 SPLIT_RATIOS = (0.35, 0.325, 0.325)
 CROSS_VALIDATION = {
