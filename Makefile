@@ -47,7 +47,7 @@ serve: install  ## The champion model: a page and /invocations on port PORT (def
 # whole-DAG flow together and first (tests/conftest.py): the flow overlaps with the rest.
 # PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
-test: install  ## Lint, then the test suite on 2 workers (about 5 minutes on 2 cores)
+test: install  ## Lint, then the test suite on 2 workers (about 5-7 minutes on 2 cores)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n $(PYTEST_WORKERS)
