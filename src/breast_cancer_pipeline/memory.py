@@ -45,8 +45,7 @@ def peak_rss_mb() -> float:
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    return _maxrss_mb(resource.RUSAGE_SELF)
 
 
 def children_peak_rss_mb() -> float:
@@ -55,5 +54,10 @@ def children_peak_rss_mb() -> float:
     A child forked from this process starts from this process's own address space, so its
     figure is not inflated by this process's parent.
     """
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return _maxrss_mb(resource.RUSAGE_CHILDREN)
+
+
+def _maxrss_mb(who: int) -> float:
+    """``getrusage(who).ru_maxrss`` in MiB (bytes on macOS, KiB elsewhere)."""
+    peak = resource.getrusage(who).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
