@@ -14,18 +14,23 @@ from typing import Any
 PROJECT = Path(__file__).resolve().parents[1]
 
 
-@cache
-def _parameters(env: str | None) -> dict[str, Any]:
+def load_parameters(project: Path, env: str | None) -> dict[str, Any]:
+    """The parameters of ``project``'s ``conf`` for ``env``, loaded as a Kedro run loads them."""
     from kedro.framework.project import settings  # noqa: PLC0415
 
     from breast_cancer_pipeline import settings as project_settings  # noqa: PLC0415
 
     loader = settings.CONFIG_LOADER_CLASS(
-        conf_source=str(PROJECT / "conf"),
+        conf_source=str(project / "conf"),
         env=env,
         **project_settings.CONFIG_LOADER_ARGS,
     )
     return dict(loader["parameters"])
+
+
+@cache
+def _parameters(env: str | None) -> dict[str, Any]:
+    return load_parameters(PROJECT, env)
 
 
 def _merge(base: dict, overrides: dict) -> dict:

@@ -280,20 +280,13 @@ def test_evaluation_figures_are_read_off_each_run_and_summarised_over_seeds():
 
 def test_evaluation_holds_out_more_images_through_the_demo_configuration(tmp_path):
     """The split ratios reach the copy's demo parameters (``--params`` cannot carry a list)."""
-    from kedro.config import OmegaConfigLoader
-
     from benchmarks import bench_evaluation as bench
     from benchmarks._project import copy_project
+    from tests.params import load_parameters
 
     project = copy_project(tmp_path / "project")
     bench.held_out_more(project, bench.SPLIT_RATIOS)
-    loader = OmegaConfigLoader(
-        str(project / "conf"),
-        base_env="base",
-        default_run_env="demo",
-        merge_strategy={"parameters": "soft"},
-    )
-    split = loader["parameters"]["ingestion"]["split"]
+    split = load_parameters(project, "demo")["ingestion"]["split"]
     assert split["ratios"] == list(bench.SPLIT_RATIOS)
     assert split["seed"] == 42  # conf/base's other split settings kept
     assert sum(bench.SPLIT_RATIOS) == pytest.approx(1.0)
