@@ -7,6 +7,7 @@ import json
 import threading
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from benchmarks import harness, run
@@ -292,3 +293,53 @@ def test_evaluation_holds_out_more_images_through_the_demo_configuration(tmp_pat
     assert sum(bench.SPLIT_RATIOS) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="ingestion: {}"):
         bench.held_out_more(project, bench.SPLIT_RATIOS)  # already set: the line is gone
+
+
+def test_fresh_calibration_undoes_the_served_temperature_and_reads_the_class_folder():
+    """ECE and log loss before the temperature are those of the probabilities it rescaled."""
+    import pandas as pd
+
+    from benchmarks import bench_evaluation as bench
+    from breast_cancer_pipeline import metrics as m
+    from breast_cancer_pipeline.evaluation.calibration import apply_temperature
+
+    rng = np.random.default_rng(0)
+    raw = rng.dirichlet([1.0, 1.0, 1.0], size=60)
+    y = rng.integers(0, 3, size=60)
+    served = apply_temperature(raw, 1.5)
+    names = ["benign", "malignant", "normal"]
+    answers = pd.DataFrame({"path": [f"{names[i]}/image ({k}).png" for k, i in enumerate(y)]})
+    answers["label"] = "ignored"  # the predicted class: not the truth
+    for i, name in enumerate(names):
+        answers[f"p_{name}"] = served[:, i]
+    answers["error"] = None
+    change = bench.calibration_change(answers, 1.5, 10)
+    assert change["n"] == 60
+    assert change["log_loss_before"] == pytest.approx(m.log_loss(y, raw), rel=1e-5)
+    assert change["log_loss_after"] == pytest.approx(m.log_loss(y, served), rel=1e-5)
+    correct, confidence = raw.argmax(axis=1) == y, raw.max(axis=1)
+    assert change["ece_before"] == pytest.approx(m.binned_ece(correct, confidence, 10), abs=1e-6)
+    figures = bench._fresh_figures(change, "fresh")
+    assert figures["fresh_ece_ratio"] == pytest.approx(change["ece_after"] / change["ece_before"])
+    assert figures["fresh_ece_after_le_before"] == (change["ece_after"] <= change["ece_before"])
+    answers.loc[3, "error"] = "cannot decode"
+    with pytest.raises(RuntimeError, match="1 fresh image"):
+        bench.calibration_change(answers, 1.5, 10)
+
+
+def test_fresh_images_are_the_demo_images_without_their_masks(tmp_path, monkeypatch):
+    from benchmarks import bench_evaluation as bench
+
+    def demo_data(project, log, *args):
+        assert "--pipelines=demo_data" in args and "demo_data.seed=1000" in args[1]
+        for name in ("benign/benign (1).png", "benign/benign (1)_mask.png", "normal/n (2).tif"):
+            (project / "data/01_raw/demo" / name).parent.mkdir(parents=True, exist_ok=True)
+            (project / "data/01_raw/demo" / name).write_bytes(b"x")
+
+    monkeypatch.setattr(bench, "_kedro", demo_data)
+    fresh = bench.fresh_images(tmp_path)
+    assert sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*.*")) == [
+        "benign/benign (1).png",
+        "normal/n (2).tif",
+    ]
+    assert not (tmp_path / "fresh").exists()  # the generating copy is removed
