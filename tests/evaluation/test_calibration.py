@@ -67,3 +67,19 @@ def test_fit_calibration_none_keeps_one_and_reports_the_nll():
     assert fitted["val_nll_after"] < fitted["val_nll_before"] and fitted["n_val"] == 500
     with pytest.raises(ValueError, match="the split is empty"):
         fit_temperature(np.empty((0, 3)), np.empty(0, int))
+
+
+def test_the_temperature_interval_holds_the_planted_one_and_narrows_with_more_images():
+    bootstrap = {"n_resamples": 100, "confidence": 0.95, "seed": 0}
+    widths = []
+    for n in (200, 3000):
+        proba, y = _planted(n, 1 / 1.5, seed=3)  # overconfident: the true T is 1.5
+        fitted = fit_calibration(proba, y, "temperature", bootstrap)
+        low, high = fitted["temperature_ci_low"], fitted["temperature_ci_high"]
+        assert low < fitted["temperature"] < high and low < 1.5 < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2  # about 1 / sqrt(15) as wide
+    again = fit_calibration(proba, y, "temperature", bootstrap)  # seeded: reproducible
+    assert again["temperature_ci_low"] == fitted["temperature_ci_low"]
+    assert fit_calibration(proba, y, "none", bootstrap)["temperature_ci_low"] == 1.0
+    assert np.isnan(fit_calibration(proba, y, "temperature")["temperature_ci_high"])

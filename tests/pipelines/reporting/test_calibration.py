@@ -96,7 +96,7 @@ def test_served_and_reported_probabilities_are_identical(tmp_path):
 
     # Reporting's order: uncalibrated validation, temperature, threshold, conformal, package.
     val_raw = predict_val_split(classifier, model_input, META, REPORTING, EVALUATION)
-    fitted, val = fit_calibration(val_raw, META, EVALUATION)
+    fitted, val = fit_calibration(val_raw, META, EVALUATION, REPORTING)
     point = choose_operating_point(val, META, REPORTING)
     settings = serving_calibration(fitted, val, META, EVALUATION, base_params("inference"))
     dataset = ServingModelDataset(str(tmp_path / "serving_model"))
@@ -153,7 +153,8 @@ def test_the_temperature_is_fitted_on_out_of_fold_predictions_of_the_served_ense
     assert held_out_source({"folds": 3, "ensemble": False}) == "validation"
     assert held_out_source({"folds": 3, "ensemble": True}) == "out-of-fold"
     frame = _frame(["benign", "malignant"] * 10, np.linspace(0.1, 0.9, 20))
-    fitted, _ = fit_calibration(frame, META, {**EVALUATION, "folds": 3, "ensemble": True})
+    evaluation = {**EVALUATION, "folds": 3, "ensemble": True}
+    fitted, _ = fit_calibration(frame, META, evaluation, REPORTING)
     assert fitted["fitted_on"] == "out-of-fold" and fitted["n_val"] == 20
 
 
@@ -165,7 +166,8 @@ def test_report_blocks_and_section():
     labels = np.where(rng.random(80) < q, "malignant", "benign").tolist()
     raw = _frame(labels, q**3 / (q**3 + (1 - q) ** 3))
     y = (raw["label"] == "malignant").to_numpy().astype(int)
-    fitted = cal.fit_calibration(raw[["p_benign", "p_malignant"]].to_numpy(), y, "temperature")
+    proba = raw[["p_benign", "p_malignant"]].to_numpy()
+    fitted = cal.fit_calibration(proba, y, "temperature", REPORTING["bootstrap"])
     calibrated = raw.copy()
     calibrated[["p_benign", "p_malignant"]] = cal.apply_temperature(
         raw[["p_benign", "p_malignant"]].to_numpy(), fitted["temperature"]
@@ -183,6 +185,7 @@ def test_report_blocks_and_section():
     blocks = calibration_report(calibrated, raw, raw, fitted, settings, META, REPORTING)
     c, t, s = blocks["calibration"], blocks["tta"], blocks["conformal"]
     assert fitted["temperature"] > 1
+    assert c["temperature_ci_low"] < c["temperature"] < c["temperature_ci_high"]
     assert c["ece_positive_after"] < c["ece_positive_before"]
     assert c["brier_score_after"] < c["brier_score_before"]
     assert (
@@ -211,6 +214,10 @@ def test_report_blocks_and_section():
     manifest = pd.DataFrame({"label": labels, "split": "test", "group": range(80)})
     html, card = render_report(metrics, point, META, manifest, calibrated, REPORTING)
     assert "Conformal prediction sets" in html and f"T = {fitted['temperature']:.3f}" in html
+    interval = f"{c['temperature_ci_low']:.3f}-{c['temperature_ci_high']:.3f}"
+    assert f"95% interval over resamples of the 80 images: {interval}" in card
+    spans_one = c["temperature_ci_low"] <= 1.0 <= c["temperature_ci_high"]
+    assert ("it spans 1" in html) == spans_one
     assert "Two or more classes" in card and "Test-time augmentation: flips, 2 views" in card
     assert "also chose the training checkpoint" in html and "80 validation images" in card
     # Fitted on the fold ensemble's out-of-fold predictions: the report says so.

@@ -113,7 +113,7 @@ def held_out_source(evaluation: dict) -> str:
 
 
 def fit_calibration(
-    val_predictions: pd.DataFrame, metadata: dict[str, Any], evaluation: dict
+    val_predictions: pd.DataFrame, metadata: dict[str, Any], evaluation: dict, reporting: dict
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fit the temperature on the validation predictions; recalibrate them.
 
@@ -121,6 +121,7 @@ def fit_calibration(
         val_predictions: :func:`predict_val_split`'s table (before recalibration).
         metadata: The classifier's metadata (class names).
         evaluation: The ``evaluation`` parameters (``calibration``).
+        reporting: The ``reporting`` parameters (``bootstrap``: the temperature's interval).
 
     Returns:
         ``(calibration, calibrated)``: the fitted temperature
@@ -131,15 +132,17 @@ def fit_calibration(
     names = metadata["class_names"]
     y, proba = _encoded(val_predictions, names)
     fitted = {
-        **cal.fit_calibration(proba, y, evaluation["calibration"]),
+        **cal.fit_calibration(proba, y, evaluation["calibration"], reporting["bootstrap"]),
         "fitted_on": held_out_source(evaluation),
     }
     logger.info(
-        "Calibration (%s, %s, n=%d): T = %.3f, NLL %.4f -> %.4f",
+        "Calibration (%s, %s, n=%d): T = %.3f (%.3f-%.3f), NLL %.4f -> %.4f",
         fitted["method"],
         fitted["fitted_on"],
         fitted["n_val"],
         fitted["temperature"],
+        fitted["temperature_ci_low"],
+        fitted["temperature_ci_high"],
         fitted["val_nll_before"],
         fitted["val_nll_after"],
     )
@@ -248,6 +251,8 @@ def _calibration_block(
         }
 
     block = {k: fitted[k] for k in ("method", "temperature", "n_val")}
+    for bound in ("temperature_ci_low", "temperature_ci_high"):  # absent: fitted before them
+        block[bound] = fitted.get(bound, float("nan"))
     block["fitted_on"] = fitted.get("fitted_on", "validation")
     block.update({k: fitted[k] for k in ("val_nll_before", "val_nll_after")})
     for suffix, frame in (("_before", before), ("_after", after)):
@@ -379,6 +384,26 @@ FITTED_ON = {
 }
 
 
+def temperature_interval_text(calibration: dict[str, Any], confidence: float) -> str:
+    """The temperature's bootstrap interval and what it says, for the report ('' if none)."""
+    low = calibration.get("temperature_ci_low")
+    high = calibration.get("temperature_ci_high")
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    text = (
+        f"{confidence:.0%} interval over resamples of the {calibration['n_val']} images: "
+        f"{low:.3f}-{high:.3f}"
+    )
+    if low <= 1.0 <= high:
+        text += (
+            "; it spans 1, so these images do not tell this temperature apart from no"
+            " recalibration, and on new images it may as well harm as help (more held-out"
+            " images, e.g. the out-of-fold predictions of evaluation.folds with"
+            " evaluation.ensemble, narrow it)"
+        )
+    return text
+
+
 def calibration_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
     """What ``templates/_calibration.*.j2`` show, from ``metrics.json`` (None: no section)."""
     if not all(k in metrics for k in ("calibration", "tta", "conformal")):
@@ -398,6 +423,7 @@ def calibration_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
     return {
         "method": c["method"],
         "temperature": f"{c['temperature']:.3f}",
+        "temperature_interval": temperature_interval_text(c, metrics["ci_confidence"]),
         "n_val": c["n_val"],
         "fitted_on": FITTED_ON[c["fitted_on"]],
         "held_out": c["fitted_on"],

@@ -154,7 +154,7 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
     held_out = "oof_predictions" if ensemble else "val_predictions_uncalibrated"
     return [
         *validation,
-        _node(fit_calibration, [held_out, M, E], ["calibration_fit", "val_predictions"]),
+        _node(fit_calibration, [held_out, M, E, P], ["calibration_fit", "val_predictions"]),
         _node(
             serving_calibration,
             ["calibration_fit", "val_predictions", M, E, "params:inference"],
