@@ -33,7 +33,8 @@ the seeds as mean, min and max:
   external site's.
 * ``evaluation.hard_single_auroc``: the default run's test AUROC (the preset's 0.75-0.90).
 
-About 10 minutes per seed on 2 cores (2026-12-02: 9 min 40 s to 10 min 03 s);
+About 10 minutes per seed on 2 cores (2026-12-02, with the fresh images: 8 min 46 s and
+9 min 36 s on an idle 2-core Xeon, 32 min in all);
 ``BENCH_QUICK=1`` runs one tiny seed.
 """
 
@@ -145,6 +146,10 @@ def _calibration_figures(calibration: Mapping[str, Any], prefix: str) -> dict[st
     before, after = calibration["ece_top_label_before"], calibration["ece_top_label_after"]
     return {
         f"{prefix}_temperature": calibration["temperature"],
+        # The temperature's bootstrap interval over the images it was fitted on (NaN: a
+        # metrics.json written before reporting computed it).
+        f"{prefix}_temperature_ci_low": calibration.get("temperature_ci_low", math.nan),
+        f"{prefix}_temperature_ci_high": calibration.get("temperature_ci_high", math.nan),
         f"{prefix}_n_fitted": calibration["n_val"],
         f"{prefix}_ece_before": before,
         f"{prefix}_ece_after": after,

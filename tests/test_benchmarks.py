@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import math
 import threading
 from types import SimpleNamespace
 
@@ -266,6 +267,11 @@ def test_evaluation_figures_are_read_off_each_run_and_summarised_over_seeds():
     assert runs[0]["ensemble_auroc_gain"] == pytest.approx(0.04)
     assert runs[0]["external_auroc_drop"] == pytest.approx(0.12)
     assert runs[0]["hard_single_auroc"] == 0.82
+    assert math.isnan(runs[0]["calibration_temperature_ci_low"])  # an older metrics.json
+    cv_with_interval = _cv_metrics((0.75, 0.85))
+    cv_with_interval["calibration"].update(temperature_ci_low=0.9, temperature_ci_high=1.4)
+    with_interval = bench.figures_of(_default_metrics((0.7, 0.9), 0.2, 0.1), cv_with_interval)
+    assert with_interval["cv_calibration_temperature_ci_high"] == 1.4
     figures = bench.summarise(runs)
     ratio = figures["evaluation.cv_ci_width_ratio"]
     assert ratio == {"mean": 0.4167, "min": 0.3333, "max": 0.5, "seeds": [0.5, 0.3333]}
