@@ -397,9 +397,8 @@ def temperature_interval_text(calibration: dict[str, Any], confidence: float) ->
     if low <= 1.0 <= high:
         text += (
             "; it spans 1, so these images do not tell this temperature apart from no"
-            " recalibration, and on new images it may as well harm as help (more held-out"
-            " images, e.g. the out-of-fold predictions of evaluation.folds with"
-            " evaluation.ensemble, narrow it)"
+            " recalibration, and on new images it can as well harm as help: more held-out"
+            " images narrow it"
         )
     return text
 
