@@ -105,7 +105,7 @@ def held_out_source(evaluation: dict) -> str:
     ``out-of-fold`` when the fold ensemble is served (``evaluation.ensemble``): every
     development image, each predicted by the fold model that never saw it. Otherwise
     ``validation``: the images that also chose the training checkpoint (best validation
-    AUROC), a set that looks better than new images do. The parameters' schema already
+    AUROC). The parameters' schema already
     refuses ``ensemble`` with fewer than 2 folds, and the pipeline wires the out-of-fold
     predictions on the same flag.
     """
@@ -372,14 +372,16 @@ def _with_ci(block: dict, key: str) -> str:
 #: How the report names what the temperature was fitted on (:func:`held_out_source`).
 FITTED_ON = {
     "validation": (
-        "the validation split, which also chose the training checkpoint: those images look"
-        " better than new ones, so a temperature fitted on few of them can sharpen"
-        " probabilities that test images do not bear out (with evaluation.folds of 2 or more"
-        " and evaluation.ensemble, it is fitted on the out-of-fold predictions instead)"
+        "the validation split, which also chose the training checkpoint. On a few hundred"
+        " images the temperature follows that split's own chance and label noise, so read"
+        " it with its interval (with evaluation.folds of 2 or more and evaluation.ensemble,"
+        " it is fitted on the out-of-fold predictions instead)"
     ),
     "out-of-fold": (
         "the out-of-fold predictions: every development image, each predicted by the fold"
-        " model that never saw it"
+        " model that never saw it. Each is one model's prediction, sharper than the served"
+        " average of all of them, so the temperature can soften the ensemble more than it"
+        " needs (see the temperature's interval and the README's evaluation benchmark)"
     ),
 }
 
