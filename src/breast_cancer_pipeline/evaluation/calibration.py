@@ -115,13 +115,13 @@ def temperature_interval(
     Returns:
         ``(low, high)``.
     """
-    from breast_cancer_pipeline.metrics import stratified_resamples  # noqa: PLC0415
+    from breast_cancer_pipeline.metrics import bootstrap_intervals  # noqa: PLC0415
 
-    proba, y = np.asarray(proba, dtype=np.float64), np.asarray(y, dtype=int)
-    fitted = [fit_temperature(proba[i], y[i]) for i in stratified_resamples(y, n_resamples, seed)]
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(fitted, [tail, 100 - tail])
-    return float(low), float(high)
+    def statistic(y_: np.ndarray, proba_: np.ndarray) -> dict[str, float]:
+        return {"temperature": fit_temperature(proba_, y_)}
+
+    y = np.asarray(y, dtype=int)
+    return bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed)["temperature"]
 
 
 def fit_calibration(
