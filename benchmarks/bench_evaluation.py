@@ -150,6 +150,9 @@ def _calibration_figures(calibration: Mapping[str, Any], prefix: str) -> dict[st
         # metrics.json written before reporting computed it).
         f"{prefix}_temperature_ci_low": calibration.get("temperature_ci_low", math.nan),
         f"{prefix}_temperature_ci_high": calibration.get("temperature_ci_high", math.nan),
+        f"{prefix}_floor": calibration.get("floor", 0.0),
+        f"{prefix}_floor_ci_low": calibration.get("floor_ci_low", 0.0),
+        f"{prefix}_floor_ci_high": calibration.get("floor_ci_high", 0.0),
         f"{prefix}_n_fitted": calibration["n_val"],
         f"{prefix}_ece_before": before,
         f"{prefix}_ece_after": after,
@@ -250,37 +253,43 @@ def fresh_images(workdir: Path) -> Path:
 
 
 def fresh_calibration(
-    project: Path, images: Path, temperature: float, n_bins: int, log: Path
+    project: Path, images: Path, calibration: Mapping[str, Any], n_bins: int, log: Path
 ) -> dict[str, float]:
     """:func:`calibration_change` of ``images`` scored by ``project``'s served model.
 
     The images go through the batch command (``--pipelines=inference``), the served path:
-    test-time views, then the temperature.
+    test-time views, then the temperature and floor of ``calibration`` (the run's
+    ``metrics.json`` block).
     """
     import pandas as pd  # noqa: PLC0415
 
     _kedro(project, log, "--pipelines=inference", f"--params=inference.source_dir={images}")
     answers = pd.read_csv(project / "data/07_model_output/predictions.csv")
-    return calibration_change(answers, temperature, n_bins)
+    floor = calibration.get("floor", 0.0)
+    return calibration_change(answers, calibration["temperature"], n_bins, floor)
 
 
-def calibration_change(answers: Any, temperature: float, n_bins: int) -> dict[str, float]:
-    """Top-label ECE and log loss of the batch command's answers before and after ``T``.
+def calibration_change(
+    answers: Any, temperature: float, n_bins: int, floor: float = 0.0
+) -> dict[str, float]:
+    """Top-label ECE and log loss of the batch command's answers before and after recalibration.
 
-    The probabilities before the temperature are the answer's with ``1 / T`` applied
-    (``softmax(T log q)`` undoes ``softmax(log p / T)`` exactly); the true class is the
+    The probabilities before it are the answer's with the floor taken off and ``1 / T``
+    applied (:func:`~breast_cancer_pipeline.evaluation.calibration.undo_calibration`;
+    ``softmax(T log q)`` undoes ``softmax(log p / T)`` exactly); the true class is the
     first folder of each ``path``.
 
     Args:
         answers: The batch command's ``predictions.csv`` as a DataFrame.
         temperature: The served model's ``T`` (``metrics.json`` ``calibration``).
         n_bins: ``reporting.calibration_bins``.
+        floor: The served model's floor (``calibration.floor``; 0 without one).
 
     Raises:
         RuntimeError: An image got an error row instead of probabilities.
     """
     from breast_cancer_pipeline import metrics as m  # noqa: PLC0415
-    from breast_cancer_pipeline.evaluation.calibration import apply_temperature  # noqa: PLC0415
+    from breast_cancer_pipeline.evaluation.calibration import undo_calibration  # noqa: PLC0415
 
     failed = answers[answers["error"].notna()]
     if len(failed):
@@ -288,7 +297,7 @@ def calibration_change(answers: Any, temperature: float, n_bins: int) -> dict[st
     columns = [c for c in answers.columns if c.startswith("p_")]
     y = answers["path"].str.split("/").str[0].map([c[2:] for c in columns].index).to_numpy()
     after = answers[columns].to_numpy(dtype=float)
-    before = apply_temperature(after, 1.0 / temperature)
+    before = undo_calibration(after, temperature, floor)
     ece = [m.binned_ece(p.argmax(axis=1) == y, p.max(axis=1), n_bins) for p in (before, after)]
     return {
         "ece_before": ece[0],
@@ -336,13 +345,11 @@ def one_seed(workdir: Path, seed: int, fresh: Path) -> dict[str, float | bool]:
     _kedro(project, log, f"--params={_params({**seeds, **sizes})}")
     default = json.loads(metrics_file.read_text())
     n_bins = load_parameters(project, "demo")["reporting"]["calibration_bins"]
-    default_fresh = fresh_calibration(
-        project, fresh, default["calibration"]["temperature"], n_bins, log
-    )
+    default_fresh = fresh_calibration(project, fresh, default["calibration"], n_bins, log)
     cv_settings = {**seeds, **sizes, **CROSS_VALIDATION}
     _kedro(project, log, "--pipelines=finetune,reporting", f"--params={_params(cv_settings)}")
     cv_run = json.loads(metrics_file.read_text())
-    cv_fresh = fresh_calibration(project, fresh, cv_run["calibration"]["temperature"], n_bins, log)
+    cv_fresh = fresh_calibration(project, fresh, cv_run["calibration"], n_bins, log)
     figures = {
         **figures_of(default, cv_run),
         **_fresh_figures(default_fresh, "fresh_calibration"),

@@ -8,7 +8,7 @@ scores images with. It bundles
 * the operating point chosen on the validation split (positive class, threshold),
 * what is done to the probabilities (optional keys, :data:`PROBABILITY_DEFAULTS`): the
   test-time augmentation views averaged (``tta``, :mod:`~breast_cancer_pipeline.evaluation.tta`),
-  the temperature fitted on validation (``temperature``,
+  the temperature and floor fitted on validation (``temperature``, ``calibration_floor``,
   :mod:`~breast_cancer_pipeline.evaluation.calibration`) and the conformal threshold of the
   prediction sets (``conformal``, :mod:`~breast_cancer_pipeline.evaluation.conformal`),
 * optionally, the fitted out-of-distribution score
@@ -67,6 +67,7 @@ CONFIG_KEYS = (
 PROBABILITY_DEFAULTS: dict[str, Any] = {
     "tta": {"mode": "off", "passes": 1, "shift": 0.05},
     "temperature": 1.0,
+    "calibration_floor": 0.0,
     "conformal": None,
 }
 
@@ -123,6 +124,7 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_probability_keys(config: dict[str, Any]) -> dict[str, Any]:
     """Fill in and check the optional keys of :data:`PROBABILITY_DEFAULTS`."""
+    from breast_cancer_pipeline.evaluation.calibration import check_floor  # noqa: PLC0415
     from breast_cancer_pipeline.evaluation.tta import views  # noqa: PLC0415
 
     for key, default in PROBABILITY_DEFAULTS.items():
@@ -133,6 +135,7 @@ def _check_probability_keys(config: dict[str, Any]) -> dict[str, Any]:
     config["tta"], config["temperature"] = tta, float(config["temperature"])
     if not config["temperature"] > 0:
         raise ValueError(f"temperature must be positive, got {config['temperature']}")
+    config["calibration_floor"] = check_floor(config["calibration_floor"])
     conformal = config["conformal"]
     if conformal is not None and not 0.0 <= float(conformal.get("threshold", -1)) <= 1.0:
         raise ValueError(f"conformal needs a threshold within [0, 1], got {conformal}")
@@ -204,8 +207,9 @@ class ServingModel:
 
         One forward pass per test-time view, averaged in probability space
         (:func:`~breast_cancer_pipeline.evaluation.tta.average_over_views`), then rescaled by
-        the temperature (:func:`~breast_cancer_pipeline.evaluation.calibration.apply_temperature`).
-        With ``tta`` off and ``T = 1`` it is one forward pass and nothing more.
+        the temperature and floor
+        (:func:`~breast_cancer_pipeline.evaluation.calibration.apply_calibration`). With
+        ``tta`` off, ``T = 1`` and no floor it is one forward pass and nothing more.
 
         Args:
             images: ``uint8`` array ``(N, size, size, channels)``.
@@ -238,10 +242,12 @@ class ServingModel:
         )
 
     def calibrate(self, proba: np.ndarray) -> np.ndarray:
-        """Probabilities of :meth:`averaged_proba` rescaled by the configured temperature."""
-        from breast_cancer_pipeline.evaluation.calibration import apply_temperature  # noqa: PLC0415
+        """Probabilities of :meth:`averaged_proba` recalibrated (temperature, then floor)."""
+        from breast_cancer_pipeline.evaluation.calibration import apply_calibration  # noqa: PLC0415
 
-        return apply_temperature(proba, self.config["temperature"])
+        return apply_calibration(
+            proba, self.config["temperature"], self.config["calibration_floor"]
+        )
 
     def prediction_sets(self, proba: np.ndarray) -> list[list[str] | None]:
         """The conformal set (class names) of each row of :meth:`predict_proba`'s output.

@@ -6,10 +6,21 @@ the logits up to a per-image constant, which the softmax cancels:
 softens an overconfident model, ``T < 1`` sharpens an underconfident one. The ranking of the
 classes of an image never changes, so the argmax and a two-class AUROC stay the same.
 
-``evaluation.calibration``: ``temperature`` fits ``T`` by minimising the negative
-log-likelihood of the validation labels (scipy's bounded scalar minimiser over
-:data:`TEMPERATURE_BOUNDS`); ``none`` keeps ``T = 1``. :func:`apply_temperature` is what the
-served model applies after averaging the test-time views (:mod:`.tta`).
+``evaluation.calibration``:
+
+* ``temperature`` fits ``T`` by minimising the negative log-likelihood of the validation
+  labels (scipy's bounded scalar minimiser over :data:`TEMPERATURE_BOUNDS`);
+* ``temperature_floor`` fits ``T`` jointly with a floor ``eps``:
+  ``(1 - eps) softmax(log(p) / T) + eps / k``. Labels with annotation noise (readers who
+  disagree, a mislabelled fraction) cap what any image's top label can reach at about
+  ``1 - eps``; one temperature cannot both sharpen the uncertain images and stop the clear
+  ones at that cap. It is the temperature and uniform parts of the ensemble temperature
+  scaling of Zhang, Kailkhura and Han (ICML 2020, "Mix-n-Match"), fitted together; a
+  fitted ``eps = 0`` is plain temperature scaling;
+* ``none`` keeps ``T = 1``.
+
+:func:`apply_calibration` is what the served model applies after averaging the test-time
+views (:mod:`.tta`).
 """
 
 from __future__ import annotations
@@ -21,6 +32,13 @@ import numpy as np
 #: The search range of the temperature: far wider than the 1-3 fitted to real networks,
 #: narrow enough that a degenerate validation set (all correct) cannot drive T to 0.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+#: The search range of the floor: above 0.5, more than half of every answer would be the
+#: uniform distribution.
+FLOOR_BOUNDS = (0.0, 0.5)
+
+#: The calibration methods of ``evaluation.calibration``.
+METHODS = ("temperature", "temperature_floor", "none")
 
 #: The smallest probability whose logarithm is taken (a float32 softmax can return 0).
 _TINY = 1e-12
@@ -61,15 +79,77 @@ def apply_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
     return _softmax(_log_proba(proba) / temperature).astype(np.float32)
 
 
+def check_floor(floor: float) -> float:
+    """``floor`` as a float within :data:`FLOOR_BOUNDS`.
+
+    Raises:
+        ValueError: It is not a number in that range.
+    """
+    floor = float(floor)
+    if not FLOOR_BOUNDS[0] <= floor <= FLOOR_BOUNDS[1]:
+        raise ValueError(
+            f"calibration floor must be within {list(FLOOR_BOUNDS)}, got {floor}: re-run reporting"
+        )
+    return floor
+
+
+def apply_calibration(proba: np.ndarray, temperature: float, floor: float = 0.0) -> np.ndarray:
+    """``(1 - floor) * apply_temperature(proba, temperature) + floor / k``.
+
+    Args:
+        proba: ``(N, k)`` class probabilities.
+        temperature: ``T > 0``.
+        floor: ``eps`` within :data:`FLOOR_BOUNDS`; ``0`` is :func:`apply_temperature` itself.
+
+    Returns:
+        ``float32`` array ``(N, k)``; the order of an image's classes is kept.
+
+    Raises:
+        ValueError: ``temperature`` or ``floor`` out of range.
+    """
+    scaled = apply_temperature(proba, temperature)
+    floor = check_floor(floor)
+    if floor == 0.0:
+        return scaled
+    k = scaled.shape[-1]
+    return ((1.0 - floor) * scaled.astype(np.float64) + floor / k).astype(np.float32)
+
+
+def undo_calibration(proba: np.ndarray, temperature: float, floor: float = 0.0) -> np.ndarray:
+    """The probabilities :func:`apply_calibration` was given, from what it returned.
+
+    For reading a served answer back before its calibration (the evaluation benchmark):
+    the floor is taken off, then ``1 / T`` undoes the temperature.
+    """
+    floor = check_floor(floor)
+    p = np.asarray(proba, dtype=np.float64)
+    if floor:
+        p = np.clip((p - floor / p.shape[-1]) / (1.0 - floor), 0.0, 1.0)
+    return apply_temperature(p, 1.0 / float(temperature))
+
+
 def _nll(log_p: np.ndarray, y: np.ndarray, temperature: float) -> float:
     z = log_p / temperature
     z = z - z.max(axis=1, keepdims=True)
     return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
 
 
-def negative_log_likelihood(proba: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean NLL (natural log) of the labels ``y`` under ``proba`` rescaled by ``temperature``."""
-    return _nll(_log_proba(proba), np.asarray(y, dtype=int), float(temperature))
+def _nll_floor(log_p: np.ndarray, y: np.ndarray, temperature: float, floor: float) -> float:
+    z = log_p / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    p_true = e[np.arange(len(y)), y] / e.sum(axis=1)
+    return float(-np.log((1.0 - floor) * p_true + floor / log_p.shape[1]).mean())
+
+
+def negative_log_likelihood(
+    proba: np.ndarray, y: np.ndarray, temperature: float = 1.0, floor: float = 0.0
+) -> float:
+    """Mean NLL (natural log) of ``y`` under ``proba`` recalibrated (:func:`apply_calibration`)."""
+    log_p, y = _log_proba(proba), np.asarray(y, dtype=int)
+    if floor:
+        return _nll_floor(log_p, y, float(temperature), float(floor))
+    return _nll(log_p, y, float(temperature))
 
 
 def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
@@ -96,6 +176,45 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
     return float(found.x)
 
 
+def fit_temperature_floor(proba: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The ``(T, eps)`` minimising the NLL of ``y`` under :func:`apply_calibration`.
+
+    scipy's L-BFGS-B within :data:`TEMPERATURE_BOUNDS` and :data:`FLOOR_BOUNDS`, started
+    from the plain temperature with ``eps = 0``; the result never has a higher NLL than
+    that start.
+
+    Args:
+        proba: ``(N, k)`` validation probabilities (after test-time augmentation, if any).
+        y: Integer labels ``(N,)``.
+
+    Returns:
+        ``(temperature, floor)``.
+
+    Raises:
+        ValueError: No validation prediction to fit on.
+    """
+    from scipy.optimize import minimize  # noqa: PLC0415
+
+    start = fit_temperature(proba, y)
+    log_p, y = _log_proba(proba), np.asarray(y, dtype=int)
+    found = minimize(
+        lambda w: _nll_floor(log_p, y, w[0], w[1]),
+        np.array([start, 0.0]),
+        method="L-BFGS-B",
+        bounds=[TEMPERATURE_BOUNDS, FLOOR_BOUNDS],
+    )
+    if found.fun > _nll(log_p, y, start):
+        return start, 0.0
+    return float(found.x[0]), float(found.x[1])
+
+
+def fit_map(proba: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float]:
+    """``(T, eps)`` of ``evaluation.calibration`` ``method`` fitted on ``proba``, ``y``."""
+    if method == "temperature_floor":
+        return fit_temperature_floor(proba, y)
+    return (fit_temperature(proba, y) if method == "temperature" else 1.0), 0.0
+
+
 def temperature_interval(
     proba: np.ndarray, y: np.ndarray, n_resamples: int, confidence: float, seed: int
 ) -> tuple[float, float]:
@@ -115,13 +234,26 @@ def temperature_interval(
     Returns:
         ``(low, high)``.
     """
+    return map_intervals(proba, y, "temperature", n_resamples, confidence, seed)["temperature"]
+
+
+def map_intervals(
+    proba: np.ndarray, y: np.ndarray, method: str, n_resamples: int, confidence: float, seed: int
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of what ``method`` fits (:func:`fit_map`).
+
+    Returns:
+        ``{"temperature": (low, high), "floor": (low, high)}`` over stratified resamples of
+        the held-out images (:func:`breast_cancer_pipeline.metrics.bootstrap_intervals`).
+    """
     from breast_cancer_pipeline.metrics import bootstrap_intervals  # noqa: PLC0415
 
     def statistic(y_: np.ndarray, proba_: np.ndarray) -> dict[str, float]:
-        return {"temperature": fit_temperature(proba_, y_)}
+        temperature, floor = fit_map(proba_, y_, method)
+        return {"temperature": temperature, "floor": floor}
 
     y = np.asarray(y, dtype=int)
-    return bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed)["temperature"]
+    return bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed)
 
 
 def fit_calibration(
@@ -132,32 +264,39 @@ def fit_calibration(
     Args:
         proba: ``(N, k)`` validation probabilities.
         y: Integer labels ``(N,)``.
-        method: ``temperature`` or ``none`` (``T = 1``).
+        method: One of :data:`METHODS` (``none``: ``T = 1``, no floor).
         bootstrap: ``reporting.bootstrap`` (``n_resamples``, ``confidence``, ``seed``): the
-            temperature's interval (:func:`temperature_interval`); None or ``none``: no
+            intervals of the temperature and the floor (:func:`map_intervals`); None: no
             interval (NaN).
 
     Returns:
-        ``{"method", "temperature", "temperature_ci_low", "temperature_ci_high", "n_val",
-        "val_nll_before", "val_nll_after"}``.
+        ``{"method", "temperature", "temperature_ci_low", "temperature_ci_high", "floor",
+        "floor_ci_low", "floor_ci_high", "n_val", "val_nll_before", "val_nll_after"}``.
 
     Raises:
         ValueError: An unknown ``method``, or no validation prediction.
     """
-    if method not in ("temperature", "none"):
-        raise ValueError(f"evaluation.calibration must be temperature or none, got {method!r}")
-    temperature = fit_temperature(proba, y) if method == "temperature" else 1.0
-    low = high = 1.0 if method == "none" else float("nan")
-    if method == "temperature" and bootstrap is not None:
-        low, high = temperature_interval(
-            proba, y, bootstrap["n_resamples"], bootstrap["confidence"], bootstrap["seed"]
+    if method not in METHODS:
+        raise ValueError(f"evaluation.calibration must be one of {METHODS}, got {method!r}")
+    temperature, floor = fit_map(proba, y, method)
+    nan = (float("nan"), float("nan"))
+    intervals = {"temperature": (1.0, 1.0), "floor": (0.0, 0.0)} if method == "none" else {}
+    if method != "none" and bootstrap is not None:
+        intervals = map_intervals(
+            proba, y, method, bootstrap["n_resamples"], bootstrap["confidence"], bootstrap["seed"]
         )
+    if method == "temperature":
+        intervals["floor"] = (0.0, 0.0)
+    (t_low, t_high), (f_low, f_high) = (intervals.get(k, nan) for k in ("temperature", "floor"))
     return {
         "method": method,
         "temperature": temperature,
-        "temperature_ci_low": low,
-        "temperature_ci_high": high,
+        "temperature_ci_low": t_low,
+        "temperature_ci_high": t_high,
+        "floor": floor,
+        "floor_ci_low": f_low,
+        "floor_ci_high": f_high,
         "n_val": len(y),
         "val_nll_before": negative_log_likelihood(proba, y),
-        "val_nll_after": negative_log_likelihood(proba, y, temperature),
+        "val_nll_after": negative_log_likelihood(proba, y, temperature, floor),
     }

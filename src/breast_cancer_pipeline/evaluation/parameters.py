@@ -31,7 +31,7 @@ class EvaluationParams(Params):
     #: Shift of a shifted view (``flips_shifts``), a fraction of the image side (at least 1 px).
     tta_shift: Annotated[float, Field(gt=0.0, le=0.25)]
     #: Recalibration of the probabilities, fitted on the validation predictions.
-    calibration: Literal["temperature", "none"]
+    calibration: Literal["temperature", "temperature_floor", "none"]
 
     @field_validator("tta", mode="before")
     @classmethod

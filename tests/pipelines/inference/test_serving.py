@@ -133,6 +133,12 @@ def test_probability_path_views_then_temperature_and_old_configs():
         check_config({**CONFIG, "tta": {"mode": "flips", "passes": 9}})
     with pytest.raises(ValueError, match="temperature must be positive"):
         check_config({**CONFIG, "temperature": 0})
+    with pytest.raises(ValueError, match="calibration floor must be within"):
+        check_config({**CONFIG, "calibration_floor": 0.9})
+    # The floor comes after the temperature: (1 - eps) softmax(log p / T) + eps / k.
+    floored = tuned.with_config(calibration_floor=0.3)
+    k = len(CONFIG["class_names"])
+    np.testing.assert_allclose(floored.predict_proba(x), 0.7 * expected + 0.3 / k, atol=1e-5)
 
 
 def test_models_with_python_code_are_refused(tmp_path):

@@ -104,6 +104,7 @@ def test_served_and_reported_probabilities_are_identical(tmp_path):
     served_model = dataset.load()
     assert served_model.config["tta"] == {"mode": "flips_shifts", "passes": 3, "shift": 0.1}
     assert served_model.config["temperature"] == pytest.approx(fitted["temperature"])
+    assert served_model.config["calibration_floor"] == pytest.approx(fitted["floor"])
     assert fitted["temperature"] != pytest.approx(1.0, abs=1e-3)
     test, test_raw, test_plain = predict_test_split(served_model, model_input, REPORTING)
 
@@ -122,7 +123,9 @@ def test_served_and_reported_probabilities_are_identical(tmp_path):
     assert np.abs(served - bare).max() > 1e-3
     np.testing.assert_allclose(
         test[columns].to_numpy(),
-        cal.apply_temperature(test_raw[columns].to_numpy(), fitted["temperature"]),
+        cal.apply_calibration(
+            test_raw[columns].to_numpy(), fitted["temperature"], fitted["floor"]
+        ),
         atol=1e-6,
     )
     assert np.abs(test_plain[columns].to_numpy() - test[columns].to_numpy()).max() > 1e-4

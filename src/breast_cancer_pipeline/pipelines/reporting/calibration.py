@@ -6,7 +6,8 @@ served probabilities:
 
 1. :func:`predict_val_split`: the validation split through an *uncalibrated* serving model
    (test-time views of ``evaluation.tta`` averaged, ``T = 1``);
-2. :func:`fit_calibration`: the temperature (``evaluation.calibration``) fitted on them, and
+2. :func:`fit_calibration`: the temperature and floor (``evaluation.calibration``) fitted
+   on them, and
    the calibrated validation predictions the operating threshold is then chosen on;
 3. :func:`serving_calibration`: the conformal threshold (``inference.serving.conformal``)
    calibrated on the calibrated validation predictions, and the settings ``package_model``
@@ -136,17 +137,21 @@ def fit_calibration(
         "fitted_on": held_out_source(evaluation),
     }
     logger.info(
-        "Calibration (%s, %s, n=%d): T = %.3f (%.3f-%.3f), NLL %.4f -> %.4f",
+        "Calibration (%s, %s, n=%d): T = %.3f (%.3f-%.3f), floor %.3f (%.3f-%.3f), "
+        "NLL %.4f -> %.4f",
         fitted["method"],
         fitted["fitted_on"],
         fitted["n_val"],
         fitted["temperature"],
         fitted["temperature_ci_low"],
         fitted["temperature_ci_high"],
+        fitted["floor"],
+        fitted["floor_ci_low"],
+        fitted["floor_ci_high"],
         fitted["val_nll_before"],
         fitted["val_nll_after"],
     )
-    calibrated = cal.apply_temperature(proba, fitted["temperature"])
+    calibrated = cal.apply_calibration(proba, fitted["temperature"], fitted["floor"])
     return fitted, _with_proba(val_predictions, calibrated, names)
 
 
@@ -167,7 +172,7 @@ def serving_calibration(
         inference: The ``inference`` parameters (``serving.conformal.alpha``).
 
     Returns:
-        ``{"tta", "temperature", "conformal"}`` (see
+        ``{"tta", "temperature", "calibration_floor", "conformal"}`` (see
         :data:`~breast_cancer_pipeline.serving.PROBABILITY_DEFAULTS`).
     """
     y, proba = _encoded(val_predictions, metadata["class_names"])
@@ -181,6 +186,7 @@ def serving_calibration(
     return {
         "tta": tta_settings(evaluation),
         "temperature": float(calibration["temperature"]),
+        "calibration_floor": float(calibration.get("floor", 0.0)),
         "conformal": found,
     }
 
@@ -206,8 +212,8 @@ def predict_test_split(
     Returns:
         ``(served, uncalibrated, without_tta)``: tables like :func:`predict_val_split`'s;
         ``served`` holds :meth:`ServingModel.predict_proba`'s probabilities (views averaged,
-        then the temperature), ``uncalibrated`` the same before the temperature,
-        ``without_tta`` the original image alone with the same temperature (the same
+        then the temperature and floor), ``uncalibrated`` the same before them,
+        ``without_tta`` the original image alone, recalibrated the same way (the same
         forward passes as ``served`` when ``tta`` is off).
     """
     images = np.asarray(model_input["x_test"])
@@ -253,6 +259,9 @@ def _calibration_block(
     block = {k: fitted[k] for k in ("method", "temperature", "n_val")}
     for bound in ("temperature_ci_low", "temperature_ci_high"):  # absent: fitted before them
         block[bound] = fitted.get(bound, float("nan"))
+    block["floor"] = fitted.get("floor", 0.0)  # absent: fitted before the floor existed
+    for bound in ("floor_ci_low", "floor_ci_high"):
+        block[bound] = fitted.get(bound, 0.0)
     block["fitted_on"] = fitted.get("fitted_on", "validation")
     block.update({k: fitted[k] for k in ("val_nll_before", "val_nll_after")})
     for suffix, frame in (("_before", before), ("_after", after)):
@@ -346,7 +355,8 @@ def calibration_report(
     }
     c, t, s = blocks["calibration"], blocks["tta"], blocks["conformal"]
     logger.info(
-        "Test: ECE(p(%s)) %.4f -> %.4f and Brier %.4f -> %.4f after T = %.3f; AUROC %.4f "
+        "Test: ECE(p(%s)) %.4f -> %.4f and Brier %.4f -> %.4f after T = %.3f, floor %.3f; "
+        "AUROC %.4f "
         "without test-time views, %.4f with (%s); conformal coverage %.3f (target %.2f), "
         "mean set size %.2f",
         params["positive_class"],
@@ -355,6 +365,7 @@ def calibration_report(
         c["brier_score_before"],
         c["brier_score_after"],
         c["temperature"],
+        c["floor"],
         t["auroc_without_tta"],
         t["auroc_with_tta"],
         t["mode"],
@@ -405,6 +416,29 @@ def temperature_interval_text(calibration: dict[str, Any], confidence: float) ->
     return text
 
 
+def floor_text(calibration: dict[str, Any], n_classes: int, confidence: float) -> str:
+    """What the fitted floor does, for the report ('' without one)."""
+    floor = float(calibration.get("floor", 0.0))
+    if calibration["method"] != "temperature_floor":
+        return ""
+    if floor == 0.0:
+        return (
+            "The floor fitted to 0 (no sign of a cap from label noise): plain temperature scaling."
+        )
+    low, high = calibration.get("floor_ci_low"), calibration.get("floor_ci_high")
+    interval = (
+        f" ({confidence:.0%} interval {low:.3f}-{high:.3f})"
+        if low is not None and high is not None and np.isfinite(low) and np.isfinite(high)
+        else ""
+    )
+    return (
+        f"Then a floor eps = {floor:.3f}{interval} mixes in the uniform distribution, so no"
+        f" class is given more than {1.0 - floor + floor / n_classes:.3f}: the held-out"
+        " labels are right about that often even for the clearest images (label noise,"
+        " readers who disagree), a cap a temperature alone cannot follow."
+    )
+
+
 def calibration_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
     """What ``templates/_calibration.*.j2`` show, from ``metrics.json`` (None: no section)."""
     if not all(k in metrics for k in ("calibration", "tta", "conformal")):
@@ -425,6 +459,7 @@ def calibration_context(metrics: dict[str, Any]) -> dict[str, Any] | None:
         "method": c["method"],
         "temperature": f"{c['temperature']:.3f}",
         "temperature_interval": temperature_interval_text(c, metrics["ci_confidence"]),
+        "floor": floor_text(c, len(metrics["auroc_per_class"]), metrics["ci_confidence"]),
         "n_val": c["n_val"],
         "fitted_on": FITTED_ON[c["fitted_on"]],
         "held_out": c["fitted_on"],
