@@ -231,6 +231,21 @@ def test_report_blocks_and_section():
     html, card = render_report(metrics, point, META, manifest, calibrated, REPORTING)
     assert "predicted by the fold model that never saw it" in html
     assert "80 out-of-fold images" in card and "checkpoint" not in html
+    assert "floor eps" not in html  # plain temperature scaling: no floor to explain
+    # With a floor (temperature_floor): what it is, its interval and the cap it sets.
+    floored = {**fitted, "method": "temperature_floor", "floor": 0.2}
+    floored.update(floor_ci_low=0.1, floor_ci_high=0.3)
+    blocks = calibration_report(calibrated, raw, raw, floored, settings, META, REPORTING)
+    assert blocks["calibration"]["floor"] == 0.2
+    metrics, mlflow_metrics, _ = compute_metrics(
+        calibrated, META, point, REPORTING, calibration_report=blocks
+    )
+    assert mlflow_metrics["test.calibration.floor"]["value"] == 0.2
+    html, card = render_report(metrics, point, META, manifest, calibrated, REPORTING)
+    for text in (html, card):
+        assert "floor eps = 0.200 (95% interval 0.100-0.300)" in text
+        assert "no class is given more than 0.900" in text
+    assert "follow. The operating threshold was chosen after it." in card
     # Without the blocks (a model reported before them), no section.
     metrics, _, _ = compute_metrics(calibrated, META, point, REPORTING)
     html, card = render_report(metrics, point, META, manifest, calibrated, REPORTING)
