@@ -49,7 +49,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +106,6 @@ FRESH = {
     "demo_data.images_per_class": 10 if QUICK else 1000,
     "demo_data.external_site.images_per_class": 0,
 }
-#: File names of the demo's masks, which are not images to score (``ingestion.exclude``).
-MASKS = "*_mask*"
 
 
 def figures_of(default: Mapping[str, Any], cv_run: Mapping[str, Any]) -> dict[str, float | bool]:
@@ -242,9 +239,13 @@ def fresh_images(workdir: Path) -> Path:
     project = workdir / "fresh"
     copy_project(project)
     _kedro(project, project / "run.log", "--pipelines=demo_data", f"--params={_params(FRESH)}")
+    from breast_cancer_pipeline.pipelines.ingestion.layouts import selected  # noqa: PLC0415
+
+    # What ingestion would take in (``ingestion.exclude`` leaves the masks out).
+    ingestion = load_parameters(project, "demo")["ingestion"]
     source, target = project / "data/01_raw/demo", workdir / "fresh_images"
     for image in sorted(source.rglob("*")):
-        if image.is_file() and not fnmatch(image.name, MASKS):
+        if image.is_file() and selected(image.relative_to(source).as_posix(), ingestion):
             copy = target / image.relative_to(source)
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(image, copy)
