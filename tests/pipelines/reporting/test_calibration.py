@@ -123,9 +123,7 @@ def test_served_and_reported_probabilities_are_identical(tmp_path):
     assert np.abs(served - bare).max() > 1e-3
     np.testing.assert_allclose(
         test[columns].to_numpy(),
-        cal.apply_calibration(
-            test_raw[columns].to_numpy(), fitted["temperature"], fitted["floor"]
-        ),
+        cal.apply_calibration(test_raw[columns].to_numpy(), fitted["temperature"], fitted["floor"]),
         atol=1e-6,
     )
     assert np.abs(test_plain[columns].to_numpy() - test[columns].to_numpy()).max() > 1e-4
