@@ -413,7 +413,24 @@ def temperature_interval_text(calibration: dict[str, Any], confidence: float) ->
             " recalibration, and on new images it can as well harm as help: more held-out"
             " images narrow it"
         )
-    return text
+    return text + _bound_text(low, high)
+
+
+def _bound_text(low: float, high: float) -> str:
+    """Why an interval end sits on the temperature search's bound ('' if neither does)."""
+    lowest, highest = cal.TEMPERATURE_BOUNDS
+    if np.isclose(low, lowest, rtol=0.01):
+        return (
+            f"; its lower end is the search's bound {lowest:g}, not an estimate: in some"
+            " resamples the images are told apart without error, and the likelihood then"
+            " keeps rewarding a sharper temperature"
+        )
+    if np.isclose(high, highest, rtol=0.01):
+        return (
+            f"; its upper end is the search's bound {highest:g}, not an estimate: in some"
+            " resamples the predictions carry no information about the labels"
+        )
+    return ""
 
 
 def floor_text(calibration: dict[str, Any], n_classes: int, confidence: float) -> str:
