@@ -1,4 +1,4 @@
-# The project's model server (src/breast_cancer_pipeline/server.py, what `make serve` runs) for
+# The project's model server (src/breast_cancer_pipeline/serving/, what `make serve` runs) for
 # the champion of the registered `breast-cancer-classifier` (CPU): MLflow's /invocations with
 # the serving limits (an HTTP 413 for an oversized body) and the page to try the model. The
 # champion is the version the alias `champion` points at, i.e. the last one that passed the
@@ -29,7 +29,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN pip install --no-cache-dir uv==0.13.8
 
-# The requirements recorded with the model (breast_cancer_pipeline.serving_requirements: what
+# The requirements recorded with the model (breast_cancer_pipeline.serving.packaging: what
 # serving imports, none of the training tools), then the project itself without dependencies:
 # the pickled pyfunc model imports breast_cancer_pipeline (decoder, served pipeline).
 COPY build/model/requirements.txt /opt/requirements.txt
@@ -46,4 +46,4 @@ USER serve
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ping', timeout=4)"
-CMD ["python", "-m", "breast_cancer_pipeline.server"]
+CMD ["python", "-m", "breast_cancer_pipeline.serving"]

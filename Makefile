@@ -41,7 +41,7 @@ demo: install  ## Generate the synthetic demo data if absent, then run the whole
 PORT ?= 5001
 serve: install  ## The champion model: a page and /invocations on port PORT (default 5001)
 	PORT=$(PORT) KEDRO_LOGGING_CONFIG=$${KEDRO_LOGGING_CONFIG:-conf/logging_serving.yml} \
-		$(BIN)/python -m breast_cancer_pipeline.server
+		$(BIN)/python -m breast_cancer_pipeline.serving
 
 # Two xdist workers, each module's tests on one of them, the two modules of the shared
 # whole-DAG flow together and first (tests/conftest.py): the flow overlaps with the rest.

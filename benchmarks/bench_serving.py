@@ -129,9 +129,14 @@ def _register(workdir: Path) -> None:
     from kedro_mlflow.mlflow import KedroPipelineModel
 
     from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
-    from breast_cancer_pipeline.pipelines.inference.pipeline import with_served_model
+    from breast_cancer_pipeline.pipelines.inference.pipeline import (
+        SERVING_INPUT,
+        create_serving_pipeline,
+    )
+    from breast_cancer_pipeline.serving import with_served_model
 
-    pipeline_ml = with_served_model(Pipeline([Node(lambda: None, None, "serving_model")]))
+    training = Pipeline([Node(lambda: None, None, "serving_model")])
+    pipeline_ml = with_served_model(training, create_serving_pipeline(), SERVING_INPUT)
     catalog = DataCatalog(
         {
             "serving_model": ServingModelDataset(str(workdir / "serving_model")),

@@ -15,7 +15,7 @@ Nodes never talk to MLflow; hooks do:
   stage and experiment, and the manifest's digest (:mod:`breast_cancer_pipeline.lineage`).
 - :class:`ChampionHook` gives the model version a run registered its test metrics and model
   card, and moves the ``champion`` alias when the gate passes
-  (:mod:`breast_cancer_pipeline.registry`).
+  (:mod:`breast_cancer_pipeline.serving.registry`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
-from breast_cancer_pipeline import lineage, memory, param_schema, progress, registry
+from breast_cancer_pipeline import lineage, memory, param_schema, progress
+from breast_cancer_pipeline.serving import record_version
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ class ChampionHook:
 
     The version gets the test metrics as tags and a description linking the run's model card;
     the ``champion`` alias moves to it only if ``reporting.champion``'s gate passes, and the
-    run and the version record why (:func:`breast_cancer_pipeline.registry.record_version`).
+    run and the version record why (:func:`breast_cancer_pipeline.serving.record_version`).
     """
 
     def __init__(self) -> None:
@@ -286,4 +287,4 @@ class ChampionHook:
         if self._run_id is None or not name:
             return
         rule = catalog.load("params:reporting")["champion"]
-        registry.record_version(name, self._run_id, catalog.load("metrics"), rule)
+        record_version(name, self._run_id, catalog.load("metrics"), rule)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-from breast_cancer_pipeline.pipelines.inference.pipeline import with_served_model
+from breast_cancer_pipeline.pipelines.inference.pipeline import (
+    SERVING_INPUT,
+    create_serving_pipeline,
+)
+from breast_cancer_pipeline.serving import with_served_model
 
 #: The stages that ``kedro run`` (``__default__``) chains, in order. ``demo_data`` writes the
 #: synthetic dataset and ``inference`` scores new images; neither is part of a training run.
@@ -55,5 +59,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     # A run that ends with reporting logs and registers the served model (kedro-mlflow).
     for name in ("reporting", "__default__"):
         if "reporting" in pipelines:
-            pipelines[name] = with_served_model(pipelines[name])
+            pipelines[name] = with_served_model(
+                pipelines[name], create_serving_pipeline(), SERVING_INPUT
+            )
     return pipelines

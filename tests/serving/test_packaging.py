@@ -1,15 +1,27 @@
-"""The served model records what serving needs, and none of the training or development tools."""
+"""The logged model: its signature and input example, and the requirements it records: what
+serving needs, and none of the training or development tools."""
 
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution, requires, version
 
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from breast_cancer_pipeline.pipelines.inference.pipeline import with_served_model
-from breast_cancer_pipeline.serving_requirements import SERVING_DISTRIBUTIONS, serving_requirements
+from breast_cancer_pipeline.serving import (
+    REGISTERED_MODEL_NAME,
+    SERVING_DISTRIBUTIONS,
+    example_request,
+    serving_requirements,
+)
+from tests.params import base_params
+from tests.serving._served import served_pipeline
 
 TRAINING_AND_DEV_TOOLS = {
     "dvc",
@@ -36,7 +48,7 @@ import kedro_mlflow.mlflow.kedro_pipeline_model
 import breast_cancer_pipeline.pipelines.inference.nodes
 import breast_cancer_pipeline.datasets.serving_model
 # The server of `make serve` and of the Docker image: its app, page and web server.
-import breast_cancer_pipeline.server
+import breast_cancer_pipeline.serving.server
 import breast_cancer_pipeline.templating
 import fastapi.responses
 import mlflow.pyfunc.scoring_server
@@ -93,5 +105,80 @@ def test_every_project_dependency_the_served_model_imports_is_required():
 
 def test_the_served_model_is_logged_with_these_requirements():
     training = Pipeline([Node(lambda: None, None, "serving_model", name="package")])
-    served = with_served_model(training)
+    served = served_pipeline(training)
     assert served.log_model_kwargs["pip_requirements"] == serving_requirements()
+
+
+class FakeServing:
+    """The packaged model's interface without TensorFlow: p(malignant) = mean pixel / 255."""
+
+    config = {
+        "class_names": ["benign", "malignant"],
+        "image_size": 16,
+        "channels": 1,
+        "color_mode": "grayscale",
+        "positive_class": "malignant",
+        "threshold": 0.5,
+    }
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def predict_proba(self, images):
+        p = images.reshape(len(images), -1).mean(axis=1) / 255.0
+        return np.stack([1 - p, p], axis=1)
+
+    def prediction_sets(self, proba):
+        return [
+            [c for c, v in zip(self.config["class_names"], row, strict=True) if v >= 0.2]
+            for row in proba
+        ]
+
+    def predict_with_ood(self, images):
+        return self.predict_proba(images), None  # packaged without an OOD score
+
+
+def test_the_served_model_carries_its_signature_and_input_example(mlflow_store, tmp_path):
+    """Logged as kedro-mlflow's hook logs it, then loaded back from the registry."""
+    from kedro_datasets.pickle import PickleDataset
+    from kedro_mlflow.mlflow import KedroPipelineModel
+    from mlflow.exceptions import MlflowException
+
+    pipeline_ml = served_pipeline(Pipeline([Node(lambda: None, None, "serving_model")]))
+    serving = PickleDataset(filepath=str(tmp_path / "serving.pkl"))
+    serving.save(FakeServing())
+    catalog = DataCatalog(
+        {
+            "serving_model": serving,
+            "params:inference": MemoryDataset(base_params("inference")),
+            "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
+        }
+    )
+    model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            python_model=model,
+            artifacts=model.extract_pipeline_artifacts(tmp_path / "artifacts"),
+            **pipeline_ml.log_model_kwargs,
+        )
+
+    uri = f"models:/{REGISTERED_MODEL_NAME}/1"
+    info = mlflow.models.get_model_info(uri)
+    inputs = {c["name"]: c for c in info.signature.inputs.to_dict()}
+    assert inputs["image"]["type"] == "string" and inputs["image"]["required"] is True
+    assert not inputs["id"]["required"] and not inputs["path"]["required"]
+    assert not inputs["explain"]["required"]  # Grad-CAM on request
+    example = mlflow.models.Model.load(uri).load_input_example(
+        mlflow.artifacts.download_artifacts(uri)
+    )
+    pd.testing.assert_frame_equal(example, example_request())
+
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    answer = pyfunc.predict(example)
+    assert answer.loc[0, "id"] == "example" and answer.loc[0, "error"] == ""
+    assert 0.0 <= answer.loc[0, "p_malignant"] <= 1.0
+    assert answer.loc[0, "prediction_set"] == ["benign", "malignant"]  # the ramp: p ~0.5
+    with pytest.raises(MlflowException, match=r"missing inputs \['image'\]"):
+        pyfunc.predict(pd.DataFrame({"picture": ["x"]}))
+    numbered = pyfunc.predict(example.assign(id=[7]))  # any id type is echoed back
+    assert numbered.loc[0, "id"] == "7"

@@ -1,23 +1,17 @@
-"""The registry: signatures and input examples of the logged models, the test metrics and model
-card on each version, and the gate that moves ``@champion``."""
+"""The registry: the test metrics and model card on each version, and the gate that moves
+``@champion``."""
 
 from __future__ import annotations
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
-from breast_cancer_pipeline import registry
 from breast_cancer_pipeline.hooks import ChampionHook
-from breast_cancer_pipeline.pipelines.inference.pipeline import (
-    REGISTERED_MODEL_NAME,
-    example_request,
-    with_served_model,
-)
+from breast_cancer_pipeline.serving import REGISTERED_MODEL_NAME, registry
 from tests.params import base_params
+from tests.serving._served import served_pipeline
 
 pytestmark = pytest.mark.usefixtures("mlflow_store")
 
@@ -135,7 +129,7 @@ def test_a_run_without_a_registered_version_decides_nothing():
 
 def test_the_hook_records_the_version_of_a_served_model_run():
     """After kedro-mlflow logged and registered the model: the hook reads metrics and rule."""
-    pipeline = with_served_model(Pipeline([Node(lambda: None, None, "serving_model")]))
+    pipeline = served_pipeline(Pipeline([Node(lambda: None, None, "serving_model")]))
     reporting = base_params("reporting")
     assert reporting["champion"] == {"metric": "auroc", "min_ci_low": 0.8, "max_drop": 0.01}
     catalog = DataCatalog(
@@ -153,105 +147,6 @@ def test_the_hook_records_the_version_of_a_served_model_run():
     assert mlflow.get_run(run_id).data.tags["champion.decision"] == "promoted"
     # A plain pipeline (no served model) leaves the registry alone.
     hook.after_pipeline_run(Pipeline([Node(lambda: None, None, "x")]), catalog)
-
-
-class FakeServing:
-    """The packaged model's interface without TensorFlow: p(malignant) = mean pixel / 255."""
-
-    config = {
-        "class_names": ["benign", "malignant"],
-        "image_size": 16,
-        "channels": 1,
-        "color_mode": "grayscale",
-        "positive_class": "malignant",
-        "threshold": 0.5,
-    }
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def predict_proba(self, images):
-        p = images.reshape(len(images), -1).mean(axis=1) / 255.0
-        return np.stack([1 - p, p], axis=1)
-
-    def prediction_sets(self, proba):
-        return [
-            [c for c, v in zip(self.config["class_names"], row, strict=True) if v >= 0.2]
-            for row in proba
-        ]
-
-    def predict_with_ood(self, images):
-        return self.predict_proba(images), None  # packaged without an OOD score
-
-
-def test_the_served_model_carries_its_signature_and_input_example(tmp_path):
-    """Logged as kedro-mlflow's hook logs it, then loaded back from the registry."""
-    from kedro_datasets.pickle import PickleDataset
-    from kedro_mlflow.mlflow import KedroPipelineModel
-    from mlflow.exceptions import MlflowException
-
-    pipeline_ml = with_served_model(Pipeline([Node(lambda: None, None, "serving_model")]))
-    serving = PickleDataset(filepath=str(tmp_path / "serving.pkl"))
-    serving.save(FakeServing())
-    catalog = DataCatalog(
-        {
-            "serving_model": serving,
-            "params:inference": MemoryDataset(base_params("inference")),
-            "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
-        }
-    )
-    model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)
-    with mlflow.start_run():
-        mlflow.pyfunc.log_model(
-            python_model=model,
-            artifacts=model.extract_pipeline_artifacts(tmp_path / "artifacts"),
-            **pipeline_ml.log_model_kwargs,
-        )
-
-    uri = f"models:/{NAME}/1"
-    info = mlflow.models.get_model_info(uri)
-    inputs = {c["name"]: c for c in info.signature.inputs.to_dict()}
-    assert inputs["image"]["type"] == "string" and inputs["image"]["required"] is True
-    assert not inputs["id"]["required"] and not inputs["path"]["required"]
-    assert not inputs["explain"]["required"]  # Grad-CAM on request
-    example = mlflow.models.Model.load(uri).load_input_example(
-        mlflow.artifacts.download_artifacts(uri)
-    )
-    pd.testing.assert_frame_equal(example, example_request())
-
-    pyfunc = mlflow.pyfunc.load_model(uri)
-    answer = pyfunc.predict(example)
-    assert answer.loc[0, "id"] == "example" and answer.loc[0, "error"] == ""
-    assert 0.0 <= answer.loc[0, "p_malignant"] <= 1.0
-    assert answer.loc[0, "prediction_set"] == ["benign", "malignant"]  # the ramp: p ~0.5
-    with pytest.raises(MlflowException, match=r"missing inputs \['image'\]"):
-        pyfunc.predict(pd.DataFrame({"picture": ["x"]}))
-    numbered = pyfunc.predict(example.assign(id=[7]))  # any id type is echoed back
-    assert numbered.loc[0, "id"] == "7"
-
-
-def test_the_logged_keras_model_carries_a_tensor_signature_and_example():
-    from breast_cancer_pipeline.datasets.mlflow_model import LazyMlflowModelTrackingDataset
-    from breast_cancer_pipeline.modeling import build_classifier
-
-    model = build_classifier("small_cnn", 3, 32, 1, None, {"dropout": 0.0})
-    # Requirements given: MLflow's inference of them takes ~20 s (not what is tested here).
-    save_args = {"name": "classifier", "pip_requirements": ["keras"]}
-    dataset = LazyMlflowModelTrackingDataset("mlflow.keras", save_args=save_args)
-    with mlflow.start_run():
-        dataset.save(model)
-    assert dataset._save_args == save_args  # not kept for the next save
-
-    info = mlflow.models.get_model_info(dataset.model_uri)
-    (spec,) = info.signature.inputs.to_dict()
-    assert spec["name"] == "image"
-    assert spec["tensor-spec"] == {"dtype": "uint8", "shape": (-1, 32, 32, 1)}
-    (out,) = info.signature.outputs.to_dict()
-    assert out["tensor-spec"] == {"dtype": "float32", "shape": (-1, 3)}
-    assert info.saved_input_example_info is not None
-    loaded = mlflow.pyfunc.load_model(dataset.model_uri)
-    proba = np.asarray(loaded.predict(np.zeros((2, 32, 32, 1), np.uint8)))
-    assert proba.shape == (2, 3)
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from breast_cancer_pipeline.pipelines.inference.pipeline import REGISTERED_MODEL_NAME
-from breast_cancer_pipeline.server import DEFAULT_MODEL_URI
+from breast_cancer_pipeline.serving import DEFAULT_MODEL_URI, REGISTERED_MODEL_NAME
 from tests.pipelines.inference._files import every_format, pillow_file
-from tests.pipelines.inference.test_serving import CONFIG, _free_port, _log_and_register, _post
+from tests.serving._served import CONFIG, free_port, log_and_register, post
 
 LIMITS = [
     "Research use only: <not> a *medical* device | see `notes`.",
@@ -42,7 +41,7 @@ def _model_card() -> str:
 
 
 def test_intended_use_is_the_first_limit_of_the_model_card_as_plain_text():
-    from breast_cancer_pipeline.server import intended_use
+    from breast_cancer_pipeline.serving.server import intended_use
 
     card = _model_card()
     assert "\\*medical\\*" in card and "&lt;not&gt;" in card  # escaped for Markdown
@@ -53,7 +52,7 @@ def test_intended_use_is_the_first_limit_of_the_model_card_as_plain_text():
 def test_no_model_or_no_champion_says_what_to_run(mlflow_store, tmp_path, monkeypatch):
     import mlflow
 
-    from breast_cancer_pipeline.server import ModelNotFoundError, load_model, main
+    from breast_cancer_pipeline.serving.server import ModelNotFoundError, load_served_model, main
 
     # `make serve` with the default registry, sqlite:///mlflow.db: this empty folder's.
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
@@ -70,7 +69,7 @@ def test_no_model_or_no_champion_says_what_to_run(mlflow_store, tmp_path, monkey
     client.create_registered_model(REGISTERED_MODEL_NAME)
     client.create_model_version(REGISTERED_MODEL_NAME, source=str(tmp_path))
     with pytest.raises(ModelNotFoundError, match=r"no alias @champion \(the champion gate") as info:
-        load_model(DEFAULT_MODEL_URI)
+        load_served_model(DEFAULT_MODEL_URI)
     assert (
         f"versions are 1: serve one with MODEL_URI=models:/{REGISTERED_MODEL_NAME}/<version>"
         in (str(info.value))
@@ -86,15 +85,15 @@ class _Server:
 
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
-    """The tiny model registered as ``@champion`` with a model card, served by server.py.
+    """The tiny model registered as ``@champion`` with a model card, served by the project's server.
 
-    What ``make serve`` runs (``load_model``, ``create_app``, uvicorn on a free port), in a
+    What ``make serve`` runs (``load_served_model``, ``create_app``, uvicorn on a free port), in a
     thread of this process: TensorFlow is imported once for the module.
     """
     import mlflow
     import uvicorn
 
-    from breast_cancer_pipeline.server import create_app, load_model
+    from breast_cancer_pipeline.serving.server import create_app, load_served_model
 
     root = tmp_path_factory.mktemp("page_server")
     with pytest.MonkeyPatch.context() as patch:
@@ -102,7 +101,7 @@ def page_server(tmp_path_factory):
             patch.delenv(key)
         uri = f"sqlite:///{root / 'mlflow.db'}"
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        _log_and_register(root)
+        log_and_register(root)
         client = mlflow.MlflowClient()
         run_id = client.get_model_version(REGISTERED_MODEL_NAME, "1").run_id
         client.log_text(run_id, _model_card(), "model_card.md")
@@ -110,8 +109,8 @@ def page_server(tmp_path_factory):
             REGISTERED_MODEL_NAME, "1", "model_card", f"runs:/{run_id}/model_card.md"
         )
         client.set_registered_model_alias(REGISTERED_MODEL_NAME, "champion", "1")
-        app = create_app(*load_model(DEFAULT_MODEL_URI))
-        port = _free_port()
+        app = create_app(*load_served_model(DEFAULT_MODEL_URI))
+        port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         )
@@ -189,7 +188,7 @@ def test_one_server_answers_invocations_the_model_and_the_page(page_server, tmp_
         "columns": ["image", "id", "explain"],
         "data": [[image, "a", True], [image, "b", False]],
     }
-    status, body = _post(f"{base}/invocations", json.dumps({"dataframe_split": request}).encode())
+    status, body = post(f"{base}/invocations", json.dumps({"dataframe_split": request}).encode())
     assert status == 200, body
     explained, plain = body["predictions"]
     expected = _pyfunc_answer(page_server.model_uri, image, "a")
@@ -199,7 +198,7 @@ def test_one_server_answers_invocations_the_model_and_the_page(page_server, tmp_
     assert base64.b64decode(explained["gradcam_png"]).startswith(b"\x89PNG")
     assert plain["gradcam_png"] is None
     # MLflow's answers to a bad request, and the body limit before any byte is read.
-    status, body = _post(f"{base}/invocations", b"{not json")
+    status, body = post(f"{base}/invocations", b"{not json")
     assert 400 <= status < 500, body
     status, body = _raw_request(
         base,
@@ -214,7 +213,7 @@ def test_a_model_folder_on_disk_is_served_without_a_registry(page_server, tmp_pa
     """What the Docker image runs: ``MODEL_URI=/opt/model``, its model card copied beside it."""
     import mlflow
 
-    from breast_cancer_pipeline.server import create_app, load_model
+    from breast_cancer_pipeline.serving.server import create_app, load_served_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", page_server.model_uri)  # the champion's store
     mlflow.set_tracking_uri(page_server.model_uri)
@@ -225,7 +224,7 @@ def test_a_model_folder_on_disk_is_served_without_a_registry(page_server, tmp_pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'empty.db'}")  # no registry at all
 
-    model, info = load_model(folder)
+    model, info = load_served_model(folder)
 
     assert (info.name, info.version, info.alias) == (None, None, None)
     assert info.intended_use == LIMITS[0] and info.threshold == CONFIG["threshold"]

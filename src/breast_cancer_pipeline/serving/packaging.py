@@ -1,19 +1,42 @@
-"""The pip requirements recorded with the served model: what serving imports, nothing more.
+"""Packaging: how the served model is logged and registered, and what it records.
 
-Left to itself, MLflow records the project's whole locked environment (``uv export`` of every
-dependency), so the served model would ask for dvc, kedro-viz, great-expectations, optuna and
-the rest of the training tools. The served model (kedro-mlflow's ``KedroPipelineModel`` running
-:func:`~breast_cancer_pipeline.pipelines.inference.pipeline.create_serving_pipeline` on a
-``ServingModelDataset``) imports only the distributions below and what they require;
-``tests/test_serving_requirements.py`` checks that against what loading it imports.
+At the end of a training run kedro-mlflow logs a pyfunc model that bundles the served part of
+the inference pipeline with the persisted ``serving_model``, and registers it as
+:data:`REGISTERED_MODEL_NAME` (:func:`with_served_model`). The logged model carries
+
+* :func:`serving_signature`: the request columns (:data:`IMAGE_COLUMN`, :data:`ID_COLUMNS`,
+  :data:`EXPLAIN_COLUMN`), which MLflow checks before the model runs;
+* :func:`example_request`: a one-row request, scored once when the model is logged;
+* :func:`serving_requirements`: the pip requirements of what serving imports, nothing more.
+  Left to itself, MLflow records the project's whole locked environment (``uv export`` of
+  every dependency), so the served model would ask for dvc, kedro-viz, great-expectations,
+  optuna and the rest of the training tools.
+
+MLflow and kedro-mlflow are imported only when a model is packaged.
 """
 
 from __future__ import annotations
 
 import logging
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedro.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
+
+#: Name of the served model in the MLflow model registry.
+REGISTERED_MODEL_NAME = "breast-cancer-classifier"
+
+#: The request column holding the image (base64 text in a request, a file loader in a batch).
+IMAGE_COLUMN = "image"
+#: Optional request columns echoed back with each prediction.
+ID_COLUMNS = ("id", "path")
+#: The optional request column asking for a row's Grad-CAM overlay (true/false per row).
+EXPLAIN_COLUMN = "explain"
+#: Side in pixels of the example request's image (any size is resized by the model's decoder).
+EXAMPLE_SIZE = 32
 
 #: The distributions the served model imports directly, each pinned to the trained version.
 SERVING_DISTRIBUTIONS = (
@@ -32,6 +55,47 @@ SERVING_DISTRIBUTIONS = (
     "pylibjpeg-rle",
     "python-gdcm",
 )
+
+
+def serving_signature() -> Any:
+    """The served model's MLflow signature: the request columns.
+
+    ``image`` (base64 text of an image file) is required, ``id`` and ``path`` (any type) are
+    optional and echoed back, ``explain`` (true/false per row, optional) asks for the row's
+    Grad-CAM overlay (``gradcam_png``; any type here, so that the node refuses a value such
+    as "yes" instead of MLflow reading every non-empty text as true). MLflow checks a request
+    against it before the model runs: a request without ``image`` is an HTTP 400 naming the
+    missing and the extra columns; undeclared columns are dropped. The output (``label``,
+    ``p_<class>``...) depends on the trained classes and is described in docs/serving.md.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
+
+    columns = [ColSpec("string", IMAGE_COLUMN)]
+    columns += [ColSpec(AnyType(), name, required=False) for name in (*ID_COLUMNS, EXPLAIN_COLUMN)]
+    return ModelSignature(inputs=Schema(columns))
+
+
+def example_request() -> Any:
+    """A one-row request: a small grey gradient PNG, base64-encoded, with an ``id``.
+
+    MLflow stores it with the model and, when logging, scores it once through the logged
+    model (a request that fails there is reported in the run's log).
+    """
+    import base64
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    ramp = np.linspace(0, 255, EXAMPLE_SIZE, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.tile(ramp, (EXAMPLE_SIZE, 1))).save(buffer, format="PNG")
+    return pd.DataFrame(
+        {IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode()], "id": ["example"]}
+    )
 
 
 def serving_requirements() -> list[str]:
@@ -53,3 +117,40 @@ def serving_requirements() -> list[str]:
             logger.warning("%s is not installed: the served model will require it unpinned", name)
             pins.append(name)
     return pins
+
+
+def with_served_model(training: Pipeline, inference: Pipeline, input_name: str) -> Pipeline:
+    """Make ``training`` log and register the served model at the end of its MLflow run.
+
+    kedro-mlflow's hook then logs a pyfunc model bundling ``inference`` with the persisted
+    ``serving_model`` (written by the reporting pipeline), with :func:`serving_signature`,
+    :func:`example_request` and :func:`serving_requirements`, and registers it as
+    :data:`REGISTERED_MODEL_NAME`; ``training`` must therefore produce every input of
+    ``inference`` but ``input_name``.
+    :func:`~breast_cancer_pipeline.serving.registry.record_version` (from
+    :class:`~breast_cancer_pipeline.hooks.ChampionHook`) then decides whether the new version
+    becomes ``@champion``.
+
+    Args:
+        training: A pipeline ending with the reporting pipeline.
+        inference: The served pipeline: a request in, predictions out.
+        input_name: The dataset of ``inference`` each request's dataframe is fed into.
+
+    Returns:
+        A kedro-mlflow ``PipelineML`` that runs exactly the nodes of ``training``.
+    """
+    from kedro_mlflow.pipeline import pipeline_ml_factory
+
+    return pipeline_ml_factory(
+        training=training,
+        inference=inference,
+        input_name=input_name,
+        log_model_kwargs={
+            "name": "model",
+            "registered_model_name": REGISTERED_MODEL_NAME,
+            "signature": serving_signature(),
+            "input_example": example_request(),
+            # What serving imports, not the whole training environment (dvc, optuna...).
+            "pip_requirements": serving_requirements(),
+        },
+    )

@@ -1,8 +1,9 @@
 """The model registry: what a new version of the served model carries, and the champion gate.
 
 Every run that ends with the reporting pipeline registers a new version of
-``breast-cancer-classifier`` (kedro-mlflow, :func:`~breast_cancer_pipeline.pipelines.inference.
-pipeline.with_served_model`). :func:`record_version` then, from
+``breast-cancer-classifier`` (kedro-mlflow,
+:func:`~breast_cancer_pipeline.serving.packaging.with_served_model`). :func:`record_version`
+then, from
 :class:`~breast_cancer_pipeline.hooks.ChampionHook`:
 
 1. tags the version with the test metrics (``test.<name>``, from ``metrics.json``) and writes

@@ -6,7 +6,7 @@ One process, one port (``PORT``, default 5001), the registered model
 * ``POST /invocations``, ``GET /ping``, ``/health``, ``/version``: MLflow's own scoring app
   (:func:`mlflow.pyfunc.scoring_server.init`, what ``mlflow models serve`` runs), so requests
   and responses are exactly those of ``mlflow models serve``; wrapped with
-  :func:`~breast_cancer_pipeline.serving.limit_request_body`, so a body over
+  :func:`~breast_cancer_pipeline.serving.guard.limit_request_body`, so a body over
   ``inference.serving.max_request_bytes`` is an HTTP 413 before it is read;
 * ``GET /``: a page where a user drops an image file. Its script (``static/page.js``) sends the
   file base64-encoded to ``/invocations`` with ``explain`` true and shows the answer: the
@@ -14,7 +14,7 @@ One process, one port (``PORT``, default 5001), the registered model
 * ``GET /model``: the model's name, version, alias, URI, run and intended-use line (JSON).
 
 Everything the page loads comes from this server (a ``Content-Security-Policy`` of ``'self'``
-forbids anything else): it works offline. Run ``python -m breast_cancer_pipeline.server``, or
+forbids anything else): it works offline. Run ``python -m breast_cancer_pipeline.serving``, or
 ``make serve`` (``PORT=8000 make serve``, ``MODEL_URI=models:/breast-cancer-classifier/3 make
 serve``, ``HOST=0.0.0.0`` to listen beyond this machine). ``MODEL_URI`` may be a model folder
 on disk (the Docker image's ``/opt/model``): its intended-use line is then read from the
@@ -33,8 +33,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from breast_cancer_pipeline.pipelines.inference.pipeline import REGISTERED_MODEL_NAME
-from breast_cancer_pipeline.registry import CHAMPION, MODEL_CARD
+from breast_cancer_pipeline.serving.guard import limit_request_body
+from breast_cancer_pipeline.serving.packaging import REGISTERED_MODEL_NAME
+from breast_cancer_pipeline.serving.registry import CHAMPION, MODEL_CARD
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def intended_use(model_card: str) -> str | None:
     return html.unescape(re.sub(r"\\(.)", r"\1", item.group(1).strip()))
 
 
-def load_model(model_uri: str) -> tuple[Any, ModelInfo]:
+def load_served_model(model_uri: str) -> tuple[Any, ModelInfo]:
     """Load the pyfunc model at ``model_uri`` and what the page says about it.
 
     Args:
@@ -209,7 +210,7 @@ def served_part(model: Any, name: str) -> Any:
 
     Args:
         model: The pyfunc model.
-        name: ``serving_model`` (the :class:`~breast_cancer_pipeline.serving.ServingModel`)
+        name: ``serving_model`` (the :class:`~breast_cancer_pipeline.serving.model.ServingModel`)
             or ``params:inference`` (the parameters, with the ``serving`` limits).
 
     Raises:
@@ -228,7 +229,7 @@ def create_app(model: Any, info: ModelInfo) -> Any:
     """The ASGI app: MLflow's scoring app, the page, its files and ``/model``.
 
     Args:
-        model: The pyfunc model (:func:`load_model`).
+        model: The pyfunc model (:func:`load_served_model`).
         info: What the page says about it.
 
     Returns:
@@ -238,7 +239,6 @@ def create_app(model: Any, info: ModelInfo) -> Any:
     from mlflow.pyfunc import scoring_server
     from starlette.staticfiles import StaticFiles
 
-    from breast_cancer_pipeline.serving import limit_request_body
     from breast_cancer_pipeline.templating import render
 
     limits = served_part(model, "params:inference")["serving"]
@@ -261,7 +261,7 @@ def create_app(model: Any, info: ModelInfo) -> Any:
     async def model_info() -> JSONResponse:
         return JSONResponse(asdict(info))
 
-    static = resources.files("breast_cancer_pipeline") / "static"
+    static = resources.files("breast_cancer_pipeline.serving") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return limit_request_body(app, limits["max_request_bytes"])
 
@@ -276,13 +276,9 @@ def main() -> None:
     model_uri = os.environ.get("MODEL_URI") or DEFAULT_MODEL_URI
     host, port = os.environ.get("HOST") or "127.0.0.1", int(os.environ.get("PORT") or 5001)
     try:
-        model, info = load_model(model_uri)
+        model, info = load_served_model(model_uri)
         app = create_app(model, info)
     except ModelNotFoundError as exc:
         sys.exit(f"make serve: {exc}")
     print(f"Serving {info.uri} (version {info.version}) on http://{host}:{port}/", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-if __name__ == "__main__":
-    main()

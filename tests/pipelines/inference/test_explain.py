@@ -10,16 +10,16 @@ from PIL import Image
 
 from breast_cancer_pipeline.pipelines.inference.nodes import predict_requests
 from tests.params import base_params
+from tests.serving._served import tiny_serving_model
 
 from ._files import pillow_file
-from .test_serving import _tiny_serving_model
 
 GRADCAM = base_params("reporting")["gradcam"]
 
 
 @pytest.fixture(scope="module")
 def serving():
-    return _tiny_serving_model()
+    return tiny_serving_model()
 
 
 def _cells(n: int) -> list[str]:

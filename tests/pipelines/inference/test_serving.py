@@ -1,17 +1,14 @@
-"""The packaged model: saved, logged and registered like a training run does, then served for
-real by `mlflow models serve` on 127.0.0.1 (slow: one server for the module, about a minute),
-and MLflow's scoring app run in-process on request errors."""
+"""The served node: MLflow's scoring app run in-process on request errors, and the packaged
+model logged and registered like a training run does, then served for real by `mlflow models
+serve` on 127.0.0.1 (slow: one server for the module, about a minute)."""
 
-import asyncio
 import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,186 +19,19 @@ import pandas as pd
 import pytest
 
 from tests.params import base_params
+from tests.serving._served import (
+    CONFIG,
+    asgi_post,
+    free_port,
+    log_and_register,
+    post,
+    request_body,
+)
 
 from ._files import dark_png16, every_format
 from .test_nodes import FakeServingModel
 
 PROJECT = Path(__file__).resolve().parents[3]
-CONFIG = {
-    "class_names": ["benign", "malignant", "normal"],
-    "image_size": 32,
-    "channels": 1,
-    "color_mode": "grayscale",
-    "positive_class": "malignant",
-    "threshold": 0.2,
-}
-
-#: What reporting writes into serving.json beside CONFIG (the served fixture's model).
-SERVED_PROBABILITIES = {
-    "tta": {"mode": "flips", "passes": 2, "shift": 0.05},
-    "temperature": 1.5,
-    "conformal": {"method": "lac", "alpha": 0.1, "threshold": 0.3},
-}
-
-
-def _tiny_serving_model():
-    """A random small CNN with an out-of-distribution score fitted on noise images."""
-    from breast_cancer_pipeline.evaluation.ood import METHOD, fit_ood
-    from breast_cancer_pipeline.modeling import build_classifier, set_seed
-    from breast_cancer_pipeline.serving import ServingModel
-
-    set_seed(0)
-    model = build_classifier("small_cnn", 3, 32, 1, None, {"dropout": 0.0})
-    bare = ServingModel(model, CONFIG)
-    noise = np.random.default_rng(0).integers(0, 255, (24, 32, 32, 1), dtype=np.uint8)
-    features, _ = bare.forward(noise)
-    ood = fit_ood(METHOD, features[:12], np.arange(12) % 3, features[12:])
-    return ServingModel(model, CONFIG, ood=ood)
-
-
-def test_dataset_round_trip_and_compiled_forward(tmp_path):
-    from breast_cancer_pipeline.datasets.serving_model import (
-        ServingModelDataset,
-        TFServingExportDataset,
-    )
-
-    serving = _tiny_serving_model()
-    dataset = ServingModelDataset(str(tmp_path / "serving_model"))
-    dataset.save(serving)
-    loaded = dataset.load()
-    x = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 1)).astype(np.uint8)
-    expected = serving.model.predict(x, verbose=0)
-    np.testing.assert_allclose(loaded.predict_proba(x), expected, atol=1e-5)
-    np.testing.assert_allclose(loaded.predict_proba(x[:1]), expected[:1], atol=1e-5)
-    assert loaded.config["threshold"] == 0.2
-    np.testing.assert_array_equal(loaded.ood.val_scores, serving.ood.val_scores)
-    import copy
-
-    assert copy.deepcopy(loaded) is loaded  # kedro-mlflow deep-copies its catalog per request
-
-    export = TFServingExportDataset(str(tmp_path / "serving"))
-    export.save(serving.model)
-    export.save(serving.model)
-    assert [Path(p).name for p in export.load()] == ["1", "2"]
-    import tensorflow as tf
-
-    served = tf.saved_model.load(str(tmp_path / "serving" / "2"))
-    np.testing.assert_allclose(served.serve(tf.constant(x)).numpy(), expected, atol=1e-5)
-
-
-def test_config_errors_name_the_problem():
-    from breast_cancer_pipeline.serving import ServingModel, check_config
-
-    with pytest.raises(ValueError, match="lacks \\['threshold'\\]"):
-        check_config({k: v for k, v in CONFIG.items() if k != "threshold"})
-    with pytest.raises(ValueError, match="reporting.positive_class"):
-        check_config({**CONFIG, "positive_class": "cancer"})
-    with pytest.raises(ValueError, match="the serving configuration says"):
-        ServingModel(_tiny_serving_model().model, {**CONFIG, "image_size": 64})
-
-
-def test_probability_path_views_then_temperature_and_old_configs():
-    """predict_proba = views averaged, then T; a config without the keys is served as before."""
-    from breast_cancer_pipeline.evaluation.calibration import apply_temperature
-    from breast_cancer_pipeline.serving import PROBABILITY_DEFAULTS, check_config
-
-    old = _tiny_serving_model()  # CONFIG predates tta, temperature and conformal
-    assert {k: old.config[k] for k in PROBABILITY_DEFAULTS} == PROBABILITY_DEFAULTS
-    x = np.random.default_rng(1).integers(0, 255, (3, 32, 32, 1)).astype(np.uint8)
-    bare = old.model.predict(x, verbose=0)
-    np.testing.assert_allclose(old.predict_proba(x), bare, atol=1e-5)
-    assert old.prediction_sets(bare) == [None, None, None]
-
-    calls = []
-    tuned = old.with_config(
-        tta={"mode": "flips", "passes": 2},
-        temperature=2.0,
-        conformal={"method": "lac", "alpha": 0.1, "threshold": 0.3},
-    )
-    assert tuned.model is old.model and tuned.config["tta"]["shift"] == 0.05
-    forward = tuned._forwards[0]
-    tuned._forwards = [lambda images: calls.append(1) or forward(images)]
-    flipped = old.model.predict(x[:, :, ::-1], verbose=0)
-    expected = apply_temperature((bare + flipped) / 2, 2.0)
-    np.testing.assert_allclose(tuned.predict_proba(x), expected, atol=1e-5)
-    assert len(calls) == 2  # one forward pass per view
-    sets = tuned.prediction_sets(expected)
-    assert sets == [
-        [c for c, p in zip(CONFIG["class_names"], row, strict=True) if p >= 0.3] for row in expected
-    ]
-    with pytest.raises(ValueError, match="tta 'flips' has 4 views"):
-        check_config({**CONFIG, "tta": {"mode": "flips", "passes": 9}})
-    with pytest.raises(ValueError, match="temperature must be positive"):
-        check_config({**CONFIG, "temperature": 0})
-    with pytest.raises(ValueError, match="calibration floor must be within"):
-        check_config({**CONFIG, "calibration_floor": 0.9})
-    # The floor comes after the temperature: (1 - eps) softmax(log p / T) + eps / k.
-    floored = tuned.with_config(calibration_floor=0.3)
-    k = len(CONFIG["class_names"])
-    np.testing.assert_allclose(floored.predict_proba(x), 0.7 * expected + 0.3 / k, atol=1e-5)
-
-
-def test_models_with_python_code_are_refused(tmp_path):
-    """Keras safe mode: a ``Lambda`` layer (arbitrary Python) in a model file is not loaded."""
-    import keras
-
-    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
-    from breast_cancer_pipeline.modeling import load_model
-    from breast_cancer_pipeline.serving import ServingModel
-
-    inputs = keras.Input((32, 32, 1), dtype="uint8")
-    x = keras.layers.Lambda(lambda t: keras.ops.cast(t, "float32") / 255.0)(inputs)
-    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))
-    dataset = ServingModelDataset(str(tmp_path / "serving_model"))
-    dataset.save(ServingModel(keras.Model(inputs, outputs), CONFIG))
-    with pytest.raises(ValueError, match="deserialization of a `Lambda` layer"):
-        load_model(tmp_path / "serving_model" / "model.keras")
-    with pytest.raises(ValueError, match="deserialization of a `Lambda` layer"):
-        load_model(tmp_path / "serving_model" / "model.keras", safe_mode=False)  # not honoured
-    with pytest.raises(Exception, match="Lambda") as info:
-        dataset.load()
-    assert "serving_model" in str(info.value)  # names the artefact refused
-
-
-def _asgi_post(app, body: bytes, *, declare_length: bool = True) -> tuple[int, dict]:
-    """POST ``body`` to /invocations of an ASGI ``app`` in-process, 1 kB per message."""
-    headers = [(b"content-type", b"application/json")]
-    if declare_length:
-        headers.append((b"content-length", str(len(body)).encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/invocations",
-        "raw_path": b"/invocations",
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 5001),
-    }
-    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)] or [b""]
-    incoming = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ]
-    sent = []
-
-    async def receive():
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
-
-
-def _request(cells: list[str], columns=("image",)) -> bytes:
-    data = [[c] * len(columns) for c in cells]
-    return json.dumps({"dataframe_split": {"columns": list(columns), "data": data}}).encode()
 
 
 def test_mlflow_scoring_app_answers_request_errors_with_just_the_message(tmp_path):
@@ -210,7 +40,6 @@ def test_mlflow_scoring_app_answers_request_errors_with_just_the_message(tmp_pat
     from mlflow.pyfunc import scoring_server
 
     from breast_cancer_pipeline.pipelines.inference.nodes import predict_requests
-    from breast_cancer_pipeline.serving import limit_request_body
 
     inference = base_params("inference", serving={"max_images": 2})
 
@@ -224,9 +53,9 @@ def test_mlflow_scoring_app_answers_request_errors_with_just_the_message(tmp_pat
     app = scoring_server.init(mlflow.pyfunc.load_model(str(tmp_path / "pyfunc")))
     png = base64.b64encode(every_format(tmp_path)["a.png"]).decode()
 
-    status, body = _asgi_post(app, _request([png]))
+    status, body = asgi_post(app, request_body([png]))
     assert status == 200 and body["predictions"][0]["error"] == "", body
-    status, body = _asgi_post(app, _request(["x"], columns=("picture",)))
+    status, body = asgi_post(app, request_body(["x"], columns=("picture",)))
     assert status == 400
     assert body == {
         "error_code": "INVALID_PARAMETER_VALUE",
@@ -234,73 +63,9 @@ def test_mlflow_scoring_app_answers_request_errors_with_just_the_message(tmp_pat
         '{"dataframe_split": {"columns": ["image"], "data": [["<base64 of an image file>"], '
         '...]}}, optionally with an "id" column',
     }
-    status, body = _asgi_post(app, _request([png] * 3))
+    status, body = asgi_post(app, request_body([png] * 3))
     assert status == 413
     assert body["message"].startswith("the request holds 3 images, more than inference.serving")
-
-    # The body limit the project's own server wraps MLflow's app with (pending: item 4).
-    calls = []
-
-    async def spy(scope, receive, send):
-        calls.append(scope["path"])
-        await app(scope, receive, send)
-
-    limited = limit_request_body(spy, max_bytes=len(_request([png])))
-    assert _asgi_post(limited, _request([png]))[0] == 200
-    big = _request([png, png])
-    for declare_length in (True, False):  # refused from the header, or while reading chunks
-        status, body = _asgi_post(limited, big, declare_length=declare_length)
-        assert status == 413 and "max_request_bytes" in body["message"], body
-    assert calls == ["/invocations"]  # the refused bodies never reached MLflow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, payload: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, data=payload, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def _log_and_register(tmp_path: Path) -> None:
-    """What kedro-mlflow's hook does at the end of a training run, on a tiny model."""
-    import mlflow
-    from kedro.io import DataCatalog, MemoryDataset
-    from kedro.pipeline import Node, Pipeline
-    from kedro_mlflow.mlflow import KedroPipelineModel
-
-    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
-    from breast_cancer_pipeline.pipelines.inference.pipeline import with_served_model
-
-    # Served as reporting packages it: test-time views, a temperature, a conformal threshold.
-    packaged = _tiny_serving_model().with_config(**SERVED_PROBABILITIES)
-    ServingModelDataset(str(tmp_path / "serving_model")).save(packaged)
-    training = Pipeline([Node(lambda: None, None, "serving_model", name="train")])
-    pipeline_ml = with_served_model(training)
-    catalog = DataCatalog(
-        {
-            "serving_model": ServingModelDataset(str(tmp_path / "serving_model")),
-            "params:inference": MemoryDataset(base_params("inference", batch_size=8)),
-            "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
-        }
-    )
-    model = KedroPipelineModel(pipeline_ml.inference, catalog, pipeline_ml.input_name)
-    kwargs = dict(pipeline_ml.log_model_kwargs)
-    with mlflow.start_run():
-        mlflow.pyfunc.log_model(
-            python_model=model,
-            artifacts=model.extract_pipeline_artifacts(tmp_path),
-            **kwargs,
-        )
 
 
 def _local_proba(tmp_path: Path, files: dict[str, bytes]) -> np.ndarray:
@@ -340,14 +105,14 @@ class _Served:
 def served(tmp_path_factory):
     """The tiny model, logged, registered and served by `mlflow models serve` for the module."""
     root = tmp_path_factory.mktemp("served")
-    port = _free_port()
+    port = free_port()
     # `mlflow models serve` starts its web server by name: the venv's bin must be on PATH.
     bin_dir = str(Path(sys.executable).parent)
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
             patch.delenv(key)
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        _log_and_register(root)
+        log_and_register(root)
         env = {
             **os.environ,
             "KEDRO_LOGGING_CONFIG": str(PROJECT / "conf" / "logging_serving.yml"),
@@ -392,7 +157,7 @@ def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(served,
     files = every_format(tmp_path)
     cells = [base64.b64encode(v).decode() for v in files.values()]
     cells += [base64.b64encode(b"<html>not found</html>").decode(), "%%% not base64"]
-    status, body = _post(f"{base}/invocations", _request(cells))
+    status, body = post(f"{base}/invocations", request_body(cells))
     assert status == 200, body
     rows = pd.DataFrame(body["predictions"])
     assert len(rows) == 6
@@ -427,12 +192,12 @@ def test_mlflow_models_serve_answers_images_rejects_garbage_and_stays_up(served,
     )
     assert set(good["in_distribution"]) <= {True, False}
 
-    status, body = _post(f"{base}/invocations", b"{not json")
+    status, body = post(f"{base}/invocations", b"{not json")
     assert 400 <= status < 500, body
 
     one = {"dataframe_split": {"columns": ["image", "id"], "data": [[cells[0], "case-7"]]}}
     for _ in range(10):  # bounded: the server keeps answering after the bad requests
-        status, body = _post(f"{base}/invocations", json.dumps(one).encode())
+        status, body = post(f"{base}/invocations", json.dumps(one).encode())
         assert status == 200, body
     assert body["predictions"][0]["id"] == "case-7"
     assert server.poll() is None
@@ -452,7 +217,7 @@ def _reset_peak(pid: int) -> None:
 def _at_once(url: str, payloads: list[bytes]) -> tuple[list[tuple[int, dict]], float]:
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
-        answers = list(pool.map(lambda payload: _post(url, payload), payloads))
+        answers = list(pool.map(lambda payload: post(url, payload), payloads))
     return answers, time.perf_counter() - start
 
 
@@ -463,12 +228,12 @@ def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(se
 
     url = f"{served.base}/invocations"
     (web,) = psutil.Process(served.server.pid).children()  # bash exec'd into uvicorn
-    normal = _request([base64.b64encode(dark_png16(300, 300)).decode()])
-    assert _post(url, normal)[0] == 200
+    normal = request_body([base64.b64encode(dark_png16(300, 300)).decode()])
+    assert post(url, normal)[0] == 200
     before = _memory_kb(web.pid)["VmRSS"]
 
     _reset_peak(web.pid)
-    answers, bomb_seconds = _at_once(url, [_request([base64.b64encode(bomb_png).decode()])] * 8)
+    answers, bomb_seconds = _at_once(url, [request_body([base64.b64encode(bomb_png).decode()])] * 8)
     bomb_peak = _memory_kb(web.pid)["VmHWM"] - before
     limit = base_params("inference")["max_pixels"]
     for status, body in answers:
@@ -481,7 +246,7 @@ def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(se
 
     # Eight images just under the limit at once: decoded two at a time (~290 MB each).
     _reset_peak(web.pid)
-    near = _request([base64.b64encode(dark_png16(6_000, 6_000)).decode()])
+    near = request_body([base64.b64encode(dark_png16(6_000, 6_000)).decode()])
     answers, near_seconds = _at_once(url, [near] * 8)
     near_peak = _memory_kb(web.pid)["VmHWM"] - before
     assert all(status == 200 and body["predictions"][0]["error"] == "" for status, body in answers)
@@ -495,13 +260,13 @@ def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(se
 
     # The node's own message when it sees the request; MLflow's schema check's when the model
     # has a signature requiring `image`. Either way: names it, no trace, no server path.
-    status, body = _post(url, _request(["x"], columns=("picture",)))
+    status, body = post(url, request_body(["x"], columns=("picture",)))
     text = json.dumps(body)
     assert status == 400 and "'image'" in body["message"], body
     assert "no 'image' column" in text or "missing inputs ['image']" in text, body
     for leak in ("Traceback", "stack_trace", 'File "', str(PROJECT), "site-packages"):
         assert leak not in text, body
-    status, body = _post(url, _request(["x"] * 33))
+    status, body = post(url, request_body(["x"] * 33))
     assert status == 413 and "more than inference.serving.max_images = 32" in body["message"]
-    assert _post(url, normal)[0] == 200
+    assert post(url, normal)[0] == 200
     assert served.server.poll() is None

@@ -7,7 +7,7 @@ cannot be decoded gets an ``error`` and no probabilities; the other rows are sco
 scored row gets the out-of-distribution score of the packaged model and whether it is within
 its threshold (``inference.serving.ood``: flagged, or refused with an ``error``). A request
 that breaks the ``inference.serving`` limits is refused whole (see
-:mod:`breast_cancer_pipeline.serving`).
+:mod:`breast_cancer_pipeline.serving.guard`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import pandas as pd
 
 from breast_cancer_pipeline.imaging import ImageDecodeError, decode_image, resize_image
 from breast_cancer_pipeline.serving import (
+    EXPLAIN_COLUMN,
+    IMAGE_COLUMN,
     check_request,
     decode_slots,
     image_bytes,
@@ -31,11 +33,7 @@ from breast_cancer_pipeline.serving import (
 
 logger = logging.getLogger(__name__)
 
-#: The request column holding the image (base64 text in a request, a file loader in a batch).
-IMAGE_COLUMN = "image"
-#: The optional request column asking for a row's Grad-CAM overlay (true/false per row).
-EXPLAIN_COLUMN = "explain"
-#: The response column holding that overlay (base64 PNG), present when the request has ``explain``.
+#: The response column holding the Grad-CAM overlay (base64 PNG), present when a request asks.
 GRADCAM_COLUMN = "gradcam_png"
 
 
