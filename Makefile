@@ -6,6 +6,13 @@ UV_VERSION := 0.13.8
 # The venv first on PATH: kedro, dvc and mlflow (which runs `uv export` to record the
 # model's requirements) find the project's tools.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Nothing leaves the machine unless you turn it on (docs: "Telemetry"): every tool's usage-data
+# switch off, unless already set in your environment.
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+export KEDRO_DISABLE_TELEMETRY ?= true
+export DVC_NO_ANALYTICS ?= 1
+export GX_ANALYTICS_ENABLED ?= false
 
 .PHONY: install demo serve test lint format bench viz mlflow-ui clean help
 

@@ -12,7 +12,7 @@ def copy_project(target: Path) -> Path:
     """Copy into ``target`` what a Kedro run there needs.
 
     The configuration (without ``conf/local``, left empty for the benchmark's own entries),
-    ``pyproject.toml``, an empty ``src`` (the package is installed) and the empty
+    ``pyproject.toml``, ``.telemetry``, an empty ``src`` (the package is installed) and the empty
     ``data/<layer>`` folders.
 
     Returns:
@@ -20,7 +20,8 @@ def copy_project(target: Path) -> Path:
     """
     shutil.copytree(PROJECT / "conf", target / "conf", ignore=shutil.ignore_patterns("local"))
     (target / "conf" / "local").mkdir()
-    shutil.copy2(PROJECT / "pyproject.toml", target / "pyproject.toml")
+    for name in ("pyproject.toml", ".telemetry"):  # .telemetry: Kedro's consent, false
+        shutil.copy2(PROJECT / name, target / name)
     (target / "src").mkdir()
     for folder in (PROJECT / "data").iterdir():
         if folder.is_dir():
