@@ -262,3 +262,47 @@ def test_importing_the_datasets_package_imports_neither_mlflow_nor_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- workers end with the run that made them (issue 26, item 8) -------------------------------
+
+_ORPHAN_SCRIPT = """
+import multiprocessing, os, sys, time
+from breast_cancer_pipeline.datasets.image_store import worker_pool
+
+pool = worker_pool(2, multiprocessing.get_context(sys.argv[1]))
+for _ in range(4):
+    pool.submit(time.sleep, 0.3)
+print(" ".join(str(p) for p in pool._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_die_when_the_run_is_killed(tmp_path, method):
+    """`kill -9` of a conversion run leaves no idle worker behind (PR_SET_PDEATHSIG)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, method], stdout=subprocess.PIPE, text=True
+    )
+    workers = [int(p) for p in run.stdout.readline().split()]
+    assert len(workers) == 2 and all(_running(p) for p in workers)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    deadline = time.monotonic() + 30  # the kernel signals them at once; 30 s for a busy machine
+    while any(_running(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(p) for p in workers)

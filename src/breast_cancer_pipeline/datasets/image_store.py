@@ -208,9 +208,8 @@ class ImageStoreDataset(AbstractDataset[StorePlan | StoreCommit, StoredFiles]):
             for path, task in pending.items():
                 yield _materialise(root, path, task)
             return
-        context = _pool_context(pending)
         tasks = iter(pending.items())
-        with ProcessPoolExecutor(max_workers=plan.workers, mp_context=context) as pool:
+        with worker_pool(plan.workers, _pool_context(pending)) as pool:
             # A few tasks in flight per worker: memory stays flat for any dataset size.
             running: set[Future] = set()
             try:
@@ -374,6 +373,47 @@ def _check_outputs(entries: Mapping[str, Entry]) -> None:
                     "exclude one of their sources"
                 )
             owner[output] = path
+
+
+def worker_pool(workers: int, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
+    """A process pool whose workers end when the process that made them ends, even by SIGKILL.
+
+    Each worker asks the kernel for SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``;
+    under a fork server the parent is the server, which itself exits with this process) and
+    exits at once if its parent is already gone. Elsewhere the workers are ordinary.
+
+    Args:
+        workers: Number of worker processes.
+        context: The multiprocessing context to start them with.
+    """
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _die_with_parent(creator: int) -> None:
+    """Worker initializer: SIGKILL on the parent's death (Linux), or exit if it is gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes  # noqa: PLC0415 - only in workers
+        import signal  # noqa: PLC0415
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1 or not _alive(creator):
+        os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _pool_context(pending: Mapping[str, FileTask]) -> multiprocessing.context.BaseContext:
