@@ -13,6 +13,7 @@ import shutil
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,10 +203,41 @@ def test_one_server_answers_invocations_the_model_and_the_page(page_server, tmp_
     assert 400 <= status < 500, body
     status, body = _raw_request(
         base,
-        "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         "Content-Length: 999999999999\r\nConnection: close\r\n\r\n",
     )
     assert status == 413 and "inference.serving.max_request_bytes" in body["message"], body
+    assert page_server.thread.is_alive()
+
+
+@pytest.mark.slow
+def test_client_mistakes_get_a_4xx_and_the_explorer_is_off(page_server):
+    """No 500 for what a caller can send (issue 26, items 6 and 10)."""
+    base = page_server.base
+    head = urllib.request.Request(f"{base}/", method="HEAD")
+    with urllib.request.urlopen(head, timeout=30) as response:
+        assert response.status == 200 and response.read() == b""
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{base}{path}", timeout=30)
+        assert missing.value.code == 404
+    for head_lines, status, words in [
+        ("Host: 127.0.0.1\r\nContent-Length: 2", 415, "Content-Type"),
+        (
+            "Host: rebound.example\r\nContent-Type: application/json\r\nContent-Length: 2",
+            400,
+            "inference.serving.allowed_hosts",
+        ),
+    ]:
+        answer = _raw_request(
+            base, f"POST /invocations HTTP/1.1\r\n{head_lines}\r\nConnection: close\r\n\r\n{{}}"
+        )
+        assert answer[0] == status and words in answer[1]["message"], answer
+    deep = b"[" * 100_000 + b"]" * 100_000
+    status, body = post(f"{base}/invocations", deep)
+    assert status == 400 and "nested too deeply" in body["message"]
+    status, body = post(f"{base}/invocations", os.urandom(1 << 20))
+    assert status == 400 and len(json.dumps(body)) < 64 * 1024
     assert page_server.thread.is_alive()
 
 

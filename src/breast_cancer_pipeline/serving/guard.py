@@ -240,23 +240,10 @@ def limit_request_body(app: Callable[..., Any], max_bytes: int) -> Callable[...,
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length", b"").strip()
-        if declared.isdigit() and int(declared) > max_bytes:
-            await _send_too_large(send, int(declared), max_bytes)
+        body = await read_limited_body(dict(scope.get("headers") or []), receive, send, max_bytes)
+        if body is None:
             return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > max_bytes:
-                await _send_too_large(send, size, max_bytes)
-                return
-        body, replayed = b"".join(chunks), False
+        replayed = False
 
         async def replay() -> dict:
             nonlocal replayed
@@ -268,6 +255,41 @@ def limit_request_body(app: Callable[..., Any], max_bytes: int) -> Callable[...,
         await app(scope, replay, send)
 
     return limited
+
+
+async def read_limited_body(
+    headers: Mapping[bytes, bytes],
+    receive: Callable[..., Any],
+    send: Callable[..., Any],
+    max_bytes: int,
+) -> bytes | None:
+    """Read a request's whole body, or answer HTTP 413 as soon as it is over ``max_bytes``.
+
+    Args:
+        headers: The request's headers (lower-case names).
+        receive: The ASGI ``receive`` callable.
+        send: The ASGI ``send`` callable (used for the 413 only).
+        max_bytes: ``inference.serving.max_request_bytes``.
+
+    Returns:
+        The body, or ``None`` when it was refused (413 sent) or the client went away.
+    """
+    declared = headers.get(b"content-length", b"").strip()
+    if declared.isdigit() and int(declared) > max_bytes:
+        await _send_too_large(send, int(declared), max_bytes)
+        return None
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # the client went away
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+        if size > max_bytes:
+            await _send_too_large(send, size, max_bytes)
+            return None
+    return b"".join(chunks)
 
 
 async def _send_too_large(send: Callable[..., Any], size: int, limit: int) -> None:

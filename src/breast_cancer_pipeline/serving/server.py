@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from breast_cancer_pipeline.serving.guard import limit_request_body
+from breast_cancer_pipeline.serving.front_door import allowed_hosts, front_door
 from breast_cancer_pipeline.serving.packaging import REGISTERED_MODEL_NAME
 from breast_cancer_pipeline.serving.registry import CHAMPION, MODEL_CARD
 
@@ -50,6 +50,7 @@ CONTENT_SECURITY_POLICY = (
     "base-uri 'none'; form-action 'none'"
 )
 _NOT_AVAILABLE = "not available"
+_EXPLORER = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
@@ -225,45 +226,64 @@ def served_part(model: Any, name: str) -> Any:
         ) from None
 
 
-def create_app(model: Any, info: ModelInfo) -> Any:
-    """The ASGI app: MLflow's scoring app, the page, its files and ``/model``.
+def create_app(model: Any, info: ModelInfo, *, host: str = "127.0.0.1") -> Any:
+    """The ASGI app: MLflow's scoring app, the page, its files and ``/model``, behind the door.
 
     Args:
         model: The pyfunc model (:func:`load_served_model`).
         info: What the page says about it.
+        host: The address the server listens on (the default ``Host`` allow-list).
 
     Returns:
-        The app, wrapped with the body limit of ``inference.serving.max_request_bytes``.
+        The app, wrapped with :func:`~breast_cancer_pipeline.serving.front_door.front_door`.
     """
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     from mlflow.pyfunc import scoring_server
+
+    limits = served_part(model, "params:inference")["serving"]
+    app = scoring_server.init(model)
+    # No API explorer: /docs and /redoc load their assets from a CDN; /openapi.json with them.
+    app.router.routes = [r for r in app.router.routes if r.path not in _EXPLORER]
+    _add_page(app, info)
+    schema = model.metadata.get_input_schema()
+    return front_door(
+        app,
+        invoke=lambda data, content_type: scoring_server.invocations(
+            data, content_type, model, schema
+        ),
+        limits=limits,
+        hosts=allowed_hosts(limits.get("allowed_hosts"), host),
+        timeout=MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get(),
+    )
+
+
+def _add_page(app: Any, info: ModelInfo) -> None:
+    """The page (``GET``/``HEAD /``), its files under ``/static`` and ``GET /model``."""
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.staticfiles import StaticFiles
 
     from breast_cancer_pipeline.templating import render
 
-    limits = served_part(model, "params:inference")["serving"]
-    app = scoring_server.init(model)
     page = render("page.html.j2", info=info, not_available=_NOT_AVAILABLE)
     headers = {
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
         "X-Content-Type-Options": "nosniff",
     }
 
-    @app.get("/", include_in_schema=False)
-    async def index() -> HTMLResponse:
+    def index():  # no return annotation: FastAPI would resolve it
         return HTMLResponse(page, headers=headers)
 
-    @app.get("/favicon.ico", include_in_schema=False)
-    async def favicon() -> Response:
+    def favicon():
         return Response(status_code=204)
 
-    @app.get("/model")
-    async def model_info() -> JSONResponse:
+    def model_info():
         return JSONResponse(asdict(info))
 
+    app.add_api_route("/", index, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_api_route("/favicon.ico", favicon, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_api_route("/model", model_info, methods=["GET", "HEAD"])
     static = resources.files("breast_cancer_pipeline.serving") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
-    return limit_request_body(app, limits["max_request_bytes"])
 
 
 def main() -> None:
@@ -277,7 +297,7 @@ def main() -> None:
     host, port = os.environ.get("HOST") or "127.0.0.1", int(os.environ.get("PORT") or 5001)
     try:
         model, info = load_served_model(model_uri)
-        app = create_app(model, info)
+        app = create_app(model, info, host=host)
     except ModelNotFoundError as exc:
         sys.exit(f"make serve: {exc}")
     print(f"Serving {info.uri} (version {info.version}) on http://{host}:{port}/", flush=True)

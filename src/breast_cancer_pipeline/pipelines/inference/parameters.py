@@ -36,6 +36,8 @@ class ServingLimits(Params):
     max_request_bytes: PositiveInt
     #: Images decoded at the same time in the server process, over all requests.
     max_concurrent_decodes: PositiveInt
+    #: Host names the server answers to; empty: the bind address and the loopback names.
+    allowed_hosts: list[str]
     conformal: Conformal
     ood: OodSettings
 
