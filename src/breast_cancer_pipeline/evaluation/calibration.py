@@ -256,10 +256,13 @@ def map_intervals(
     return bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed)
 
 
-def fit_calibration(
+def fit_with_intervals(
     proba: np.ndarray, y: np.ndarray, method: str, bootstrap: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Fit ``evaluation.calibration`` on validation predictions.
+    """Fit ``evaluation.calibration`` on held-out probabilities, with intervals and NLLs.
+
+    :func:`fit_map`, the bootstrap intervals of what it fits (:func:`map_intervals`) and the
+    negative log-likelihood before and after.
 
     Args:
         proba: ``(N, k)`` validation probabilities.
