@@ -261,3 +261,72 @@ def test_binned_ece_equals_the_ece_of_the_bins():
         expected = m.expected_calibration_error(m.calibration_bins(truth, score, n_bins))
         assert m.binned_ece(truth, score, n_bins) == pytest.approx(expected, abs=1e-12)
     assert np.isnan(m.binned_ece([], [], 10))
+
+
+def test_auroc_with_interval_is_the_auroc_and_its_bootstrap_percentiles():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 40)
+    score = 0.3 * y + 0.7 * rng.random(80)
+    proba = np.stack([1 - score, score], axis=1)
+    found = m.auroc_with_interval(y, proba, 200, 0.9, 4)
+    low, high = m.bootstrap_intervals(y, proba, lambda a, b: {"a": m.auroc(a, b)}, 200, 0.9, 4)["a"]
+    assert found == {"auroc": m.auroc(y, proba), "auroc_ci_low": low, "auroc_ci_high": high}
+    assert low < found["auroc"] < high
+
+
+def test_interval_keys_name_each_end_after_the_statistic():
+    keys = m.interval_keys({"auroc": (0.7, 0.9), "ece": (0.01, 0.05)}, "_after")
+    assert keys == {
+        "auroc_after_ci_low": 0.7,
+        "auroc_after_ci_high": 0.9,
+        "ece_after_ci_low": 0.01,
+        "ece_after_ci_high": 0.05,
+    }
+
+
+def test_summary_intervals_share_one_bootstrap_of_the_three_statistics():
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1, 2], 20)
+    proba = rng.dirichlet([1, 1, 1], 60) + np.eye(3)[y]
+    proba /= proba.sum(axis=1, keepdims=True)
+    found = m.summary_intervals(y, proba, 2, 100, 0.95, 0)
+    assert list(found) == [
+        f"{name}_ci_{end}"
+        for name in ("auroc", "auroc_positive", "brier_score")
+        for end in ("low", "high")
+    ]
+    alone = m.auroc_with_interval(y, proba, 100, 0.95, 0)  # same resamples, same seed
+    assert (found["auroc_ci_low"], found["auroc_ci_high"]) == (
+        alone["auroc_ci_low"],
+        alone["auroc_ci_high"],
+    )
+    positive = m.bootstrap_intervals(
+        y, proba, lambda a, b: {"p": m.binary_auroc(a == 2, b[:, 2])}, 100, 0.95, 0
+    )["p"]
+    assert (found["auroc_positive_ci_low"], found["auroc_positive_ci_high"]) == positive
+
+
+def test_calibration_summary_of_the_positive_class_and_the_top_label():
+    values, bins = m.calibration_summary(Y3, P3, 0, 2)
+    # p(0) = 0.6, 0.3, 0.5, 0.2 for labels 0, 0, 1, 2: bins (0, 0.5] and (0.5, 1]
+    assert bins["count"].tolist() == [3, 1]
+    assert values["ece_positive"] == pytest.approx(m.binned_ece(Y3 == 0, P3[:, 0], 2))
+    top_right = P3.argmax(axis=1) == Y3  # top labels 0, 2, 0, 2: right, wrong, wrong, right
+    assert values["ece_top_label"] == pytest.approx(m.binned_ece(top_right, P3.max(axis=1), 2))
+    assert values["brier_score"] == m.brier_score(Y3, P3)
+    assert values["log_loss"] == m.log_loss(Y3, P3)
+
+
+def test_nan_is_written_as_null_and_read_back_as_nan():
+    written = m.json_safe({"auroc": float("nan"), "n": 3, "per_class": {"a": float("nan")}})
+    assert written == {"auroc": None, "n": 3, "per_class": {"a": None}}
+    assert math.isnan(m.json_float(None)) and m.json_float(0.5) == 0.5
+
+
+def test_tracked_metrics_keep_the_finite_numbers_only():
+    values = {"auroc": 0.9, "n": 12, "ok": True, "rule": "youden", "ece": float("nan")}
+    values |= {"inf": float("inf"), "block": {"x": 1.0}}
+    assert m.tracked_metrics("test", values) == {
+        "test.auroc": {"value": 0.9, "step": 0},
+        "test.n": {"value": 12.0, "step": 0},
+    }

@@ -28,7 +28,13 @@ from breast_cancer_pipeline.pipelines.ingestion.nodes import (
 from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics
 from breast_cancer_pipeline.pipelines.reporting.report import render_report
 from breast_cancer_pipeline.pipelines.validation.nodes import run_expectations
-from breast_cancer_pipeline.templating import fmt, markdown_code, markdown_text, render
+from breast_cancer_pipeline.templating import (
+    fmt,
+    fmt_interval,
+    markdown_code,
+    markdown_text,
+    render,
+)
 from tests.params import base_params
 
 LABEL = "<script>x</script>"
@@ -170,6 +176,28 @@ def test_markdown_text_cannot_break_a_table_or_start_markup():
 )
 def test_fmt_shows_unknown_values_as_a_dash(value, shown):
     assert fmt(value) == shown
+
+
+BLOCK = {"auroc": 0.91234, "auroc_ci_low": 0.85, "auroc_ci_high": None, "sensitivity": 0.8}
+
+
+@pytest.mark.parametrize(
+    ("key", "options", "shown"),
+    [
+        ("auroc", {}, "0.912 [0.850, –]"),
+        ("auroc", {"value": False}, "[0.850, –]"),
+        ("auroc", {"optional": True}, "0.912"),  # an end unknown: the value alone
+        ("sensitivity", {}, "0.800 [–, –]"),
+        ("sensitivity", {"optional": True}, "0.800"),
+        ("missing", {}, "– [–, –]"),
+    ],
+)
+def test_fmt_interval_shows_a_value_and_its_interval(key, options, shown):
+    assert fmt_interval(BLOCK, key, **options) == shown
+    both = {"x": 0.5, "x_ci_low": 0.25, "x_ci_high": 0.75}
+    assert fmt_interval(both, "x", **options) == (
+        "[0.250, 0.750]" if options.get("value") is False else "0.500 [0.250, 0.750]"
+    )
 
 
 def test_an_unknown_template_variable_is_an_error():

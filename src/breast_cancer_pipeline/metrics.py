@@ -7,6 +7,9 @@ functions so that importing this module costs nothing. Conventions shared by eve
   ``j`` is class ``j`` of the model (so a class absent from ``y`` still has its column);
 - the binary view is ``is_positive`` (bool) and ``score`` (the positive class's probability);
 - a metric that is undefined on the data (e.g. an AUROC when a class is missing) is NaN.
+
+How the figures are written out is here too: :func:`json_safe` / :func:`json_float` for
+``metrics.json`` (NaN as ``null``) and :func:`tracked_metrics` for kedro-mlflow.
 """
 
 from __future__ import annotations
@@ -398,3 +401,104 @@ def bootstrap_intervals(
             low, high = np.percentile(finite, [tail, 100 - tail])
             intervals[name] = (float(low), float(high))
     return intervals
+
+
+def interval_keys(intervals: Mapping[str, tuple[float, float]], suffix: str = "") -> dict:
+    """``name → (low, high)`` as the keys ``<name><suffix>_ci_low`` and ``_ci_high``."""
+    keys = {}
+    for name, (low, high) in intervals.items():
+        keys[f"{name}{suffix}_ci_low"], keys[f"{name}{suffix}_ci_high"] = low, high
+    return keys
+
+
+def auroc_with_interval(
+    y: np.ndarray, proba: np.ndarray, n_resamples: int, confidence: float, seed: int
+) -> dict[str, float]:
+    """:func:`auroc` and its stratified bootstrap interval (:func:`bootstrap_intervals`).
+
+    Returns:
+        ``{"auroc", "auroc_ci_low", "auroc_ci_high"}``.
+    """
+    found = bootstrap_intervals(
+        y, proba, lambda y_, p_: {"auroc": auroc(y_, p_)}, n_resamples, confidence, seed
+    )
+    return {"auroc": auroc(y, proba), **interval_keys(found)}
+
+
+def summary_intervals(
+    y: np.ndarray, proba: np.ndarray, pos: int, n_resamples: int, confidence: float, seed: int
+) -> dict[str, float]:
+    """Bootstrap intervals of the summary AUROC, class ``pos``'s AUROC and the Brier score.
+
+    One pass of :func:`bootstrap_intervals` for the three.
+
+    Returns:
+        ``auroc``, ``auroc_positive`` and ``brier_score``, each as ``<name>_ci_low`` and
+        ``<name>_ci_high`` (:func:`interval_keys`).
+    """
+
+    def statistic(y_: np.ndarray, proba_: np.ndarray) -> dict[str, float]:
+        per_class = per_class_auroc(y_, proba_)
+        return {
+            "auroc": summary_auroc(per_class),
+            "auroc_positive": float(per_class[pos]),
+            "brier_score": brier_score(y_, proba_),
+        }
+
+    return interval_keys(bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed))
+
+
+def calibration_summary(
+    y: np.ndarray, proba: np.ndarray, pos: int, n_bins: int
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """ECE of p(class ``pos``) and of the top-label confidence, Brier score and log loss.
+
+    Returns:
+        ``({"ece_positive", "ece_top_label", "brier_score", "log_loss"}, bins)``: the
+        figures and the reliability bins of p(class ``pos``) (:func:`calibration_bins`).
+    """
+    y, proba = np.asarray(y), np.asarray(proba, dtype=float)
+    bins = calibration_bins(y == pos, proba[:, pos], n_bins)
+    top_bins = calibration_bins(proba.argmax(axis=1) == y, proba.max(axis=1), n_bins)
+    values = {
+        "ece_positive": expected_calibration_error(bins),
+        "ece_top_label": expected_calibration_error(top_bins),
+        "brier_score": brier_score(y, proba),
+        "log_loss": log_loss(y, proba),
+    }
+    return values, bins
+
+
+# ------------------------------------------------------------------------------ written out
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN (nested in dicts) as ``None``, so that it is strict JSON.
+
+    ``metrics.json`` is read by ``dvc metrics show``, which refuses NaN; :func:`json_float`
+    reads such a ``None`` back.
+    """
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def json_float(value: Any) -> float:
+    """A figure of ``metrics.json`` as a float: ``None`` (written for NaN) back to NaN."""
+    return float("nan") if value is None else float(value)
+
+
+def tracked_metrics(prefix: str, values: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The finite numbers of ``values`` as kedro-mlflow metric entries ``<prefix>.<name>``.
+
+    Booleans, strings, nested dicts and NaN are left out.
+
+    Returns:
+        ``{"<prefix>.<name>": {"value": float, "step": 0}}``, the format of kedro-mlflow's
+        ``MlflowMetricsHistoryDataset``.
+    """
+    return {
+        f"{prefix}.{k}": {"value": float(v), "step": 0}
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
+    }

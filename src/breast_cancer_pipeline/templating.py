@@ -13,6 +13,7 @@ import functools
 import html
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -31,6 +32,29 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def fmt_interval(
+    values: Mapping[str, Any], key: str, *, value: bool = True, optional: bool = False
+) -> str:
+    """A figure and its interval for a report: "value [low, high]", each through :func:`fmt`.
+
+    Args:
+        values: A block of ``metrics.json`` holding ``key`` and its interval's ends
+            ``<key>_ci_low`` and ``<key>_ci_high``; an absent one shows as "–".
+        key: The figure's name.
+        value: ``False``: the interval alone, "[low, high]".
+        optional: ``True``: when an end is absent or ``None``, the value alone.
+
+    Returns:
+        The text of the cell.
+    """
+    low, high = values.get(f"{key}_ci_low"), values.get(f"{key}_ci_high")
+    shown = fmt(values.get(key))
+    if optional and (low is None or high is None):
+        return shown
+    interval = f"[{fmt(low)}, {fmt(high)}]"
+    return f"{shown} {interval}" if value else interval
 
 
 def markdown_text(value: Any) -> Markup:

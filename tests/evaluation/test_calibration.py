@@ -7,9 +7,9 @@ from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.evaluation.calibration import (
     apply_calibration,
     apply_temperature,
-    fit_calibration,
     fit_temperature,
     fit_temperature_floor,
+    fit_with_intervals,
     negative_log_likelihood,
     undo_calibration,
 )
@@ -61,12 +61,12 @@ def test_underconfident_set_gets_t_below_one():
     assert fit_temperature(proba, y) == pytest.approx(0.5, rel=0.1)
 
 
-def test_fit_calibration_none_keeps_one_and_reports_the_nll():
+def test_fit_with_intervals_none_keeps_one_and_reports_the_nll():
     proba, y = _planted(500, 0.5, seed=2)
-    fitted = fit_calibration(proba, y, "none")
+    fitted = fit_with_intervals(proba, y, "none")
     assert fitted["temperature"] == 1.0
     assert fitted["val_nll_before"] == fitted["val_nll_after"]
-    fitted = fit_calibration(proba, y, "temperature")
+    fitted = fit_with_intervals(proba, y, "temperature")
     assert fitted["val_nll_after"] < fitted["val_nll_before"] and fitted["n_val"] == 500
     with pytest.raises(ValueError, match="the split is empty"):
         fit_temperature(np.empty((0, 3)), np.empty(0, int))
@@ -77,15 +77,15 @@ def test_the_temperature_interval_holds_the_planted_one_and_narrows_with_more_im
     widths = []
     for n in (200, 3000):
         proba, y = _planted(n, 1 / 1.5, seed=3)  # overconfident: the true T is 1.5
-        fitted = fit_calibration(proba, y, "temperature", bootstrap)
+        fitted = fit_with_intervals(proba, y, "temperature", bootstrap)
         low, high = fitted["temperature_ci_low"], fitted["temperature_ci_high"]
         assert low < fitted["temperature"] < high and low < 1.5 < high
         widths.append(high - low)
     assert widths[1] < widths[0] / 2  # about 1 / sqrt(15) as wide
-    again = fit_calibration(proba, y, "temperature", bootstrap)  # seeded: reproducible
+    again = fit_with_intervals(proba, y, "temperature", bootstrap)  # seeded: reproducible
     assert again["temperature_ci_low"] == fitted["temperature_ci_low"]
-    assert fit_calibration(proba, y, "none", bootstrap)["temperature_ci_low"] == 1.0
-    assert np.isnan(fit_calibration(proba, y, "temperature")["temperature_ci_high"])
+    assert fit_with_intervals(proba, y, "none", bootstrap)["temperature_ci_low"] == 1.0
+    assert np.isnan(fit_with_intervals(proba, y, "temperature")["temperature_ci_high"])
 
 
 def _noisy_labels(n, true_temperature, floor, seed):
@@ -121,7 +121,7 @@ def test_the_floor_recovers_planted_label_noise_that_a_temperature_cannot():
     floored = apply_calibration(proba, temperature, floor)
     assert negative_log_likelihood(floored, y) < negative_log_likelihood(plain, y)
     assert _ece_top(floored, y) < _ece_top(plain, y) / 2
-    fitted = fit_calibration(proba, y, "temperature_floor")
+    fitted = fit_with_intervals(proba, y, "temperature_floor")
     assert (fitted["temperature"], fitted["floor"]) == (temperature, floor)
     assert fitted["val_nll_after"] == pytest.approx(negative_log_likelihood(floored, y), rel=1e-5)
 
@@ -135,8 +135,8 @@ def test_clean_labels_fit_no_floor_and_the_intervals_hold_the_planted_values():
     )
     bootstrap = {"n_resamples": 60, "confidence": 0.95, "seed": 0}
     proba, y = _noisy_labels(1500, 2.0, 0.2, seed=6)
-    fitted = fit_calibration(proba, y, "temperature_floor", bootstrap)
+    fitted = fit_with_intervals(proba, y, "temperature_floor", bootstrap)
     assert fitted["floor_ci_low"] < 0.2 < fitted["floor_ci_high"]
     assert fitted["temperature_ci_low"] < fitted["temperature"] < fitted["temperature_ci_high"]
-    plain = fit_calibration(proba, y, "temperature", bootstrap)
+    plain = fit_with_intervals(proba, y, "temperature", bootstrap)
     assert (plain["floor"], plain["floor_ci_low"], plain["floor_ci_high"]) == (0.0, 0.0, 0.0)

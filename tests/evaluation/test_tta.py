@@ -7,6 +7,7 @@ from breast_cancer_pipeline.evaluation.tta import (
     VIEWS,
     average_over_views,
     shift_pixels,
+    tta_settings,
     view_images,
     views,
 )
@@ -78,3 +79,15 @@ def test_probability_average_differs_from_a_logit_average():
     x[0, 0, 0] = 1  # top-left pixel: only the original view sees it there
     out = average_over_views(forward, x, "flips", 2, 0.05)
     np.testing.assert_allclose(out, [[0.745, 0.255]], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("tta", "expected"),
+    [
+        ("flips", {"mode": "flips", "passes": 3, "shift": 0.1}),
+        ("off", {"mode": "off", "passes": 1, "shift": 0.1}),  # one view, whatever tta_passes
+        (False, {"mode": "off", "passes": 1, "shift": 0.1}),  # YAML's unquoted off
+    ],
+)
+def test_the_served_settings_come_from_the_evaluation_parameters(tta, expected):
+    assert tta_settings({"tta": tta, "tta_passes": 3, "tta_shift": 0.1}) == expected

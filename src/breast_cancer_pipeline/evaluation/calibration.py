@@ -1,26 +1,22 @@
-"""Temperature scaling (Guo et al. 2017), fitted on the validation predictions.
+"""Temperature scaling (Guo et al. 2017), with an optional floor, fitted on held-out predictions.
 
-The classifier ends in a softmax, so its logits are not at hand; the log-probabilities are
-the logits up to a per-image constant, which the softmax cancels:
-``softmax(log(p) / T) = softmax(z / T)``. One temperature ``T`` divides them: ``T > 1``
-softens an overconfident model, ``T < 1`` sharpens an underconfident one. The ranking of the
-classes of an image never changes, so the argmax and a two-class AUROC stay the same.
+The classifier ends in a softmax, so the log-probabilities stand in for its logits (the
+softmax cancels the per-image constant): ``softmax(log(p) / T)``. ``T > 1`` softens the
+probabilities, ``T < 1`` sharpens them; the ranking of an image's classes never changes, so
+the argmax and a two-class AUROC stay the same.
 
-``evaluation.calibration``:
+``evaluation.calibration`` (:data:`METHODS`):
 
-* ``temperature`` fits ``T`` by minimising the negative log-likelihood of the validation
-  labels (scipy's bounded scalar minimiser over :data:`TEMPERATURE_BOUNDS`);
-* ``temperature_floor`` fits ``T`` jointly with a floor ``eps``:
-  ``(1 - eps) softmax(log(p) / T) + eps / k``. Labels with annotation noise (readers who
-  disagree, a mislabelled fraction) cap what any image's top label can reach at about
-  ``1 - eps``; one temperature cannot both sharpen the uncertain images and stop the clear
-  ones at that cap. It is the temperature and uniform parts of the ensemble temperature
-  scaling of Zhang, Kailkhura and Han (ICML 2020, "Mix-n-Match"), fitted together; a
-  fitted ``eps = 0`` is plain temperature scaling;
-* ``none`` keeps ``T = 1``.
+* ``temperature``: ``T`` minimising the negative log-likelihood of the held-out labels
+  (:func:`fit_temperature`);
+* ``temperature_floor``: ``T`` and a floor ``eps`` fitted together,
+  ``(1 - eps) softmax(log(p) / T) + eps / k`` (:func:`fit_temperature_floor`: the
+  temperature and uniform parts of Zhang, Kailkhura and Han 2020, "Mix-n-Match"); a fitted
+  ``eps = 0`` is plain temperature scaling;
+* ``none``: ``T = 1``.
 
-:func:`apply_calibration` is what the served model applies after averaging the test-time
-views (:mod:`.tta`).
+:func:`fit_with_intervals` is what reporting fits; :func:`apply_calibration` is what the
+served model applies after averaging the test-time views (:mod:`.tta`).
 """
 
 from __future__ import annotations
@@ -29,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-#: The search range of the temperature: far wider than the 1-3 fitted to real networks,
-#: narrow enough that a degenerate validation set (all correct) cannot drive T to 0.
+#: The search range of the temperature: bounded, so that held-out images told apart without
+#: error cannot drive ``T`` to 0.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 #: The search range of the floor: above 0.5, more than half of every answer would be the
@@ -220,9 +216,8 @@ def temperature_interval(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the fitted temperature (stratified resamples).
 
-    How far ``T`` would move on another draw of as many held-out images: on a few hundred
-    images with noisy labels it spans 1 more often than not, and a temperature whose
-    interval spans 1 is not told apart from no recalibration by the data it was fitted on.
+    How far ``T`` would move on another draw of as many held-out images; an interval that
+    spans 1 does not tell ``T`` apart from no recalibration.
 
     Args:
         proba: ``(N, k)`` probabilities the temperature is fitted on.
@@ -256,10 +251,13 @@ def map_intervals(
     return bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed)
 
 
-def fit_calibration(
+def fit_with_intervals(
     proba: np.ndarray, y: np.ndarray, method: str, bootstrap: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Fit ``evaluation.calibration`` on validation predictions.
+    """Fit ``evaluation.calibration`` on held-out probabilities, with intervals and NLLs.
+
+    :func:`fit_map`, the bootstrap intervals of what it fits (:func:`map_intervals`) and the
+    negative log-likelihood before and after.
 
     Args:
         proba: ``(N, k)`` validation probabilities.

@@ -10,9 +10,8 @@ ambiguous set-valued classifiers", LAC):
 2. ``q`` is the ``ceil((n + 1)(1 - alpha)) / n`` empirical quantile of the ``n`` scores (the
    finite-sample correction; ``q = 1`` when that level exceeds 1: every class is in the set);
 3. the set of a new image is ``{class : p(class) >= 1 - q}``, and never empty: when no class
-   reaches the threshold it is the most probable class alone (pure LAC would answer an empty
-   set for every image whose top class is below ``1 - q``, which an accurate model with a
-   high threshold does often; adding a class only raises the coverage).
+   reaches the threshold it is the most probable class alone (adding a class only raises
+   the coverage).
 
 The guarantee is marginal (over images), not per class or per patient, and holds only while
 new images are exchangeable with the validation ones (same site, device and population).

@@ -1,36 +1,19 @@
 """The out-of-distribution score shipped with the served model, and images to test it with.
 
-The score lives on the classifier's **penultimate features** (the input of its last ``Dense``
-layer: the pooled backbone output, or the head's dense layer when there is one), taken from
-the same forward pass as the probabilities
-(:func:`breast_cancer_pipeline.serving.compiled_forward`).
+The score reads the classifier's penultimate features (the input of its last ``Dense``
+layer), taken from the forward pass that gives the probabilities; higher means further from
+the training data. :func:`fit_ood` fits one of :data:`METHODS` on the training split:
 
-Two scores are implemented; higher means further from the training data:
-
-* ``mahalanobis`` (Lee et al. 2018): class-conditional Gaussians with one shared covariance,
-  fitted on the training split; the score is the squared Mahalanobis distance to the nearest
-  class mean. The covariance is shrunk (Ledoit-Wolf), since features can outnumber images.
-  The features are first power-transformed (signed square root: post-ReLU features are
-  skewed, far from Gaussian) and L2-normalised (as in Mahalanobis++, Mueller et al. 2025), see
-  :func:`normalise_features`.
+* ``mahalanobis`` (Lee et al. 2018): the squared Mahalanobis distance to the nearest class
+  mean, with one shared Ledoit-Wolf covariance, on :func:`normalise_features`;
 * ``energy`` (Liu et al. 2020): ``-logsumexp(logits)``, the logits recomputed from the
   features with the last layer's kernel and bias.
 
-The served one is :data:`METHOD`, chosen by measurement on the demo model (docs/serving.md,
-"Out-of-distribution check"). At ``accept_rate`` 0.95 the energy score flags 14 % of the
-synthetic out-of-distribution set and accepts 86 % of the test split (a head trained from
-scratch gives noise, text and other modalities *larger* logits than breast images);
-Mahalanobis on the raw features flags 89 % (blank frames 57 %, gradients 80 %), on the
-normalised features 100 % of every kind while accepting 97 % of the test split.
-
-The threshold is the ``accept_rate`` quantile of the validation split's scores
-(``inference.serving.ood.accept_rate``): that share of validation images is accepted.
-:meth:`OodScore.to_arrays` / :meth:`OodScore.from_arrays` are what ``ood.npz`` beside the
-served model holds (plain arrays, loaded without pickle).
-
-:func:`ood_images` makes the out-of-distribution set the report and the tests use: noise,
-gradients, text-like renderings, blank frames and two other synthetic modalities (chest X-ray
-and CT slice lookalikes), deterministic from a seed.
+:meth:`OodScore.threshold` accepts a share of the validation split
+(``inference.serving.ood.accept_rate``); :meth:`OodScore.to_arrays` and
+:meth:`OodScore.from_arrays` are the content of ``ood.npz`` (plain arrays, loaded without
+pickle). :func:`ood_images` makes a synthetic out-of-distribution set of :data:`KINDS`,
+deterministic from a seed.
 """
 
 from __future__ import annotations
@@ -45,7 +28,7 @@ import numpy as np
 
 #: The methods :func:`fit_ood` knows.
 METHODS = ("mahalanobis", "energy")
-#: The method of the served score (see the module docstring for why).
+#: The method of the served score.
 METHOD = "mahalanobis"
 #: The kinds of :func:`ood_images`, in report order.
 KINDS = ("noise", "gradient", "text", "blank", "chest_xray", "ct_slice")
@@ -97,8 +80,8 @@ class OodScore:
 
         The precision is ``P = I / floor + basis^T diag(weights) basis``: Ledoit-Wolf shrinks
         towards a multiple of the identity, so beyond the rank of the training features every
-        direction has the same variance. A request then costs ``d * (r + k)`` products, not
-        ``d * d`` (1280-dimensional features from 500 images: a third).
+        direction has the same variance. A request costs ``d * (r + k)`` products, not
+        ``d * d``.
         """
         centres = self._projected_means
         sq = (x**2).sum(axis=1)[:, None] - 2 * x @ self.means.T + (self.means**2).sum(axis=1)
@@ -194,6 +177,8 @@ def fit_ood(
 
 def normalise_features(features: np.ndarray) -> np.ndarray:
     """Signed square root, then unit L2 norm per row (what the Mahalanobis score sees).
+
+    As in Mahalanobis++ (Mueller et al. 2025).
 
     Args:
         features: ``(n, d)`` penultimate features.

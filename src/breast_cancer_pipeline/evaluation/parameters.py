@@ -1,7 +1,6 @@
 """The ``evaluation`` parameters (defaults: ``conf/base/parameters_evaluation.yml``).
 
-A block read by several stages (finetune, reporting, and the served model through reporting),
-so it lives beside the evaluation modules rather than in one pipeline's folder.
+Read by finetune (the folds), reporting and, through reporting, the served model.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ the softmax outputs, not of the logits), one forward pass per view.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,20 @@ def mode_of(value: str | bool) -> str:
     YAML reads an unquoted ``off`` (e.g. in ``--params evaluation.tta=off``) as ``false``.
     """
     return "off" if value is False else value
+
+
+def tta_settings(evaluation: dict) -> dict[str, Any]:
+    """The views the served model averages (``serving.json``'s ``tta``) from ``evaluation``.
+
+    Returns:
+        ``{"mode", "passes", "shift"}``; ``passes`` is 1 when ``mode`` is ``off``.
+    """
+    mode = mode_of(evaluation["tta"])
+    return {
+        "mode": mode,
+        "passes": int(evaluation["tta_passes"]) if mode != "off" else 1,
+        "shift": float(evaluation["tta_shift"]),
+    }
 
 
 def views(mode: str, passes: int) -> tuple[View, ...]:

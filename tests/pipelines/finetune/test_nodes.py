@@ -142,8 +142,8 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
 
 
 def test_deterministic_reruns_give_identical_weights_and_test_metrics(tmp_path):
+    from breast_cancer_pipeline.evaluation.predictions import prediction_frame
     from breast_cancer_pipeline.metrics import auroc
-    from breast_cancer_pipeline.pipelines.reporting.nodes import prediction_frame
 
     models, frames = [], []
     for run in range(2):

@@ -17,14 +17,14 @@ from breast_cancer_pipeline.pipelines.backbone_selection import (
     create_pipeline as backbone_selection,
 )
 from breast_cancer_pipeline.pipelines.finetune import create_pipeline as finetune
-from breast_cancer_pipeline.pipelines.reporting.calibration import predict_test_split
-from breast_cancer_pipeline.pipelines.reporting.external import (
-    comparison_rows,
-    external_metrics,
-    predict_external_split,
-)
+from breast_cancer_pipeline.pipelines.reporting.external import external_metrics
 from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics
+from breast_cancer_pipeline.pipelines.reporting.predictions import (
+    predict_external_split,
+    predict_test_split,
+)
 from breast_cancer_pipeline.pipelines.reporting.report import render_report
+from breast_cancer_pipeline.pipelines.reporting.sections import comparison_rows
 
 from ..ingestion.helpers import image_bytes, ingest, params, two_classes, write_tree
 from .test_report import META, PARAMS, POINT, _manifest, _predictions

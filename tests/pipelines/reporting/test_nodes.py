@@ -7,11 +7,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.pipelines.reporting.nodes import (
-    choose_operating_point,
     compute_metrics,
     curve_tables,
     learning_curve_table,
-    prediction_frame,
 )
 from tests.params import base_params
 
@@ -34,35 +32,6 @@ def _val():
     labels = ["malignant"] * 4 + ["benign", "normal", "benign"]
     pm = [0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1]
     return _frame(labels, [[(1 - p) / 2, p, (1 - p) / 2] for p in pm])
-
-
-@pytest.mark.parametrize(
-    ("rule", "threshold", "sensitivity", "specificity", "text"),
-    [
-        (0.75, 0.6, 0.75, 2 / 3, "sensitivity>=0.75"),  # highest keeping 3 of 4 positives
-        (0.5, 0.8, 0.5, 1.0, "sensitivity>=0.5"),
-        (1, 0.3, 1.0, 2 / 3, "sensitivity>=1"),
-        ("youden", 0.3, 1.0, 2 / 3, "youden"),  # J: 0.5 at 0.8, 0.417 at 0.6, 0.667 at 0.3
-    ],
-)
-def test_operating_point_on_validation(rule, threshold, sensitivity, specificity, text):
-    point = choose_operating_point(_val(), META, {**PARAMS, "threshold": rule})
-    assert point == {
-        "positive_class": "malignant",
-        "rule": text,
-        "threshold": pytest.approx(threshold),
-        "val_sensitivity": pytest.approx(sensitivity),
-        "val_specificity": pytest.approx(specificity),
-        "n_val": 7,
-    }
-
-
-def test_operating_point_needs_both_groups_and_a_known_class():
-    only_benign = _val().assign(label="benign")
-    with pytest.raises(ValueError, match="needs images of 'malignant'"):
-        choose_operating_point(only_benign, META, PARAMS)
-    with pytest.raises(ValueError, match="reporting.positive_class='cancer'"):
-        choose_operating_point(_val(), META, {**PARAMS, "positive_class": "cancer"})
 
 
 def _test_split(n=90, seed=0, strength=(1.5, 1.5, 1.5)):
@@ -198,20 +167,6 @@ def test_curve_tables_are_those_of_the_positive_class():
 def test_curve_tables_refuse_an_unknown_positive_class():
     with pytest.raises(ValueError, match="reporting.positive_class='cancer'"):
         curve_tables(_val(), META, {**PARAMS, "positive_class": "cancer"})
-
-
-def test_prediction_frame_of_a_split():
-    proba = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]], dtype=np.float32)
-    model_input = {
-        "class_names": NAMES,
-        "y_test": np.array([1, 2]),
-        "paths_test": np.array(["a.png", "b.png"]),
-    }
-    frame = prediction_frame(model_input, "test", proba)
-    assert frame["path"].tolist() == ["a.png", "b.png"]
-    assert frame["label"].tolist() == ["malignant", "normal"]
-    assert frame["predicted"].tolist() == ["malignant", "benign"]
-    assert frame["p_malignant"].tolist() == pytest.approx([0.7, 0.3])
 
 
 def test_learning_curve_table_joins_the_phases():

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 
 from breast_cancer_pipeline.evaluation.ood import KINDS
+from breast_cancer_pipeline.pipelines.reporting.figures import plot_ood_scores
+from breast_cancer_pipeline.pipelines.reporting.fits.ood import fit_ood_score
 from breast_cancer_pipeline.pipelines.reporting.nodes import compute_metrics, package_model
-from breast_cancer_pipeline.pipelines.reporting.ood import (
-    fit_ood_score,
-    ood_summary,
-    plot_ood_scores,
-)
+from breast_cancer_pipeline.pipelines.reporting.ood import ood_summary
 from breast_cancer_pipeline.pipelines.reporting.report import render_report
 from tests.params import base_params
 from tests.pipelines.inference.test_ood import COLOURS, _images, _tiny_model

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from breast_cancer_pipeline.param_schema import ParameterError, validate_block
+from breast_cancer_pipeline.pipelines.reporting.parameters import check_positive_class
 from tests.params import base_params
 
 
@@ -67,3 +68,10 @@ def test_missing_key_is_named():
     del block["bootstrap"]["seed"]
     with pytest.raises(ParameterError, match=r"reporting\.bootstrap\.seed: missing"):
         validate_block("reporting", block)
+
+
+def test_the_positive_class_must_be_a_class_of_the_model():
+    check_positive_class("malignant", ["benign", "malignant"])
+    message = "reporting.positive_class='cancer' is not a class of the model (benign, malignant)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_positive_class("cancer", ["benign", "malignant"])

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline.evaluation.folds import assign_folds, fold_roles
-from breast_cancer_pipeline.pipelines.reporting.nodes import classifier_predictions
+from breast_cancer_pipeline.evaluation.predictions import classifier_predictions
 
 logger = logging.getLogger(__name__)
 

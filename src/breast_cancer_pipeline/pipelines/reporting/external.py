@@ -1,11 +1,10 @@
-"""The external test site: its predictions, its metrics block and its side-by-side rows.
+"""The ``external`` block of ``metrics.json``: the external test site at the validation threshold.
 
-The external split (``ingestion.external_dir``) is scored by the classifier the test split is
-scored with, through the same prediction function, at the operating threshold chosen on the
-validation split; nothing is fitted on it. Its block in ``metrics.json`` (``external``) holds
-AUROC with a stratified bootstrap interval (``metrics.bootstrap_intervals``, same resamples and
-seed as the test split), sensitivity and specificity at the validation threshold, the number of
-images, ECE and Brier score; it is ``null`` when there is no external site.
+The external split (``ingestion.external_dir``) is predicted as the test split is
+(:func:`.predictions.predict_external_split`) and nothing is fitted on it. Its block holds
+AUROC with a stratified bootstrap interval (same resamples and seed as the test split),
+sensitivity and specificity at the validation threshold, the number of images, ECE and
+Brier score; it is ``null`` when there is no external site.
 """
 
 from __future__ import annotations
@@ -13,39 +12,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline import metrics as m
-from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT
-from breast_cancer_pipeline.templating import fmt
+from breast_cancer_pipeline.evaluation.predictions import as_arrays
 
-from .calibration import predict_split
-from .nodes import _calibration, _check_positive, _encoded, _intervals
+from .parameters import check_positive_class
 
 logger = logging.getLogger(__name__)
-
-
-def predict_external_split(
-    serving_model: Any, external_input: dict[str, np.ndarray], params: dict
-) -> pd.DataFrame:
-    """Class probabilities for every image of the external site, as served (like the test split).
-
-    Args:
-        serving_model: The packaged model (test-time views and temperature applied).
-        external_input: ``external_model_input`` (``x_external``, ``y_external``,
-            ``paths_external``, ``class_names``).
-        params: The ``reporting`` parameters (``batch_size``).
-
-    Returns:
-        The columns of ``predict_test_split`` (``path``, ``label``, ``predicted``,
-        ``p_<class>``); no rows without an external site.
-    """
-    if len(external_input[f"y_{EXTERNAL_SPLIT}"]) == 0:
-        columns = ["path", "label", "predicted"]
-        columns += [f"p_{c}" for c in external_input["class_names"]]
-        return pd.DataFrame(columns=columns)
-    return predict_split(serving_model, external_input, EXTERNAL_SPLIT, params["batch_size"])
 
 
 def external_metrics(
@@ -57,7 +31,7 @@ def external_metrics(
     """The ``external`` block of ``metrics.json``: the external site at the validation threshold.
 
     Args:
-        predictions: Output of :func:`predict_external_split`.
+        predictions: The external site's predictions, as served.
         metadata: The classifier's metadata (``class_names``).
         operating_point: The threshold chosen on the validation split (never on this split).
         params: The ``reporting`` parameters (``positive_class``, ``bootstrap``,
@@ -75,12 +49,12 @@ def external_metrics(
     if predictions.empty:
         return {}
     class_names, positive = metadata["class_names"], params["positive_class"]
-    _check_positive(positive, class_names)
-    y, proba = _encoded(predictions, class_names)
+    check_positive_class(positive, class_names)
+    y, proba = as_arrays(predictions, class_names)
     pos = class_names.index(positive)
     threshold = float(operating_point["threshold"])
-    ci = _intervals(y, proba, pos, params["bootstrap"])
-    calibration, _ = _calibration(y, proba, pos, params["calibration_bins"])
+    ci = m.summary_intervals(y, proba, pos, **params["bootstrap"])
+    calibration, _ = m.calibration_summary(y, proba, pos, params["calibration_bins"])
     per_class = m.per_class_auroc(y, proba)
     block = {
         "n": len(predictions),
@@ -104,40 +78,3 @@ def external_metrics(
         block["specificity"],
     )
     return block
-
-
-def _with_ci(block: dict[str, Any], key: str) -> str:
-    low, high = block.get(f"{key}_ci_low"), block.get(f"{key}_ci_high")
-    if low is None or high is None:
-        return fmt(block.get(key))
-    return f"{fmt(block.get(key))} [{fmt(low)}, {fmt(high)}]"
-
-
-def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str]] | None:
-    """Internal test and external site side by side, for the report; ``None`` without one.
-
-    Args:
-        metrics: ``metrics.json``'s content (the test metrics and its ``external`` block).
-
-    Returns:
-        ``(metric, internal test, external)`` rows, intervals in brackets.
-    """
-    external = metrics.get(EXTERNAL_SPLIT)
-    if not external:
-        return None
-    positive = metrics["positive_class"]
-    internal = {**metrics, "n": metrics["n_test"]}
-    rows = [
-        ("Images", "n"),
-        ("AUROC", "auroc"),
-        (f"AUROC {positive} vs rest", "auroc_positive"),
-        ("Sensitivity", "sensitivity"),
-        ("Specificity", "specificity"),
-        (f"ECE of p({positive})", "ece_positive"),
-        ("Brier score", "brier_score"),
-    ]
-
-    def cell(block: dict[str, Any], key: str) -> str:
-        return str(block[key]) if key == "n" else _with_ci(block, key)
-
-    return [(name, cell(internal, key), cell(external, key)) for name, key in rows]

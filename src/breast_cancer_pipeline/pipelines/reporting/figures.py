@@ -6,17 +6,15 @@ like TensorFlow).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from breast_cancer_pipeline.evaluation.ood import KINDS
+from breast_cancer_pipeline.metrics import json_float
 from breast_cancer_pipeline.plotting import figure_png, pyplot
-
-
-def _num(value: Any) -> float:
-    """A metric from metrics.json as a float (``None``, written for NaN, back to NaN)."""
-    return float("nan") if value is None else float(value)
 
 
 def confident_errors(predictions: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -68,20 +66,23 @@ def plot_roc_pr(
     plt = pyplot()
     positive = metrics["positive_class"]
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.6))
-    low, high = _num(metrics["auroc_positive_ci_low"]), _num(metrics["auroc_positive_ci_high"])
+    low, high = (
+        json_float(metrics["auroc_positive_ci_low"]),
+        json_float(metrics["auroc_positive_ci_high"]),
+    )
     ax_roc.plot(
         roc["fpr"],
         roc["tpr"],
         lw=2,
-        label=f"AUROC {_num(metrics['auroc_positive']):.3f} [{low:.3f}, {high:.3f}]",
+        label=f"AUROC {json_float(metrics['auroc_positive']):.3f} [{low:.3f}, {high:.3f}]",
     )
     ax_roc.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
     ax_roc.scatter(
-        [1 - _num(metrics["specificity"])],
-        [_num(metrics["sensitivity"])],
+        [1 - json_float(metrics["specificity"])],
+        [json_float(metrics["sensitivity"])],
         c="crimson",
         zorder=3,
-        label=f"threshold {_num(metrics['threshold']):.3f} ({metrics['threshold_rule']}, val)",
+        label=f"threshold {metrics['threshold']:.3f} ({metrics['threshold_rule']}, val)",
     )
     ax_roc.set(
         xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC: {positive} vs rest (test)"
@@ -91,11 +92,11 @@ def plot_roc_pr(
         pr["recall"],
         pr["precision"],
         lw=2,
-        label=f"AP {_num(metrics['average_precision_positive']):.3f}",
+        label=f"AP {json_float(metrics['average_precision_positive']):.3f}",
     )
     ax_pr.scatter(
-        [_num(metrics["sensitivity"])],
-        [_num(metrics["ppv"])],
+        [json_float(metrics["sensitivity"])],
+        [json_float(metrics["ppv"])],
         c="crimson",
         zorder=3,
         label="operating point",
@@ -137,9 +138,9 @@ def plot_reliability(calibration: pd.DataFrame, metrics: dict[str, Any], params:
         ylabel=f"observed fraction {positive}",
         ylim=(0, 1),
         title=(
-            f"Reliability of p({positive}), ECE {_num(metrics['ece_positive']):.3f}\n"
-            f"all classes: Brier {_num(metrics['brier_score']):.3f}, "
-            f"log loss {_num(metrics['log_loss']):.3f}"
+            f"Reliability of p({positive}), ECE {json_float(metrics['ece_positive']):.3f}\n"
+            f"all classes: Brier {json_float(metrics['brier_score']):.3f}, "
+            f"log loss {json_float(metrics['log_loss']):.3f}"
         ),
     )
     ax.legend(loc="upper left", fontsize=8)
@@ -243,4 +244,66 @@ def plot_gradcam(
             ax.imshow(overlay(image, cam, settings["alpha"]))
             ax.set_title(f"{name} (p={p:.2f})", fontsize=9)
     fig.suptitle("Grad-CAM: regions that raise the true class's score (test)")
+    return figure_png(fig, params["figure_dpi"])
+
+
+def plot_cv_folds(cv: dict[str, Any], params: dict) -> bytes:
+    """Per-fold AUROC with bootstrap intervals, the mean's t-interval and the pooled AUROC."""
+    plt = pyplot()
+    names = list(cv["per_fold"])
+    values = np.array([json_float(cv["per_fold"][n]["auroc"]) for n in names])
+    lows = np.array([json_float(cv["per_fold"][n]["auroc_ci_low"]) for n in names])
+    highs = np.array([json_float(cv["per_fold"][n]["auroc_ci_high"]) for n in names])
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(names) + 2), 3.6))
+    x = np.arange(len(names))
+    ax.errorbar(x, values, yerr=[values - lows, highs - values], fmt="o", capsize=4)
+    mean, low, high = (json_float(cv[k]) for k in ("auroc_mean", "auroc_ci_low", "auroc_ci_high"))
+    ax.axhline(mean, color="C1", lw=1.5, label=f"mean {mean:.3f}")
+    if not math.isnan(low):
+        ax.axhspan(low, high, color="C1", alpha=0.15, label="t-interval of the mean")
+    ax.axhline(
+        json_float(cv["auroc_pooled"]), color="C2", ls="--", lw=1.2, label="pooled out-of-fold"
+    )
+    bottom = np.nanmin([*lows, low, 0.5]) if not np.isnan(lows).all() else 0.5
+    ax.set(xticks=x, xticklabels=names, ylabel="AUROC (held-out fold)")
+    ax.set(xlim=(-0.5, len(names) - 0.5), ylim=(max(0.0, bottom - 0.05), 1.01))
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="lower right")
+    return figure_png(fig, params["figure_dpi"])
+
+
+def plot_ood_scores(table: pd.DataFrame, ood: dict[str, Any], params: dict) -> bytes:
+    """Histograms of the score for train, test and each OOD kind, with the threshold."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    scores = table["score"].to_numpy(dtype=float)
+    low, high = max(scores.min(), 1e-6), max(scores.max(), ood["threshold"]) * 1.05
+    log_scale = high / low > 20
+    bins = np.geomspace(low, high, 50) if log_scale else np.linspace(low, high, 50)
+    groups = [("train", table["set"] == "train"), ("test", table["set"] == "test")]
+    groups += [(f"OOD: {k}", (table["set"] == "ood") & (table["kind"] == k)) for k in KINDS]
+    for label, rows in groups:
+        if rows.any():
+            ax.hist(scores[rows.to_numpy()], bins=bins, histtype="step", lw=1.6, label=label)
+    ax.axvline(ood["threshold"], c="crimson", ls="--", lw=1.5)
+    ax.text(
+        ood["threshold"],
+        ax.get_ylim()[1] * 0.95,
+        f" threshold {ood['threshold']:.3g}",
+        color="crimson",
+        va="top",
+        fontsize=8,
+    )
+    if log_scale:
+        ax.set_xscale("log")
+    ax.set(
+        xlabel=f"out-of-distribution score ({ood['method']}; higher: less like the training data)",
+        ylabel="images",
+        title=(
+            f"Test accepted {ood['test_acceptance']:.0%}, OOD images flagged "
+            f"{ood['ood_detection_rate']:.0%} (threshold accepts {ood['accept_rate']:.0%} of val)"
+        ),
+    )
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
     return figure_png(fig, params["figure_dpi"])

@@ -94,3 +94,16 @@ class ReportingParams(Params):
 
 
 SCHEMA = ReportingParams
+
+
+def check_positive_class(positive: str, class_names: list[str]) -> None:
+    """Check ``reporting.positive_class`` against the model's classes (known with the data).
+
+    Raises:
+        ValueError: ``positive`` is not one of ``class_names``.
+    """
+    if positive not in class_names:
+        raise ValueError(
+            f"reporting.positive_class={positive!r} is not a class of the model "
+            f"({', '.join(class_names)}): set it to one of them"
+        )

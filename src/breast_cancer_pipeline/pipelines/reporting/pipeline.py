@@ -7,31 +7,31 @@ from kedro.pipeline import Node, Pipeline
 from breast_cancer_pipeline.context import run_parameters
 from breast_cancer_pipeline.evaluation.folds import fold_name
 
-from . import cross_validation as cv
-from .calibration import (
-    calibration_report,
-    fit_calibration,
-    predict_test_split,
-    predict_val_split,
-    serving_calibration,
-)
-from .external import external_metrics, predict_external_split
+from .calibration import calibration_report
+from .cross_validation import cross_validation_summary
+from .external import external_metrics
 from .figures import (
     plot_confident_errors,
     plot_confusion_matrix,
+    plot_cv_folds,
     plot_gradcam,
     plot_learning_curves,
+    plot_ood_scores,
     plot_reliability,
     plot_roc_pr,
 )
-from .nodes import (
-    choose_operating_point,
-    compute_metrics,
-    curve_tables,
-    learning_curve_table,
-    package_model,
+from .fits.conformal import serving_calibration
+from .fits.ood import fit_ood_score
+from .fits.operating_point import choose_operating_point
+from .fits.recalibration import fit_calibration
+from .nodes import compute_metrics, curve_tables, learning_curve_table, package_model
+from .ood import ood_summary
+from .predictions import (
+    predict_external_split,
+    predict_single_model_test,
+    predict_test_split,
+    predict_val_split,
 )
-from .ood import fit_ood_score, ood_summary, plot_ood_scores
 from .report import FIGURES, render_report
 
 P = "params:reporting"
@@ -119,14 +119,14 @@ def _cv_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     single = "single_model_test_predictions" if ensemble else "test_predictions"
     nodes = [
         _node(
-            cv.cross_validation_summary,
+            cross_validation_summary,
             ["oof_predictions", single, "classifier_metadata", P, "params:evaluation", *fold_tests],
             ["cv_summary", "cv_mlflow_metrics"],
         ),
-        _node(cv.plot_cv_folds, ["cv_summary", P], "cv_folds_figure"),
+        _node(plot_cv_folds, ["cv_summary", P], "cv_folds_figure"),
     ]
     if ensemble:
-        nodes.append(_node(cv.predict_single_model_test, ["classifier", "model_input", P], single))
+        nodes.append(_node(predict_single_model_test, ["classifier", "model_input", P], single))
     return nodes
 
 

@@ -9,21 +9,23 @@ from the user's data: the templates escape them (HTML, or Markdown for the card)
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 from markupsafe import Markup
 
 from breast_cancer_pipeline.manifest import MANIFEST_SPLITS
-from breast_cancer_pipeline.templating import fmt, render
+from breast_cancer_pipeline.templating import fmt, fmt_interval, render
 
-from . import cross_validation
-from .calibration import calibration_context
-from .external import comparison_rows
 from .figures import confident_errors
-from .ood import ood_report_rows
+from .sections import (
+    Figure,
+    calibration_context,
+    comparison_rows,
+    cross_validation_context,
+    ood_context,
+    png_base64,
+)
 
 #: Figure name (catalog entry ``<name>_figure``) and its caption, in report order.
 FIGURES = (
@@ -72,11 +74,6 @@ _AT_THRESHOLD = (
 )
 
 
-def _ci(metrics: dict, key: str) -> str:
-    low, high = fmt(metrics[f"{key}_ci_low"]), fmt(metrics[f"{key}_ci_high"])
-    return f"{fmt(metrics[key])} [{low}, {high}]"
-
-
 def data_summary(manifest: pd.DataFrame) -> pd.DataFrame:
     """Images per class and split, and patients (groups) per split.
 
@@ -105,11 +102,15 @@ def _metric_rows(metrics: dict) -> list[tuple[str, str, str]]:
         ("Balanced accuracy", fmt(metrics["balanced_accuracy"]), "mean per-class recall"),
         (
             "AUROC",
-            _ci(metrics, "auroc"),
+            fmt_interval(metrics, "auroc"),
             f"macro one-vs-rest when more than two classes; {conf} bootstrap interval "
             f"({metrics['bootstrap_resamples']} resamples)",
         ),
-        (f"AUROC {positive} vs rest", _ci(metrics, "auroc_positive"), f"{conf} bootstrap interval"),
+        (
+            f"AUROC {positive} vs rest",
+            fmt_interval(metrics, "auroc_positive"),
+            f"{conf} bootstrap interval",
+        ),
         (f"Average precision {positive}", fmt(metrics["average_precision_positive"]), ""),
         *((name, fmt(metrics[key]), at) for name, key in _AT_THRESHOLD),
         (
@@ -178,17 +179,13 @@ def _model_rows(metadata: dict, point: dict, positive: str) -> list[tuple[str, s
     ]
 
 
-def _embedded_figures(figures: dict[str, bytes | Callable[[], bytes] | None]) -> list[dict]:
+def _embedded_figures(figures: dict[str, Figure | None]) -> list[dict]:
     """The figures given, in report order, as base64 PNG for ``data:`` URIs."""
-    embedded = []
-    for name, caption in FIGURES:
-        data = figures.get(name)
-        if data is None:
-            continue
-        data = data() if callable(data) else data
-        encoded = base64.b64encode(data).decode("ascii")
-        embedded.append({"name": name, "caption": caption, "base64": encoded})
-    return embedded
+    return [
+        {"name": name, "caption": caption, "base64": png_base64(figures[name])}
+        for name, caption in FIGURES
+        if figures.get(name) is not None
+    ]
 
 
 def _context(
@@ -218,18 +215,6 @@ def _context(
     }
 
 
-def _ood_context(ood: dict | None, figure: bytes | Callable[[], bytes] | None) -> dict | None:
-    """What ``_ood.html.j2`` shows, or ``None`` (no section) without the block or the figure."""
-    if not ood or figure is None:
-        return None
-    data = figure() if callable(figure) else figure
-    return {
-        **ood,
-        "rows": ood_report_rows(ood),
-        "base64": base64.b64encode(data).decode("ascii"),
-    }
-
-
 def render_report(
     metrics: dict[str, Any],
     operating_point: dict[str, Any],
@@ -237,8 +222,8 @@ def render_report(
     manifest: pd.DataFrame,
     predictions: pd.DataFrame,
     params: dict,
-    ood_figure: bytes | Callable[[], bytes] | None = None,
-    **figures: bytes | Callable[[], bytes],
+    ood_figure: Figure | None = None,
+    **figures: Figure,
 ) -> tuple[str, str]:
     """Build ``report.html`` (figures embedded) and ``model_card.md``.
 
@@ -260,9 +245,9 @@ def render_report(
         ``(html, markdown)``.
     """
     context = _context(metrics, operating_point, metadata, manifest, predictions, params)
-    context["ood"] = _ood_context(metrics.get("ood"), ood_figure)
+    context["ood"] = ood_context(metrics.get("ood"), ood_figure)
     summary = context.pop("summary")
-    cv = cross_validation.report_context(metrics, figures.pop("cv_folds", None))
+    cv = cross_validation_context(metrics, figures.pop("cv_folds", None))
     report = render(
         "report.html.j2",
         **context,

@@ -1,0 +1,119 @@
+"""The out-of-distribution score the served model carries, fitted on the training features."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from breast_cancer_pipeline.evaluation.ood import METHOD, OodScore, fit_ood, ood_images
+
+logger = logging.getLogger(__name__)
+
+#: The sets of the score table, in plot order (``ood``: the synthetic out-of-distribution set).
+SETS = ("train", "val", "test", "ood")
+
+
+def _features(forward: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
+    out = [
+        np.asarray(forward(images[i : i + batch_size])[0])
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _features_of_sets(
+    forward: Any, model_input: dict[str, np.ndarray], params: dict
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The penultimate features of each of :data:`SETS`, and the kind of each image."""
+    x_train = np.asarray(model_input["x_train"])
+    size, channels = x_train.shape[1], x_train.shape[3]
+    settings = params["ood_images"]
+    ood, kinds = ood_images(settings["per_kind"], size, channels, settings["seed"])
+    class_names = [str(c) for c in model_input["class_names"]]
+    features, kind_of = {}, {}
+    for name in SETS[:3]:
+        features[name] = _features(
+            forward, np.asarray(model_input[f"x_{name}"]), params["batch_size"]
+        )
+        kind_of[name] = [class_names[i] for i in np.asarray(model_input[f"y_{name}"])]
+    features["ood"], kind_of["ood"] = _features(forward, ood, params["batch_size"]), list(kinds)
+    return features, kind_of
+
+
+def _score_table(
+    score: OodScore,
+    energy: OodScore,
+    threshold: float,
+    features: dict[str, np.ndarray],
+    kind_of: dict[str, list[str]],
+) -> pd.DataFrame:
+    frames = []
+    for name in SETS:
+        values = score.score(features[name])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "set": name,
+                    "kind": kind_of[name],
+                    "score": values,
+                    "in_distribution": values <= threshold,
+                    "energy_score": energy.score(features[name]),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def fit_ood_score(
+    classifier: Any, model_input: dict[str, np.ndarray], params: dict, ood_settings: dict
+) -> tuple[OodScore, pd.DataFrame]:
+    """Fit the served out-of-distribution score and score every split and the OOD set.
+
+    The score is :data:`~breast_cancer_pipeline.evaluation.ood.METHOD` on the classifier's
+    penultimate features (the forward pass the server runs,
+    :func:`breast_cancer_pipeline.serving.compiled_forward`), fitted on the training split;
+    its threshold accepts ``accept_rate`` of the validation split. The energy score is
+    computed on the same features for comparison.
+
+    Args:
+        classifier: The trained Keras classifier (ends with its ``Dense`` layer).
+        model_input: The model input arrays (``x_<split>``, ``y_<split>``).
+        params: The ``reporting`` parameters (``batch_size``, ``ood_images``).
+        ood_settings: ``inference.serving.ood`` (``accept_rate`` sets the threshold).
+
+    Returns:
+        ``(score, table)``: the fitted :class:`~breast_cancer_pipeline.evaluation.ood.OodScore`
+        (packaged with the served model), and one row per image of the train, val, test and
+        synthetic OOD sets (:func:`~breast_cancer_pipeline.evaluation.ood.ood_images`):
+        ``set``, ``kind`` (the OOD kind; the class for the splits), ``score``,
+        ``in_distribution`` and ``energy_score``.
+
+    Raises:
+        ValueError: The classifier does not end with a ``Dense`` layer.
+    """
+    from breast_cancer_pipeline.serving import compiled_forward, penultimate_layer
+
+    started = time.perf_counter()
+    features, kind_of = _features_of_sets(compiled_forward(classifier), model_input, params)
+    y_train = np.asarray(model_input["y_train"])
+    score = fit_ood(METHOD, features["train"], y_train, features["val"])
+    kernel, bias = (
+        np.asarray(w, dtype=np.float64) for w in penultimate_layer(classifier).get_weights()
+    )
+    energy = fit_ood("energy", features["train"], y_train, features["val"], (kernel, bias))
+    threshold = score.threshold(ood_settings["accept_rate"])
+    table = _score_table(score, energy, threshold, features, kind_of)
+    logger.info(
+        "Out-of-distribution score (%s) fitted on %d training images, threshold %.4g; "
+        "%d images scored in %.1f s",
+        METHOD,
+        len(features["train"]),
+        threshold,
+        len(table),
+        time.perf_counter() - started,
+    )
+    return score, table
