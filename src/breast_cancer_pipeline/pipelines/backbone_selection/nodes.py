@@ -94,7 +94,7 @@ def _feature_runner(
     extractor: Any, n_classes: int, params: dict
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``run(x, y)``: the extractor's features of ``x``, streamed in batches."""
-    from breast_cancer_pipeline.training import make_dataset  # noqa: PLC0415
+    from breast_cancer_pipeline.training.data import make_dataset  # noqa: PLC0415
 
     def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         # Streamed from the (memory-mapped) arrays; the unknown batch dimension of tf.data
