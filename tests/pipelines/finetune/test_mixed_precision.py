@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from breast_cancer_pipeline.training import run
+from breast_cancer_pipeline.training.run import build_classifier
 from tests.pipelines.finetune.helpers import run_finetune
 
 
@@ -17,10 +17,10 @@ from tests.pipelines.finetune.helpers import run_finetune
 def built(monkeypatch):
     """What each build and compile of the classifier saw, in order."""
     seen = SimpleNamespace(builds=[], compiles=[])
-    build, compile_ = run.build_classifier, keras.Model.compile
+    compile_ = keras.Model.compile
 
     def spy_build(*args, **kwargs):
-        model = build(*args, **kwargs)
+        model = build_classifier(*args, **kwargs)
         seen.builds.append((keras.mixed_precision.global_policy().name, model))
         return model
 
@@ -28,7 +28,7 @@ def built(monkeypatch):
         compile_(model, *args, **kwargs)
         seen.compiles.append((model, type(model.optimizer).__name__, model.jit_compile))
 
-    monkeypatch.setattr(run, "build_classifier", spy_build)
+    monkeypatch.setattr("breast_cancer_pipeline.training.run.build_classifier", spy_build)
     monkeypatch.setattr(keras.Model, "compile", spy_compile)
     return seen
 

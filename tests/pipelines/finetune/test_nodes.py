@@ -7,7 +7,7 @@ import pytest
 
 from breast_cancer_pipeline import progress
 from breast_cancer_pipeline.datasets.training_checkpoints import CheckpointDirectory
-from breast_cancer_pipeline.training import phases
+from breast_cancer_pipeline.training.phases import build_callbacks
 from tests.pipelines.finetune.helpers import model_input, run_finetune
 
 EPOCH_LINE = re.compile(
@@ -84,15 +84,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
             if epoch == 1:
                 raise _Killed
 
-    build = phases.build_callbacks
-
     def with_kill(plan, phase, *args):
-        callbacks = build(plan, phase, *args)
+        callbacks = build_callbacks(plan, phase, *args)
         if phase.name == "phase2":
             callbacks.insert(3 if before_backup else len(callbacks), KillAt())
         return callbacks
 
-    monkeypatch.setattr(phases, "build_callbacks", with_kill)
+    monkeypatch.setattr("breast_cancer_pipeline.training.phases.build_callbacks", with_kill)
     params = {"phase2": {"epochs": 3}, "resume": True}
     with pytest.raises(_Killed):
         run_finetune(tmp_path / "ckpt", **params)
@@ -108,7 +106,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
     backup = json.loads((tmp_path / "ckpt/backup_phase2/training_metadata.json").read_text())
     assert backup["epoch"] == (1 if before_backup else 2)
 
-    monkeypatch.setattr(phases, "build_callbacks", build)
+    monkeypatch.setattr("breast_cancer_pipeline.training.phases.build_callbacks", build_callbacks)
     published.clear()
     caplog.clear()
     caplog.set_level(logging.INFO)

@@ -17,7 +17,7 @@ _RUN = textwrap.dedent(
     import logging, sys, time
     import keras
     from breast_cancer_pipeline.datasets import KerasModelDataset
-    from breast_cancer_pipeline.training import phases
+    import breast_cancer_pipeline.training.phases as phases
     from tests.pipelines.finetune.helpers import run_finetune
 
     logging.basicConfig(level=logging.INFO, force=True)
