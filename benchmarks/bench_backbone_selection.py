@@ -12,8 +12,8 @@ masses), the same candidates, head and epochs both ways, one seed:
 - notebooks: a classifier with the frozen base inside (augmentation on), ``fit`` for the
   epochs with validation scored after 1, 2, 5, 10 and 20 epochs (scoring not timed), so the
   base recomputes every image every epoch;
-- cached: the pipeline's nodes: :func:`extract_features` once, :func:`train_head` on them
-  for each number of epochs (seconds include the extraction).
+- cached: the pipeline's nodes: :func:`extract_features` once, :func:`train_head_on_features`
+  on them for each number of epochs (seconds include the extraction).
 
 Figures: ``cached_speedup`` at 20 epochs (goal ≥ 10) and ``cached_speedup_<e>_epochs``;
 ``same_winner`` by the pipeline's own rule (:func:`select_backbone`: validation AUROC within
@@ -112,7 +112,7 @@ def _cached(data: dict[str, Any], params: dict[str, Any]) -> dict[int, dict[str,
     """The pipeline's way: candidate records after each epoch count (seconds include extraction)."""
     from breast_cancer_pipeline.pipelines.backbone_selection.nodes import (
         extract_features,
-        train_head,
+        train_head_on_features,
     )
 
     records: dict[int, dict[str, Any]] = {e: {} for e in EPOCHS}
@@ -123,7 +123,7 @@ def _cached(data: dict[str, Any], params: dict[str, Any]) -> dict[int, dict[str,
         extract_seconds = time.perf_counter() - started
         for epochs in EPOCHS:
             started = time.perf_counter()
-            record = train_head(features, candidate, {**params, "epochs": epochs})
+            record = train_head_on_features(features, candidate, {**params, "epochs": epochs})
             record["seconds"] = extract_seconds + time.perf_counter() - started
             records[epochs][name] = record
     return records

@@ -53,8 +53,10 @@ def _pipeline_rate(data: dict[str, np.ndarray], checkpoint_dir: Path) -> float:
     import yaml
 
     from breast_cancer_pipeline.datasets.training_checkpoints import CheckpointDirectory
-    from breast_cancer_pipeline.pipelines.finetune.nodes import FinetunePlan, build_callbacks
-    from breast_cancer_pipeline.training import RunRecord, make_dataset, resolve_class_weights
+    from breast_cancer_pipeline.training.callbacks import build_callbacks
+    from breast_cancer_pipeline.training.checkpoints import RunRecord
+    from breast_cancer_pipeline.training.data import make_dataset, resolve_class_weights
+    from breast_cancer_pipeline.training.plan import FinetunePlan
 
     # conf/base's finetune, with patience enough that no callback ends or slows the run.
     params = yaml.safe_load(PARAMS_FILE.read_text())["finetune"]
@@ -102,7 +104,7 @@ def _bare_rate(data: dict[str, np.ndarray]) -> float:
 
 def _model(data: dict[str, np.ndarray]) -> Any:
     from breast_cancer_pipeline.modeling import build_classifier, set_seed
-    from breast_cancer_pipeline.pipelines.finetune.nodes import compile_classifier
+    from breast_cancer_pipeline.training.phases import compile_classifier
 
     set_seed(0)
     size = data["x_train"].shape[1]

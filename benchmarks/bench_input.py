@@ -58,7 +58,7 @@ def run(workdir: Path) -> dict[str, Any]:
     import tensorflow as tf
 
     from breast_cancer_pipeline.modeling import build_augmenter, set_seed
-    from breast_cancer_pipeline.training import make_dataset
+    from breast_cancer_pipeline.training.data import make_dataset
 
     set_seed(0)
     data = model_input(workdir)

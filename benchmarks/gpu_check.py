@@ -61,15 +61,15 @@ def _gpus() -> list[dict[str, Any]]:
 
 def _measurer(policy: str, args: argparse.Namespace) -> dict[str, Any]:
     """Warmed-up ``() -> images/s`` of training and of inference for a model under ``policy``."""
-    from breast_cancer_pipeline import training
-    from breast_cancer_pipeline.modeling import build_classifier, unfreeze
-    from breast_cancer_pipeline.pipelines.finetune.nodes import compile_classifier
+    from breast_cancer_pipeline.modeling import build_classifier
+    from breast_cancer_pipeline.training.phases import compile_classifier, unfreeze
+    from breast_cancer_pipeline.training.precision import dtype_policy
 
     n = args.batch_size * args.steps
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, args.image_size, args.image_size, args.channels), np.uint8)
     y = np.eye(3, dtype=np.float32)[np.arange(n) % 3]
-    with training.dtype_policy(policy):
+    with dtype_policy(policy):
         model = build_classifier(
             args.backbone, 3, args.image_size, args.channels, None, {"dropout": 0.2}
         )
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
         print("No GPU visible to TensorFlow: nothing to measure (finetune.mixed_precision: auto")
         print("keeps float32 here). On a GPU machine: make install EXTRAS=gpu, then rerun.")
         return 0
-    from breast_cancer_pipeline.training import mixed_precision_policy
+    from breast_cancer_pipeline.training.precision import mixed_precision_policy
 
     capability = min((g.get("compute_capability") or (0, 0) for g in gpus), default=(0, 0))
     policies = ["float32", "mixed_float16"] + (["mixed_bfloat16"] if capability >= (8, 0) else [])

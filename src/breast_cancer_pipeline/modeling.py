@@ -292,7 +292,10 @@ def build_classifier(
     augmentation: Mapping[str, Any] | None = None,
     seed: int | None = None,
 ) -> keras.Model:
-    """Build the end-to-end classifier (base frozen; see :func:`unfreeze`).
+    """Build the end-to-end classifier (base frozen).
+
+    Fine-tuning makes the top of the base trainable afterwards
+    (:func:`breast_cancer_pipeline.training.phases.unfreeze`).
 
     Args:
         backbone: Registry name (see :mod:`breast_cancer_pipeline.backbones`).
@@ -315,42 +318,6 @@ def build_classifier(
     base.trainable = False
     outputs = build_head(features, num_classes, head)
     return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
-
-
-def unfreeze(
-    model: keras.Model,
-    from_layer: int | None = None,
-    fraction: float | None = None,
-    keep_batchnorm_frozen: bool = True,
-) -> int:
-    """Make the backbone trainable from a layer on.
-
-    Args:
-        model: A model from :func:`build_classifier`.
-        from_layer: Index of the first backbone layer to train (e.g. 300 for ResNet101V2).
-        fraction: Alternatively, the trailing fraction of backbone layers to train.
-        keep_batchnorm_frozen: Keep BatchNorm layers frozen (right for pretrained weights,
-            whose statistics fine-tuning must not destroy).
-
-    Returns:
-        The number of backbone layers made trainable. Recompile the model afterwards.
-
-    Raises:
-        ValueError: Neither or both of ``from_layer`` and ``fraction`` are given.
-    """
-    if (from_layer is None) == (fraction is None):
-        raise ValueError("finetune.unfreeze: give exactly one of from_layer or fraction")
-    base = model.get_layer("backbone")
-    n = len(base.layers)
-    start = from_layer if from_layer is not None else round(n * (1.0 - float(fraction)))
-    start = min(max(int(start), 0), n)
-    base.trainable = True
-    trained = 0
-    for i, layer in enumerate(base.layers):
-        frozen_bn = keep_batchnorm_frozen and isinstance(layer, layers.BatchNormalization)
-        layer.trainable = i >= start and not frozen_bn
-        trained += int(layer.trainable)
-    return trained
 
 
 def load_model(path: str | Path, **kwargs: Any) -> keras.Model:

@@ -14,7 +14,7 @@ from breast_cancer_pipeline.pipelines.backbone_selection.nodes import (
     search_head,
     select_backbone,
     standardise,
-    train_head,
+    train_head_on_features,
 )
 from tests.params import base_params
 
@@ -89,10 +89,10 @@ def _separable_features(n=80, dim=8, shift=1.0, seed=0):
 FAST_HEAD = {"dropout": 0.0, "learning_rate": 0.01, "batch_size": 16}
 
 
-def test_train_head_learns_separable_features():
+def test_train_head_on_features_learns_separable_features():
     features = _separable_features(shift=3.0)
     params = _params(repeats=2, epochs=30, seed=0, head=FAST_HEAD)
-    record = train_head(features, {"backbone": "small_cnn", "weights": None}, params)
+    record = train_head_on_features(features, {"backbone": "small_cnn", "weights": None}, params)
     assert record["val_auroc_mean"] > 0.95
     assert record["val_accuracy_mean"] > 0.8
     assert record["repeats"] == 2
@@ -100,13 +100,15 @@ def test_train_head_learns_separable_features():
     assert record["n_features"] == 8
 
 
-def test_train_head_learns_from_features_of_a_tiny_scale():
+def test_train_head_on_features_learns_from_features_of_a_tiny_scale():
     """Random-init MobileNetV3Small's features are ~1e-11: unscaled, the head is constant."""
     features = _separable_features(shift=3.0)
     for key in ("features_train", "features_val"):
         features[key] = (features[key] * 1e-11).astype("float32")
     params = _params(repeats=1, epochs=30, seed=0, head=FAST_HEAD)
-    record = train_head(features, {"backbone": "mobilenet_v3_small", "weights": None}, params)
+    record = train_head_on_features(
+        features, {"backbone": "mobilenet_v3_small", "weights": None}, params
+    )
     assert record["val_auroc_mean"] > 0.95
 
 
@@ -135,10 +137,10 @@ def test_standardise_uses_the_training_statistics_only():
     assert scaled_val.dtype == np.float32
 
 
-def test_train_head_on_noise_scores_near_chance():
+def test_train_head_on_features_on_noise_scores_near_chance():
     """The same head on features that carry no label: the planted signal above is what it found."""
     features = _separable_features(shift=0.0)
-    record = train_head(
+    record = train_head_on_features(
         features,
         {"backbone": "small_cnn", "weights": None},
         _params(repeats=2, epochs=30, head=FAST_HEAD),

@@ -8,10 +8,8 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from breast_cancer_pipeline import modeling, training
-from breast_cancer_pipeline.pipelines.finetune import nodes
+from breast_cancer_pipeline.training.run import build_classifier
 from tests.pipelines.finetune.helpers import run_finetune
 
 
@@ -19,19 +17,19 @@ from tests.pipelines.finetune.helpers import run_finetune
 def built(monkeypatch):
     """What each build and compile of the classifier saw, in order."""
     seen = SimpleNamespace(builds=[], compiles=[])
-    build, compile_ = modeling.build_classifier, nodes.compile_classifier
+    compile_ = keras.Model.compile
 
     def spy_build(*args, **kwargs):
-        model = build(*args, **kwargs)
+        model = build_classifier(*args, **kwargs)
         seen.builds.append((keras.mixed_precision.global_policy().name, model))
         return model
 
-    def spy_compile(model, learning_rate, n_classes, jit_compile):
-        compile_(model, learning_rate, n_classes, jit_compile)
+    def spy_compile(model, *args, **kwargs):
+        compile_(model, *args, **kwargs)
         seen.compiles.append((model, type(model.optimizer).__name__, model.jit_compile))
 
-    monkeypatch.setattr(modeling, "build_classifier", spy_build)
-    monkeypatch.setattr(nodes, "compile_classifier", spy_compile)
+    monkeypatch.setattr("breast_cancer_pipeline.training.run.build_classifier", spy_build)
+    monkeypatch.setattr(keras.Model, "compile", spy_compile)
     return seen
 
 
@@ -77,44 +75,3 @@ def test_jit_compile_reaches_every_compile(tmp_path, built):
     assert model.jit_compile is True and metadata["jit_compile"] is True
     # float32 by default on CPU: the trained model itself is returned, no copy.
     assert len(built.builds) == 1 and metadata["mixed_precision"] == "float32"
-
-
-@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="a GPU is visible")
-def test_auto_is_float32_on_cpu():
-    assert training.mixed_precision_policy("auto") == "float32"
-
-
-@pytest.mark.parametrize(
-    ("capabilities", "expected"),
-    [
-        ([(7, 5)], "mixed_float16"),
-        ([(8, 0), (9, 0)], "mixed_float16"),
-        ([(6, 1)], "float32"),
-        ([(8, 0), (6, 1)], "float32"),  # one old GPU: no tensor cores to use there
-        ([None], "float32"),
-    ],
-)
-def test_auto_is_mixed_float16_on_gpus_with_tensor_cores(monkeypatch, capabilities, expected):
-    gpus = [f"gpu{i}" for i in range(len(capabilities))]
-    details = dict(zip(gpus, capabilities, strict=True))
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus)
-    monkeypatch.setattr(
-        tf.config.experimental,
-        "get_device_details",
-        lambda gpu: {} if details[gpu] is None else {"compute_capability": details[gpu]},
-    )
-    assert training.mixed_precision_policy("auto") == expected
-    assert training.mixed_precision_policy("off") == "float32"
-    assert training.mixed_precision_policy("mixed_bfloat16") == "mixed_bfloat16"
-
-
-def test_an_unknown_policy_is_refused():
-    with pytest.raises(ValueError, match="finetune.mixed_precision must be one of .*'auto'"):
-        training.mixed_precision_policy("float16")
-
-
-def test_dtype_policy_restores_the_previous_policy_after_an_error():
-    with pytest.raises(RuntimeError), training.dtype_policy("mixed_bfloat16"):
-        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-        raise RuntimeError
-    assert keras.mixed_precision.global_policy().name == "float32"

@@ -7,14 +7,8 @@ import pytest
 
 from breast_cancer_pipeline import progress
 from breast_cancer_pipeline.datasets.training_checkpoints import CheckpointDirectory
-from breast_cancer_pipeline.pipelines.finetune import nodes
-from breast_cancer_pipeline.pipelines.finetune.nodes import FinetunePlan
-from tests.pipelines.finetune.helpers import (
-    BEST_HEAD,
-    finetune_params,
-    model_input,
-    run_finetune,
-)
+from breast_cancer_pipeline.training.phases import build_callbacks
+from tests.pipelines.finetune.helpers import model_input, run_finetune
 
 EPOCH_LINE = re.compile(
     r"(phase[12]) epoch (\d+)/(\d+): .*val_auc [\d.]+.* \((\d+) s, ETA of the phase (\d+) s\)"
@@ -90,15 +84,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
             if epoch == 1:
                 raise _Killed
 
-    build = nodes.build_callbacks
-
     def with_kill(plan, phase, *args):
-        callbacks = build(plan, phase, *args)
+        callbacks = build_callbacks(plan, phase, *args)
         if phase.name == "phase2":
             callbacks.insert(3 if before_backup else len(callbacks), KillAt())
         return callbacks
 
-    monkeypatch.setattr(nodes, "build_callbacks", with_kill)
+    monkeypatch.setattr("breast_cancer_pipeline.training.phases.build_callbacks", with_kill)
     params = {"phase2": {"epochs": 3}, "resume": True}
     with pytest.raises(_Killed):
         run_finetune(tmp_path / "ckpt", **params)
@@ -114,7 +106,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
     backup = json.loads((tmp_path / "ckpt/backup_phase2/training_metadata.json").read_text())
     assert backup["epoch"] == (1 if before_backup else 2)
 
-    monkeypatch.setattr(nodes, "build_callbacks", build)
+    monkeypatch.setattr("breast_cancer_pipeline.training.phases.build_callbacks", build_callbacks)
     published.clear()
     caplog.clear()
     caplog.set_level(logging.INFO)
@@ -157,34 +149,3 @@ def test_deterministic_reruns_give_identical_weights_and_test_metrics(tmp_path):
     y = (frames[0]["label"] == "malignant").to_numpy().astype(int)
     # Trained, not constant: the bright square of class 1 is learnt.
     assert auroc(y, frames[0][["p_benign", "p_malignant"]].to_numpy()) > 0.9
-
-
-def test_null_settings_come_from_the_head_search():
-    params = finetune_params(batch_size=None, head={"dense_units": 8})
-    plan = FinetunePlan.from_params(params, BEST_HEAD)
-    assert (plan.batch_size, plan.phase1.learning_rate) == (16, 0.01)
-    assert plan.head == {"dropout": 0.1, "dense_units": 8}  # finetune.head overrides
-    assert (plan.phase2.from_layer, plan.phase2.fraction) == (None, 1.0)
-    no_batch = {k: v for k, v in BEST_HEAD.items() if k != "batch_size"}
-    with pytest.raises(ValueError, match=r"finetune.batch_size is not set .* 'batch_size'"):
-        FinetunePlan.from_params(params, no_batch)
-    with pytest.raises(ValueError, match=r"finetune.phase1.learning_rate is not set"):
-        FinetunePlan.from_params(
-            params, {k: v for k, v in BEST_HEAD.items() if k != "learning_rate"}
-        )
-
-
-def test_unfreeze_keeps_pretrained_batchnorm_frozen():
-    from keras import layers
-
-    from breast_cancer_pipeline.modeling import build_classifier, unfreeze
-
-    model = build_classifier("mobilenet_v2", 2, 32, 3, None, {})
-    base = model.get_layer("backbone")
-    n = unfreeze(model, fraction=0.5, keep_batchnorm_frozen=True)
-    trainable = [layer for layer in base.layers if layer.trainable]
-    assert n == len(trainable) > 0
-    assert not any(isinstance(layer, layers.BatchNormalization) for layer in trainable)
-    assert not any(layer.trainable for layer in base.layers[: len(base.layers) // 2])
-    with pytest.raises(ValueError, match="exactly one"):
-        unfreeze(model)

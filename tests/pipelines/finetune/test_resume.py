@@ -17,7 +17,7 @@ _RUN = textwrap.dedent(
     import logging, sys, time
     import keras
     from breast_cancer_pipeline.datasets import KerasModelDataset
-    from breast_cancer_pipeline.pipelines.finetune import nodes
+    import breast_cancer_pipeline.training.phases as phases
     from tests.pipelines.finetune.helpers import run_finetune
 
     logging.basicConfig(level=logging.INFO, force=True)
@@ -26,8 +26,8 @@ _RUN = textwrap.dedent(
         class Slow(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
                 time.sleep(1.0)
-        make = nodes.build_callbacks
-        nodes.build_callbacks = lambda *a: [*make(*a), Slow()]
+        make = phases.build_callbacks
+        phases.build_callbacks = lambda *a: [*make(*a), Slow()]
     model, metadata, history, _ = run_finetune(
         out + "/ckpt", deterministic=True, resume=True, early_stopping_patience=50,
         reduce_lr={"patience": 50}, phase1={"learning_rate": 0.01}, phase2={"epochs": 8},

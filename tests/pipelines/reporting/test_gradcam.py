@@ -22,7 +22,8 @@ def _images(n, rng):
 def trained():
     import keras
 
-    from breast_cancer_pipeline.modeling import build_classifier, set_seed, unfreeze
+    from breast_cancer_pipeline.modeling import build_classifier, set_seed
+    from breast_cancer_pipeline.training.phases import unfreeze
 
     set_seed(0)
     rng = np.random.default_rng(0)

@@ -135,7 +135,8 @@ def test_a_small_trained_model_flags_the_ood_set_and_accepts_test():
     """The demo's kind of model, trained briefly on the demo's kind of images (~35 s)."""
     import keras
 
-    from breast_cancer_pipeline.modeling import build_classifier, set_seed, unfreeze
+    from breast_cancer_pipeline.modeling import build_classifier, set_seed
+    from breast_cancer_pipeline.training.phases import unfreeze
 
     arrays = _demo_arrays(size=48, per_class=40)
     set_seed(0)

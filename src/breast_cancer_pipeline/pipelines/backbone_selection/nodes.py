@@ -94,7 +94,7 @@ def _feature_runner(
     extractor: Any, n_classes: int, params: dict
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``run(x, y)``: the extractor's features of ``x``, streamed in batches."""
-    from breast_cancer_pipeline.training import make_dataset  # noqa: PLC0415
+    from breast_cancer_pipeline.training.data import make_dataset  # noqa: PLC0415
 
     def run(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         # Streamed from the (memory-mapped) arrays; the unknown batch dimension of tf.data
@@ -214,8 +214,15 @@ def fit_head(
     }
 
 
-def train_head(features: dict[str, np.ndarray], candidate: dict, params: dict) -> dict[str, Any]:
-    """Train the classification head on cached features, once per seed, and score it.
+def train_head_on_features(
+    features: dict[str, np.ndarray], candidate: dict, params: dict
+) -> dict[str, Any]:
+    """Train a head on the candidate's cached features, once per seed, and score it.
+
+    The backbone never runs here (:func:`extract_features` ran it once): each seed's head is
+    :func:`fit_head` on the feature vectors. Fine-tuning's head phase, which trains the
+    head of the whole classifier on images, is
+    :func:`breast_cancer_pipeline.training.phases.fit_head_phase`.
 
     Returns:
         The candidate's record: metrics as mean and std over ``repeats`` seeds, timings,
@@ -377,10 +384,33 @@ def search_head(
     if search["n_trials"] <= 0:
         default = {**params["head"], "score": selected["score"]}
         return {**default, "source": "backbone_selection.head"}, {}
+    study = _complete_study(selected, params, candidate_features[selected["candidate"]])
+    best = {
+        **study.best_params,
+        "score": float(study.best_value),
+        "trial": study.best_trial.number,
+        "n_trials": completed_trials(study),
+        "study": study.study_name,
+        "source": "head_search",
+    }
+    logger.info("Head search: best %s %.4f with %s", metric, best["score"], study.best_params)
+    history = {
+        "head_search.best_score": [{"step": 0, "value": best["score"]}],
+        "head_search.best_trial": [{"step": 0, "value": float(best["trial"])}],
+    }
+    return best, history
+
+
+def _complete_study(selected: dict[str, Any], params: dict, features: dict[str, np.ndarray]) -> Any:
+    """The head search's study, opened or resumed, once it holds ``n_trials`` completed trials.
+
+    The study is named after its setup (candidate, metric, seed, epochs, space) and the
+    features, so a search with other settings never continues this one.
+    """
     import optuna  # noqa: PLC0415
 
+    search, metric = params["head_search"], params["metric"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    features = candidate_features[selected["candidate"]]
     setup = {
         "candidate": selected["candidate"],
         "metric": metric,
@@ -403,20 +433,7 @@ def search_head(
             # Other processes may run trials of the study too: stop at n_trials in all.
             callbacks=[optuna.study.MaxTrialsCallback(n_trials), TrialLogger(metric, n_trials)],
         )
-    best = {
-        **study.best_params,
-        "score": float(study.best_value),
-        "trial": study.best_trial.number,
-        "n_trials": completed_trials(study),
-        "study": name,
-        "source": "head_search",
-    }
-    logger.info("Head search: best %s %.4f with %s", metric, best["score"], study.best_params)
-    history = {
-        "head_search.best_score": [{"step": 0, "value": best["score"]}],
-        "head_search.best_trial": [{"step": 0, "value": float(best["trial"])}],
-    }
-    return best, history
+    return study
 
 
 def _head_objective(features: dict[str, np.ndarray], params: dict) -> Callable[[Any], float]:

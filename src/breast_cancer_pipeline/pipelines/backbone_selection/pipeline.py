@@ -6,7 +6,13 @@ from kedro.pipeline import Node, Pipeline
 
 from breast_cancer_pipeline.context import run_parameters
 
-from .nodes import extract_features, plot_comparison, search_head, select_backbone, train_head
+from .nodes import (
+    extract_features,
+    plot_comparison,
+    search_head,
+    select_backbone,
+    train_head_on_features,
+)
 
 
 def candidate_pipeline() -> Pipeline:
@@ -25,7 +31,7 @@ def candidate_pipeline() -> Pipeline:
                 name="extract_features",
             ),
             Node(
-                func=train_head,
+                func=train_head_on_features,
                 inputs=["backbone_features", "params:candidate", "params:backbone_selection"],
                 outputs="candidate_result",
                 name="train_head",

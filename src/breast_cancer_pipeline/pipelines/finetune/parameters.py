@@ -8,7 +8,7 @@ is checked when training starts.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -25,13 +25,7 @@ from pydantic import (
 )
 
 from breast_cancer_pipeline.param_schema import Params
-
-Strategy = Literal["auto", "none", "mirrored", "multi_worker"]
-#: The ``finetune.strategy`` values (``tf.distribute``), see :func:`training.make_strategy`.
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-MixedPrecision = Literal["auto", "off", "mixed_float16", "mixed_bfloat16"]
-#: The ``finetune.mixed_precision`` values, see :func:`training.mixed_precision_policy`.
-MIXED_PRECISION: tuple[str, ...] = get_args(MixedPrecision)
+from breast_cancer_pipeline.training.options import MixedPrecision, Strategy
 
 
 def _one_message(message: str) -> WrapValidator:
