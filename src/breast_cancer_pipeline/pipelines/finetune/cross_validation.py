@@ -106,7 +106,7 @@ def predict_fold(
 
     Returns:
         ``(held-out predictions, test predictions)``, the columns of
-        :func:`~breast_cancer_pipeline.pipelines.reporting.nodes.prediction_frame`.
+        :func:`~breast_cancer_pipeline.evaluation.predictions.prediction_frame`.
     """
     batch = params["batch_size"]
     return (
