@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from breast_cancer_pipeline.serving.guard import read_limited_body
+from breast_cancer_pipeline.serving.guard import read_limited_body, send_json
 
 #: Names a server bound to ``bind`` answers to when ``allowed_hosts`` is empty.
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -228,13 +228,6 @@ def _host_message(headers: Mapping[bytes, bytes], hosts: frozenset[str]) -> str:
         f"Host {host!r} is not one this server answers to ({', '.join(sorted(hosts))}): use one "
         "of them, or list the name in inference.serving.allowed_hosts"
     )
-
-
-async def send_json(send: Callable[..., Any], status: int, body: bytes) -> None:
-    """Send a whole JSON answer."""
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def send_error(send: Callable[..., Any], status: int, code: str, message: str) -> None:

@@ -295,6 +295,11 @@ async def read_limited_body(
 async def _send_too_large(send: Callable[..., Any], size: int, limit: int) -> None:
     message = _too_large_message(size, limit)
     body = json.dumps({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": message}).encode()
+    await send_json(send, 413, body)
+
+
+async def send_json(send: Callable[..., Any], status: int, body: bytes) -> None:
+    """Send a whole JSON answer ``body`` with HTTP ``status`` through the ASGI ``send``."""
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
