@@ -98,6 +98,26 @@ def run_areas(
         measured_by_area[area] = (measured, goals_met, _now())
     # Read the previous results only now: an area run meanwhile by another process is kept.
     previous = json.loads(output.read_text()) if keep_previous and output.is_file() else {}
+    results, measured_now = _merge(previous, measured_by_area, machine, reference)
+    machine["load_average_after"] = harness.machine()["load_average"]
+    results.update(quick=reference_scale < 1.0, failed=failed)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(output)
+    goals = results["goals"]
+    _print_goals({k: v for k, v in goals.items() if k in measured_now}, failed)
+    print(f"wrote {output}", flush=True)
+    return 1 if failed else 0
+
+
+def _merge(
+    previous: dict[str, Any],
+    measured_by_area: Mapping[str, tuple[dict[str, Any], dict[str, Any], str]],
+    machine: dict[str, Any],
+    reference: dict[str, Any],
+) -> tuple[dict[str, Any], set[str]]:
+    """The results file with this run's areas replacing theirs; and the figures measured now."""
     figures: dict[str, Any] = previous.get("figures", {})
     areas: dict[str, Any] = previous.get("areas", {})
     goals: dict[str, Any] = previous.get("goals", {})
@@ -119,24 +139,17 @@ def run_areas(
             "reference_cpu_seconds": reference["cpu_seconds"]["median"],
             "figures": sorted(measured),
         }
-    machine["load_average_after"] = harness.machine()["load_average"]
     results = {
         "updated": _now(),
-        "quick": reference_scale < 1.0,
+        "quick": False,
         "machine": machine,
         "reference": reference,
         "areas": dict(sorted(areas.items())),
-        "failed": failed,
+        "failed": {},
         "goals": dict(sorted(goals.items())),
         "figures": dict(sorted(figures.items())),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(output)
-    _print_goals({k: v for k, v in goals.items() if k in measured_now}, failed)
-    print(f"wrote {output}", flush=True)
-    return 1 if failed else 0
+    return results, measured_now
 
 
 def main(argv: list[str]) -> int:
