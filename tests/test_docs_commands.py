@@ -336,7 +336,10 @@ def project(copy_of_project: Project, monkeypatch) -> Iterator[Project]:
 
 
 def split_compound(text: str) -> list[str]:
-    """The simple commands of ``a && b | c; d``, split outside quotes and ``$(...)``."""
+    """The simple commands of ``a && b | c; d``, split outside quotes and ``$(...)``.
+
+    A ``#`` that starts a word outside quotes starts a comment, to the end of its line.
+    """
     parts, current, quote, depth, i = [], "", "", 0, 0
     while i < len(text):
         char, pair = text[i], text[i : i + 2]
@@ -344,6 +347,9 @@ def split_compound(text: str) -> list[str]:
             quote = "" if char == quote else quote
         elif char in "'\"":
             quote = char
+        elif char == "#" and (not current or current[-1].isspace()):
+            i = text.find("\n", i) if "\n" in text[i:] else len(text)
+            continue
         elif pair == "$(":
             depth += 1
         elif char == ")" and depth:
@@ -352,7 +358,7 @@ def split_compound(text: str) -> list[str]:
             parts.append(current)
             current, i = "", i + 2
             continue
-        elif not depth and char in "|;":
+        elif not depth and (char in "|;" or (char == "\n" and not current.endswith("\\"))):
             parts.append(current)
             current, i = "", i + 1
             continue
