@@ -14,7 +14,7 @@ export KEDRO_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo serve test lint format bench viz mlflow-ui clean help
+.PHONY: install demo serve test lint format docs docs-serve bench viz mlflow-ui clean help
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,10 +54,22 @@ serve: install  ## The champion model: a page and /invocations on port PORT (def
 # whole-DAG flow together and first (tests/conftest.py): the flow overlaps with the rest.
 # PYTEST_WORKERS=0 runs everything in this process.
 PYTEST_WORKERS ?= 2
-test: install  ## Lint, then the test suite on 2 workers (about 5-7 minutes on 2 cores)
+test: install  ## Lint, the docs site (strict), then the test suite on 2 workers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MKDOCS) build --strict --quiet --site-dir $(DOCS_CHECK_DIR)
 	$(BIN)/pytest -n $(PYTEST_WORKERS)
+
+# The documentation site (mkdocs.yml, docs/). `--strict`: a broken link or anchor fails the
+# build. `make test` builds it into site/.check (git-ignored; a hidden folder, which the
+# cleaning of site/ by `make docs` leaves alone). Material's banner about MkDocs 2 is quiet.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+DOCS_CHECK_DIR := site/.check
+docs: install  ## Build the documentation site into site/ (strict: broken links fail)
+	$(MKDOCS) build --strict --site-dir site
+
+docs-serve: install  ## Serve the documentation on http://127.0.0.1:8000, rebuilt on change
+	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:8000
 
 lint: install  ## ruff lint and format check
 	$(BIN)/ruff check .
