@@ -524,6 +524,7 @@ def check_dvc_run(project: Project, argv: list[str]) -> None:
 
 
 DVC_RUN_IN_COPY = {
+    ("config",),
     ("status",),
     ("params", "diff"),
     ("metrics", "show"),
@@ -635,6 +636,8 @@ EXPORTS: dict[str, Callable[[str], None]] = {
     "TF_CONFIG": _tf_config,
     "MLFLOW_TRACKING_URI": lambda value: _assert_equal(value, _tracking_uri_default()),
     "KEDRO_LOGGING_CONFIG": lambda value: _assert_file(PROJECT / value),
+    # The opt-in value the package reads (breast_cancer_pipeline.telemetry).
+    "BREAST_CANCER_PIPELINE_TELEMETRY": lambda value: _assert_equal(value, "allow"),
 }
 
 
