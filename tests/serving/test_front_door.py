@@ -14,8 +14,8 @@ from breast_cancer_pipeline.serving.front_door import (
     MAX_MESSAGE,
     RequestRefused,
     allowed_hosts,
-    check_rows,
     front_door,
+    read_request,
 )
 
 LIMITS = {"max_request_bytes": 64 << 20, "max_images": 4}
@@ -140,20 +140,55 @@ def test_rows_are_counted_before_mlflow_builds_a_dataframe():
     ],
 )
 def test_rows_of_each_content_type(content_type, body, rows):
-    check_rows(body, content_type, rows)
+    data, read_as = read_request(body, content_type, {**LIMITS, "max_images": rows})
+    assert read_as == "application/json" and isinstance(data, dict)
     with pytest.raises(RequestRefused, match=f"holds {rows} rows"):
-        check_rows(body, content_type, rows - 1)
+        read_request(body, content_type, {**LIMITS, "max_images": rows - 1})
 
 
-def test_parquet_rows_come_from_its_footer():
+def test_csv_and_parquet_are_read_into_the_json_request_they_stand_for():
+    """A valid CSV request scores like its JSON twin (MLflow's own CSV path fails on AnyType)."""
+    csv = b"image,id,explain\niVBORw0KGgo=,case-1,true\n00112233,0042,\n"
+    data, _ = read_request(csv, "text/csv", LIMITS)
+    assert data == {
+        "dataframe_split": {
+            "columns": ["image", "id", "explain"],
+            "data": [["iVBORw0KGgo=", "case-1", "true"], ["00112233", "0042", ""]],
+        }
+    }
+    buffer = io.BytesIO()
+    pd.DataFrame({"image": ["a", "b"], "id": [7, None]}).to_parquet(buffer)
+    data, _ = read_request(buffer.getvalue(), "application/vnd.apache.parquet", LIMITS)
+    assert data["dataframe_split"]["data"] == [["a", 7.0], ["b", None]]
+
+
+def test_parquet_is_refused_from_its_footer():
     buffer = io.BytesIO()
     pd.DataFrame({"image": ["x"] * 7}).to_parquet(buffer)
-    assert check_rows(buffer.getvalue(), "application/vnd.apache.parquet", 7) == buffer.getvalue()
+    parquet = "application/vnd.apache.parquet"
     with pytest.raises(RequestRefused, match="holds 7 rows") as refused:
-        check_rows(buffer.getvalue(), "application/vnd.apache.parquet", 6)
+        read_request(buffer.getvalue(), parquet, {**LIMITS, "max_images": 6})
     assert refused.value.status == 413
-    with pytest.raises(RequestRefused, match="not a parquet file"):
-        check_rows(b"PAR1 nonsense", "application/vnd.apache.parquet", 6)
+    with pytest.raises(RequestRefused, match="not a parquet table"):
+        read_request(b"PAR1 nonsense", parquet, LIMITS)
+
+
+def test_a_parquet_dictionary_bomb_is_refused_before_it_inflates():
+    """1 row whose one value is 4 MB of one byte: a few kB on the wire."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    table = pa.table({"image": pa.array(["A" * (4 << 20)]).dictionary_encode()})
+    pq.write_table(table, buffer, compression="zstd")
+    assert len(buffer.getvalue()) < 64 * 1024
+    with pytest.raises(RequestRefused, match="inflates to") as refused:
+        read_request(
+            buffer.getvalue(),
+            "application/vnd.apache.parquet",
+            {**LIMITS, "max_request_bytes": 1 << 20},
+        )
+    assert refused.value.status == 413
 
 
 def test_mlflow_errors_are_answered_without_the_request_or_a_trace():

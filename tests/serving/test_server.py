@@ -211,7 +211,7 @@ def test_one_server_answers_invocations_the_model_and_the_page(page_server, tmp_
 
 
 @pytest.mark.slow
-def test_client_mistakes_get_a_4xx_and_the_explorer_is_off(page_server):
+def test_client_mistakes_get_a_4xx_and_the_explorer_is_off(page_server, tmp_path):
     """No 500 for what a caller can send (issue 26, items 6 and 10)."""
     base = page_server.base
     head = urllib.request.Request(f"{base}/", method="HEAD")
@@ -233,6 +233,16 @@ def test_client_mistakes_get_a_4xx_and_the_explorer_is_off(page_server):
             base, f"POST /invocations HTTP/1.1\r\n{head_lines}\r\nConnection: close\r\n\r\n{{}}"
         )
         assert answer[0] == status and words in answer[1]["message"], answer
+    image = base64.b64encode(_test_png(tmp_path / "case.png").read_bytes()).decode()
+    csv_request = urllib.request.Request(
+        f"{base}/invocations",
+        data=f"image,id\n{image},csv-1\n".encode(),
+        headers={"Content-Type": "text/csv"},
+        method="POST",
+    )
+    with urllib.request.urlopen(csv_request, timeout=60) as response:
+        (row,) = json.loads(response.read())["predictions"]
+    assert row["id"] == "csv-1" and row["error"] == "" and 0.0 <= row["p_malignant"] <= 1.0
     deep = b"[" * 100_000 + b"]" * 100_000
     status, body = post(f"{base}/invocations", deep)
     assert status == 400 and "nested too deeply" in body["message"]

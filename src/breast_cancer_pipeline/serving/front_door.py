@@ -9,8 +9,10 @@
   (:func:`mlflow.pyfunc.scoring_server.invocations`, so rows and answers are those of
   ``mlflow models serve``), after these checks, each before the work it guards: the body's
   size (:func:`~breast_cancer_pipeline.serving.guard.limit_request_body`'s limit), a content
-  type (415 without one), JSON that parses (400: invalid or nested too deeply) and the number
-  of rows (413 over ``inference.serving.max_images``, before any DataFrame exists);
+  type (415 without one), a body that parses (400: invalid or too deeply nested JSON, a CSV or
+  parquet table that does not read) and the number of rows (413 over
+  ``inference.serving.max_images``, before any DataFrame exists); CSV and parquet bodies are
+  read into the JSON request they stand for, so MLflow's schema check treats the three alike;
 * every error answer is a short JSON ``{"error_code", "message"}``: never the request, a stack
   trace or a server path.
 """
@@ -108,8 +110,8 @@ async def _invocations(
     if body is None:
         return 0, b""
     try:
-        data = check_rows(body, content_type, limits["max_images"])
-        answer = await asyncio.wait_for(asyncio.to_thread(invoke, data, content_type), timeout)
+        work = asyncio.to_thread(lambda: invoke(*read_request(body, content_type, limits)))
+        answer = await asyncio.wait_for(work, timeout)
     except RequestRefused as refused:
         return refused.status, _error(refused.code, str(refused))
     except TimeoutError:
@@ -127,31 +129,45 @@ class RequestRefused(ValueError):
         self.status, self.code = status, code
 
 
-def check_rows(body: bytes, content_type: str, max_images: int) -> Any:
-    """What MLflow is handed for ``body``: parsed JSON, or the bytes of a CSV or parquet body.
+def read_request(body: bytes, content_type: str, limits: Mapping[str, Any]) -> tuple[Any, str]:
+    """What MLflow is handed for ``body``, and as which content type.
+
+    JSON is parsed here, once. A CSV or parquet body is read into the JSON request it stands
+    for (``dataframe_split``, every CSV cell as text), so that MLflow's schema check treats the
+    three alike; its rows are counted first (CSV lines, the parquet footer's row count and
+    uncompressed size), so an oversized request costs nothing to refuse.
 
     Args:
         body: The request body.
         content_type: Its ``Content-Type`` header.
-        max_images: ``inference.serving.max_images``.
+        limits: The ``inference.serving`` parameters (``max_images``, ``max_request_bytes``).
 
     Returns:
-        The parsed JSON object (JSON bodies), else ``body``.
+        ``(data, content_type)``: the parsed JSON object and ``application/json`` for the three
+        types read here; the body and its type as they came for any other (MLflow answers 415).
 
     Raises:
-        RequestRefused: Invalid or too deeply nested JSON (400), more rows than
-            ``max_images`` (413).
+        RequestRefused: A body that does not parse (400), more rows than ``max_images`` or a
+            parquet file that inflates past ``max_request_bytes`` (413).
     """
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime == _JSON:
         data = _parse_json(body)
-        rows = _json_rows(data)
+        _check_rows(_json_rows(data), limits["max_images"])
     elif mime == _CSV:
-        rows = max(body.count(b"\n") + (not body.endswith(b"\n")) - 1, 0)
+        _check_rows(
+            max(body.count(b"\n") + (not body.endswith(b"\n")) - 1, 0), limits["max_images"]
+        )
+        data = _as_split(_read_table(body, "csv"))
     elif mime == _PARQUET:
-        data, rows = body, _parquet_rows(body)
+        _check_parquet_footer(body, limits)
+        data = _as_split(_read_table(body, "parquet"))
     else:
-        return body  # MLflow answers 415 for other types
+        return body, content_type
+    return data, _JSON
+
+
+def _check_rows(rows: int, max_images: int) -> None:
     if rows > max_images:
         raise RequestRefused(
             f"the request holds {rows} rows, more than inference.serving.max_images = "
@@ -159,7 +175,23 @@ def check_rows(body: bytes, content_type: str, max_images: int) -> Any:
             413,
             "REQUEST_LIMIT_EXCEEDED",
         )
-    return data if mime == _JSON else body
+
+
+def _read_table(body: bytes, kind: str) -> Any:
+    import pandas as pd  # noqa: PLC0415 - only for CSV and parquet requests
+
+    try:
+        if kind == "csv":
+            return pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False)
+        return pd.read_parquet(io.BytesIO(body))
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser error is a bad body
+        raise RequestRefused(f"the body is not a {kind} table: {type(exc).__name__}") from None
+
+
+def _as_split(frame: Any) -> dict[str, Any]:
+    columns = [str(c) for c in frame.columns]
+    rows = frame.astype(object).where(frame.notna(), None).values.tolist()
+    return {"dataframe_split": {"columns": columns, "data": rows}}
 
 
 def _parse_json(body: bytes) -> Any:
@@ -185,13 +217,25 @@ def _json_rows(data: Any) -> int:
     return len(rows) if isinstance(rows, list) else 1
 
 
-def _parquet_rows(body: bytes) -> int:
+def _check_parquet_footer(body: bytes, limits: Mapping[str, Any]) -> None:
     import pyarrow.parquet as pq  # noqa: PLC0415 - only for parquet requests
 
     try:
-        return pq.ParquetFile(io.BytesIO(body)).metadata.num_rows
+        meta = pq.ParquetFile(io.BytesIO(body)).metadata
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        inflated = sum(
+            g.column(c).total_uncompressed_size for g in groups for c in range(g.num_columns)
+        )
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser error is a bad body
-        raise RequestRefused(f"the body is not a parquet file: {type(exc).__name__}") from None
+        raise RequestRefused(f"the body is not a parquet table: {type(exc).__name__}") from None
+    _check_rows(meta.num_rows, limits["max_images"])
+    if inflated > limits["max_request_bytes"]:
+        raise RequestRefused(
+            f"the parquet table inflates to {inflated:,} bytes, more than "
+            f"inference.serving.max_request_bytes = {limits['max_request_bytes']:,}",
+            413,
+            "REQUEST_LIMIT_EXCEEDED",
+        )
 
 
 def _mlflow_error(exc: Exception) -> tuple[int, bytes]:
