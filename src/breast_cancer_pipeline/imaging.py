@@ -231,7 +231,7 @@ class ImageTooCostlyError(ImageDecodeError):
             name,
             "decompression bomb",
             f"decoding {what or 'it'} needs {cost:,} bytes of memory, more than "
-            f"{limit_name} = {limit:,}",
+            f"{limit_name} allows ({limit:,} bytes)",
             fix,
         )
 
@@ -514,12 +514,12 @@ class _Settings:
 
     def limit(self) -> tuple[int, str] | None:
         """The tighter memory limit of a decode and its name, or None without a limit."""
-        limits = []
-        if self.max_decoded_bytes is not None:
-            limits.append((self.max_decoded_bytes, "max_decoded_bytes"))
-        if self.budget is not None:
-            limits.append((self.budget.total_bytes, self.budget.parameter))
-        return min(limits) if limits else None
+        budget = None if self.budget is None else self.budget.total_bytes
+        if self.max_decoded_bytes is not None and (
+            budget is None or self.max_decoded_bytes <= budget
+        ):
+            return self.max_decoded_bytes, "max_decoded_bytes"
+        return None if budget is None else (budget, self.budget.parameter)
 
     def admit(self, cost: DecodeCost) -> AbstractContextManager[Any]:
         """Check the cost against the limit and reserve it from the budget (a ``with`` block).
@@ -622,14 +622,22 @@ def _decode_pillow(
         n_pages = 1 if image.format == "MPO" else frames  # an MPO's second frame is a preview
         if page is not None:
             _check_page(name, page, frames)
+        wanted = list(range(n_pages)) if page is None else [page]
         arrays: list[np.ndarray] = []
-        for k in range(n_pages) if page is None else [page]:
-            arrays.append(_pillow_page(image, settings, k, sum(a.nbytes for a in arrays)))
+        for k in wanted:
+            held = sum(a.nbytes for a in arrays)
+            arrays.append(_pillow_page(image, settings, k, held, k == wanted[-1]))
     return arrays, n_pages
 
 
-def _pillow_page(image: Image.Image, settings: _Settings, page: int, held: int) -> np.ndarray:
-    """Decode page ``page`` of an open Pillow image (``held``: bytes of the pages before)."""
+def _pillow_page(
+    image: Image.Image, settings: _Settings, page: int, held: int, last: bool
+) -> np.ndarray:
+    """Decode page ``page`` of an open Pillow image (``held``: bytes of the pages before).
+
+    After the ``last`` page the image is closed, so that its pixels are freed within the
+    memory reserved for the decode.
+    """
     name = settings.name
     try:
         if page or image.tell():
@@ -642,7 +650,10 @@ def _pillow_page(image: Image.Image, settings: _Settings, page: int, held: int) 
         raise _pillow_error(name, exc) from None
     with settings.admit(_pillow_cost(image, settings.channels, held)):
         orientation = _load(image, name)
-        return _pillow_pixels(image, settings, orientation)
+        pixels = _pillow_pixels(image, settings, orientation)
+        if last:
+            image.close()
+    return pixels
 
 
 def _pillow_cost(image: Image.Image, channels: int, held: int) -> DecodeCost:
@@ -1038,7 +1049,9 @@ def _decode_dicom(
     with settings.admit(_dicom_cost(header, len(data), settings.channels, len(frames))):
         ds = _read_dicom(data, name, forced)
         _set_missing_transfer_syntax(ds)
-        return [_dicom_frame(ds, settings, photometric, k) for k in frames], n_frames
+        pages = [_dicom_frame(ds, settings, photometric, k) for k in frames]
+        del ds  # freed within the memory reserved for the decode
+    return pages, n_frames
 
 
 def _read_dicom_header(

@@ -24,11 +24,12 @@ bytes) into file bytes for :func:`breast_cancer_pipeline.imaging.decode_image`.
 
 The limits that keep hostile or careless requests from exhausting the server live here too
 (parameters ``inference.serving.*``): :func:`check_request` (images per request and request
-size, HTTP 413), :func:`decode_slots` (images decoded at once in the process),
-:func:`row_error` (what a caller reads when an image cannot be used, without server paths or
-ingestion's fixes), :func:`request_error` (an error about a whole request that MLflow's server
-answers with just its message) and :func:`limit_request_body` (an ASGI wrapper refusing large
-bodies before they are read, for a server the project builds itself).
+size, HTTP 413), :func:`row_error` (what a caller reads when an image cannot be used,
+without server paths or ingestion's fixes), :func:`request_error` (an error about a whole
+request that MLflow's server answers with just its message) and :func:`limit_request_body` (an
+ASGI wrapper refusing large bodies before they are read, for a server the project builds
+itself). The memory of the decodes is bounded by imaging's
+:class:`~breast_cancer_pipeline.decode_budget.DecodeBudget`.
 
 TensorFlow and MLflow are imported only when needed, so importing this module is cheap.
 """
@@ -40,7 +41,6 @@ import binascii
 import functools
 import json
 import math
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -479,23 +479,6 @@ def _too_large_message(size: int, limit: int) -> str:
         f"inference.serving.max_request_bytes = {limit:,}: send fewer or smaller images per "
         "request"
     )
-
-
-_SLOTS: dict[int, threading.BoundedSemaphore] = {}
-_SLOTS_LOCK = threading.Lock()
-
-
-def decode_slots(n: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore that lets at most ``n`` images be decoded at once.
-
-    MLflow's server runs each request in a thread of its own; without this, every concurrent
-    request decodes at the same time (a 40 MP 16-bit image peaks at ~300 MB).
-
-    Args:
-        n: ``inference.serving.max_concurrent_decodes``; the same ``n`` gives the same semaphore.
-    """
-    with _SLOTS_LOCK:
-        return _SLOTS.setdefault(n, threading.BoundedSemaphore(n))
 
 
 def request_error(message: str, status: int = 400) -> Exception:
