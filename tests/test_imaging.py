@@ -965,7 +965,7 @@ def test_mammograms_decode_at_full_size(mammograms):
     for key, item in mammograms.items():
         assert item["pixels"].shape == item["shape"], key
         assert item["pixels"].shape[0] > 4000 and item["pixels"].shape[1] > 2500, key
-        assert item["seconds"] < 3, key  # about 0.1-0.2 s each on a 2-core CI machine
+        assert item["seconds"] < 6, key  # the first includes the decoder's first use
 
 
 def test_mammograms_look_like_mammograms(mammograms):

@@ -766,19 +766,16 @@ def _pillow_rows(image: Image.Image, mode: str | None) -> _Rows:
         strip = image.crop((0, top, width, bottom))
         if mode is not None and strip.mode != mode:
             strip = strip.convert(mode)
+        if mode in ("LA", "RGBA"):
+            # On black: Pillow's premultiplied mode holds colour * alpha / 255, rounded.
+            colour = np.asarray(strip.convert(mode[:-1] + "a"))[..., :-1]
+            return colour[..., 0] if mode == "LA" else colour
         pixels = np.asarray(strip)
         if not pixels.dtype.isnative:
             pixels = pixels.astype(pixels.dtype.newbyteorder("="))
-        return _on_black(pixels) if mode in ("LA", "RGBA") else pixels
+        return pixels
 
     return _Rows(image.height, width, read)
-
-
-def _on_black(pixels: np.ndarray) -> np.ndarray:
-    """Composite LA/RGBA pixels on black: colour * alpha / 255, rounded."""
-    alpha = pixels[..., -1:].astype(np.uint16)
-    colour = ((pixels[..., :-1] * alpha + 127) // 255).astype(np.uint8)
-    return colour[..., 0] if colour.shape[2] == 1 else colour
 
 
 #: EXIF orientation -> (width and height swap, view of the displayed image in stored order).
