@@ -116,6 +116,10 @@ _RGB_MODES = frozenset({"CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # (Float/DoubleFloat)PixelData
 _PIXEL_DATA = 0x7FE00010
+#: The pixel data tags as a little-endian data set stores them (group, then element).
+_PIXEL_TAG_BYTES = tuple(
+    (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little") for tag in _PIXEL_TAGS
+)
 #: Bits a pixel takes once decoded, by Pillow mode (as stored, before any conversion).
 _MODE_BITS = {
     "1": 1,
@@ -1093,22 +1097,24 @@ class _PixelTagFinder:
 
 
 def _inflate(deflated: memoryview, name: str, limit: tuple[int, str] | None) -> tuple[int, bytes]:
-    """Size and first bytes of a deflated data set, inflated a chunk at a time.
+    """Size and first elements of a deflated data set, inflated a chunk at a time.
 
     A decode holds the inflated data set twice (pydicom's buffer and the elements read from
-    it), so inflating stops as soon as twice its size passes ``limit``.
+    it), so inflating stops as soon as twice its size passes ``limit``. Only the elements up
+    to the pixel data are kept (at most ``_DEFLATE_HEAD`` bytes).
 
     Raises:
         ImageTooCostlyError: The data set inflates to more than half the limit.
     """
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    size, head = 0, []
+    size, head, complete = 0, bytearray(), False
     for start in range(0, len(deflated), _INFLATE_IN):
         pending: bytes | memoryview = deflated[start : start + _INFLATE_IN]
         while True:
             chunk = inflater.decompress(pending, _INFLATE_OUT)
-            if size < _DEFLATE_HEAD:
-                head.append(chunk[: _DEFLATE_HEAD - size])
+            if not complete and len(head) < _DEFLATE_HEAD:
+                head += chunk[: _DEFLATE_HEAD - len(head)]
+                complete = _reaches_pixel_data(head)
             size += len(chunk)
             if limit is not None and 2 * size > limit[0]:
                 what = f"a deflated DICOM data set of more than {size:,} bytes"
@@ -1118,7 +1124,19 @@ def _inflate(deflated: memoryview, name: str, limit: tuple[int, str] | None) -> 
                 break
         if inflater.eof:
             break
-    return size, b"".join(head)
+    return size, bytes(head)
+
+
+def _reaches_pixel_data(head: bytearray) -> bool:
+    """Whether the first bytes of an explicit-VR data set hold every element before its pixels."""
+    if not any(tag in head for tag in _PIXEL_TAG_BYTES):
+        return False
+    found = _PixelTagFinder()
+    try:
+        read_dataset(io.BytesIO(bytes(head)), False, True, stop_when=found)
+    except Exception:  # noqa: BLE001 - a tag's bytes inside an element's value: read on
+        return False
+    return found.tag is not None
 
 
 def _check_dicom_header(header: _DicomHeader, name: str, forced: bool) -> None:
