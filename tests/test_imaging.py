@@ -5,6 +5,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 import zlib
@@ -810,6 +811,19 @@ def test_a_deflate_bomb_is_refused_without_inflating_it_whole():
     assert peak < 12 * 2**20, peak
     pixels = decode_image(deflated_dicom(64 * 64 * 2), "zeros.dcm", max_decoded_bytes=limit)
     np.testing.assert_array_equal(pixels, np.zeros((64, 64, 1), dtype=np.uint8))
+
+
+def test_a_deflated_dicom_padded_after_its_stream_decodes():
+    """Writers pad a data set to an even length: the bytes after the stream end the measure."""
+    padded = deflated_dicom(3 * 2**20, 1024, 1536) + b"\0"  # more than one inflated chunk
+    decoded = []
+    worker = threading.Thread(
+        target=lambda: decoded.append(decode_image(padded, "padded.dcm")), daemon=True
+    )
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "measuring the deflated data set never ended"
+    np.testing.assert_array_equal(decoded[0], np.zeros((1024, 1536, 1), dtype=np.uint8))
 
 
 def test_a_deflated_dicom_with_large_elements_before_its_pixels_decodes(tmp_path):

@@ -1120,8 +1120,8 @@ def _inflate(deflated: memoryview, name: str, limit: tuple[int, str] | None) -> 
                 what = f"a deflated DICOM data set of more than {size:,} bytes"
                 raise ImageTooCostlyError(name, 2 * size, *limit, what=what)
             pending = inflater.unconsumed_tail
-            if not pending and len(chunk) < _INFLATE_OUT:
-                break
+            if inflater.eof or (not pending and len(chunk) < _INFLATE_OUT):
+                break  # the end of the stream (padding may follow), or of this input
         if inflater.eof:
             break
     return size, bytes(head)
