@@ -21,7 +21,6 @@ from typing import Any
 
 from breast_cancer_pipeline.serving.guard import (
     check_request,
-    decode_slots,
     image_bytes,
     limit_request_body,
     request_error,
@@ -81,7 +80,6 @@ __all__ = [
     "check_request",
     "compiled_forward",
     "create_app",
-    "decode_slots",
     "example_request",
     "gate",
     "image_bytes",

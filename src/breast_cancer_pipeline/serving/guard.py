@@ -7,8 +7,6 @@ The limits are the parameters ``inference.serving.*``:
   refusing a file over ``max_image_bytes`` before decoding its base64;
 * :func:`check_request` refuses a request over ``max_images`` or ``max_request_bytes``
   (HTTP 413) before any image is decoded;
-* :func:`decode_slots` bounds the images decoded at once in the process
-  (``max_concurrent_decodes``);
 * :func:`row_error` is what a caller reads when an image cannot be used (without server paths
   or ingestion's fixes);
 * :func:`request_error` is an error about a whole request that MLflow's server answers with
@@ -26,7 +24,6 @@ import binascii
 import functools
 import json
 import math
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -152,23 +149,6 @@ def _too_large_message(size: int, limit: int) -> str:
         f"inference.serving.max_request_bytes = {limit:,}: send fewer or smaller images per "
         "request"
     )
-
-
-_SLOTS: dict[int, threading.BoundedSemaphore] = {}
-_SLOTS_LOCK = threading.Lock()
-
-
-def decode_slots(n: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore that lets at most ``n`` images be decoded at once.
-
-    MLflow's server runs each request in a thread of its own; without this, every concurrent
-    request decodes at the same time (a 40 MP 16-bit image peaks at ~300 MB).
-
-    Args:
-        n: ``inference.serving.max_concurrent_decodes``; the same ``n`` gives the same semaphore.
-    """
-    with _SLOTS_LOCK:
-        return _SLOTS.setdefault(n, threading.BoundedSemaphore(n))
 
 
 def request_error(message: str, status: int = 400) -> Exception:

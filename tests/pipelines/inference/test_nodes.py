@@ -3,11 +3,14 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from breast_cancer_pipeline.decode_budget import DecodeBudget
+from breast_cancer_pipeline.imaging import decode_cost
 from breast_cancer_pipeline.pipelines.inference.nodes import collect_images, predict_requests
 from tests.params import base_params
 
@@ -217,7 +220,7 @@ def test_pixel_limit_is_read_from_the_header_of_png_and_dicom(tmp_path, bomb_png
     out = predict_requests(
         pd.DataFrame({"image": [_b64(bomb_png), _b64(lying_dicom)]}), FakeServingModel(), params
     )
-    assert time.perf_counter() - start < 2  # decoding the bomb alone takes ~3 s and 1.3 GB
+    assert time.perf_counter() - start < 2  # refused from the headers: nothing decoded
     limit = params["max_pixels"]
     assert (
         f"image too large: 13000 × 13000 px exceeds inference.max_pixels={limit}"
@@ -229,32 +232,69 @@ def test_pixel_limit_is_read_from_the_header_of_png_and_dicom(tmp_path, bomb_png
     )
 
 
-def test_decodes_are_capped_across_concurrent_requests(monkeypatch):
+class _CountingBudget(DecodeBudget):
+    """A budget that records how many decodes hold part of it at the same time."""
+
+    def __init__(self, total: int, parameter: str) -> None:
+        super().__init__(total, parameter)
+        self.running = self.peak = 0
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def reserve(self, cost: int, name: str = ""):
+        with super().reserve(cost, name):
+            with self.lock:
+                self.running += 1
+                self.peak = max(self.peak, self.running)
+            time.sleep(0.05)
+            with self.lock:
+                self.running -= 1
+            yield
+
+
+def test_decodes_share_one_memory_budget_across_concurrent_requests(monkeypatch):
     from breast_cancer_pipeline.pipelines.inference import nodes
 
-    running, peak, lock = [0], [0], threading.Lock()
-    real_decode = nodes.decode_image
+    png = pillow_file(np.zeros((30, 30), dtype=np.uint8), "PNG")
+    cost = decode_cost(png).peak_bytes
+    megabytes = -(-2 * cost // 2**20)  # room for two decodes, not three
+    assert 3 * cost > megabytes * 2**20
+    budgets = []
 
-    def slow_decode(*args, **kwargs):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        return real_decode(*args, **kwargs)
+    def shared(total, parameter):
+        budgets.append(_CountingBudget(total, parameter))
+        return budgets[-1] if len(budgets) == 1 else budgets[0]
 
-    monkeypatch.setattr(nodes, "decode_image", slow_decode)
-    cells = [_b64(pillow_file(np.zeros((30, 30), dtype=np.uint8), "PNG"))] * 3
-    params = _limits(max_concurrent_decodes=2)
+    monkeypatch.setattr(nodes, "shared_budget", shared)
+    params = _limits(decode_memory_mb=megabytes)
 
     def request(_):
+        cells = [_b64(png)] * 3
         return predict_requests(pd.DataFrame({"image": cells}), FakeServingModel(), params)
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         outs = list(pool.map(request, range(6)))
     assert all((out["error"] == "").all() for out in outs)
-    assert peak[0] == 2  # 6 requests at once, never more than 2 decodes
+    assert budgets[0].total_bytes == megabytes * 2**20
+    assert budgets[0].parameter == "inference.serving.decode_memory_mb"
+    assert budgets[0].peak == 2  # 18 decodes from 6 requests at once, two at a time
+
+
+def test_an_image_over_the_memory_limits_is_a_row_error_not_a_wait():
+    pixels = np.zeros((40, 50), dtype=np.uint8)
+    cost = decode_cost(pillow_file(pixels, "TIFF")).peak_bytes  # what _score sends
+    assert _score(pixels, max_decoded_bytes=cost)["error"] == ""
+    refused = _score(pixels, max_decoded_bytes=cost - 1)["error"]
+    assert refused.startswith(
+        "cannot decode 'row 0': decompression bomb (decoding 50 x 40 px L needs "
+    )
+    assert refused.endswith(
+        f"more than max_decoded_bytes allows ({cost - 1:,} bytes)). Downsample the image "
+        "before sending it"
+    )
+    # More than the whole budget: refused at once, naming the budget (no request waits forever).
+    refused = _score(pixels, max_decoded_bytes=None, serving={"decode_memory_mb": 1})["error"]
+    assert "more than inference.serving.decode_memory_mb allows (1,048,576 bytes)" in refused
 
 
 def test_an_unexpected_decoder_failure_is_a_row_error_without_a_trace(monkeypatch):

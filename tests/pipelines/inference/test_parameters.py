@@ -1,9 +1,13 @@
 """The ``inference`` parameter model: conf/base validates, bad values are named."""
 
+import math
+
 import pytest
 
+from breast_cancer_pipeline.imaging import decode_cost
 from breast_cancer_pipeline.param_schema import validate_block
 from tests.params import base_params, refusal
+from tests.payloads import zeros_png
 
 
 @pytest.mark.parametrize("env", [None, "demo"])
@@ -23,8 +27,9 @@ def test_decoding_follows_ingestion_but_the_pixel_limit_is_far_lower():
 
 
 def test_serving_limits_of_conf_base():
-    serving = validate_block("inference", base_params("inference")).serving
-    assert serving.max_concurrent_decodes == 2
+    inference = validate_block("inference", base_params("inference"))
+    serving = inference.serving
+    assert inference.max_decoded_bytes <= serving.decode_memory_mb * 2**20
     assert serving.max_images >= 4  # a screening exam
     # An uncompressed 16-bit FFDM DICOM fits, as one image and in one request (base64).
     assert serving.max_image_bytes >= 4096 * 5625 * 2
@@ -40,7 +45,13 @@ def test_serving_limits_of_conf_base():
         ({"window_percentiles": [99.5, 0.5]}, "inference.window_percentiles", "low < high"),
         ({"window_percentiles": [0.5]}, "inference.window_percentiles.1", ""),
         ({"batch": 8}, "inference.batch: unknown key", ""),
-        ({"serving": {"max_concurrent_decodes": 0}}, "serving.max_concurrent_decodes = 0", ""),
+        ({"serving": {"decode_memory_mb": 0}}, "serving.decode_memory_mb = 0", ""),
+        ({"max_decoded_bytes": 0}, "inference.max_decoded_bytes = 0", "greater than 0"),
+        (
+            {"max_decoded_bytes": 2**30, "serving": {"decode_memory_mb": 512}},
+            "inference",
+            "max_decoded_bytes = 1073741824 is more than serving.decode_memory_mb = 512 MiB",
+        ),
         ({"serving": {"max_images": -3}}, "inference.serving.max_images = -3", "greater than 0"),
         ({"serving": {"ood": {"accept_rate": 1.5}}}, "serving.ood.accept_rate = 1.5", "1"),
         ({"serving": {"ood": {"accept_rate": 0}}}, "serving.ood.accept_rate = 0", "than 0"),
@@ -66,3 +77,13 @@ def test_bad_values_are_named(overrides, key, message):
 
 def test_no_pixel_limit_is_allowed():
     assert validate_block("inference", base_params("inference", max_pixels=None)).max_pixels is None
+
+
+@pytest.mark.parametrize("colour_type", [0, 6], ids=["16-bit gray", "RGBA"])
+def test_an_image_at_the_pixel_limit_fits_the_memory_limits(colour_type):
+    """The memory limits do not refuse what the pixel limit lets through (PNG)."""
+    inference = validate_block("inference", base_params("inference"))
+    side = math.isqrt(inference.max_pixels)
+    png = zeros_png(side, side, colour_type, 16 if colour_type == 0 else 8)
+    cost = decode_cost(png, color_mode="grayscale").peak_bytes
+    assert cost <= inference.max_decoded_bytes <= inference.serving.decode_memory_mb * 2**20

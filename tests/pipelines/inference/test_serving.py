@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from tests.params import base_params
+from tests.payloads import deflated_dicom, zeros_png
 from tests.serving._served import (
     CONFIG,
     asgi_post,
@@ -244,7 +245,7 @@ def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(se
             f"inference.max_pixels={limit}."
         )
 
-    # Eight images just under the limit at once: decoded two at a time (~290 MB each).
+    # Eight images just under the pixel limit at once: they share the decode budget.
     _reset_peak(web.pid)
     near = request_body([base64.b64encode(dark_png16(6_000, 6_000)).decode()])
     answers, near_seconds = _at_once(url, [near] * 8)
@@ -256,7 +257,7 @@ def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(se
         f"{near_seconds:.2f} s"
     )
     assert bomb_peak < 100 * 1024  # refused from the header: nothing decoded
-    assert near_peak < 1024 * 1024
+    assert near_peak < 700 * 1024  # within inference.serving.decode_memory_mb, and a margin
 
     # The node's own message when it sees the request; MLflow's schema check's when the model
     # has a signature requiring `image`. Either way: names it, no trace, no server path.
@@ -270,3 +271,43 @@ def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(se
     assert status == 413 and "more than inference.serving.max_images = 32" in body["message"]
     assert post(url, normal)[0] == 200
     assert served.server.poll() is None
+
+
+#: Eight copies of each sent at once. An RGBA PNG of zeros just under inference.max_pixels
+#: (6300 x 6300: 0.15 MB, 159 MB of RGBA pixels) is decoded; a DICOM of 64 x 64 pixels whose
+#: deflated data set inflates to 256 MiB (0.26 MB) is refused while its size is measured.
+_HOSTILE_FILES = {
+    "RGBA PNG of zeros": (lambda: zeros_png(6300, 6300, 6), ""),
+    "deflated DICOM": (lambda: deflated_dicom(256 * 2**20), "more than max_decoded_bytes"),
+}
+
+
+@pytest.mark.slow
+def test_hostile_files_of_other_kinds_cost_the_server_little_and_it_gives_memory_back(served):
+    import psutil
+
+    url = f"{served.base}/invocations"
+    (web,) = psutil.Process(served.server.pid).children()  # bash exec'd into uvicorn
+    assert post(url, request_body([base64.b64encode(dark_png16(300, 300)).decode()]))[0] == 200
+    rest = _memory_kb(web.pid)["VmRSS"]
+    figures = {}
+    for kind, (build, expected) in _HOSTILE_FILES.items():
+        _reset_peak(web.pid)
+        answers, seconds = _at_once(url, [request_body([base64.b64encode(build()).decode()])] * 8)
+        figures[kind] = (_memory_kb(web.pid)["VmHWM"] - rest, seconds)
+        for status, body in answers:
+            assert status == 200, body
+            assert expected in body["predictions"][0]["error"], body
+            assert bool(expected) == (body["predictions"][0]["label"] is None), body
+    after = _memory_kb(web.pid)["VmRSS"] - rest
+    print(
+        f"server RSS {rest / 1024:.0f} MB; "
+        + "; ".join(
+            f"8 x {k}: peak +{p / 1024:.0f} MB in {t:.2f} s" for k, (p, t) in figures.items()
+        )
+        + f"; RSS after +{after / 1024:.0f} MB"
+    )
+    for kind, (peak, seconds) in figures.items():
+        assert peak < 700 * 1024, kind
+        assert seconds < 60, kind  # every answer came (within post's timeout)
+    assert after < 200 * 1024  # the memory of the decodes is given back

@@ -23,6 +23,7 @@ def test_conf_blocks_validate(env, external_dir):
         ({"color_mode": "cmyk"}, "ingestion.color_mode"),
         ({"on_bad_file": "ignore"}, "ingestion.on_bad_file"),
         ({"max_pixels": 0}, "ingestion.max_pixels"),
+        ({"max_decoded_bytes": 0}, "ingestion.max_decoded_bytes"),
         ({"window_percentiles": [99.5, 0.5]}, "ingestion.window_percentiles"),
         ({"window_percentiles": [0.5, 101]}, "ingestion.window_percentiles"),
         ({"multipage": "last"}, "ingestion.multipage"),

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from breast_cancer_pipeline.decode_budget import shared_budget
 from breast_cancer_pipeline.imaging import ImageDecodeError, decode_image, resize_image
 from breast_cancer_pipeline.serving import (
     EXPLAIN_COLUMN,
     IMAGE_COLUMN,
     check_request,
-    decode_slots,
     image_bytes,
     request_error,
     row_error,
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: The response column holding the Grad-CAM overlay (base64 PNG), present when a request asks.
 GRADCAM_COLUMN = "gradcam_png"
+#: The parameter of the memory budget the decodes of the process share, named in row errors.
+DECODE_BUDGET_PARAMETER = "inference.serving.decode_memory_mb"
 
 
 def collect_images(images: Mapping[str, Callable[[], bytes]]) -> pd.DataFrame:
@@ -61,7 +63,7 @@ def predict_requests(
             ``explain`` (true/false per row): a true row gets ``gradcam_png``.
         serving_model: The packaged :class:`~breast_cancer_pipeline.serving.ServingModel`.
         params: The ``inference`` parameters (``batch_size``, ``max_pixels``,
-            ``window_percentiles``, ``serving``).
+            ``max_decoded_bytes``, ``window_percentiles``, ``serving``).
         gradcam: The ``reporting.gradcam`` parameters (``layer``, ``alpha``): the served
             overlay is the report's. Needed only when a row asks for ``explain``.
 
@@ -128,24 +130,26 @@ def _row_decoder(
 ) -> Callable[[int], np.ndarray | None]:
     """A function decoding and resizing row ``i``, or recording its error and returning None.
 
-    Decodes run within the process-wide ``inference.serving.max_concurrent_decodes`` slots;
-    an unexpected error is logged for the server and answered without a trace.
+    Decodes draw on the process-wide budget of ``inference.serving.decode_memory_mb``, each
+    at most ``inference.max_decoded_bytes``; an unexpected error is logged for the server and
+    answered without a trace.
     """
     limits = params["serving"]
-    slots = decode_slots(limits["max_concurrent_decodes"])
+    budget = shared_budget(limits["decode_memory_mb"] * 2**20, DECODE_BUDGET_PARAMETER)
 
     def decode(i: int) -> np.ndarray | None:
         try:
-            with slots:
-                data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
-                decoded = decode_image(
-                    data,
-                    names[i],
-                    color_mode=config["color_mode"],
-                    max_pixels=params["max_pixels"],
-                    window_percentiles=tuple(params["window_percentiles"]),
-                )
-                return resize_image(decoded, config["image_size"])
+            data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
+            decoded = decode_image(
+                data,
+                names[i],
+                color_mode=config["color_mode"],
+                max_pixels=params["max_pixels"],
+                window_percentiles=tuple(params["window_percentiles"]),
+                max_decoded_bytes=params["max_decoded_bytes"],
+                budget=budget,
+            )
+            return resize_image(decoded, config["image_size"])
         except ImageDecodeError as exc:
             errors[i] = row_error(exc, from_file=callable(cells[i]))
         except Exception:  # noqa: BLE001 - one bad row must not fail the others or leak a trace

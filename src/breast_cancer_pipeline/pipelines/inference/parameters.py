@@ -34,8 +34,8 @@ class ServingLimits(Params):
     max_image_bytes: PositiveInt
     #: Largest request body, in bytes; larger is an HTTP 413.
     max_request_bytes: PositiveInt
-    #: Images decoded at the same time in the server process, over all requests.
-    max_concurrent_decodes: PositiveInt
+    #: Memory (MiB) the decodes of the server process may hold together, over all requests.
+    decode_memory_mb: PositiveInt
     #: Host names the server answers to; empty: the bind address and the loopback names.
     allowed_hosts: list[str]
     conformal: Conformal
@@ -62,6 +62,8 @@ class InferenceParams(Params):
     batch_size: PositiveInt
     #: An image whose header gives more pixels is a row error, before decoding; null: no limit.
     max_pixels: PositiveInt | None
+    #: Memory (bytes) one image's decode may hold, from its header; more is a row error.
+    max_decoded_bytes: PositiveInt | None
     #: Percentiles mapped to 0 and 255 when a high-bit-depth image is reduced to 8 bits.
     window_percentiles: tuple[float, float]
     #: Limits of the served model (requests), not of the batch command (files).
@@ -73,6 +75,18 @@ class InferenceParams(Params):
         if not 0 <= window[0] < window[1] <= 100:
             raise ValueError("must be [low, high] with 0 <= low < high <= 100, e.g. [0.5, 99.5]")
         return window
+
+    @model_validator(mode="after")
+    def _one_decode_fits_the_budget(self) -> InferenceParams:
+        budget = self.serving.decode_memory_mb * 2**20
+        if self.max_decoded_bytes is not None and self.max_decoded_bytes > budget:
+            raise ValueError(
+                f"max_decoded_bytes = {self.max_decoded_bytes} is more than "
+                f"serving.decode_memory_mb = {self.serving.decode_memory_mb} MiB "
+                f"({budget:,} bytes) can hold: images under the first would be refused by the "
+                "second. Lower max_decoded_bytes or raise serving.decode_memory_mb"
+            )
+        return self
 
 
 SCHEMA = InferenceParams

@@ -51,6 +51,7 @@ class ConvertToPng:
     png_path: str
     color_mode: str
     max_pixels: int | None
+    max_decoded_bytes: int | None
     window_percentiles: tuple[float, float]
     multipage: str
     compress_level: int
@@ -76,6 +77,7 @@ class ConvertToPng:
                 color_mode=self.color_mode,
                 max_pixels=self.max_pixels,
                 window_percentiles=self.window_percentiles,
+                max_decoded_bytes=self.max_decoded_bytes,
                 pages="all" if self.multipage == "all" else "first",
             )
         except ImageDecodeError as exc:
@@ -128,6 +130,7 @@ def build_plan(
             png_path=png,
             color_mode=params["color_mode"],
             max_pixels=params["max_pixels"],
+            max_decoded_bytes=params["max_decoded_bytes"],
             window_percentiles=_window(params),
             multipage=params["multipage"],
             compress_level=params["png_compress_level"],
@@ -265,6 +268,7 @@ def _settings_fingerprint(params: dict) -> str:
         CONVERSION_VERSION,
         params["color_mode"],
         params["max_pixels"],
+        params["max_decoded_bytes"],
         _window(params),
         params["multipage"],
         params["png_compress_level"],

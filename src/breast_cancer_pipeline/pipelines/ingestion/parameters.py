@@ -69,6 +69,8 @@ class IngestionParams(Params):
     color_mode: Literal["grayscale", "rgb"]
     #: Decompression-bomb guard: images with more pixels are bad files; null: no limit.
     max_pixels: PositiveInt | None
+    #: Memory one image's decode may hold, in bytes (from the header); null: no limit.
+    max_decoded_bytes: PositiveInt | None
     #: Percentiles of the non-background pixels mapped to 0 and 255 (high-bit-depth images).
     window_percentiles: tuple[float, float]
     #: Multi-page TIFF / multi-frame DICOM: first page (warned), every page, or a bad file.
