@@ -94,16 +94,7 @@ def predict_requests(
     check_request(cells, limits)
     names = [ids[i] if ids else f"row {i}" for i in range(len(cells))]
     explain = _explain_flags(requests, names, gradcam)
-    kept: dict[int, np.ndarray] = {}  # decoded pixels of the rows to explain
-    proba = np.full((len(cells), len(config["class_names"])), np.nan, dtype=np.float64)
-    errors = [""] * len(cells)
-    decode = _row_decoder(cells, names, errors, config, params)
-    ood = np.full(len(cells), np.nan)
-    for rows, pixels in _decoded_batches(len(cells), params["batch_size"], decode):
-        proba[rows], scores = serving_model.predict_with_ood(np.stack(pixels))
-        if scores is not None:
-            ood[rows] = scores
-        kept.update((i, x) for i, x in zip(rows, pixels, strict=True) if explain and explain[i])
+    proba, ood, errors, kept = _score(cells, names, explain, serving_model, params)
     columns = _prediction_columns(
         proba,
         errors,
@@ -123,6 +114,33 @@ def predict_requests(
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d with an error)", len(cells) - n_bad, n_bad)
     return frame
+
+
+def _score(
+    cells: list[Any],
+    names: list[str],
+    explain: list[bool] | None,
+    serving_model: Any,
+    params: dict,
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray]]:
+    """Decode and score the rows a batch at a time.
+
+    Returns:
+        ``(proba, ood scores, row errors, decoded pixels of the rows to explain)``; a row that
+        failed has NaN probabilities and score, and its error.
+    """
+    config = serving_model.config
+    kept: dict[int, np.ndarray] = {}
+    proba = np.full((len(cells), len(config["class_names"])), np.nan, dtype=np.float64)
+    errors = [""] * len(cells)
+    decode = _row_decoder(cells, names, errors, config, params)
+    ood = np.full(len(cells), np.nan)
+    for rows, pixels in _decoded_batches(len(cells), params["batch_size"], decode):
+        proba[rows], scores = serving_model.predict_with_ood(np.stack(pixels))
+        if scores is not None:
+            ood[rows] = scores
+        kept.update((i, x) for i, x in zip(rows, pixels, strict=True) if explain and explain[i])
+    return proba, ood, errors, kept
 
 
 def _row_decoder(
