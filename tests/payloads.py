@@ -75,3 +75,34 @@ def deflated_dicom(inflated_pixel_bytes: int, rows: int = 64, columns: int = 64)
     for start in range(0, inflated_pixel_bytes, len(block)):
         parts.append(compressor.compress(block[: inflated_pixel_bytes - start]))
     return head.getvalue() + b"".join(parts) + compressor.flush()
+
+
+def chained_tiff(pages: int) -> bytes:
+    """A TIFF of ``pages`` chained 1 x 1 8-bit grey pages: each directory points at the next.
+
+    Args:
+        pages: Number of pages (50,000 make a 5 MB file whose page count takes Pillow minutes).
+    """
+    entries = 9
+    size = 2 + entries * 12 + 4 + 1  # directory, next offset, the page's one pixel
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for k in range(pages):
+        start = 8 + k * size
+        pixel = start + size - 1
+        following = start + size if k < pages - 1 else 0
+        tags = [
+            (256, 3, 1, 1),  # ImageWidth
+            (257, 3, 1, 1),  # ImageLength
+            (258, 3, 1, 8),  # BitsPerSample
+            (259, 3, 1, 1),  # Compression: none
+            (262, 3, 1, 1),  # PhotometricInterpretation: black is zero
+            (273, 4, 1, pixel),  # StripOffsets
+            (277, 3, 1, 1),  # SamplesPerPixel
+            (278, 3, 1, 1),  # RowsPerStrip
+            (279, 4, 1, 1),  # StripByteCounts
+        ]
+        out += struct.pack("<H", entries)
+        for tag, kind, count, value in tags:
+            out += struct.pack("<HHII", tag, kind, count, value)
+        out += struct.pack("<I", following) + bytes([k % 256])
+    return bytes(out)

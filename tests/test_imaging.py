@@ -1010,3 +1010,23 @@ def test_mammograms_look_like_mammograms(mammograms):
         assert 0.05 < breast.mean() < 0.6, key  # a breast, not the whole frame
         assert float(np.median(gray[breast])) > background + 60, key  # tissue brighter
         assert saturated < 0.02, (key, saturated)  # dense tissue is not clipped
+
+
+def test_one_page_of_a_long_chained_tiff_is_decoded_without_counting_its_pages():
+    """50,000 chained 1 x 1 pages: Pillow's page count walks them all (issue 26, item 2)."""
+    import time
+
+    from tests.payloads import chained_tiff
+
+    data = chained_tiff(50_000)
+    started = time.perf_counter()
+    assert decode_image(data, "chain.tif")[0, 0, 0] == 0
+    assert decode_image(data, "chain.tif", page=3)[0, 0, 0] == 3
+    assert decode_cost(data, "chain.tif").peak_bytes > 0
+    seconds = time.perf_counter() - started
+    assert seconds < 5  # milliseconds here; counting the pages takes minutes
+    short = chained_tiff(3)
+    assert decode_pages(short, "chain.tif", pages="first", **SETTINGS)[1] == 3  # counted
+    with pytest.raises(ImageDecodeError) as error:
+        decode_image(short, "chain.tif", page=3)
+    assert error.value.reason == "page out of range"

@@ -365,7 +365,7 @@ def decode_pages(
     if pages not in MULTIPAGE_MODES:
         raise ValueError(f"pages must be one of {MULTIPAGE_MODES}, got {pages!r}")
     settings = _Settings(
-        name, color_mode, max_pixels, window_percentiles, max_decoded_bytes, budget
+        name, color_mode, max_pixels, window_percentiles, max_decoded_bytes, budget, False, True
     )
     return _decode(data, settings, 0 if pages == "first" else None)
 
@@ -493,6 +493,8 @@ class _Settings:
     max_decoded_bytes: int | None = None
     budget: DecodeBudget | None = None
     estimate_only: bool = False
+    #: Count the file's pages (``decode_pages``); a single page's decode does not need to.
+    count_pages: bool = False
 
     def __post_init__(self) -> None:
         if self.color_mode not in COLOR_MODES:
@@ -622,16 +624,39 @@ def _decode_pillow(
         raise _pillow_error(name, exc) from None
     with image:
         _check_pixels(name, *image.size, settings.max_pixels)  # from the header: nothing decoded
-        frames = getattr(image, "n_frames", 1)
-        n_pages = 1 if image.format == "MPO" else frames  # an MPO's second frame is a preview
-        if page is not None:
-            _check_page(name, page, frames)
+        n_pages = _pillow_pages(image, settings, page)
         wanted = list(range(n_pages)) if page is None else [page]
         arrays: list[np.ndarray] = []
         for k in wanted:
             held = sum(a.nbytes for a in arrays)
             arrays.append(_pillow_page(image, settings, k, held, k == wanted[-1]))
     return arrays, n_pages
+
+
+def _pillow_pages(image: Image.Image, settings: _Settings, page: int | None) -> int:
+    """The file's page count, checked against ``page``; 1 when it need not be counted.
+
+    Counting walks every page (a TIFF's chain of directories), so a single page's decode only
+    checks that its page exists.
+    """
+    if page is not None and not settings.count_pages:
+        if page:
+            try:
+                image.seek(page)
+            except EOFError:
+                raise ImageDecodeError(
+                    settings.name,
+                    "page out of range",
+                    f"page={page} asked but the file has fewer pages/frames",
+                    "Choose an earlier page",
+                ) from None
+            except Exception as exc:  # noqa: BLE001 - untrusted bytes: a bad file
+                raise _pillow_error(settings.name, exc) from None
+        return 1
+    frames = getattr(image, "n_frames", 1)
+    if page is not None:
+        _check_page(settings.name, page, frames)
+    return 1 if image.format == "MPO" else frames  # an MPO's second frame is a preview
 
 
 def _pillow_page(
