@@ -311,3 +311,56 @@ def test_hostile_files_of_other_kinds_cost_the_server_little_and_it_gives_memory
         assert peak < 700 * 1024, kind
         assert seconds < 60, kind  # every answer came (within post's timeout)
     assert after < 200 * 1024  # the memory of the decodes is given back
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_mixed_hostile_set_and_a_long_tiff_leave_ordinary_requests_answered(served, bomb_png):
+    """Issue 26's acceptance: the mixed set at once; a 50,000-page TIFF beside an ordinary PNG."""
+    import psutil
+
+    from tests.payloads import chained_tiff
+
+    url = f"{served.base}/invocations"
+    (web,) = psutil.Process(served.server.pid).children()  # bash exec'd into uvicorn
+    ordinary = request_body([base64.b64encode(dark_png16(300, 300)).decode()])
+    assert post(url, ordinary)[0] == 200
+    rest = _memory_kb(web.pid)["VmRSS"]
+    mixed = [
+        zeros_png(6300, 6300, 6),
+        deflated_dicom(256 * 2**20),
+        dark_png16(6_000, 6_000),
+        bomb_png,
+    ] * 2
+    _reset_peak(web.pid)
+    answers, seconds = _at_once(url, [request_body([base64.b64encode(f).decode()]) for f in mixed])
+    peak = _memory_kb(web.pid)["VmHWM"] - rest
+    errors = [body["predictions"][0]["error"] for _, body in answers]
+    assert all(status == 200 for status, _ in answers)
+    assert [bool(e) for e in errors] == [False, True, False, True] * 2, errors
+
+    tiff = request_body([base64.b64encode(chained_tiff(50_000)).decode()])
+    timed = _at_once_timed(url, [tiff, ordinary])
+    after = _memory_kb(web.pid)["VmRSS"] - rest
+    print(
+        f"server RSS {rest / 1024:.0f} MB; 8 mixed at once: peak +{peak / 1024:.0f} MB in "
+        f"{seconds:.2f} s; 50,000-page TIFF {timed[0][1]:.2f} s beside an ordinary PNG "
+        f"{timed[1][1]:.2f} s; RSS after +{after / 1024:.0f} MB"
+    )
+    assert peak < 700 * 1024 and seconds < 60
+    for (status, body), _ in timed:
+        assert status == 200 and body["predictions"][0]["error"] == "", body
+    assert timed[0][1] < 10 and timed[1][1] < 4  # the issue's 5 s and 2 s, with a 2x margin
+    assert after < 200 * 1024
+
+
+def _at_once_timed(url: str, payloads: list[bytes]) -> list[tuple[tuple[int, dict], float]]:
+    """Send ``payloads`` at once; each answer with its own time."""
+
+    def timed(payload: bytes) -> tuple[tuple[int, dict], float]:
+        start = time.perf_counter()
+        answer = post(url, payload)
+        return answer, time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
+        return list(pool.map(timed, payloads))
