@@ -114,24 +114,34 @@ def request_body(cells: list[str], columns=("image",)) -> bytes:
 
 def asgi_post(app, body: bytes, *, declare_length: bool = True) -> tuple[int, dict]:
     """POST ``body`` to /invocations of an ASGI ``app`` in-process, 1 kB per message."""
-    headers = [(b"content-type", b"application/json")]
+    headers = {"content-type": "application/json"}
     if declare_length:
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers["content-length"] = str(len(body))
+    status, answer = asgi_request(app, body, headers=headers, chunk=1000)
+    return status, json.loads(answer)
+
+
+def asgi_request(
+    app, body: bytes = b"", *, method="POST", path="/invocations", headers=None, chunk=1 << 20
+) -> tuple[int, bytes]:
+    """One request to an ASGI ``app`` in-process, ``chunk`` bytes per message: status, body."""
+    if headers is None:
+        headers = {"host": "127.0.0.1:5001", "content-type": "application/json"}
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
-        "path": "/invocations",
-        "raw_path": b"/invocations",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": headers,
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 5001),
     }
-    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)] or [b""]
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
     incoming = [
         {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
         for i, c in enumerate(chunks)
@@ -145,4 +155,4 @@ def asgi_post(app, body: bytes, *, declare_length: bool = True) -> tuple[int, di
         sent.append(message)
 
     asyncio.run(app(scope, receive, send))
-    return sent[0]["status"], json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])

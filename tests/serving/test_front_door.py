@@ -1,7 +1,6 @@
 """The server's front door, in-process: what a request meets before MLflow (issue 26, items 3, 4,
 6 and 10). The served app's own answers are checked over HTTP in test_server.py."""
 
-import asyncio
 import io
 import json
 import os
@@ -17,6 +16,7 @@ from breast_cancer_pipeline.serving.front_door import (
     front_door,
     read_request,
 )
+from tests.serving._served import asgi_request
 
 LIMITS = {"max_request_bytes": 64 << 20, "max_images": 4}
 
@@ -42,34 +42,6 @@ def _door(invoke=None, hosts=frozenset({"127.0.0.1", "localhost"}), timeout=30.0
     return door, calls
 
 
-def _call(app, body=b"", *, method="POST", path="/invocations", headers=None):
-    """One request to an ASGI ``app``: its status and the JSON (or raw) body answered."""
-    if headers is None:
-        headers = {"host": "127.0.0.1:5001", "content-type": "application/json"}
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-    }
-    chunks = [body[i : i + (1 << 20)] for i in range(0, len(body), 1 << 20)] or [b""]
-    incoming = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ]
-    sent = []
-
-    async def receive():
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    raw = b"".join(m.get("body", b"") for m in sent[1:])
-    return sent[0]["status"], raw
-
-
 def _split(rows: int) -> bytes:
     data = [["x", str(i)] for i in range(rows)]
     return json.dumps({"dataframe_split": {"columns": ["image", "id"], "data": data}}).encode()
@@ -89,7 +61,7 @@ def test_the_default_hosts_are_the_bind_address_and_loopback():
 )
 def test_a_host_outside_the_list_gets_a_400_naming_the_parameter(host, status):
     door, calls = _door(hosts=allowed_hosts([], "127.0.0.1"))
-    answered, body = _call(door, method="GET", path="/", headers={"host": host})
+    answered, body = asgi_request(door, method="GET", path="/", headers={"host": host})
     assert answered == status
     if status == 400:
         assert "inference.serving.allowed_hosts" in json.loads(body)["message"]
@@ -98,17 +70,17 @@ def test_a_host_outside_the_list_gets_a_400_naming_the_parameter(host, status):
 
 def test_no_content_type_is_a_415_and_other_paths_reach_the_app():
     door, calls = _door()
-    status, body = _call(door, _split(1), headers={"host": "localhost"})
+    status, body = asgi_request(door, _split(1), headers={"host": "localhost"})
     assert status == 415 and "Content-Type" in json.loads(body)["message"]
     assert calls["invoke"] == []
-    assert _call(door, method="GET", path="/ping", headers={"host": "localhost"})[0] == 200
+    assert asgi_request(door, method="GET", path="/ping", headers={"host": "localhost"})[0] == 200
     assert calls["app"] == [("GET", "/ping")]
 
 
 def test_random_bytes_get_a_short_400_that_does_not_echo_them():
     door, calls = _door()
     garbage = os.urandom(32 << 20)
-    status, body = _call(door, garbage)
+    status, body = asgi_request(door, garbage)
     assert status == 400 and len(body) < 64 * 1024
     message = json.loads(body)["message"]
     assert message.startswith("the body is not valid JSON") and calls["invoke"] == []
@@ -116,17 +88,17 @@ def test_random_bytes_get_a_short_400_that_does_not_echo_them():
 
 def test_json_nested_100000_deep_is_a_400():
     door, calls = _door()
-    status, body = _call(door, b"[" * 100_000 + b"]" * 100_000)
+    status, body = asgi_request(door, b"[" * 100_000 + b"]" * 100_000)
     assert status == 400 and "nested too deeply" in json.loads(body)["message"]
     assert calls["invoke"] == []
 
 
 def test_rows_are_counted_before_mlflow_builds_a_dataframe():
     door, calls = _door()
-    status, body = _call(door, _split(5))
+    status, body = asgi_request(door, _split(5))
     assert status == 413 and "inference.serving.max_images = 4" in json.loads(body)["message"]
     assert calls["invoke"] == []
-    assert _call(door, _split(4))[0] == 200
+    assert asgi_request(door, _split(4))[0] == 200
     assert calls["invoke"][0]["dataframe_split"]["data"][3] == ["x", "3"]  # parsed once, handed on
 
 
@@ -204,7 +176,7 @@ def test_mlflow_errors_are_answered_without_the_request_or_a_trace():
         )
 
     door, _ = _door(invoke=failing)
-    status, body = _call(door, _split(1))
+    status, body = asgi_request(door, _split(1))
     assert status == 400 and len(body) <= MAX_MESSAGE + 200
     assert json.loads(body)["message"] == "no 'image' column"
 
@@ -212,7 +184,7 @@ def test_mlflow_errors_are_answered_without_the_request_or_a_trace():
         raise RuntimeError("/srv/secret/path.py exploded")
 
     door, _ = _door(invoke=crashing)
-    status, body = _call(door, _split(1))
+    status, body = asgi_request(door, _split(1))
     assert status == 500 and b"/srv" not in body and b"Traceback" not in body
 
 
@@ -220,5 +192,5 @@ def test_a_slow_prediction_is_a_504():
     import time
 
     door, _ = _door(invoke=lambda d, c: time.sleep(1.0) or Answer("{}"), timeout=0.1)
-    status, body = _call(door, _split(1))
+    status, body = asgi_request(door, _split(1))
     assert status == 504 and "0.1 s" in json.loads(body)["message"]
