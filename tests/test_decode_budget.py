@@ -147,3 +147,33 @@ def test_memory_is_given_back_after_large_decodes_in_several_threads():
     kept, kept_without = after("on"), after("off")
     assert kept < 100, kept  # back near rest (the last results stay in the allocator)
     assert kept_without > 2 * kept + 50, kept_without  # the feature, not luck
+
+
+def test_small_decodes_have_a_lane_of_their_own():
+    """A large decode holding the whole budget does not hold up a small one (issue 26, item 2)."""
+    budget = shared_budget(100, "inference.serving.decode_memory_mb", small_bytes=10)
+    assert budget.small.total_bytes == 10
+    holding, release = threading.Event(), threading.Event()
+
+    def large():
+        with budget.reserve(100, "large"):
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=large)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        assert budget.free_bytes == 0
+        entered = threading.Event()
+
+        def small():
+            with budget.reserve(8, "small"):
+                entered.set()
+
+        threading.Thread(target=small).start()
+        assert entered.wait(5)  # it ran while the large decode held the whole budget
+        assert budget.small.free_bytes == 10
+    finally:
+        release.set()
+        thread.join()

@@ -35,8 +35,16 @@ class DecodeBudget:
         parameter: The name given in errors (e.g. ``inference.serving.decode_memory_mb``).
     """
 
-    def __init__(self, total_bytes: int, parameter: str = "the decode budget") -> None:
+    def __init__(
+        self,
+        total_bytes: int,
+        parameter: str = "the decode budget",
+        small: DecodeBudget | None = None,
+    ) -> None:
         """A budget of ``total_bytes``, named ``parameter`` in errors.
+
+        ``small`` is a lane of its own for the decodes that fit in it: they reserve from it
+        and so never wait behind large decodes holding this budget.
 
         Raises:
             ValueError: ``total_bytes`` is not a positive int.
@@ -45,6 +53,7 @@ class DecodeBudget:
             raise ValueError(f"total_bytes must be a positive int, got {total_bytes!r}")
         self.total_bytes = total_bytes
         self.parameter = parameter
+        self.small = small
         self._free = total_bytes
         self._changed = threading.Condition()
 
@@ -68,6 +77,10 @@ class DecodeBudget:
         Raises:
             ImageTooCostlyError: ``cost`` is more than the whole budget (at once, no wait).
         """
+        if self.small is not None and cost <= self.small.total_bytes:
+            with self.small.reserve(cost, name):
+                yield
+            return
         if cost > self.total_bytes:
             raise ImageTooCostlyError(name, cost, self.total_bytes, self.parameter)
         cost = max(0, int(cost))
@@ -84,21 +97,23 @@ class DecodeBudget:
                 give_back_memory()
 
 
-_SHARED: dict[tuple[int, str], DecodeBudget] = {}
+_SHARED: dict[tuple[int, str, int], DecodeBudget] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_budget(total_bytes: int, parameter: str) -> DecodeBudget:
+def shared_budget(total_bytes: int, parameter: str, small_bytes: int = 0) -> DecodeBudget:
     """The process-wide budget of ``total_bytes``: the same arguments give the same budget.
 
     Args:
         total_bytes: The whole budget in bytes.
         parameter: The parameter it comes from, named in errors.
+        small_bytes: A lane of this many bytes for the decodes that fit in it (0: none).
     """
     with _SHARED_LOCK:
-        key = (total_bytes, parameter)
+        key = (total_bytes, parameter, small_bytes)
         if key not in _SHARED:
-            _SHARED[key] = DecodeBudget(total_bytes, parameter)
+            small = DecodeBudget(small_bytes, parameter) if small_bytes else None
+            _SHARED[key] = DecodeBudget(total_bytes, parameter, small)
         return _SHARED[key]
 
 

@@ -261,7 +261,7 @@ def test_decodes_share_one_memory_budget_across_concurrent_requests(monkeypatch)
     assert 3 * cost > megabytes * 2**20
     budgets = []
 
-    def shared(total, parameter):
+    def shared(total, parameter, small_bytes=0):
         budgets.append(_CountingBudget(total, parameter))
         return budgets[-1] if len(budgets) == 1 else budgets[0]
 
@@ -293,7 +293,9 @@ def test_an_image_over_the_memory_limits_is_a_row_error_not_a_wait():
         "before sending it"
     )
     # More than the whole budget: refused at once, naming the budget (no request waits forever).
-    refused = _score(pixels, max_decoded_bytes=None, serving={"decode_memory_mb": 1})["error"]
+    refused = _score(
+        pixels, max_decoded_bytes=None, serving={"decode_memory_mb": 1, "small_decode_mb": 0}
+    )["error"]
     assert "more than inference.serving.decode_memory_mb allows (1,048,576 bytes)" in refused
 
 
@@ -322,3 +324,31 @@ def test_window_percentiles_decide_how_16_bit_images_are_reduced():
     lower = _score(ramp, window_percentiles=[0.0, 50.0])["p_malignant"]
     assert full == pytest.approx(0.5, abs=0.03)
     assert lower == pytest.approx(0.75, abs=0.05)
+
+
+def test_a_decode_past_decode_seconds_is_a_row_error_and_the_others_are_scored(monkeypatch):
+    """A slow decode is abandoned for the caller (issue 26, item 2)."""
+    import time
+
+    from breast_cancer_pipeline.pipelines.inference import nodes
+
+    real = nodes.decode_image
+
+    def slow_for_row_1(data, name, **kwargs):
+        if name == "row 1":
+            time.sleep(3.0)
+        return real(data, name, **kwargs)
+
+    monkeypatch.setattr(nodes, "decode_image", slow_for_row_1)
+    png = _b64(pillow_file(np.full((20, 20), 90, dtype=np.uint8), "PNG"))
+    started = time.perf_counter()
+    out = predict_requests(
+        pd.DataFrame({"image": [png] * 3}), FakeServingModel(), _limits(decode_seconds=0.2)
+    )
+    seconds = time.perf_counter() - started
+    assert out["error"].tolist()[0] == out["error"].tolist()[2] == ""
+    assert out["error"][1].startswith(
+        "cannot decode 'row 1': decoding took more than inference.serving.decode_seconds = 0.2 s"
+    )
+    assert out["label"][1] is None and out["label"][0] is not None
+    assert seconds < 2.5  # the 3 s decode is not waited for (0.2 s here)

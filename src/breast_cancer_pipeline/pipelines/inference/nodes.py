@@ -13,6 +13,7 @@ that breaks the ``inference.serving`` limits is refused whole (see
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -148,26 +149,45 @@ def _row_decoder(
 ) -> Callable[[int], np.ndarray | None]:
     """A function decoding and resizing row ``i``, or recording its error and returning None.
 
-    Decodes draw on the process-wide budget of ``inference.serving.decode_memory_mb``, each
-    at most ``inference.max_decoded_bytes``; an unexpected error is logged for the server and
+    Decodes draw on the process-wide budget of ``inference.serving.decode_memory_mb`` (those
+    that fit in ``small_decode_mb`` on a lane of their own), each at most
+    ``inference.max_decoded_bytes``. A request's row still decoding after
+    ``inference.serving.decode_seconds`` is answered with a row error (the decode finishes in
+    the background, within the budget). An unexpected error is logged for the server and
     answered without a trace.
     """
     limits = params["serving"]
-    budget = shared_budget(limits["decode_memory_mb"] * 2**20, DECODE_BUDGET_PARAMETER)
+    budget = shared_budget(
+        limits["decode_memory_mb"] * 2**20,
+        DECODE_BUDGET_PARAMETER,
+        limits["small_decode_mb"] * 2**20,
+    )
+
+    def work(i: int) -> np.ndarray:
+        data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
+        decoded = decode_image(
+            data,
+            names[i],
+            color_mode=config["color_mode"],
+            max_pixels=params["max_pixels"],
+            window_percentiles=tuple(params["window_percentiles"]),
+            max_decoded_bytes=params["max_decoded_bytes"],
+            budget=budget,
+        )
+        return resize_image(decoded, config["image_size"])
 
     def decode(i: int) -> np.ndarray | None:
         try:
-            data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
-            decoded = decode_image(
-                data,
-                names[i],
-                color_mode=config["color_mode"],
-                max_pixels=params["max_pixels"],
-                window_percentiles=tuple(params["window_percentiles"]),
-                max_decoded_bytes=params["max_decoded_bytes"],
-                budget=budget,
-            )
-            return resize_image(decoded, config["image_size"])
+            if callable(cells[i]):  # a file of the batch command: no deadline
+                return work(i)
+            finished, pixels = _within(limits["decode_seconds"], lambda: work(i))
+            if not finished:
+                errors[i] = (
+                    f"cannot decode {names[i]!r}: decoding took more than "
+                    f"inference.serving.decode_seconds = {limits['decode_seconds']:g} s. "
+                    "Downsample the image or send it as PNG"
+                )
+            return pixels
         except ImageDecodeError as exc:
             errors[i] = row_error(exc, from_file=callable(cells[i]))
         except Exception:  # noqa: BLE001 - one bad row must not fail the others or leak a trace
@@ -176,6 +196,30 @@ def _row_decoder(
         return None
 
     return decode
+
+
+def _within(seconds: float, work: Callable[[], np.ndarray]) -> tuple[bool, np.ndarray | None]:
+    """Run ``work`` in a thread of its own, waiting at most ``seconds``.
+
+    Returns ``(True, result)``, or ``(False, None)`` past ``seconds`` (the thread runs on,
+    unwaited); an exception of ``work`` is raised here.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="decode", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return False, None
+    if "error" in outcome:
+        raise outcome["error"]
+    return True, outcome["value"]
 
 
 def _sets(serving_model: Any, proba: np.ndarray, errors: list[str]) -> list[list[str] | None]:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from breast_cancer_pipeline.param_schema import Params
 
@@ -36,6 +43,10 @@ class ServingLimits(Params):
     max_request_bytes: PositiveInt
     #: Memory (MiB) the decodes of the server process may hold together, over all requests.
     decode_memory_mb: PositiveInt
+    #: A lane of its own (MiB) for the decodes that fit in it; 0: none.
+    small_decode_mb: NonNegativeInt
+    #: Seconds a request's image may take to decode before its row gets an error.
+    decode_seconds: PositiveFloat
     #: Host names the server answers to; empty: the bind address and the loopback names.
     allowed_hosts: list[str]
     conformal: Conformal
