@@ -352,3 +352,17 @@ def test_a_decode_past_decode_seconds_is_a_row_error_and_the_others_are_scored(m
     )
     assert out["label"][1] is None and out["label"][0] is not None
     assert seconds < 2.5  # the 3 s decode is not waited for (0.2 s here)
+
+
+def test_a_model_packaged_before_the_decode_limits_is_served_as_it_was():
+    """Its parameters have no decode budget, lane or deadline (nor the old decode count)."""
+    params = base_params("inference")
+    params = {k: v for k, v in params.items() if k != "max_decoded_bytes"}
+    params["serving"] = {
+        k: v
+        for k, v in params["serving"].items()
+        if k not in ("decode_memory_mb", "small_decode_mb", "decode_seconds", "allowed_hosts")
+    }
+    png = _b64(pillow_file(np.full((20, 20), 90, dtype=np.uint8), "PNG"))
+    out = predict_requests(pd.DataFrame({"image": [png] * 2}), FakeServingModel(), params)
+    assert out["error"].tolist() == ["", ""] and out["label"].notna().all()

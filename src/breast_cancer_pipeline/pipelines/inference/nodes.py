@@ -157,11 +157,15 @@ def _row_decoder(
     answered without a trace.
     """
     limits = params["serving"]
-    budget = shared_budget(
-        limits["decode_memory_mb"] * 2**20,
-        DECODE_BUDGET_PARAMETER,
-        limits["small_decode_mb"] * 2**20,
-    )
+    # A model packaged before these limits existed carries none of them: served as it was.
+    budget = None
+    if limits.get("decode_memory_mb"):
+        budget = shared_budget(
+            limits["decode_memory_mb"] * 2**20,
+            DECODE_BUDGET_PARAMETER,
+            limits.get("small_decode_mb", 0) * 2**20,
+        )
+    deadline = limits.get("decode_seconds")
 
     def work(i: int) -> np.ndarray:
         data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
@@ -171,20 +175,20 @@ def _row_decoder(
             color_mode=config["color_mode"],
             max_pixels=params["max_pixels"],
             window_percentiles=tuple(params["window_percentiles"]),
-            max_decoded_bytes=params["max_decoded_bytes"],
+            max_decoded_bytes=params.get("max_decoded_bytes"),
             budget=budget,
         )
         return resize_image(decoded, config["image_size"])
 
     def decode(i: int) -> np.ndarray | None:
         try:
-            if callable(cells[i]):  # a file of the batch command: no deadline
+            if callable(cells[i]) or not deadline:  # the batch command's files: no deadline
                 return work(i)
-            finished, pixels = _within(limits["decode_seconds"], lambda: work(i))
+            finished, pixels = _within(deadline, lambda: work(i))
             if not finished:
                 errors[i] = (
                     f"cannot decode {names[i]!r}: decoding took more than "
-                    f"inference.serving.decode_seconds = {limits['decode_seconds']:g} s. "
+                    f"inference.serving.decode_seconds = {deadline:g} s. "
                     "Downsample the image or send it as PNG"
                 )
             return pixels
