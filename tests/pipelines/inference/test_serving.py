@@ -222,20 +222,37 @@ def _at_once(url: str, payloads: list[bytes]) -> tuple[list[tuple[int, dict]], f
     return answers, time.perf_counter() - start
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(served, bomb_png):
+@dataclass
+class _AtRest:
+    """The served model's web process after one ordinary request, and its RSS then (kB)."""
+
+    url: str
+    pid: int
+    ordinary: bytes
+    rss_kb: int
+
+
+@pytest.fixture
+def at_rest(served) -> _AtRest:
     import psutil
 
     url = f"{served.base}/invocations"
     (web,) = psutil.Process(served.server.pid).children()  # bash exec'd into uvicorn
-    normal = request_body([base64.b64encode(dark_png16(300, 300)).decode()])
-    assert post(url, normal)[0] == 200
-    before = _memory_kb(web.pid)["VmRSS"]
+    ordinary = request_body([base64.b64encode(dark_png16(300, 300)).decode()])
+    assert post(url, ordinary)[0] == 200
+    return _AtRest(url, web.pid, ordinary, _memory_kb(web.pid)["VmRSS"])
 
-    _reset_peak(web.pid)
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(
+    served, bomb_png, at_rest
+):
+    url, web_pid, normal, before = at_rest.url, at_rest.pid, at_rest.ordinary, at_rest.rss_kb
+
+    _reset_peak(web_pid)
     answers, bomb_seconds = _at_once(url, [request_body([base64.b64encode(bomb_png).decode()])] * 8)
-    bomb_peak = _memory_kb(web.pid)["VmHWM"] - before
+    bomb_peak = _memory_kb(web_pid)["VmHWM"] - before
     limit = base_params("inference")["max_pixels"]
     for status, body in answers:
         assert status == 200, body
@@ -246,10 +263,10 @@ def test_hostile_requests_cost_the_server_little_and_get_answers_for_a_caller(se
         )
 
     # Eight images just under the pixel limit at once: they share the decode budget.
-    _reset_peak(web.pid)
+    _reset_peak(web_pid)
     near = request_body([base64.b64encode(dark_png16(6_000, 6_000)).decode()])
     answers, near_seconds = _at_once(url, [near] * 8)
-    near_peak = _memory_kb(web.pid)["VmHWM"] - before
+    near_peak = _memory_kb(web_pid)["VmHWM"] - before
     assert all(status == 200 and body["predictions"][0]["error"] == "" for status, body in answers)
     print(
         f"server RSS {before / 1024:.0f} MB; 8 bombs at once: peak +{bomb_peak / 1024:.0f} MB in "
@@ -283,23 +300,18 @@ _HOSTILE_FILES = {
 
 
 @pytest.mark.slow
-def test_hostile_files_of_other_kinds_cost_the_server_little_and_it_gives_memory_back(served):
-    import psutil
-
-    url = f"{served.base}/invocations"
-    (web,) = psutil.Process(served.server.pid).children()  # bash exec'd into uvicorn
-    assert post(url, request_body([base64.b64encode(dark_png16(300, 300)).decode()]))[0] == 200
-    rest = _memory_kb(web.pid)["VmRSS"]
+def test_hostile_files_of_other_kinds_cost_the_server_little_and_it_gives_memory_back(at_rest):
+    url, web_pid, rest = at_rest.url, at_rest.pid, at_rest.rss_kb
     figures = {}
     for kind, (build, expected) in _HOSTILE_FILES.items():
-        _reset_peak(web.pid)
+        _reset_peak(web_pid)
         answers, seconds = _at_once(url, [request_body([base64.b64encode(build()).decode()])] * 8)
-        figures[kind] = (_memory_kb(web.pid)["VmHWM"] - rest, seconds)
+        figures[kind] = (_memory_kb(web_pid)["VmHWM"] - rest, seconds)
         for status, body in answers:
             assert status == 200, body
             assert expected in body["predictions"][0]["error"], body
             assert bool(expected) == (body["predictions"][0]["label"] is None), body
-    after = _memory_kb(web.pid)["VmRSS"] - rest
+    after = _memory_kb(web_pid)["VmRSS"] - rest
     print(
         f"server RSS {rest / 1024:.0f} MB; "
         + "; ".join(
@@ -315,33 +327,27 @@ def test_hostile_files_of_other_kinds_cost_the_server_little_and_it_gives_memory
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_a_mixed_hostile_set_and_a_long_tiff_leave_ordinary_requests_answered(served, bomb_png):
+def test_a_mixed_hostile_set_and_a_long_tiff_leave_ordinary_requests_answered(bomb_png, at_rest):
     """Issue 26's acceptance: the mixed set at once; a 50,000-page TIFF beside an ordinary PNG."""
-    import psutil
-
     from tests.payloads import chained_tiff
 
-    url = f"{served.base}/invocations"
-    (web,) = psutil.Process(served.server.pid).children()  # bash exec'd into uvicorn
-    ordinary = request_body([base64.b64encode(dark_png16(300, 300)).decode()])
-    assert post(url, ordinary)[0] == 200
-    rest = _memory_kb(web.pid)["VmRSS"]
+    url, web_pid, ordinary, rest = at_rest.url, at_rest.pid, at_rest.ordinary, at_rest.rss_kb
     mixed = [
         zeros_png(6300, 6300, 6),
         deflated_dicom(256 * 2**20),
         dark_png16(6_000, 6_000),
         bomb_png,
     ] * 2
-    _reset_peak(web.pid)
+    _reset_peak(web_pid)
     answers, seconds = _at_once(url, [request_body([base64.b64encode(f).decode()]) for f in mixed])
-    peak = _memory_kb(web.pid)["VmHWM"] - rest
+    peak = _memory_kb(web_pid)["VmHWM"] - rest
     errors = [body["predictions"][0]["error"] for _, body in answers]
     assert all(status == 200 for status, _ in answers)
     assert [bool(e) for e in errors] == [False, True, False, True] * 2, errors
 
     tiff = request_body([base64.b64encode(chained_tiff(50_000)).decode()])
     timed = _at_once_timed(url, [tiff, ordinary])
-    after = _memory_kb(web.pid)["VmRSS"] - rest
+    after = _memory_kb(web_pid)["VmRSS"] - rest
     print(
         f"server RSS {rest / 1024:.0f} MB; 8 mixed at once: peak +{peak / 1024:.0f} MB in "
         f"{seconds:.2f} s; 50,000-page TIFF {timed[0][1]:.2f} s beside an ordinary PNG "
