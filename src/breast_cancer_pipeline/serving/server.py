@@ -5,9 +5,10 @@ One process, one port (``PORT``, default 5001), the registered model
 
 * ``POST /invocations``, ``GET /ping``, ``/health``, ``/version``: MLflow's own scoring app
   (:func:`mlflow.pyfunc.scoring_server.init`, what ``mlflow models serve`` runs), so requests
-  and responses are exactly those of ``mlflow models serve``; wrapped with
-  :func:`~breast_cancer_pipeline.serving.guard.limit_request_body`, so a body over
-  ``inference.serving.max_request_bytes`` is an HTTP 413 before it is read;
+  and responses are exactly those of ``mlflow models serve``; behind
+  :func:`~breast_cancer_pipeline.serving.front_door.front_door`, which checks the Host, the
+  content type, the body's size (``inference.serving.max_request_bytes``: an HTTP 413 before
+  it is read) and its rows before MLflow sees the request;
 * ``GET /``: a page where a user drops an image file. Its script (``static/page.js``) sends the
   file base64-encoded to ``/invocations`` with ``explain`` true and shows the answer: the
   model decodes and preprocesses, the page never does;
