@@ -44,6 +44,19 @@ MANIFEST_COLUMNS = (*REQUIRED_COLUMNS, "duplicates")
 #: Manifest columns that hold numbers (the validation gate coerces them before checking).
 NUMERIC_COLUMNS = ("width", "height", "channels", "mean", "std")
 
+#: Columns that describe an image, in every manifest after the required ones: from the DICOM
+#: header (:data:`breast_cancer_pipeline.columns.DICOM_TAGS`) unless ``ingestion.column_patterns``
+#: or ``ingestion.csv.extra_columns`` set them. Text, ``""`` when unknown; ``patient_age`` is a
+#: number of years, NaN when unknown. Columns a user names in those parameters follow them.
+DESCRIPTIVE_COLUMNS = ("laterality", "view", "manufacturer", "patient_age", "study")
+
+#: Descriptive columns that hold numbers (NaN when unknown); the others hold text.
+NUMERIC_DESCRIPTIVE_COLUMNS = ("patient_age",)
+
+#: Columns no parameter may name as a descriptive column: ingestion sets them itself
+#: (``group`` excepted: ``ingestion.column_patterns`` may set the patient id).
+RESERVED_COLUMNS = frozenset(MANIFEST_COLUMNS) - {"group"} | {"problem"}
+
 
 def expected_split_shares(ratios: Sequence[float], val_from_train: float) -> dict[str, float]:
     """The share of groups each split should receive, from ``ingestion.split``.

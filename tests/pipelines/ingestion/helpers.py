@@ -102,6 +102,37 @@ def dicom_frames(levels: list[int], size: int = 16) -> bytes:
     return buffer.getvalue()
 
 
+def dicom_image(seed: int, rows: int = 16, cols: int = 12, **tags: str) -> bytes:
+    """A tiny 12-bit MONOCHROME2 DICOM file, with ``tags`` (``{keyword: value}``) set."""
+    import pydicom  # noqa: PLC0415
+    from pydicom.dataset import FileMetaDataset  # noqa: PLC0415
+    from pydicom.uid import (  # noqa: PLC0415
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    pixels = np.random.default_rng(seed).integers(0, 4096, (rows, cols), dtype=np.uint16)
+    ds.PixelData = pixels.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
     """Write ``{relative path: bytes}`` under ``root``."""
     for rel, data in files.items():

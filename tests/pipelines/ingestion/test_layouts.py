@@ -1,13 +1,11 @@
 """Each layout users bring, generated in tmp_path: labels, counts, groups and splits."""
 
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from .helpers import assert_grouped, image_bytes, ingest, params, write_tree
+from .helpers import assert_grouped, dicom_image, image_bytes, ingest, params, write_tree
 
 
 def test_busi_class_folders_masks_spaces_and_parentheses(src, out):
@@ -114,31 +112,6 @@ def test_breakhis_nested_patient_in_file_name(src, out):
     assert_grouped(manifest)
 
 
-def _dicom(seed: int, rows: int = 16, cols: int = 12) -> bytes:
-    """A tiny 12-bit MONOCHROME2 DICOM file."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    pixels = np.random.default_rng(seed).integers(0, 4096, (rows, cols), dtype=np.uint16)
-    ds.PixelData = pixels.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def _cbis_tree(src, n_patients: int = 6):
     """CBIS-DDSM-like: DICOMs in UID folders, a CSV with spaces in its column names."""
     files, rows = {}, []
@@ -148,7 +121,7 @@ def _cbis_tree(src, n_patients: int = 6):
         for view in ("CC", "MLO"):
             case = f"Mass-{split}_P_{p:05d}_LEFT_{view}"
             path = f"CBIS-DDSM/{case}/1.3.6.1.4.1.9590.{p}/1.3.6.1.4.1.9590.{p}.1/000000.dcm"
-            files[path] = _dicom(10 * p + len(view))
+            files[path] = dicom_image(10 * p + len(view))
             rows.append(
                 {
                     "patient_id": f"P_{p:05d}",

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from breast_cancer_pipeline import imaging
+from breast_cancer_pipeline.columns import dicom_tags, read_dicom_header, tag_keywords
 from breast_cancer_pipeline.file_records import FileTask, StoredFiles, StorePlan
 from breast_cancer_pipeline.imaging import ImageDecodeError, decode_pages, encode_png, pixel_sha256
 from breast_cancer_pipeline.manifest import NUMERIC_COLUMNS, REQUIRED_COLUMNS
@@ -27,11 +28,14 @@ logger = logging.getLogger(__name__)
 
 #: Bump when the conversion's output changes for the same source and settings (new statistics,
 #: another PNG encoding, another record layout): every image is then converted again.
-CONVERSION_VERSION = 2
+CONVERSION_VERSION = 3
 #: The manifest columns a conversion measures, in manifest order.
 STAT_COLUMNS = tuple(c for c in REQUIRED_COLUMNS if c in {*NUMERIC_COLUMNS, "sha256"})
 #: Columns of ``rejected_files.csv``: the reasons, never the files' content.
 REJECTED_COLUMNS = ["path", "reason", "detail"]
+#: The field of an ingested row that carries its DICOM tags (``{keyword: text}``, empty for
+#: other formats) until :mod:`.descriptors` turns them into columns.
+TAGS_FIELD = "dicom_tags"
 
 
 class BadFilesError(ValueError):
@@ -55,14 +59,16 @@ class ConvertToPng:
     window_percentiles: tuple[float, float]
     multipage: str
     compress_level: int
+    tag_keywords: tuple[str, ...] = ()
 
     def __call__(self) -> tuple[dict[str, bytes] | None, dict[str, Any]]:
         """Convert the image.
 
         Returns:
             ``(pngs, record)``: on success ``{PNG path: bytes}`` (one per page under
-            ``multipage: all``, else one) and a record with ``n_pages`` and ``pages`` (each
-            page's ``path``, ``page`` and statistics); for a bad file ``None`` and ``error``
+            ``multipage: all``, else one) and a record with ``n_pages``, ``pages`` (each
+            page's ``path``, ``page`` and statistics) and ``tags`` (the ``tag_keywords`` a
+            DICOM header holds, ``{}`` for other formats); for a bad file ``None`` and ``error``
             (a short reason) with ``detail`` (the message and its fix).
         """
         record: dict[str, Any] = {"source_path": self.name}
@@ -94,7 +100,9 @@ class ConvertToPng:
             if len(pages) == 1
             else [page_path(self.name, k) for k in range(n_pages)]
         )
-        record.update(n_pages=n_pages, pages=[])
+        header = read_dicom_header(data, self.name) if self.tag_keywords else None
+        tags = dicom_tags(header, self.tag_keywords) if header is not None else {}
+        record.update(n_pages=n_pages, pages=[], tags=tags)
         pngs = {}
         for page, (path, pixels) in enumerate(zip(paths, pages, strict=True)):
             record["pages"].append({"path": path, "page": page, **_statistics(pixels)})
@@ -134,6 +142,7 @@ def build_plan(
             window_percentiles=_window(params),
             multipage=params["multipage"],
             compress_level=params["png_compress_level"],
+            tag_keywords=tag_keywords(params["column_patterns"]),
         )
         files[png] = FileTask(key=key, produce=task)
     workers = _workers(params["workers"], len(files), params["images_per_worker"])
@@ -180,7 +189,8 @@ def collect_records(
                 first_only.append((rel, int(record["n_pages"])))
             for page in pages:
                 stats = {column: page[column] for column in STAT_COLUMNS}
-                good.append({"source_path": rel, **row, "path": page["path"], **stats})
+                tags = {TAGS_FIELD: record.get("tags") or {}}
+                good.append({"source_path": rel, **row, "path": page["path"], **stats, **tags})
     if unrecorded:
         raise ValueError(
             f"intermediate_images has no conversion record for {len(unrecorded)} indexed "
@@ -272,6 +282,7 @@ def _settings_fingerprint(params: dict) -> str:
         _window(params),
         params["multipage"],
         params["png_compress_level"],
+        tag_keywords(params["column_patterns"]),
         _decoder_fingerprint(),
     )
     return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]

@@ -1,7 +1,8 @@
 """Layout ``csv``: a CSV or parquet table (or several, by glob) names the images.
 
 Each row gives an image path relative to ``ingestion.source_dir`` (``csv.path_column``) and,
-optionally, its label, patient/group and the provider's split. A path that leaves the folder,
+optionally, its label, patient/group, the provider's split and the columns of
+``csv.extra_columns`` (copied into the manifest). A path that leaves the folder,
 a listed file that is missing, a row without label or group become inventory rows with a
 ``problem`` (bad files), so every one is reported at once.
 """
@@ -18,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from breast_cancer_pipeline.columns import clean_value
 
 from .layouts import (
     INVENTORY_COLUMNS,
@@ -55,11 +58,11 @@ def index_csv(raw_files: Mapping[str, Callable[[], bytes]], params: dict) -> pd.
                 conflicts.setdefault(rel, {entries[rel]["label"]}).add(entry["label"])
             entries.setdefault(rel, entry)
     _resolve_conflicts(entries, conflicts, params["csv"]["label_priority"])
+    extra = list(params["csv"]["extra_columns"])
     rows = [
-        (rel, e["label"], e["group"], e["split"], e["problem"])
-        for rel, e in sorted(entries.items())
+        (rel, *(e[c] for c in INVENTORY_COLUMNS[1:] + extra)) for rel, e in sorted(entries.items())
     ]
-    inventory = pd.DataFrame(rows, columns=INVENTORY_COLUMNS)
+    inventory = pd.DataFrame(rows, columns=INVENTORY_COLUMNS + extra)
     problems = int((inventory["problem"] != "").sum())
     if problems:
         logger.warning("%d row(s) of %s cannot be ingested (see below)", problems, tables)
@@ -82,20 +85,25 @@ class _RowReader:
             "ingestion.csv.group_column": csv["group_column"],
             "ingestion.csv.split_column": csv["split_column"],
         }
+        self.extra = {
+            f"ingestion.csv.extra_columns.{column}": (column, table_column)
+            for column, table_column in csv["extra_columns"].items()
+        }
         self.label_pattern = compile_pattern(self.params["label_pattern"])
         self.group_pattern = compile_pattern(self.params["group_pattern"])
 
     def check_columns(self, table_name: str, table: pd.DataFrame) -> None:
-        for parameter, column in self.columns.items():
+        extra = {parameter: column for parameter, (_, column) in self.extra.items()}
+        for parameter, column in {**self.columns, **extra}.items():
             if column and column not in table.columns:
                 raise ValueError(
                     f"{parameter} is {column!r} but {table_name} has no such column; its "
                     f"columns are {list(table.columns)}"
                 )
 
-    def entry(self, row: Mapping[str, Any], where: str) -> dict[str, str] | None:
+    def entry(self, row: Mapping[str, Any], where: str) -> dict[str, Any] | None:
         """The row's entry, ``None`` for a row without a path or one not selected."""
-        path_col, label_col, group_col, split_col = self.columns.values()
+        path_col, label_col, group_col, split_col = list(self.columns.values())
         rel = clean_path(row[path_col])
         if not rel or not selected(rel, self.params, need_image_name=False):
             return None
@@ -121,6 +129,10 @@ class _RowReader:
             "group": group,
             "split": split,
             "problem": problem,
+            **{
+                column: clean_value(column, _cell(row, source))
+                for column, source in self.extra.values()
+            },
         }
 
     @staticmethod

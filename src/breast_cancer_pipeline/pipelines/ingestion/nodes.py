@@ -26,7 +26,7 @@ from breast_cancer_pipeline.file_records import StoreCommit, StoredFiles, StoreP
 from breast_cancer_pipeline.manifest import EXTERNAL_PREFIX, EXTERNAL_SPLIT
 from breast_cancer_pipeline.param_schema import validate_block
 
-from . import conversion, duplicates, layouts, splitting
+from . import conversion, descriptors, duplicates, layouts, splitting
 from .conversion import BadFilesError
 from .csv_tables import index_csv
 
@@ -70,7 +70,9 @@ def index_source(
         One row per image: ``source_path``, ``label``, ``group``, ``split`` (the provider's
         split, ``external`` for the external site, else empty) and ``problem`` (why the row
         cannot be ingested, e.g. a file the CSV lists but the folder lacks, or a link that
-        leads outside the folder; empty when fine).
+        leads outside the folder; empty when fine); then the columns of
+        ``ingestion.csv.extra_columns`` and of the path patterns of
+        ``ingestion.column_patterns`` (a ``group`` pattern sets ``group``).
 
     Raises:
         ParameterError: A parameter is invalid (the message names it).
@@ -94,6 +96,7 @@ def _index_folder(
         inventory = index_csv(raw_files, params)
     else:
         inventory = layouts.index_folders(raw_files, params, presplit=layout == "presplit")
+    inventory = descriptors.add_path_columns(inventory, params, setting)
     refused = layouts.refused_link_rows(raw_files, params, set(inventory["source_path"]))
     if len(refused):
         inventory = pd.concat([inventory, refused], ignore_index=True)
@@ -189,8 +192,11 @@ def collect_conversion(
     Returns:
         ``(image_info, rejected)``: one row per ingested image (per page under
         ``multipage: all``) with ``path`` (the PNG), ``width``, ``height``, ``channels``,
-        ``sha256``, ``mean`` and ``std``; and the bad files with ``path`` (the source),
-        ``reason`` and ``detail`` (never any of the file's content).
+        ``sha256``, ``mean`` and ``std``, then the descriptive columns (``laterality``,
+        ``view``, ``manufacturer``, ``patient_age``, ``study`` from the DICOM header unless a
+        parameter sets them, and the columns of ``ingestion.column_patterns`` and
+        ``ingestion.csv.extra_columns``; see :mod:`.descriptors`); and the bad files with
+        ``path`` (the source), ``reason`` and ``detail`` (never any of the file's content).
 
     Raises:
         BadFilesError: Bad files were found and ``on_bad_file`` is ``fail``, or none of the
@@ -202,7 +208,7 @@ def collect_conversion(
     conversion.warn_first_pages(first_only)
     if not good:
         raise BadFilesError(f"none of the {len(inventory)} images could be ingested")
-    info = pd.DataFrame(good).drop(columns=["problem"])
+    info = descriptors.add_header_columns(pd.DataFrame(good).drop(columns=["problem"]), params)
     return info.astype({"width": int, "height": int, "channels": int}), rejected
 
 

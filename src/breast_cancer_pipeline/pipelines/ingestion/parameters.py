@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-import re
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from breast_cancer_pipeline.manifest import expected_split_shares
+from breast_cancer_pipeline.columns import check_tag, compile_pattern
+from breast_cancer_pipeline.manifest import RESERVED_COLUMNS, expected_split_shares
 from breast_cancer_pipeline.param_schema import Params
+
+
+def _check_column(column: Any) -> str:
+    """A descriptive column's name: text, not one that ingestion sets itself."""
+    if not isinstance(column, str) or not column.strip():
+        raise ValueError(f"column names must be non-empty text, got {column!r}")
+    if column in RESERVED_COLUMNS:
+        raise ValueError(
+            f"{column!r} is a column ingestion sets itself ({', '.join(sorted(RESERVED_COLUMNS))}"
+            "); name the column otherwise (labels: ingestion.label_pattern or "
+            "ingestion.csv.label_column)"
+        )
+    return column
 
 
 class CsvParams(Params):
@@ -26,6 +40,28 @@ class CsvParams(Params):
     split_column: str | None
     #: When an image has rows with different labels, the first of these that it has wins.
     label_priority: list[str] | None
+    #: Manifest column -> table column copied into it (e.g. ``{density: breast_density}``).
+    extra_columns: dict[str, str]
+
+    @field_validator("extra_columns")
+    @classmethod
+    def _extra_names(cls, columns: dict[str, str]) -> dict[str, str]:
+        for column in columns:
+            if column == "group":
+                raise ValueError(
+                    "the patient/group id comes from ingestion.csv.group_column, not extra_columns"
+                )
+            _check_column(column)
+        return columns
+
+
+class TagPattern(Params):
+    """A regex with one group applied to the value of a DICOM tag."""
+
+    #: The DICOM keyword, e.g. ``PatientID``.
+    tag: str
+    #: Regex with one group, searched in the tag's value.
+    pattern: str
 
 
 class SplitParams(Params):
@@ -58,6 +94,9 @@ class IngestionParams(Params):
     label_pattern: str | None
     #: Regex with one group giving the patient/group id.
     group_pattern: str | None
+    #: Manifest column -> regex with one group on the relative path, or ``{tag, pattern}``
+    #: on a DICOM tag; ``group`` sets the patient id (instead of ``group_pattern``).
+    column_patterns: dict[str, str | TagPattern]
     #: Renames or merges classes (after reading them).
     label_map: dict[str, str]
     #: Globs of files left out (on the relative path or the file name).
@@ -94,15 +133,22 @@ class IngestionParams(Params):
     @field_validator("label_pattern", "group_pattern")
     @classmethod
     def _one_group(cls, pattern: str | None) -> str | None:
-        if pattern is None:
-            return None
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        if compiled.groups != 1:
-            raise ValueError(f"must have exactly one capture group (...), got {compiled.groups}")
+        if pattern is not None:
+            compile_pattern(pattern)
         return pattern
+
+    @field_validator("column_patterns", mode="before")
+    @classmethod
+    def _patterns(cls, patterns: Any) -> Any:
+        if not isinstance(patterns, Mapping):
+            return patterns  # the type check names it
+        for column, spec in patterns.items():
+            _check_column(column)
+            try:
+                _check_spec(spec)
+            except ValueError as exc:
+                raise ValueError(f"column {column!r}: {exc}") from None
+        return patterns
 
     @field_validator("window_percentiles")
     @classmethod
@@ -127,6 +173,42 @@ class IngestionParams(Params):
                 "column of image paths"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_source_per_column(self) -> IngestionParams:
+        both = sorted(set(self.column_patterns) & set(self.csv.extra_columns))
+        if both:
+            raise ValueError(
+                f"ingestion.column_patterns and ingestion.csv.extra_columns both set {both}; "
+                "keep one source per column"
+            )
+        if "group" in self.column_patterns:
+            other = {
+                "ingestion.group_pattern": self.group_pattern,
+                "ingestion.csv.group_column": self.csv.group_column,
+            }
+            for name, value in other.items():
+                if value:
+                    raise ValueError(
+                        f"ingestion.column_patterns.group and {name} both set the patient/group "
+                        f"id; keep one (set {name}: null, or remove column_patterns.group)"
+                    )
+        return self
+
+
+def _check_spec(spec: Any) -> None:
+    """One ``column_patterns`` entry: a regex, or ``{tag: <keyword>, pattern: <regex>}``."""
+    if isinstance(spec, str):
+        compile_pattern(spec)
+        return
+    if not isinstance(spec, Mapping) or set(spec) != {"tag", "pattern"}:
+        raise ValueError(
+            "give a regex with one group (searched in the path relative to the source "
+            "folder) or {tag: <DICOM keyword>, pattern: <regex>}, e.g. "
+            "{tag: PatientID, pattern: '_(CC|MLO)$'}; got " + repr(spec)
+        )
+    check_tag(spec["tag"])
+    compile_pattern(spec["pattern"])
 
 
 SCHEMA = IngestionParams

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 def assign_splits(image_info: pd.DataFrame, split_params: dict) -> pd.DataFrame:
     """The manifest: every image in a split, the provider's when it gave one for every image.
 
+    Its columns: :data:`~breast_cancer_pipeline.manifest.MANIFEST_COLUMNS`, then the other
+    columns of ``image_info`` (the descriptive ones), in their order.
+
     Rows of the external site (split ``external``) keep it, with ``split_origin``
     ``external``; the others are split as if they were alone.
 
@@ -50,7 +53,8 @@ def assign_splits(image_info: pd.DataFrame, split_params: dict) -> pd.DataFrame:
     counts = counts.reindex([s for s in MANIFEST_SPLITS if s in counts.index])
     logger.info("Split (images per class):\n%s", counts.to_string())
     _warn_empty_splits(counts.drop(index=EXTERNAL_SPLIT, errors="ignore"))
-    return manifest[list(MANIFEST_COLUMNS)]
+    descriptive = [column for column in image_info.columns if column not in MANIFEST_COLUMNS]
+    return manifest[[*MANIFEST_COLUMNS, *descriptive]]
 
 
 def require_classes(labels: pd.Series, where: str) -> None:
