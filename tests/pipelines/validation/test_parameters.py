@@ -45,6 +45,12 @@ def _severity(**changes):
         ({"expected_labels": ["a", "b", "a"]}, "labels must be distinct, e.g. [benign, malignant]"),
         ({"report_path": ""}, "validation.report_path = ''"),
         ({"no_such_key": 1}, "validation.no_such_key: unknown key"),
+        ({"allowed_values": {"view": []}}, "validation.allowed_values.view = []"),
+        ({"allowed_values": {"view": "CC"}}, "validation.allowed_values.view = 'CC'"),
+        (
+            {"max_missing_share": {"view": 1.5}},
+            "validation.max_missing_share.view = 1.5: Input should be less than or equal to 1",
+        ),
     ],
 )
 def test_each_bad_value_names_its_key(change, message):

@@ -27,12 +27,18 @@ REPORT = base_params("validation")["report_path"]
 
 
 def make_params(**overrides):
-    defaults = {"expected_labels": ["benign", "malignant"], "min_per_class": 2}
+    defaults = {
+        "expected_labels": ["benign", "malignant"],
+        "min_per_class": 2,
+        "allowed_values": {"laterality": ["L", "R"], "view": ["CC", "MLO"]},
+        "max_missing_share": {"laterality": 0.0, "view": 0.1},
+    }
     return base_params("validation", **{**defaults, **overrides})
 
 
 def make_manifest(origin="seeded"):
-    """40 images, 80/10/10 split, 2 balanced classes, every split's mean intensity exactly 100."""
+    """40 images, 80/10/10 split, 2 balanced classes, every split's mean intensity exactly 100,
+    two views of each breast (a group holds two images: a breast)."""
     rows = []
     for split, per_class in (("train", 16), ("val", 2), ("test", 2)):
         for label in ("benign", "malignant"):
@@ -52,6 +58,11 @@ def make_manifest(origin="seeded"):
                         "mean": 100.0 + (5.0 if i % 2 else -5.0),
                         "std": 40.0 + i % 3,
                         "split_origin": origin,
+                        "laterality": "LR"[i % 2],
+                        "view": ("CC", "MLO")[i // 2 % 2],
+                        "manufacturer": "",
+                        "patient_age": 40.0 + i,
+                        "study": "",
                     }
                 )
     return pd.DataFrame(rows)
@@ -89,7 +100,7 @@ def test_clean_manifest_passes_every_expectation_and_is_returned_unchanged(clean
     assert entry(results, "min_image_size")["expected"] == "width ≥ 32 px; height ≥ 32 px"
     assert all(e["unexpected_count"] in (0, None) for e in results["expectations"])
     assert metrics == {
-        "validation.evaluated": {"value": 16.0, "step": 0},
+        "validation.evaluated": {"value": 20.0, "step": 0},
         "validation.failed": {"value": 0.0, "step": 0},
         "validation.failed_errors": {"value": 0.0, "step": 0},
         "validation.failed_warnings": {"value": 0.0, "step": 0},
@@ -99,7 +110,7 @@ def test_clean_manifest_passes_every_expectation_and_is_returned_unchanged(clean
     with caplog.at_level(logging.INFO):
         gated = enforce_gate(manifest, results, make_params())
     assert gated is manifest
-    assert f"16 data validation expectations on 40 images, 0 failed. Report: {REPORT}" in (
+    assert f"20 data validation expectations on 40 images, 0 failed. Report: {REPORT}" in (
         caplog.text
     )
 
@@ -109,7 +120,7 @@ def test_data_docs_hold_index_and_validation_pages_with_working_links(clean_run,
     assert "index.html" in docs
     pages = [key for key in docs if key.startswith("validations/")]
     tables = {"images", "class_counts", "train_class_balance", "image_hashes", "groups"}
-    tables |= {"split_proportions", "split_intensity"}
+    tables |= {"split_proportions", "split_intensity", "image_columns", "column_missing"}
     assert {page.split("/")[1] for page in pages} == tables
     images_page = next(docs[page] for page in pages if page.startswith("validations/images/"))
     assert "no_blank_images (error): per-image intensity std ≥ 2" in images_page
@@ -250,9 +261,8 @@ def test_broken_manifest_fails_expectations_instead_of_raising():
     manifest.loc[1, "label"] = "normal"
     results, _, docs, _ = run_expectations(manifest, make_params(), THREE_WAY)
 
-    assert entry(results, "required_columns_present")["observed_value"]["mismatched"] == {
-        "missing": ["sha256"]
-    }
+    mismatched = entry(results, "required_columns_present")["observed_value"]["mismatched"]
+    assert mismatched["missing"] == ["sha256"]
     assert entry(results, "required_columns_not_null")["offending_paths"] == ["benign/train_0.png"]
     assert entry(results, "labels_in_set")["offending_paths"] == ["benign/train_1.png"]
     assert {"required_columns_present", "required_columns_not_null", "labels_in_set"} <= set(
@@ -309,7 +319,7 @@ def test_offline_report_lists_each_failure_with_its_offenders():
     results, _, _, report = run_expectations(manifest, make_params(), THREE_WAY)
     assert report.startswith("<!DOCTYPE html>")
     assert 'Data validation: <span class="fail">failed</span>' in report
-    assert "40 images, 16 expectations evaluated, 1 failed\n(1 of severity" in report
+    assert "40 images, 20 expectations evaluated, 1 failed\n(1 of severity" in report
     cells = _report_row(report, "no_blank_images")
     assert cells[:3] == [
         "<code>no_blank_images</code>",
@@ -380,3 +390,45 @@ def test_gate_settings_take_the_split_shares_from_the_one_manifest_function():
     settings = gate_settings(make_params(), two_way)
     assert settings.split_shares == pytest.approx({"train": 0.6, "val": 0.2, "test": 0.2})
     assert settings.params.min_per_class == 2
+
+
+def test_descriptive_columns_are_checked_for_presence_type_values_and_missing_share():
+    manifest = make_manifest().drop(columns=["study"])
+    manifest["patient_age"] = manifest["patient_age"].astype(object)
+    manifest.loc[row(manifest, "benign/train_0.png"), "patient_age"] = "57Y"  # not a number
+    manifest.loc[row(manifest, "benign/train_1.png"), "patient_age"] = 150.0  # out of range
+    manifest.loc[row(manifest, "benign/val_0.png"), "view"] = "ML"  # not allowed
+    for i in range(5):  # 5 of 40 = 12.5 % empty, 10 % allowed
+        manifest.loc[row(manifest, f"malignant/train_{i}.png"), "view"] = ""
+    results, _, _, _ = run_expectations(manifest, make_params(), THREE_WAY)
+
+    assert results["failed"] == [
+        "descriptive_columns_present",
+        "descriptive_column_types",
+        "descriptive_values_allowed",
+        "descriptive_missing_share",
+    ]
+    present = entry(results, "descriptive_columns_present")["observed_value"]["mismatched"]
+    assert present["missing"] == ["study"]
+    types = entry(results, "descriptive_column_types")
+    assert types["offending_paths"] == ["benign/train_0.png", "benign/train_1.png"]
+    assert entry(results, "descriptive_values_allowed")["offending_paths"] == ["benign/val_0.png"]
+    (missing,) = entry(results, "descriptive_missing_share")["offending_rows"]
+    assert missing == "view: 12.5% empty (5 of 40 images), at most 10.0% allowed"
+    with pytest.raises(DataValidationError) as raised:
+        enforce_gate(manifest, results, make_params())
+    message = str(raised.value)
+    assert "view: 12.5% empty" in message and "raise `validation.max_missing_share" in message
+    assert "Offending paths: benign/val_0.png" in message
+
+
+def test_the_descriptive_values_compare_as_text():
+    manifest = make_manifest()
+    manifest["magnification"] = [40.0, 100.0, float("nan"), 400.0] * 10  # parquet: floats
+    params = make_params(allowed_values={"magnification": [40, "100", 200, 400]})
+    tables = build_tables(manifest, gate_settings(params, THREE_WAY))
+    frame = tables["image_columns"].frame
+    assert frame["magnification"].tolist()[:4] == ["40", "100", None, "400"]
+    assert frame["patient_age_years"].tolist()[:2] == [40.0, 41.0]
+    missing = tables["column_missing"].frame.set_index("column")
+    assert missing.loc["view", "missing_share"] == 0.0

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from breast_cancer_pipeline.manifest import (
+    DESCRIPTIVE_COLUMNS,
     EXTERNAL_SPLIT,
     MANIFEST_SPLITS,
     NUMERIC_COLUMNS,
+    NUMERIC_DESCRIPTIVE_COLUMNS,
     REQUIRED_COLUMNS,
     SPLITS,
     expected_split_shares,
@@ -41,6 +43,10 @@ if TYPE_CHECKING:
 Rule = tuple[str, dict[str, Any], str]
 
 _SIZE_COLUMNS = ("width", "height")
+#: The range of ``patient_age``, in years.
+_AGE_RANGE = (0, 130)
+#: A number as text (``57``, ``57.5``): the type of the numeric descriptive columns.
+_NUMBER = r"^\d+(?:\.\d+)?$"
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,9 @@ def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Ta
         settings: The gate's settings.
 
     Returns:
-        The tables by name: ``images`` (the manifest as given), ``class_counts``,
+        The tables by name: ``images`` (the manifest as given), ``image_columns`` (its
+        descriptive columns as text, empty values null), ``column_missing`` (one row per
+        column of ``validation.max_missing_share``), ``class_counts``,
         ``train_class_balance``, ``image_hashes``, ``groups``, ``split_proportions``,
         ``split_intensity`` and ``external_shift`` (the external site against train).
         Derived tables are computed from a copy of the manifest in which missing required
@@ -139,6 +147,8 @@ def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Ta
 
     tables = [
         Table("images", images, "path"),
+        _image_columns(frame, settings),
+        _column_missing(frame, settings),
         _class_counts(frame, settings),
         _train_class_balance(frame, settings),
         _by_key(frame, "image_hashes", "sha256"),
@@ -148,6 +158,65 @@ def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Ta
         _external_shift(frame),
     ]
     return {table.name: table for table in tables}
+
+
+def descriptive_columns(settings: GateSettings) -> list[str]:
+    """The manifest's descriptive columns and every column the parameters name, in order."""
+    named = [*settings.params.allowed_values, *settings.params.max_missing_share]
+    return list(dict.fromkeys([*DESCRIPTIVE_COLUMNS, *named]))
+
+
+def as_text(value: Any) -> str | None:
+    """A descriptive value as the gate compares it: ``None`` when empty, ``40.0`` as ``40``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def _image_columns(frame: pd.DataFrame, settings: GateSettings) -> Table:
+    """One row per image: its path and each descriptive column as text (null when empty).
+
+    A column the manifest lacks is left out (``descriptive_columns_present`` names it);
+    ``<column>_years`` holds each numeric column as a number.
+    """
+    table = pd.DataFrame({"path": frame["path"]})
+    for column in descriptive_columns(settings):
+        if column in frame.columns:
+            table[column] = pd.Series(
+                [as_text(v) for v in frame[column]], index=frame.index, dtype=object
+            )
+    for column in NUMERIC_DESCRIPTIVE_COLUMNS:
+        if column in table.columns:
+            table[f"{column}_years"] = pd.to_numeric(table[column], errors="coerce")
+    return Table("image_columns", table.reset_index(drop=True), "path")
+
+
+def _column_missing(frame: pd.DataFrame, settings: GateSettings) -> Table:
+    """One row per column of ``validation.max_missing_share``: its share of empty values.
+
+    A column the manifest lacks is empty for every image.
+    """
+    rows = []
+    for column, allowed in settings.params.max_missing_share.items():
+        values = frame[column] if column in frame.columns else pd.Series([None] * len(frame))
+        missing = sum(as_text(v) is None for v in values)
+        share = missing / len(frame) if len(frame) else 0.0
+        rows.append(
+            {
+                "key": f"{column}: {share:.1%} empty ({missing} of {len(frame)} images), "
+                f"at most {allowed:.1%} allowed",
+                "column": column,
+                "n_missing": missing,
+                "missing_share": share,
+                "max_missing_share": allowed,
+                "excess": share - allowed,
+            }
+        )
+    columns = ["key", "column", "n_missing", "missing_share", "max_missing_share", "excess"]
+    return Table("column_missing", pd.DataFrame(rows, columns=columns), "key")
 
 
 def _labels(frame: pd.DataFrame, settings: GateSettings) -> list[str]:
@@ -330,6 +399,58 @@ def _split_shares(settings: GateSettings, _: pd.DataFrame) -> list[Rule]:
     return _between("deviation", words, max_value=tolerance)
 
 
+def _descriptive_present(settings: GateSettings, _: pd.DataFrame) -> list[Rule]:
+    columns = descriptive_columns(settings)
+    return [
+        (
+            "ExpectTableColumnsToMatchSet",
+            {"column_set": columns, "exact_match": False},
+            f"columns include {', '.join(columns)}",
+        )
+    ]
+
+
+def _descriptive_types(_: GateSettings, __: pd.DataFrame) -> list[Rule]:
+    low, high = _AGE_RANGE
+    rules: list[Rule] = []
+    for column in NUMERIC_DESCRIPTIVE_COLUMNS:
+        rules.append(
+            (
+                "ExpectColumnValuesToMatchRegex",
+                {"column": column, "regex": _NUMBER},
+                f"{column} is empty or a number (years)",
+            )
+        )
+        rules.extend(
+            _between(f"{column}_years", f"{low} ≤ {column} ≤ {high}", min_value=low, max_value=high)
+        )
+    return rules
+
+
+def _allowed_values(settings: GateSettings, _: pd.DataFrame) -> list[Rule]:
+    rules: list[Rule] = []
+    for column, values in settings.params.allowed_values.items():
+        allowed = [as_text(value) for value in values]
+        words = f"{column} is empty or one of {', '.join(allowed)}"
+        rules.extend(_in_set(column, allowed, words))
+    return rules
+
+
+def _missing_shares(settings: GateSettings, _: pd.DataFrame) -> list[Rule]:
+    limits = ", ".join(
+        f"{column} {share:.0%}" for column, share in settings.params.max_missing_share.items()
+    )
+    return _between("excess", f"empty share ≤ validation.max_missing_share ({limits})", max_value=0)
+
+
+def _no_allowed_values(settings: GateSettings, _: pd.DataFrame) -> str | None:
+    return None if settings.params.allowed_values else "validation.allowed_values is empty"
+
+
+def _no_missing_limits(settings: GateSettings, _: pd.DataFrame) -> str | None:
+    return None if settings.params.max_missing_share else "validation.max_missing_share is empty"
+
+
 def _labels_not_given(settings: GateSettings, _: pd.DataFrame) -> str | None:
     return "validation.expected_labels is null" if settings.params.expected_labels is None else None
 
@@ -473,6 +594,38 @@ SPECS: dict[str, CheckSpec] = {
             f"|split mean - train mean| ≤ {s.params.drift_max_shift:g} train SD",
             max_value=s.params.drift_max_shift,
         ),
+    ),
+    "descriptive_columns_present": CheckSpec(
+        "images",
+        "The manifest has the descriptive columns (laterality, view, manufacturer, "
+        "patient_age, study) and every column `validation.allowed_values` and "
+        "`validation.max_missing_share` name. Fix: run the ingestion pipeline again (it writes "
+        "them), or name the column in `ingestion.column_patterns` or "
+        "`ingestion.csv.extra_columns`.",
+        _descriptive_present,
+    ),
+    "descriptive_column_types": CheckSpec(
+        "image_columns",
+        "`patient_age` is empty or a number of years between 0 and 130. Fix: a pattern or "
+        "table column that gives it must give a number (`057Y`, a DICOM age, is read as 57).",
+        _descriptive_types,
+    ),
+    "descriptive_values_allowed": CheckSpec(
+        "image_columns",
+        "Each column of `validation.allowed_values` holds only its listed values (or is "
+        "empty). Fix: correct the pattern or table that gives the column, or add the value to "
+        "`validation.allowed_values`.",
+        _allowed_values,
+        skip=_no_allowed_values,
+    ),
+    "descriptive_missing_share": CheckSpec(
+        "column_missing",
+        "Each column of `validation.max_missing_share` is empty for at most that share of "
+        "the images. Fix: give the column where it is missing (the DICOM tag, "
+        "`ingestion.column_patterns`, `ingestion.csv.extra_columns`) or raise "
+        "`validation.max_missing_share.<column>`.",
+        _missing_shares,
+        skip=_no_missing_limits,
     ),
     "external_drift": CheckSpec(
         "external_shift",

@@ -240,7 +240,7 @@ def _summarise(check: Check, results: list[dict[str, Any]], table: Table) -> dic
     if table.paths:
         paths = [path for row in rows for path in table.paths.get(row, [])]
     else:
-        paths = rows if table.name == "images" else []
+        paths = rows if table.key_column == "path" else []
     counts = [result["result"].get("unexpected_count") for result in results]
     return {
         "name": check.name,
@@ -252,7 +252,7 @@ def _summarise(check: Check, results: list[dict[str, Any]], table: Table) -> dic
         "expected": "; ".join(check.rules),
         "observed_value": next(iter(observed.values())) if len(observed) == 1 else observed,
         "unexpected_count": sum(counts) if all(c is not None for c in counts) else None,
-        "offending_rows": [] if table.name == "images" else rows[:MAX_OFFENDING],
+        "offending_rows": [] if table.key_column == "path" else rows[:MAX_OFFENDING],
         "offending_paths": paths[:MAX_OFFENDING],
     }
 

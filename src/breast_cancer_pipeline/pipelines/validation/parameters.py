@@ -22,6 +22,10 @@ SeverityParams = create_model(
 )
 
 Label = Annotated[str, StringConstraints(min_length=1)]
+#: A manifest column's name.
+Column = Annotated[str, StringConstraints(min_length=1)]
+#: One allowed value of a descriptive column (``40`` and ``"40"`` are the same value).
+Value = Annotated[str | int | float, Field(union_mode="left_to_right")]
 
 
 class ValidationParams(Params):
@@ -41,6 +45,10 @@ class ValidationParams(Params):
     min_std: float = Field(ge=0)
     #: Largest shift of a split's mean intensity from train's, in train SDs.
     drift_max_shift: float = Field(ge=0)
+    #: Descriptive column -> the values it may hold (besides empty).
+    allowed_values: dict[Column, Annotated[list[Value], Field(min_length=1)]]
+    #: Descriptive column -> the largest share of images for which it may be empty.
+    max_missing_share: dict[Column, Annotated[float, Field(ge=0, le=1)]]
     #: Where the catalog saves the validation report; quoted in messages.
     report_path: Annotated[str, StringConstraints(min_length=1)]
     #: ``error`` or ``warning`` for each check.
