@@ -115,7 +115,8 @@ def _project_copy(root: Path) -> Path:
         shutil.copy2(PROJECT / name, root / name)
     demo = root / "conf" / "demo" / "parameters.yml"
     blocks = yaml.safe_load(demo.read_text())
-    blocks["demo_data"] = {**(blocks["demo_data"] or {}), "images_per_class": 4, "image_size": 48}
+    tiny = {"lesion_patients_per_class": 2, "normal_patients": 0, "image_size": 48}
+    blocks["demo_data"] = {**(blocks["demo_data"] or {}), **tiny}
     demo.write_text(yaml.safe_dump(blocks))
     for layer in ("01_raw", "08_reporting"):
         (root / "data" / layer).mkdir(parents=True)

@@ -29,15 +29,19 @@ EXPERIMENT = "lr-0.0005"
 LEARNING_RATE = "conf/demo/parameters.yml:finetune.phase2.learning_rate"
 METRICS = "data/08_reporting/metrics.json"
 MODEL = "data/06_models/classifier.keras"
-IMAGES_PER_CLASS = 12
+#: Patients with a benign breast, and as many with a malignant one (4 images each).
+LESION_PATIENTS = 4
+#: Images of each lesion class: the two views of each affected breast.
+IMAGES_PER_CLASS = 2 * LESION_PATIENTS
 #: The candidates of the tiny run (random weights, 32 px): two, so that selection compares.
 CANDIDATES = ("small_cnn", "mobilenet_v3_small")
 #: The demo environment made tiny: a few small images, a few epochs.
 TINY = {
     "demo_data": {
-        "images_per_class": IMAGES_PER_CLASS,
+        "lesion_patients_per_class": LESION_PATIENTS,
+        "normal_patients": 1,
         "image_size": 48,
-        "external_site": {"images_per_class": 4},
+        "external_site": {"lesion_patients_per_class": 1, "normal_patients": 1},
     },
     "validation": {"min_per_class": 1},
     "augmentation": {"image_size": 32, "preview": {"rows": 2, "augmented_per_image": 2}},

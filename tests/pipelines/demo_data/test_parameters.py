@@ -27,8 +27,10 @@ def test_every_format_has_an_extension():
 @pytest.mark.parametrize(
     ("override", "key", "message"),
     [
-        ({"images_per_class": 0}, "images_per_class = 0", "greater than 0"),
-        ({"images_per_class": 2.5}, "images_per_class = 2.5", "valid integer"),
+        ({"lesion_patients_per_class": 0}, "lesion_patients_per_class = 0", "greater than 0"),
+        ({"lesion_patients_per_class": 2.5}, "lesion_patients_per_class = 2.5", "valid integer"),
+        ({"normal_patients": -1}, "normal_patients = -1", "greater than or equal to 0"),
+        ({"lesion_both_views": 1.5}, "lesion_both_views = 1.5", "less than or equal to 1"),
         ({"seed": None}, "seed = None", "valid integer"),
         ({"image_size": 16}, "image_size = 16", "greater than or equal to 32"),
         ({"jpeg_quality": 100}, "jpeg_quality = 100", "less than or equal to 95"),
@@ -61,6 +63,11 @@ def test_every_format_has_an_extension():
             "less than or equal to 0.5",
         ),
         ({"preset": "easy"}, "preset = 'easy'", "not one of demo_data.presets (hard, standard)"),
+        (
+            {"external_site": {"normal_patients": -2}},
+            "external_site.normal_patients = -2",
+            "greater than or equal to 0",
+        ),
         (
             {"external_site": {"resolution": 0}},
             "external_site.resolution = 0",

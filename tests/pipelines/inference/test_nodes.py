@@ -366,3 +366,18 @@ def test_a_model_packaged_before_the_decode_limits_is_served_as_it_was():
     png = _b64(pillow_file(np.full((20, 20), 90, dtype=np.uint8), "PNG"))
     out = predict_requests(pd.DataFrame({"image": [png] * 2}), FakeServingModel(), params)
     assert out["error"].tolist() == ["", ""] and out["label"].notna().all()
+
+
+def test_the_batch_command_reads_the_ingestion_path_patterns_from_the_file_names():
+    patterns = base_params("ingestion", env="demo")["column_patterns"]
+    names = ["P0007_L_CC.png", "P0007_L_MLO.tif", "sub/P0012_R_CC.jpg", "scan.png"]
+    requests = collect_images({name: (lambda: b"") for name in names}, patterns)
+    table = requests.drop(columns="image").set_index("path")
+    assert table.loc["sub/P0012_R_CC.jpg", ["group", "laterality", "view"]].tolist() == [
+        "P0012",
+        "R",
+        "CC",
+    ]
+    assert table.loc["P0007_L_MLO.tif", "view"] == "MLO"
+    assert table.loc["scan.png", ["group", "laterality", "view"]].tolist() == ["", "", ""]
+    assert list(collect_images({"a.png": lambda: b""}).columns) == ["path", "image"]

@@ -109,14 +109,19 @@ def test_the_packaged_model_carries_the_score(fitted, model):
     assert serving.ood is score
 
 
-def _demo_arrays(size: int, per_class: int) -> dict[str, np.ndarray]:
+def _demo_arrays(size: int, lesion_patients: int) -> dict[str, np.ndarray]:
     """The demo's synthetic breast ultrasound images, decoded, shuffled, split 60/20/20."""
     from breast_cancer_pipeline.imaging import decode_image, resize_image
     from breast_cancer_pipeline.pipelines.demo_data.nodes import generate_demo_dataset
 
     names = ["benign", "malignant", "normal"]
     files = generate_demo_dataset(
-        base_params("demo_data", images_per_class=per_class, image_size=size)
+        base_params(
+            "demo_data",
+            lesion_patients_per_class=lesion_patients,
+            normal_patients=0,
+            image_size=size,
+        )
     )
     images = {k: v for k, v in sorted(files.items()) if "_mask" not in k}
     x = np.stack([resize_image(decode_image(v, k), size) for k, v in images.items()])
@@ -138,7 +143,7 @@ def test_a_small_trained_model_flags_the_ood_set_and_accepts_test():
     from breast_cancer_pipeline.modeling import build_classifier, set_seed
     from breast_cancer_pipeline.training.phases import unfreeze
 
-    arrays = _demo_arrays(size=48, per_class=40)
+    arrays = _demo_arrays(size=48, lesion_patients=15)  # 120 images
     set_seed(0)
     model = build_classifier("small_cnn", 3, 48, 1, None, {"dropout": 0.1})
     unfreeze(model, fraction=1.0, keep_batchnorm_frozen=False)

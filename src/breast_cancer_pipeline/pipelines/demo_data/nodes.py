@@ -1,9 +1,12 @@
 """Nodes that synthesise a small, deterministic, BUSI-like breast-ultrasound dataset.
 
-The dataset mimics the folder layout and file naming of BUSI (Al-Dhabyani et al., 2020):
-``normal/normal (1).png``, ``benign/benign (1).png`` with its lesion mask
-``benign/benign (1)_mask.png``, ``malignant/...``. It exists so that every stage of the
-pipeline can run end to end on a laptop without downloading the real data.
+The images look like BUSI's (Al-Dhabyani et al., 2020), in its class folders ``normal/``,
+``benign/`` and ``malignant/``, each image with its lesion mask ``<name>_mask.png``. Unlike
+BUSI, every patient has both breasts imaged in two views, named
+``<class>/<patient>_<side>_<view>``: ``benign/P0042_L_CC.png``, ``benign/P0042_L_MLO.png``,
+``normal/P0042_R_CC.png``, ... (who has which lesion, and in which views it shows:
+:mod:`.patients`). It exists so that every stage of the pipeline, decisions per patient and per
+breast included, can run end to end on a laptop without downloading real data.
 
 How an image is drawn (all in numpy, one seeded generator per image):
 
@@ -25,21 +28,21 @@ How an image is drawn (all in numpy, one seeded generator per image):
    gain and gamma, so that global brightness and contrast vary strongly from image to image.
 
 Difficulty is a named preset (``demo_data.preset`` picks an entry of ``demo_data.presets``):
-lesion size and contrast ranges, a label-noise fraction (an image drawn as one class filed under
-another, pixels unchanged; :func:`label_flip_record` lists them) and the strength of the second
-site's shift. :func:`generate_external_site` draws that second site (another scanner, for the
+lesion size and contrast ranges, a label-noise fraction (a breast drawn as one class filed under
+another, pixels unchanged; :func:`label_flip_record` lists its images) and the strength of the
+second site's shift. :func:`generate_external_site` draws that second site (another scanner, for the
 external test) from its own seeds.
 
 Each image is written as 8-bit PNG, JPEG or 16-bit TIFF (``I;16``, with a random gain and offset
-so that consumers have to window it). Masks are always binary (0/255) 8-bit PNG. Normal images get
-an all-zero mask, as in BUSI, unless ``normal_masks`` is false.
+so that consumers have to window it). Masks are always binary (0/255) 8-bit PNG, all-zero where
+no lesion is drawn. Images of normal breasts get one, as in BUSI, unless ``normal_masks`` is
+false.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,14 +53,21 @@ from PIL import Image
 from breast_cancer_pipeline.param_schema import validate_block
 from breast_cancer_pipeline.pipelines.demo_data.parameters import DemoDataParams, ImageFormat
 
-CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
-"""Folder names, in the order used to derive per-image seeds."""
+from .patients import CLASS_NAMES, Cohort, PlannedImage, allocate_formats, plan_cohort
+
+__all__ = [
+    "CLASS_NAMES",
+    "FLIP_COLUMNS",
+    "FORMAT_EXTENSIONS",
+    "allocate_formats",
+    "generate_demo_dataset",
+    "generate_external_site",
+    "label_flip_record",
+]
 
 FORMAT_EXTENSIONS: dict[ImageFormat, str] = {"png": ".png", "jpeg": ".jpg", "tiff16": ".tif"}
 """File extension written for each entry of ``format_mix``."""
 
-_FORMAT_SEED_TAG = 0x464D54  # keeps the format-allocation stream apart from image streams
-_NOISE_SEED_TAG = 0x4E4F4953  # the label-noise stream
 _EXTERNAL_SEED_TAG = 0x455854  # the external site's image streams
 
 #: Columns of the label-flip record (``data/01_raw/demo_label_flips.csv``).
@@ -381,130 +391,60 @@ def _encode_mask(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def allocate_formats(
-    n: int, format_mix: Mapping[str, float], rng: np.random.Generator
-) -> list[str]:
-    """Assign a file format to each of ``n`` images, matching ``format_mix`` as closely as possible.
-
-    Counts are rounded with the largest-remainder method and then shuffled, so every class gets
-    the same format counts and the format carries no information about the class.
-
-    Args:
-        n: Number of images.
-        format_mix: Fraction of images per format, summing to 1.
-        rng: Generator used for the shuffle.
-
-    Returns:
-        One format name per image.
-    """
-    names = sorted(format_mix)
-    exact = np.array([format_mix[name] * n for name in names])
-    counts = np.floor(exact).astype(int)
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[: n - counts.sum()]] += 1
-    formats = np.repeat(names, counts)
-    return [str(fmt) for fmt in rng.permutation(formats)]
+def _cohort(cfg: DemoDataParams) -> Cohort:
+    """The demo site's patients, with the preset's label noise."""
+    return Cohort(
+        seed=cfg.seed,
+        lesion_patients=cfg.lesion_patients_per_class,
+        normal_patients=cfg.normal_patients,
+        lesion_both_views=cfg.lesion_both_views,
+        label_noise=cfg.difficulty.label_noise,
+        format_mix=dict(cfg.format_mix),
+    )
 
 
-def draw_label_flips(params: dict[str, Any]) -> dict[tuple[int, int], int]:
-    """Which images label noise files under another class (its own seeded stream).
-
-    Args:
-        params: The ``demo_data`` parameters (the preset's ``label_noise``).
-
-    Returns:
-        ``{(drawn class index, image number): filed class index}`` for the flipped images.
-    """
-    cfg = validate_block("demo_data", params)
-    noise = cfg.difficulty.label_noise
-    flips: dict[tuple[int, int], int] = {}
-    if noise <= 0:
-        return flips
-    rng = np.random.default_rng([cfg.seed, _NOISE_SEED_TAG])
-    for class_index in range(len(CLASS_NAMES)):
-        draws = rng.random(cfg.images_per_class)
-        others = rng.integers(1, len(CLASS_NAMES), size=cfg.images_per_class)
-        for number in np.flatnonzero(draws < noise) + 1:
-            flips[(class_index, int(number))] = (class_index + int(others[number - 1])) % len(
-                CLASS_NAMES
-            )
-    return flips
-
-
-def _filed_stems(cfg: DemoDataParams, flips: Mapping[tuple[int, int], int]) -> dict:
-    """``{(class index, number): file stem}``; flipped images continue the target's numbering."""
-    stems: dict[tuple[int, int], str] = {}
-    extra = dict.fromkeys(range(len(CLASS_NAMES)), cfg.images_per_class)
-    for class_index, label in enumerate(CLASS_NAMES):
-        for number in range(1, cfg.images_per_class + 1):
-            target = flips.get((class_index, number), class_index)
-            if target == class_index:
-                stems[(class_index, number)] = f"{label}/{label} ({number})"
-            else:
-                extra[target] += 1
-                name = CLASS_NAMES[target]
-                stems[(class_index, number)] = f"{name}/{name} ({extra[target]})"
-    return stems
-
-
-def _draw_site(
-    cfg: DemoDataParams, site: _Site, images_per_class: int, seed_tail: tuple[int, ...]
-) -> dict[tuple[int, int], tuple[str, bytes, bytes | None]]:
-    """``{(class index, number): (extension, image bytes, mask bytes or None)}``."""
-    drawn: dict[tuple[int, int], tuple[str, bytes, bytes | None]] = {}
-    for class_index, label in enumerate(CLASS_NAMES):
-        format_rng = np.random.default_rng([cfg.seed, class_index, _FORMAT_SEED_TAG, *seed_tail])
-        formats = allocate_formats(images_per_class, cfg.format_mix, format_rng)
-        for number, fmt in enumerate(formats, start=1):
-            rng = np.random.default_rng([cfg.seed, class_index, number, *seed_tail])
-            image, mask = _render(rng, label, cfg, site)
-            encoded = _encode(image, fmt, rng, cfg)
-            has_mask = label != "normal" or cfg.normal_masks
-            drawn[(class_index, number)] = (
-                FORMAT_EXTENSIONS[fmt],
-                encoded,
-                _encode_mask(mask) if has_mask else None,
-            )
-    return drawn
-
-
-def _files(
-    drawn: Mapping[tuple[int, int], tuple[str, bytes, bytes | None]], stems: Mapping
-) -> dict[str, bytes]:
+def _draw(cfg: DemoDataParams, site: _Site, plan: list[PlannedImage]) -> dict[str, bytes]:
+    """``{relative path: bytes}`` of the planned images and their masks."""
     files: dict[str, bytes] = {}
-    for key, (extension, image, mask) in drawn.items():
-        files[stems[key] + extension] = image
-        if mask is not None:
-            files[stems[key] + "_mask.png"] = mask
+    for image in plan:
+        rng = np.random.default_rng(image.seed)
+        drawn = image.drawn_as if image.shows_lesion else "normal"
+        pixels, mask = _render(rng, drawn, cfg, site)
+        files[image.stem + FORMAT_EXTENSIONS[image.image_format]] = _encode(
+            pixels, image.image_format, rng, cfg
+        )
+        if image.drawn_as != "normal" or cfg.normal_masks:
+            files[image.stem + "_mask.png"] = _encode_mask(mask)
     return dict(sorted(files.items()))
 
 
 def generate_demo_dataset(params: dict[str, Any]) -> dict[str, bytes]:
     """Generate a deterministic synthetic BUSI-like breast-ultrasound dataset.
 
-    Every image has its own generator seeded with ``(seed, class index, image number)``, so an
+    Every patient has both breasts imaged in two views (:mod:`.patients`); every image has its
+    own generator, seeded with the patient's class and number, the side and the view, so an
     image does not depend on how many others are generated. The same parameters always give
     byte-identical files. The preset (``demo_data.preset``) sets lesion size and contrast and
-    the label noise: an image drawn as one class and filed under another keeps its pixels and
-    mask and takes the next free number of that class (:func:`label_flip_record` lists them).
+    the label noise: a breast drawn as one class and filed under another keeps its pixels and
+    masks (:func:`label_flip_record` lists its images).
 
     Args:
-        params: The ``demo_data`` parameters: ``seed``, ``images_per_class``, ``image_size``,
-            ``format_mix``, ``jpeg_quality``, ``normal_masks``, ``preset``/``presets`` and the
-            appearance ranges documented in ``conf/base/parameters_demo_data.yml``.
+        params: The ``demo_data`` parameters: ``seed``, ``lesion_patients_per_class``,
+            ``normal_patients``, ``lesion_both_views``, ``image_size``, ``format_mix``,
+            ``jpeg_quality``, ``normal_masks``, ``preset``/``presets`` and the appearance
+            ranges documented in ``conf/base/parameters_demo_data.yml``.
 
     Returns:
         A mapping from relative file path to encoded file bytes, e.g.
-        ``"benign/benign (12).png"`` and its mask ``"benign/benign (12)_mask.png"``, ready to be
-        saved by a ``PartitionedDataset``.
+        ``"benign/P0042_L_CC.png"`` and its mask ``"benign/P0042_L_CC_mask.png"``, ready to
+        be saved by a ``PartitionedDataset``.
 
     Raises:
         ParameterError: A parameter is invalid (the message names it); a run checks them
             before this node starts.
     """
     cfg = validate_block("demo_data", params)
-    drawn = _draw_site(cfg, _internal_site(cfg), cfg.images_per_class, ())
-    return _files(drawn, _filed_stems(cfg, draw_label_flips(params)))
+    return _draw(cfg, _internal_site(cfg), plan_cohort(_cohort(cfg)))
 
 
 def label_flip_record(params: dict[str, Any]) -> pd.DataFrame:
@@ -514,46 +454,44 @@ def label_flip_record(params: dict[str, Any]) -> pd.DataFrame:
         params: The ``demo_data`` parameters.
 
     Returns:
-        One row per flipped image: ``path`` (its image file under the demo folder, as
-        :func:`generate_demo_dataset` names it), ``drawn_as`` and ``filed_as``; no rows
-        without label noise.
+        One row per image of a flipped breast: ``path`` (its image file under the demo
+        folder, as :func:`generate_demo_dataset` names it), ``drawn_as`` and ``filed_as``; no
+        rows without label noise.
     """
     cfg = validate_block("demo_data", params)
-    flips = draw_label_flips(params)
-    stems = _filed_stems(cfg, flips)
-    rows = []
-    for class_index in range(len(CLASS_NAMES)):
-        format_rng = np.random.default_rng([cfg.seed, class_index, _FORMAT_SEED_TAG])
-        formats = allocate_formats(cfg.images_per_class, cfg.format_mix, format_rng)
-        for (drawn, number), filed in sorted(flips.items()):
-            if drawn == class_index:
-                path = stems[(drawn, number)] + FORMAT_EXTENSIONS[formats[number - 1]]
-                rows.append((path, CLASS_NAMES[drawn], CLASS_NAMES[filed]))
+    rows = [
+        (image.stem + FORMAT_EXTENSIONS[image.image_format], image.drawn_as, image.filed_as)
+        for image in plan_cohort(_cohort(cfg))
+        if image.drawn_as != image.filed_as
+    ]
     return pd.DataFrame(rows, columns=list(FLIP_COLUMNS)).sort_values("path", ignore_index=True)
 
 
 def generate_external_site(params: dict[str, Any]) -> dict[str, bytes]:
     """A second synthetic site for the external test: another scanner, its own patients.
 
-    Same classes and BUSI naming as :func:`generate_demo_dataset`, drawn from their own seeds
-    (no image is shared with the first site) with the shifts of ``demo_data.external_site``
-    scaled by the preset's ``site_shift``: another display level (gain), coarser speckle,
-    lower resolution and fainter masses. No label noise: the external labels are the drawn
-    ones.
+    Same classes, layout and naming as :func:`generate_demo_dataset`, drawn from their own
+    seeds (no image is shared with the first site) with the shifts of
+    ``demo_data.external_site`` scaled by the preset's ``site_shift``: another display level
+    (gain), coarser speckle, lower resolution and fainter masses. No label noise: the external
+    labels are the drawn ones.
 
     Args:
         params: The ``demo_data`` parameters.
 
     Returns:
         ``{relative path: bytes}`` like :func:`generate_demo_dataset`; empty when
-        ``external_site.images_per_class`` is 0.
+        ``external_site`` has no patients.
     """
     cfg = validate_block("demo_data", params)
-    count = cfg.external_site.images_per_class
-    drawn = _draw_site(cfg, _external_site(cfg), count, (_EXTERNAL_SEED_TAG,))
-    stems = {
-        (c, n): f"{CLASS_NAMES[c]}/{CLASS_NAMES[c]} ({n})"
-        for c in range(len(CLASS_NAMES))
-        for n in range(1, count + 1)
-    }
-    return _files(drawn, stems)
+    external = cfg.external_site
+    cohort = Cohort(
+        seed=cfg.seed,
+        lesion_patients=external.lesion_patients_per_class,
+        normal_patients=external.normal_patients,
+        lesion_both_views=cfg.lesion_both_views,
+        label_noise=0.0,
+        format_mix=dict(cfg.format_mix),
+        seed_tail=(_EXTERNAL_SEED_TAG,),
+    )
+    return _draw(cfg, _external_site(cfg), plan_cohort(cohort))

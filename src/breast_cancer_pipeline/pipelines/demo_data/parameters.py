@@ -46,7 +46,7 @@ class DifficultyParams(Params):
     lesion_radius: _range(0.02, 0.3)
     #: Echo inside a mass or duct relative to the tissue around it (1: invisible).
     lesion_contrast: _range(0.0, 1.0)
-    #: Fraction of images filed under another class than the one they were drawn as.
+    #: Fraction of breasts (both views) filed under another class than the one drawn.
     label_noise: Annotated[float, Field(ge=0.0, le=0.5)]
     #: Strength of the external site's shift: 0 the same acquisition, 1 ``external_site`` as
     #: written, 2 twice as far.
@@ -54,13 +54,15 @@ class DifficultyParams(Params):
 
 
 class ExternalSiteParams(Params):
-    """A second synthetic site (another scanner): same classes, own files, shifted look.
+    """A second synthetic site (another scanner): same classes, own patients, shifted look.
 
     Each shift is written at ``site_shift: 1`` and scaled by the preset's ``site_shift``.
     """
 
-    #: Images per class; 0 writes no external site.
-    images_per_class: NonNegativeInt
+    #: Patients with a benign (and as many with a malignant) breast; 0 and 0: no external site.
+    lesion_patients_per_class: NonNegativeInt
+    #: Patients with two normal breasts.
+    normal_patients: NonNegativeInt
     #: Added to both ends of ``gain_db``.
     gain_db: Annotated[float, Field(ge=-40.0, le=40.0)]
     #: ``speckle_px`` is multiplied by it (coarser grain above 1).
@@ -72,10 +74,15 @@ class ExternalSiteParams(Params):
 
 
 class DemoDataParams(Params):
-    """The synthetic BUSI-like dataset: size, file formats and appearance ranges."""
+    """The synthetic BUSI-like dataset: patients, file formats and appearance ranges."""
 
     seed: NonNegativeInt
-    images_per_class: PositiveInt
+    #: Patients with one benign breast, and as many with one malignant breast (4 images each).
+    lesion_patients_per_class: PositiveInt
+    #: Patients with two normal breasts (4 images each).
+    normal_patients: NonNegativeInt
+    #: Share of affected breasts whose lesion shows in both views (else in one).
+    lesion_both_views: Annotated[float, Field(ge=0.0, le=1.0)]
     #: Side of the square images, in pixels.
     image_size: Annotated[int, Field(ge=32, le=2048)]
     #: Fraction of images per format, summing to 1.

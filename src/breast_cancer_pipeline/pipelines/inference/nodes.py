@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from breast_cancer_pipeline.columns import PatternSpec, path_columns
 from breast_cancer_pipeline.decode_budget import shared_budget
 from breast_cancer_pipeline.imaging import ImageDecodeError, decode_image, resize_image
 from breast_cancer_pipeline.serving import (
@@ -40,17 +41,29 @@ GRADCAM_COLUMN = "gradcam_png"
 DECODE_BUDGET_PARAMETER = "inference.serving.decode_memory_mb"
 
 
-def collect_images(images: Mapping[str, Callable[[], bytes]]) -> pd.DataFrame:
+def collect_images(
+    images: Mapping[str, Callable[[], bytes]],
+    column_patterns: Mapping[str, PatternSpec] | None = None,
+) -> pd.DataFrame:
     """List the files of the folder to score, without reading them yet.
 
     Args:
         images: ``{relative path: load function}`` from a ``PartitionedDataset``.
+        column_patterns: ``ingestion.column_patterns``: its path patterns give the files the
+            columns ingestion gives the training images (e.g. ``group``, ``laterality``,
+            ``view``), read from the path relative to the folder scored; tag patterns are
+            left out.
 
     Returns:
-        One row per file, sorted by path: ``path`` and ``image`` (the load function).
+        One row per file, sorted by path: ``path``, ``image`` (the load function) and one
+        column per path pattern (empty where it does not match).
     """
     paths = sorted(images)
-    return pd.DataFrame({"path": paths, IMAGE_COLUMN: [images[p] for p in paths]})
+    frame = pd.DataFrame({"path": paths, IMAGE_COLUMN: [images[p] for p in paths]})
+    columns = pd.DataFrame(
+        [path_columns(p, column_patterns or {}) for p in paths], index=frame.index
+    )
+    return pd.concat([frame, columns], axis=1)
 
 
 def predict_requests(

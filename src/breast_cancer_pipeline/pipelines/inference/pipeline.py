@@ -42,7 +42,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             [
                 Node(
                     func=collect_images,
-                    inputs="inference_images",
+                    inputs=["inference_images", "params:ingestion.column_patterns"],
                     outputs=SERVING_INPUT,
                     name="collect_images",
                 )
