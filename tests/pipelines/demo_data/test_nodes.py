@@ -138,7 +138,9 @@ def test_keys_name_patient_side_and_view_with_one_mask_per_image(small_params):
 def test_an_affected_breast_is_filed_under_its_class_with_the_lesion_in_one_or_both_views(
     small_params,
 ):
-    files = generate_demo_dataset({**small_params, "lesion_patients_per_class": 20})
+    files = generate_demo_dataset(
+        {**small_params, "lesion_patients_per_class": 20, "image_size": 32}
+    )
     shown = _lesion_masks(files)
     breasts: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for key in _images(files):
