@@ -79,6 +79,12 @@ def check_levels(levels: Mapping[str, Any] | None, positive_class: str) -> dict[
     return {**levels, "levels": checked}
 
 
+def level_thresholds(config: Mapping[str, Any]) -> dict[str, float]:
+    """Each level's operating threshold in a serving configuration (empty without levels)."""
+    levels = config.get("levels") or {}
+    return {name: float(level["threshold"]) for name, level in levels.get("levels", {}).items()}
+
+
 def thresholded_classes(proba: np.ndarray, positive: int, threshold: float) -> np.ndarray:
     """The decision at an operating threshold, for an image or any level's combined row.
 
