@@ -69,6 +69,8 @@ def check_levels(levels: Mapping[str, Any] | None, positive_class: str) -> dict[
         )
     checked = {}
     for name, level in levels["levels"].items():
+        if not isinstance(level, Mapping):
+            raise ValueError(f"level {name!r} must be {{columns, threshold}}, got {level!r}")
         columns = [str(c) for c in level.get("columns") or []]
         threshold = float(level.get("threshold", np.nan))
         if not columns or not 0.0 <= threshold <= 1.0:
