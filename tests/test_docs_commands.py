@@ -73,6 +73,8 @@ import yaml
 from PIL import Image
 
 from breast_cancer_pipeline import context as project_context
+from breast_cancer_pipeline.serving import EXPLAIN_COLUMN, ID_COLUMNS, IMAGE_COLUMN
+from breast_cancer_pipeline.serving.levels import LEVEL_COLUMNS
 
 PROJECT = Path(__file__).resolve().parents[1]
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
@@ -715,6 +717,10 @@ curl() {
 """
 
 
+#: The columns of the served signature (serving/packaging.py): a request may send these.
+REQUEST_COLUMNS = {IMAGE_COLUMN, *ID_COLUMNS, EXPLAIN_COLUMN, *LEVEL_COLUMNS}
+
+
 def check_curl(project: Project, text: str) -> None:
     answer = {"predictions": [{"gradcam_png": base64.b64encode(_png(8)).decode()}]}
     (project.scratch / "curl_response").write_text(json.dumps(answer))
@@ -731,7 +737,7 @@ def check_curl(project: Project, text: str) -> None:
         body = (project.scratch / "curl_stdin").read_text()
     request = json.loads(body)["dataframe_split"]
     columns = request["columns"]
-    assert "image" in columns and set(columns) <= {"image", "id", "path", "explain"}, columns
+    assert "image" in columns and set(columns) <= REQUEST_COLUMNS, columns
     for row in request["data"]:
         assert len(row) == len(columns)
         base64.b64decode(row[columns.index("image")], validate=True)

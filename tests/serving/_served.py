@@ -30,6 +30,18 @@ SERVED_PROBABILITIES = {
     "conformal": {"method": "lac", "alpha": 0.1, "threshold": 0.3},
 }
 
+#: The levels' operating points as reporting writes them (level_operating_points.json), which
+#: the served fixture's model carries: a request's rows sharing a key get the level's answer.
+LEVEL_OPERATING_POINTS = {
+    "aggregation": "mean",
+    "positive_class": "malignant",
+    "levels": {
+        "patient": {"columns": ["group"], "threshold": 0.41},
+        "breast": {"columns": ["group", "laterality"], "threshold": 0.37},
+        "exam": {"columns": ["group", "study"], "threshold": 0.33},
+    },
+}
+
 
 def tiny_serving_model():
     """A random small CNN with an out-of-distribution score fitted on noise images."""
@@ -66,8 +78,11 @@ def log_and_register(tmp_path: Path) -> None:
 
     from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
 
-    # Served as reporting packages it: test-time views, a temperature, a conformal threshold.
-    packaged = tiny_serving_model().with_config(**SERVED_PROBABILITIES)
+    # Served as reporting packages it: test-time views, a temperature, a conformal threshold,
+    # the levels' operating points.
+    packaged = tiny_serving_model().with_config(
+        **SERVED_PROBABILITIES, levels=LEVEL_OPERATING_POINTS
+    )
     ServingModelDataset(str(tmp_path / "serving_model")).save(packaged)
     training = Pipeline([Node(lambda: None, None, "serving_model", name="train")])
     pipeline_ml = served_pipeline(training)

@@ -194,3 +194,21 @@ def test_a_slow_prediction_is_a_504():
     door, _ = _door(invoke=lambda d, c: time.sleep(1.0) or Answer("{}"), timeout=0.1)
     status, body = asgi_request(door, _split(1))
     assert status == 504 and "0.1 s" in json.loads(body)["message"]
+
+
+def test_the_level_columns_of_an_exam_pass_the_door_and_count_no_extra_rows():
+    """A request's ``group``/``laterality``/``study`` columns (issue 27): rows are still rows."""
+    rows = [["x", f"view {i}", "007", "L", "s1"] for i in range(LIMITS["max_images"])]
+    split = {"columns": ["image", "id", "group", "laterality", "study"], "data": rows}
+    data, _ = read_request(
+        json.dumps({"dataframe_split": split}).encode(), "application/json", LIMITS
+    )
+    assert data == {"dataframe_split": split}
+    csv = "image,id,group,laterality,study\n" + "".join(f"{','.join(r)}\n" for r in rows)
+    data, _ = read_request(csv.encode(), "text/csv", LIMITS)
+    assert data["dataframe_split"]["data"][0] == ["x", "view 0", "007", "L", "s1"]  # as text
+    one_more = {"inputs": {"image": ["x"] * 5, "group": ["p1"] * 5, "study": ["s"] * 5}}
+    with pytest.raises(RequestRefused, match="holds 5 rows"):
+        read_request(json.dumps(one_more).encode(), "application/json", LIMITS)
+    with pytest.raises(RequestRefused, match="holds 5 rows"):
+        read_request((csv + "x,view 4,007,L,s1\n").encode(), "text/csv", LIMITS)

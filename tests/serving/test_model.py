@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.serving._served import CONFIG, tiny_serving_model
+from tests.serving._served import CONFIG, LEVEL_OPERATING_POINTS, tiny_serving_model
 
 
 def test_config_errors_name_the_problem():
@@ -13,6 +13,9 @@ def test_config_errors_name_the_problem():
         check_config({k: v for k, v in CONFIG.items() if k != "threshold"})
     with pytest.raises(ValueError, match="reporting.positive_class"):
         check_config({**CONFIG, "positive_class": "cancer"})
+    with pytest.raises(ValueError, match="levels' positive class 'benign' is not the model's"):
+        check_config({**CONFIG, "levels": {**LEVEL_OPERATING_POINTS, "positive_class": "benign"}})
+    assert check_config(CONFIG)["levels"] is None  # packaged without levels
     with pytest.raises(ValueError, match="the serving configuration says"):
         ServingModel(tiny_serving_model().model, {**CONFIG, "image_size": 64})
 

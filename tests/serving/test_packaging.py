@@ -1,6 +1,7 @@
 """The logged model: its signature and input example, and the requirements it records: what
 serving needs, and none of the training or development tools."""
 
+import base64
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution, requires, version
@@ -14,6 +15,7 @@ from kedro.pipeline import Node, Pipeline
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from breast_cancer_pipeline.imaging import encode_png
 from breast_cancer_pipeline.serving import (
     REGISTERED_MODEL_NAME,
     SERVING_DISTRIBUTIONS,
@@ -21,7 +23,7 @@ from breast_cancer_pipeline.serving import (
     serving_requirements,
 )
 from tests.params import base_params
-from tests.serving._served import served_pipeline
+from tests.serving._served import LEVEL_OPERATING_POINTS, served_pipeline
 
 TRAINING_AND_DEV_TOOLS = {
     "dvc",
@@ -109,6 +111,10 @@ def test_the_served_model_is_logged_with_these_requirements():
     assert served.log_model_kwargs["pip_requirements"] == serving_requirements()
 
 
+#: A black 16-px PNG, base64: the fake model's p(malignant) is 0.
+BLACK = base64.b64encode(encode_png(np.zeros((16, 16, 1), np.uint8))).decode()
+
+
 class FakeServing:
     """The packaged model's interface without TensorFlow: p(malignant) = mean pixel / 255."""
 
@@ -119,6 +125,10 @@ class FakeServing:
         "color_mode": "grayscale",
         "positive_class": "malignant",
         "threshold": 0.5,
+        "levels": {
+            **LEVEL_OPERATING_POINTS,
+            "levels": {"patient": {"columns": ["group"], "threshold": 0.6}},
+        },
     }
 
     def __deepcopy__(self, memo):
@@ -168,6 +178,8 @@ def test_the_served_model_carries_its_signature_and_input_example(mlflow_store, 
     assert inputs["image"]["type"] == "string" and inputs["image"]["required"] is True
     assert not inputs["id"]["required"] and not inputs["path"]["required"]
     assert not inputs["explain"]["required"]  # Grad-CAM on request
+    for key in ("group", "laterality", "view", "study"):  # a patient's, breast's, exam's rows
+        assert not inputs[key]["required"]
     example = mlflow.models.Model.load(uri).load_input_example(
         mlflow.artifacts.download_artifacts(uri)
     )
@@ -182,3 +194,11 @@ def test_the_served_model_carries_its_signature_and_input_example(mlflow_store, 
         pyfunc.predict(pd.DataFrame({"picture": ["x"]}))
     numbered = pyfunc.predict(example.assign(id=[7]))  # any id type is echoed back
     assert numbered.loc[0, "id"] == "7"
+    # The signature lets `group` through: two rows of one patient get its answer.
+    two = pd.concat([example, example.assign(id="black", image=BLACK)], ignore_index=True)
+    assert "patient_label" not in pyfunc.predict(two).columns  # no group, no level
+    answer = pyfunc.predict(two.assign(group=3))
+    assert answer["group"].tolist() == [3, 3] and answer["patient_n_images"].tolist() == [2, 2]
+    mean = answer["p_malignant"].astype(float).mean()
+    assert answer["patient_p_malignant"].tolist() == pytest.approx([mean, mean])
+    assert answer["patient_label"].tolist() == ["benign", "benign"]  # ~0.25 < 0.6

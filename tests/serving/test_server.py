@@ -24,7 +24,13 @@ import pytest
 
 from breast_cancer_pipeline.serving import DEFAULT_MODEL_URI, REGISTERED_MODEL_NAME
 from tests.pipelines.inference._files import every_format, pillow_file
-from tests.serving._served import CONFIG, free_port, log_and_register, post
+from tests.serving._served import (
+    CONFIG,
+    LEVEL_OPERATING_POINTS,
+    free_port,
+    log_and_register,
+    post,
+)
 
 LIMITS = [
     "Research use only: <not> a *medical* device | see `notes`.",
@@ -183,6 +189,7 @@ def test_one_server_answers_invocations_the_model_and_the_page(page_server, tmp_
         "champion",
     )
     assert info["intended_use"] == LIMITS[0] and info["threshold"] == CONFIG["threshold"]
+    assert info["level_thresholds"] == {"patient": 0.41, "breast": 0.37, "exam": 0.33}
 
     image = base64.b64encode(_test_png(tmp_path / "case.png").read_bytes()).decode()
     request = {
@@ -353,3 +360,67 @@ def test_a_file_dropped_on_the_page_shows_what_the_model_answers(page_server, tm
     assert all(url.startswith(page_server.base) or url.startswith("data:") for url in requested)
     assert (tmp_path / "page.png").stat().st_size > 10_000
     print(f"screenshot: {tmp_path / 'page.png'}")
+
+
+def _read_exam(page) -> dict:
+    """The levels the page shows above the images: ``{level: (decision, p, n, threshold)}``."""
+    rows = page.locator("#levels tbody tr")
+    shown = {}
+    for i in range(rows.count()):
+        cells = rows.nth(i).locator("td")
+        shown[rows.nth(i).locator("th").inner_text()] = tuple(
+            cells.nth(j).inner_text() for j in range(4)
+        )
+    return shown
+
+
+@pytest.mark.slow
+def test_two_files_are_scored_as_one_exam_and_its_answer_is_shown_above_the_images(
+    page_server, tmp_path
+):
+    sync_api, executable = _browser()
+    png = _test_png(tmp_path / "left CC.png")
+    dicom = tmp_path / "left MLO.dcm"
+    dicom.write_bytes(every_format(tmp_path)["d.dcm"])
+    images = [base64.b64encode(p.read_bytes()).decode() for p in (png, dicom)]
+    import mlflow
+
+    mlflow.set_tracking_uri(page_server.model_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL_NAME}@champion")
+    # The files of one exam share a key: any value, the page's own included.
+    expected = pyfunc.predict(
+        pd.DataFrame({"image": images, "id": [png.name, dicom.name], "group": "x", "study": "x"})
+    )
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 1200})
+            page.goto(f"{page_server.base}/")
+            page.set_input_files("#file", [str(png), str(dicom)])
+            page.wait_for_selector("body[data-scored='1']", timeout=120_000)
+            exam, first = _read_exam(page), _read_result(page)
+            above = (
+                page.locator("#exam").bounding_box()["y"]
+                < page.locator("#result").bounding_box()["y"]
+            )
+            listed = page.locator("#images tbody tr").count()
+            page.screenshot(path=str(tmp_path / "exam.png"), full_page=True)
+            page.set_input_files("#file", str(png))  # one file again: as before, no exam
+            page.wait_for_selector("body[data-scored='2']", timeout=120_000)
+            single_hides_exam = page.locator("#exam").is_hidden()
+        finally:
+            browser.close()
+
+    # The fixture's levels keyed by group (patient) and group + study (exam); not breast,
+    # whose laterality the page cannot fill.
+    assert list(exam) == ["patient", "exam"]
+    for level, (decision, p, n, threshold) in exam.items():
+        assert float(threshold) == LEVEL_OPERATING_POINTS["levels"][level]["threshold"]
+        assert decision == expected.loc[0, f"{level}_label"]
+        assert float(p) == pytest.approx(expected.loc[0, f"{level}_p_malignant"], abs=1.01e-4)
+        assert int(n) == 2
+    mean = expected["p_malignant"].astype(float).mean()
+    assert expected.loc[0, "patient_p_malignant"] == pytest.approx(mean, abs=1e-6)
+    _check_shown(first, expected.iloc[0], png.name)  # the first image's details below
+    assert above and listed == 2 and single_hides_exam
+    print(f"screenshot: {tmp_path / 'exam.png'}")

@@ -22,6 +22,7 @@ _EXPORTS = {
     "ImageStoreDataset": "breast_cancer_pipeline.datasets.image_store",
     "KerasModelDataset": "breast_cancer_pipeline.datasets.keras_model",
     "LazyMlflowModelTrackingDataset": "breast_cancer_pipeline.datasets.mlflow_model",
+    "NamedTablesDataset": "breast_cancer_pipeline.datasets.named_tables",
     "NumpyArraysDataset": "breast_cancer_pipeline.datasets.numpy_arrays",
     # The plain records the datasets exchange with the nodes.
     "FileTask": "breast_cancer_pipeline.file_records",
@@ -38,6 +39,7 @@ __all__ = [
     "ImageStoreDataset",
     "KerasModelDataset",
     "LazyMlflowModelTrackingDataset",
+    "NamedTablesDataset",
     "NumpyArraysDataset",
     "SourceFile",
     "StoreCommit",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from breast_cancer_pipeline.datasets.image_store import ImageStoreDataset
     from breast_cancer_pipeline.datasets.keras_model import KerasModelDataset
     from breast_cancer_pipeline.datasets.mlflow_model import LazyMlflowModelTrackingDataset
+    from breast_cancer_pipeline.datasets.named_tables import NamedTablesDataset
     from breast_cancer_pipeline.datasets.numpy_arrays import NumpyArraysDataset
     from breast_cancer_pipeline.file_records import (
         FileTask,

@@ -4,6 +4,8 @@ One module per subject:
 
 * :mod:`~breast_cancer_pipeline.serving.model`: :class:`ServingModel`, the classifier (or
   ensemble) with its configuration, compiled forward pass and probability path;
+* :mod:`~breast_cancer_pipeline.serving.levels`: the answer of a patient, breast or exam to
+  the rows of a request that share its key;
 * :mod:`~breast_cancer_pipeline.serving.guard`: the request limits and the errors a caller
   reads (``inference.serving.*``);
 * :mod:`~breast_cancer_pipeline.serving.packaging`: what the logged model carries (signature,

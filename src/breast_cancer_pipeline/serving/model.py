@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from breast_cancer_pipeline.imaging import COLOR_MODES
+from breast_cancer_pipeline.serving.levels import check_levels
 
 if TYPE_CHECKING:
     from breast_cancer_pipeline.evaluation.ood import OodScore
@@ -62,8 +63,9 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         config: Mapping with the :data:`CONFIG_KEYS`.
 
     Returns:
-        A plain ``dict`` copy (extra keys kept) with ``image_size``/``channels`` as ints and
-        ``threshold`` a float.
+        A plain ``dict`` copy (extra keys kept) with ``image_size``/``channels`` as ints,
+        ``threshold`` a float and ``levels`` checked
+        (:func:`~breast_cancer_pipeline.serving.levels.check_levels`; None when absent).
 
     Raises:
         ValueError: A key is missing or a value is out of range.
@@ -84,6 +86,7 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"color_mode must be one of {COLOR_MODES}, got {out['color_mode']!r}")
     if not 0.0 <= out["threshold"] <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {out['threshold']}")
+    out["levels"] = check_levels(out.get("levels"), out["positive_class"])
     return _check_probability_keys(out)
 
 

@@ -5,7 +5,8 @@ the inference pipeline with the persisted ``serving_model``, and registers it as
 :data:`REGISTERED_MODEL_NAME` (:func:`with_served_model`). The logged model carries
 
 * :func:`serving_signature`: the request columns (:data:`IMAGE_COLUMN`, :data:`ID_COLUMNS`,
-  :data:`EXPLAIN_COLUMN`), which MLflow checks before the model runs;
+  :data:`EXPLAIN_COLUMN`, :data:`~breast_cancer_pipeline.serving.levels.LEVEL_COLUMNS`),
+  which MLflow checks before the model runs;
 * :func:`example_request`: a one-row request, scored once when the model is logged;
 * :func:`serving_requirements`: the pip requirements of what serving imports, nothing more.
   Left to itself, MLflow records the project's whole locked environment (``uv export`` of
@@ -20,6 +21,8 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+from breast_cancer_pipeline.serving.levels import LEVEL_COLUMNS
 
 if TYPE_CHECKING:
     from kedro.pipeline import Pipeline
@@ -63,7 +66,10 @@ def serving_signature() -> Any:
     ``image`` (base64 text of an image file) is required, ``id`` and ``path`` (any type) are
     optional and echoed back, ``explain`` (true/false per row, optional) asks for the row's
     Grad-CAM overlay (``gradcam_png``; any type here, so that the node refuses a value such
-    as "yes" instead of MLflow reading every non-empty text as true). MLflow checks a request
+    as "yes" instead of MLflow reading every non-empty text as true), and ``group``,
+    ``laterality``, ``view`` and ``study`` (any type, optional, echoed back) identify the
+    patient, breast or exam a row belongs to: the rows sharing a level's key also get that
+    level's answer (:mod:`breast_cancer_pipeline.serving.levels`). MLflow checks a request
     against it before the model runs: a request without ``image`` is an HTTP 400 naming the
     missing and the extra columns; undeclared columns are dropped. The output (``label``,
     ``p_<class>``...) depends on the trained classes and is described in docs/serving.md.
@@ -72,8 +78,9 @@ def serving_signature() -> Any:
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
+    optional = (*ID_COLUMNS, EXPLAIN_COLUMN, *LEVEL_COLUMNS)
     columns = [ColSpec("string", IMAGE_COLUMN)]
-    columns += [ColSpec(AnyType(), name, required=False) for name in (*ID_COLUMNS, EXPLAIN_COLUMN)]
+    columns += [ColSpec(AnyType(), name, required=False) for name in optional]
     return ModelSignature(inputs=Schema(columns))
 
 

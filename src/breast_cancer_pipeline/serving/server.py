@@ -12,7 +12,8 @@ One process, one port (``PORT``, default 5001), the registered model
 * ``GET /``: a page where a user drops an image file. Its script (``static/page.js``) sends the
   file base64-encoded to ``/invocations`` with ``explain`` true and shows the answer: the
   model decodes and preprocesses, the page never does;
-* ``GET /model``: the model's name, version, alias, URI, run and intended-use line (JSON).
+* ``GET /model``: the model's name, version, alias, URI, run, intended-use line and
+  operating thresholds (JSON).
 
 Everything the page loads comes from this server (a ``Content-Security-Policy`` of ``'self'``
 forbids anything else): it works offline. Run ``python -m breast_cancer_pipeline.serving``, or
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from breast_cancer_pipeline.serving.front_door import allowed_hosts, front_door
+from breast_cancer_pipeline.serving.levels import level_thresholds
 from breast_cancer_pipeline.serving.packaging import REGISTERED_MODEL_NAME
 from breast_cancer_pipeline.serving.registry import CHAMPION, MODEL_CARD
 
@@ -71,6 +73,8 @@ class ModelInfo:
     intended_use: str
     positive_class: str
     threshold: float
+    #: Each level's operating threshold (``{"patient": 0.41}``), None without levels.
+    level_thresholds: dict[str, float] | None = None
 
 
 def intended_use(model_card: str) -> str | None:
@@ -129,6 +133,7 @@ def load_served_model(model_uri: str) -> tuple[Any, ModelInfo]:
         or _NOT_AVAILABLE,
         positive_class=config["positive_class"],
         threshold=config["threshold"],
+        level_thresholds=level_thresholds(config) or None,
     )
     return model, info
 

@@ -178,3 +178,33 @@ def test_learning_curve_table_joins_the_phases():
     assert table["epoch"].tolist() == [0, 1, 2]
     assert table["phase"].tolist() == ["phase1", "phase1", "phase2"]
     assert table["val_auc"].tolist() == [0.6, 0.7, 0.9]
+
+
+def test_the_packaged_model_carries_the_levels_operating_points(monkeypatch):
+    """With evaluation.levels, package_model is fed the levels' operating points (issue 27)."""
+    from types import SimpleNamespace
+
+    from breast_cancer_pipeline.pipelines.reporting import pipeline as reporting
+    from breast_cancer_pipeline.pipelines.reporting.nodes import package_model, serving_settings
+    from tests.serving._served import LEVEL_OPERATING_POINTS
+
+    def nodes(evaluation: dict) -> dict:
+        params = {"evaluation": base_params("evaluation", **evaluation)}
+        monkeypatch.setattr(reporting, "run_parameters", lambda: params)
+        return {n.name: n for n in reporting.create_pipeline().nodes}
+
+    plain, levelled = nodes({}), nodes({"levels": {"patient": ["group"]}})
+    assert "serving_settings" not in plain
+    assert "probability_settings" in plain["package_model"].inputs
+    assert levelled["serving_settings"].inputs == ["probability_settings", "level_operating_points"]
+    assert levelled["package_model"].inputs[3] == "serving_settings"
+
+    settings = serving_settings({"temperature": 1.5}, LEVEL_OPERATING_POINTS)
+    classifier = SimpleNamespace(input_shape=(None, 32, 32, 1))
+    metadata = {**META, "image_size": 32, "channels": 1, "color_mode": "grayscale"}
+    point = {"positive_class": "malignant", "threshold": 0.3, "rule": "youden"}
+    served, _ = package_model(classifier, metadata, point, settings)
+    assert served.config["levels"] == LEVEL_OPERATING_POINTS
+    assert served.config["temperature"] == 1.5
+    with pytest.raises(ValueError, match="levels aggregation 'median'"):
+        serving_settings({}, {**LEVEL_OPERATING_POINTS, "aggregation": "median"})

@@ -32,6 +32,12 @@ from breast_cancer_pipeline.serving import (
     request_error,
     row_error,
 )
+from breast_cancer_pipeline.serving.levels import (
+    key_columns,
+    level_columns,
+    level_tables,
+    thresholded_classes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +79,10 @@ def predict_requests(
 
     Args:
         requests: A column ``image`` (base64 text of the file, raw bytes, or a function that
-            returns the bytes), optionally ``path`` or ``id``, copied to the output, and
-            ``explain`` (true/false per row): a true row gets ``gradcam_png``.
+            returns the bytes), optionally ``path`` or ``id``, copied to the output,
+            ``explain`` (true/false per row): a true row gets ``gradcam_png``, and the
+            columns that identify a level (``group``, ``laterality``, ``view``, ``study``:
+            :func:`~breast_cancer_pipeline.serving.levels.key_columns`), copied too.
         serving_model: The packaged :class:`~breast_cancer_pipeline.serving.ServingModel`.
         params: The ``inference`` parameters (``batch_size``, ``max_pixels``,
             ``max_decoded_bytes``, ``window_percentiles``, ``serving``).
@@ -88,11 +96,14 @@ def predict_requests(
         chosen on the validation split, else the most probable other class),
         ``prediction_set`` (the classes of the conformal set, a list; null for a model
         packaged without one), ``ood_score`` and ``in_distribution`` (see
-        :func:`_ood_columns`) and ``error`` (empty when the row was scored). Probabilities
-        of failed rows are empty. With an ``explain`` column: ``gradcam_png``, the base64 PNG
-        of the row's Grad-CAM overlay for its ``thresholded_label``
-        (:func:`breast_cancer_pipeline.explain.gradcam_pngs`), empty where ``explain`` is
-        false or the row failed.
+        :func:`_ood_columns`), for each level of the packaged model whose columns the request
+        has ``<level>_p_<class>``, ``<level>_label`` and ``<level>_n_images`` (the answer of
+        the rows sharing the row's key:
+        :func:`~breast_cancer_pipeline.serving.levels.level_columns`), and ``error`` (empty
+        when the row was scored). Probabilities of failed rows are empty. With an
+        ``explain`` column: ``gradcam_png``, the base64 PNG of the row's Grad-CAM overlay
+        for its ``thresholded_label`` (:func:`breast_cancer_pipeline.explain.gradcam_pngs`),
+        empty where ``explain`` is false or the row failed.
 
     Raises:
         ValueError: The request has no ``image`` column or a bad ``explain`` value (HTTP 400
@@ -120,14 +131,60 @@ def predict_requests(
     if explain is not None:
         called = columns["thresholded_label"]
         columns[GRADCAM_COLUMN] = _gradcam_column(serving_model, kept, called, gradcam)
-    if id_column:
-        columns = {id_column: ids, **columns}
-    # Python objects, missing values as None (not NaN): the served JSON says null, and no
-    # column is converted (to floats, Arrow strings) only to be converted back.
-    frame = pd.DataFrame(columns, dtype=object)
+    frame = _answer_frame(columns, requests, config, {id_column: ids} if id_column else {})
     n_bad = sum(bool(e) for e in errors)
     logger.info("Scored %d images (%d with an error)", len(cells) - n_bad, n_bad)
     return frame
+
+
+def predict_files(
+    requests: pd.DataFrame, serving_model: Any, params: dict, gradcam: dict | None = None
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The batch command: :func:`predict_requests`, and one table per level of the model.
+
+    Args:
+        requests: As for :func:`predict_requests`, with whatever level columns the file
+            names gave.
+        serving_model: The packaged model.
+        params: The ``inference`` parameters.
+        gradcam: The ``reporting.gradcam`` parameters.
+
+    Returns:
+        ``(predictions, {level: table})``: the tables of
+        :func:`~breast_cancer_pipeline.serving.levels.level_tables` (one row per key, from the
+        rows scored), none for a model packaged without levels or a folder without their
+        columns.
+    """
+    predictions = predict_requests(requests, serving_model, params, gradcam)
+    config = serving_model.config
+    return predictions, level_tables(predictions, config.get("levels"), config["class_names"])
+
+
+def _answer_frame(
+    columns: dict[str, list],
+    requests: pd.DataFrame,
+    config: Mapping[str, Any],
+    identifier: dict[str, list],
+) -> pd.DataFrame:
+    """The answer of :func:`predict_requests` as a table.
+
+    The identifier column, the request's level key columns echoed, the image ``columns``,
+    then each level's answer inserted before ``error``.
+    """
+    levels = config.get("levels")
+    keys = {c: [_cell(v) for v in requests[c].tolist()] for c in key_columns(requests, levels)}
+    # Python objects, missing values as None (not NaN): the served JSON says null, and no
+    # column is converted (to floats, Arrow strings) only to be converted back.
+    frame = pd.DataFrame({**identifier, **keys, **columns}, dtype=object)
+    for name, values in level_columns(frame, levels, config["class_names"]).items():
+        frame.insert(frame.columns.get_loc("error"), name, pd.Series(values, dtype=object))
+    return frame
+
+
+def _cell(value: Any) -> Any:
+    """A request cell as the answer echoes it: a missing value (NaN, NA) as None."""
+    missing = value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+    return None if missing else value
 
 
 def _score(
@@ -406,11 +463,8 @@ def _prediction_columns(
     names, positive = config["class_names"], config["positive_class"]
     threshold = float(config["threshold"])
     ok = [not e for e in errors]
-    pos = names.index(positive)
-    others = [i for i in range(len(names)) if i != pos]
     safe = np.nan_to_num(proba)
-    best_other = np.array(others)[safe[:, others].argmax(axis=1)]
-    called = np.where(safe[:, pos] >= threshold, pos, best_other)
+    called = thresholded_classes(safe, names.index(positive), threshold)
     return {
         "label": [
             names[i] if good else None for i, good in zip(safe.argmax(axis=1), ok, strict=True)

@@ -180,6 +180,30 @@ def learning_curve_table(history: dict[str, dict[str, list]]) -> pd.DataFrame:
     return table[["epoch", "phase", *[c for c in table.columns if c not in ("epoch", "phase")]]]
 
 
+def serving_settings(
+    probability_settings: dict[str, Any], level_operating_points: dict[str, Any]
+) -> dict[str, Any]:
+    """What the served model carries beside its threshold, with the levels' operating points.
+
+    Args:
+        probability_settings: Test-time views, temperature and conformal threshold
+            (:func:`.fits.conformal.serving_calibration`).
+        level_operating_points: Each level's key columns and threshold, with the aggregation
+            and positive class (see :mod:`breast_cancer_pipeline.serving.levels`).
+
+    Returns:
+        ``probability_settings`` with ``levels``: the served model answers every level whose
+        columns a request carries.
+
+    Raises:
+        ValueError: The levels' operating points are malformed.
+    """
+    from breast_cancer_pipeline.serving.levels import check_levels
+
+    levels = check_levels(level_operating_points, level_operating_points.get("positive_class"))
+    return {**probability_settings, "levels": levels}
+
+
 def package_model(
     classifier: Any,
     metadata: dict[str, Any],
@@ -197,7 +221,9 @@ def package_model(
         operating_point: The threshold chosen on the validation split (with the ensemble, on
             the out-of-fold predictions).
         probability_settings: Test-time views, temperature and conformal threshold
-            (:func:`.fits.conformal.serving_calibration`); none: one view, ``T = 1``, no sets.
+            (:func:`.fits.conformal.serving_calibration`), with ``evaluation.levels`` the
+            levels' operating points too (:func:`serving_settings`); none: one view,
+            ``T = 1``, no sets, no levels.
         ood: The fitted out-of-distribution score (:func:`.fits.ood.fit_ood_score`), shipped with
             the model (``ood.npz``); none: rows get no score.
         *members: The other fold models of the ensemble, whose probabilities are averaged.

@@ -24,7 +24,13 @@ from .fits.conformal import serving_calibration
 from .fits.ood import fit_ood_score
 from .fits.operating_point import choose_operating_point
 from .fits.recalibration import fit_calibration
-from .nodes import compute_metrics, curve_tables, learning_curve_table, package_model
+from .nodes import (
+    compute_metrics,
+    curve_tables,
+    learning_curve_table,
+    package_model,
+    serving_settings,
+)
 from .ood import ood_summary
 from .predictions import (
     predict_external_split,
@@ -181,8 +187,11 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
     ]
 
 
-def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
-    """The report and model card (fed every figure), and the packaged serving model."""
+def _report_nodes(n_folds: int, ensemble: bool, levels: bool) -> list[Node]:
+    """The report and model card (fed every figure), and the packaged serving model.
+
+    With ``evaluation.levels``, the served model carries the levels' operating points.
+    """
     report_inputs = {
         "metrics": "metrics",
         "operating_point": "operating_point",
@@ -194,15 +203,29 @@ def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
         "ood_figure": "ood_scores_figure",
         **({"cv_folds": "cv_folds_figure"} if n_folds >= 2 else {}),
     }
+    with_levels = [
+        _node(
+            serving_settings,
+            ["probability_settings", "level_operating_points"],
+            "serving_settings",
+        )
+    ]
+    served = _served(n_folds, ensemble, levels)
     return [
         _node(render_report, report_inputs, ["report_html", "model_card"]),
-        _node(package_model, _served(n_folds, ensemble), ["serving_model", "tf_serving_model"]),
+        *(with_levels if levels else []),
+        _node(package_model, served, ["serving_model", "tf_serving_model"]),
     ]
 
 
-def _served(n_folds: int, ensemble: bool) -> list[str]:
+def _served(n_folds: int, ensemble: bool, levels: bool) -> list[str]:
     """``package_model``'s inputs: the classifier, or the fold models (``evaluation.ensemble``)."""
-    settings = ["classifier_metadata", "operating_point", "probability_settings", "ood_statistics"]
+    settings = [
+        "classifier_metadata",
+        "operating_point",
+        "serving_settings" if levels else "probability_settings",
+        "ood_statistics",
+    ]
     if not ensemble:
         return ["classifier", *settings]
     folds = [f"{fold_name(i)}.classifier" for i in range(1, n_folds + 1)]
@@ -218,6 +241,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Create the reporting pipeline (with the folds' summary when ``evaluation.folds`` ≥ 2)."""
     evaluation = run_parameters()["evaluation"]
     n_folds, ensemble = int(evaluation["folds"]), bool(evaluation["ensemble"])
+    levels = bool(evaluation.get("levels"))
     figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
     figures.append(_node(plot_ood_scores, ["ood_scores", "ood_metrics", P], "ood_scores_figure"))
     return Pipeline(
@@ -225,6 +249,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             *_metric_nodes(n_folds, ensemble),
             *_cv_nodes(n_folds, ensemble),
             *figures,
-            *_report_nodes(n_folds, ensemble),
+            *_report_nodes(n_folds, ensemble, levels),
         ]
     )

@@ -1,11 +1,18 @@
 // The page of `make serve`: a dropped file goes base64-encoded to /invocations (the served
 // model decodes and preprocesses it); the answer is written with textContent only, never
-// parsed as HTML (labels and messages come from the model and the user's file).
+// parsed as HTML (labels and messages come from the model and the user's file). Several files
+// go in one request as the views of one exam (one `group` and `study`): the model answers each
+// of its levels keyed by those columns, shown above the images' answers.
 "use strict";
 
 const byId = (id) => document.getElementById(id);
 const config = byId("config").dataset;
 const NOT_AVAILABLE = config.notAvailable;
+// The key the files of one exam share: levels keyed by `group` (patient) and by `group` and
+// `study` (exam) answer for them; a level keyed by a column the page cannot fill does not.
+const EXAM_KEY = "exam";
+const LEVEL_SUFFIX = "_n_images";
+const LEVEL_THRESHOLDS = JSON.parse(config.levelThresholds || "null") || {};
 
 function setText(id, text) {
   byId(id).textContent = text;
@@ -88,6 +95,78 @@ function show(row) {
   else image.removeAttribute("src");
 }
 
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  return td;
+}
+
+function probabilityText(p) {
+  return p === null || p === undefined ? NOT_AVAILABLE : Number(p).toFixed(4);
+}
+
+function levelNames(row) {
+  // The levels the answer carries (`<level>_n_images`), in the answer's order.
+  return Object.keys(row)
+    .filter((key) => key.endsWith(LEVEL_SUFFIX))
+    .map((key) => key.slice(0, -LEVEL_SUFFIX.length));
+}
+
+function showLevels(rows) {
+  const body = byId("levels").tBodies[0];
+  body.replaceChildren();
+  const names = levelNames(rows[0]);
+  for (const name of names) {
+    // Every scored row of the exam carries its level's answer; failed rows carry nulls.
+    const row = rows.find((r) => r[`${name}_label`] !== null) || rows[0];
+    const tr = document.createElement("tr");
+    tr.dataset.level = name;
+    const label = document.createElement("th");
+    label.scope = "row";
+    label.textContent = name;
+    tr.append(
+      label,
+      cell(row[`${name}_label`] ?? NOT_AVAILABLE),
+      cell(probabilityText(row[`${name}_p_${config.positive}`])),
+      cell(String(row[`${name}${LEVEL_SUFFIX}`] ?? 0)),
+      cell(name in LEVEL_THRESHOLDS ? Number(LEVEL_THRESHOLDS[name]).toFixed(4) : NOT_AVAILABLE),
+    );
+    body.append(tr);
+  }
+  byId("levels").hidden = names.length === 0;
+  byId("no-levels").hidden = names.length > 0;
+}
+
+function showImages(rows, files) {
+  const body = byId("images").tBodies[0];
+  body.replaceChildren();
+  rows.forEach((row, i) => {
+    const tr = document.createElement("tr");
+    const choose = document.createElement("button");
+    choose.type = "button";
+    choose.textContent = "details";
+    choose.addEventListener("click", () => {
+      setText("file-name", files[i].name);
+      show(row);
+    });
+    const decision = row.error ? row.error : row.thresholded_label ?? NOT_AVAILABLE;
+    const p = probabilityText(row[`p_${config.positive}`]);
+    tr.append(cell(files[i].name), cell(decision), cell(p));
+    const action = document.createElement("td");
+    action.append(choose);
+    tr.append(action);
+    body.append(tr);
+  });
+}
+
+function showExam(rows, files) {
+  const exam = byId("exam");
+  exam.hidden = false;
+  setText("exam-size", `${files.length} files`);
+  showLevels(rows);
+  showImages(rows, files);
+}
+
 function fail(message) {
   byId("result").hidden = false;
   byId("answer").hidden = true;
@@ -96,27 +175,39 @@ function fail(message) {
   error.textContent = message;
 }
 
-async function score(file) {
-  setText("file-name", file.name);
-  setText("status", `Scoring ${file.name}…`);
+function requestFor(images, files) {
+  // One file: as any client would send it. Several: one exam, every row with its key.
+  if (files.length === 1) {
+    return { columns: ["image", "id", "explain"], data: [[images[0], files[0].name, true]] };
+  }
+  return {
+    columns: ["image", "id", "explain", "group", "study"],
+    data: images.map((image, i) => [image, files[i].name, true, EXAM_KEY, EXAM_KEY]),
+  };
+}
+
+async function score(files) {
+  const several = files.length > 1;
+  const what = several ? `${files.length} files as one exam` : files[0].name;
+  setText("file-name", files[0].name);
+  setText("status", `Scoring ${what}…`);
+  byId("exam").hidden = true;
   document.body.classList.add("busy");
   try {
-    const image = await readBase64(file);
-    const request = {
-      dataframe_split: { columns: ["image", "id", "explain"], data: [[image, file.name, true]] },
-    };
+    const images = await Promise.all(files.map(readBase64));
     const response = await fetch("invocations", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(request),
+      body: JSON.stringify({ dataframe_split: requestFor(images, files) }),
     });
     const answer = await response.json().catch(() => ({}));
     if (!response.ok) {
       fail(`The server refused the request (HTTP ${response.status}): ${answer.message || ""}`);
     } else {
+      if (several) showExam(answer.predictions, files);
       show(answer.predictions[0]);
     }
-    setText("status", `Scored ${file.name}.`);
+    setText("status", `Scored ${what}.`);
   } catch (error) {
     fail(`Could not reach the server: ${error}`);
     setText("status", "");
@@ -126,10 +217,11 @@ async function score(file) {
   }
 }
 
+for (const span of document.querySelectorAll(".positive-class")) span.textContent = config.positive;
 const input = byId("file");
 const zone = byId("drop-zone");
 input.addEventListener("change", () => {
-  if (input.files.length) score(input.files[0]);
+  if (input.files.length) score(Array.from(input.files));
 });
 zone.addEventListener("dragover", (event) => {
   event.preventDefault();
@@ -139,5 +231,5 @@ zone.addEventListener("dragleave", () => zone.classList.remove("over"));
 zone.addEventListener("drop", (event) => {
   event.preventDefault();
   zone.classList.remove("over");
-  if (event.dataTransfer.files.length) score(event.dataTransfer.files[0]);
+  if (event.dataTransfer.files.length) score(Array.from(event.dataTransfer.files));
 });
