@@ -321,7 +321,8 @@ def _forest_rows(subgroups: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def plot_subgroups(metrics: dict[str, Any], params: dict) -> bytes:
     """Forest plot: AUROC with its interval per subgroup, against the overall test AUROC."""
     plt = pyplot()
-    rows = _forest_rows(metrics.get("subgroups") or {"overall": metrics | {"n": 0}, "columns": {}})
+    overall = {"n": metrics.get("n_test", 0), **metrics}  # without subgroups: the overall only
+    rows = _forest_rows(metrics.get("subgroups") or {"overall": overall, "columns": {}})
     values = np.array([json_float(found.get("auroc")) for _, found in rows])
     lows = np.array([json_float(found.get("auroc_ci_low")) for _, found in rows])
     highs = np.array([json_float(found.get("auroc_ci_high")) for _, found in rows])
@@ -361,5 +362,5 @@ def plot_decision_curve(table: pd.DataFrame, metrics: dict[str, Any], params: di
         ax.set(xlabel="threshold probability", ylabel="net benefit", title=scope)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Decision curve (test); shaded: thresholds where the model helps")
+    fig.suptitle("Decision curve (test); shaded: thresholds where the model helps", y=1.02)
     return figure_png(fig, params["figure_dpi"])
