@@ -175,8 +175,8 @@ def test_levels_block_counts_patients_and_resamples_them(hospital, blocks):
     patient, breast = levels["patient"], levels["breast"]
     assert patient["n"] == PATIENTS["test"] and patient["n_images"] == 4 * PATIENTS["test"]
     assert breast["n"] == 2 * PATIENTS["test"]
-    # One row per patient: a plain bootstrap; two breasts per patient: patients resampled.
-    assert patient["bootstrap"] == "image" and breast["bootstrap"] == "cluster"
+    # Both resample patients: one row each, or both breasts of each together.
+    assert patient["bootstrap"] == breast["bootstrap"] == "cluster"
     assert patient["threshold"] == points["levels"]["patient"]["threshold"]
     assert patient["external"]["n"] == PATIENTS["external"]
     assert patient["auroc_ci_low"] <= patient["auroc"] <= patient["auroc_ci_high"]

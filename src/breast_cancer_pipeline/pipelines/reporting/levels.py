@@ -203,7 +203,12 @@ def _has_both_classes(rows: pd.DataFrame, positive: str) -> bool:
 
 
 def level_figures(
-    table: pd.DataFrame, threshold: float, class_names: list[str], positive: str, params: dict
+    table: pd.DataFrame,
+    threshold: float,
+    class_names: list[str],
+    positive: str,
+    params: dict,
+    per_patient: bool = False,
 ) -> dict[str, Any]:
     """AUROC with interval, the figures at ``threshold``, Brier score and ECE of one table.
 
@@ -215,12 +220,15 @@ def level_figures(
         class_names: The model's classes.
         positive: ``reporting.positive_class``.
         params: The ``reporting`` parameters (``bootstrap``, ``calibration_bins``).
+        per_patient: Whether each row is a patient or part of one (the level's columns hold
+            ``group``): resampling the rows then resamples patients.
 
     Returns:
         ``n``, ``auroc`` and ``auroc_positive`` with their intervals, ``threshold``,
         ``sensitivity``, ``specificity``, ``ppv``, ``npv``, ``f1``, the confusion counts,
-        ``brier_score`` with its interval, ``ece_positive`` and ``bootstrap``
-        (``cluster`` or ``image``).
+        ``brier_score`` with its interval, ``ece_positive`` and ``bootstrap``: ``cluster``
+        when patients are resampled (``per_patient``, or several rows share a patient),
+        else ``image``.
     """
     y, proba = as_arrays(table, class_names)
     pos = class_names.index(positive)
@@ -236,7 +244,7 @@ def level_figures(
         **m.binary_counts(y == pos, proba[:, pos] >= threshold),
         "brier_score": m.brier_score(y, proba),
         "ece_positive": m.binned_ece(y == pos, proba[:, pos], params["calibration_bins"]),
-        "bootstrap": m.bootstrap_kind(groups),
+        "bootstrap": "cluster" if per_patient else m.bootstrap_kind(groups),
     }
 
 
@@ -258,6 +266,7 @@ def level_metrics(
     names, positive = metadata["class_names"], reporting["positive_class"]
     levels, tracked = {}, {}
     for level, point in level_operating_points["levels"].items():
+        per_patient = GROUP_COLUMN in point["columns"]
         val, test = (_rows(level_predictions, level, s) for s in ("val", "test"))
         external = _rows(level_predictions, level, EXTERNAL_SPLIT)
         block = {
@@ -269,12 +278,14 @@ def level_metrics(
             else "image level (validation rows of one class)",
             "n_val": len(val),
             "n_images": int(test["n_images"].sum()),
-            **level_figures(test, point["threshold"], names, positive, reporting),
+            **level_figures(test, point["threshold"], names, positive, reporting, per_patient),
         }
         block["external"] = (
             None
             if external.empty
-            else level_figures(external, point["threshold"], names, positive, reporting)
+            else level_figures(
+                external, point["threshold"], names, positive, reporting, per_patient
+            )
         )
         _log_level(level, block)
         tracked |= m.tracked_metrics(f"test.{level}", block)
