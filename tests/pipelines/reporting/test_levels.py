@@ -296,3 +296,5 @@ def test_report_and_model_card_show_levels_subgroups_and_the_decision_curve(hosp
     assert "## Decisions per image and per level" in card and "## Subgroups" in card
     assert "view = MLO lies wholly below" in card and "## Net benefit" in card
     assert "cluster bootstrap interval" in html  # the headline AUROC says which
+    failures = html.split("Known failure cases", 1)[1]
+    assert "Subgroup view = MLO: its AUROC interval lies wholly below" in failures

@@ -147,6 +147,10 @@ def _failures(metrics: dict, errors: pd.DataFrame, ece_warning: float) -> list[d
             f"{metrics['fn']} {metrics['positive_class']} test image(s) fall below the threshold "
             "(false negatives)."
         )
+    for subgroup in (metrics.get("subgroups") or {}).get("below_overall", []):
+        items.append(
+            f"Subgroup {subgroup}: its AUROC interval lies wholly below the overall test AUROC."
+        )
     if metrics["ece_positive"] is not None and metrics["ece_positive"] > ece_warning:
         items.append(
             f"Probabilities are poorly calibrated (ECE {fmt(metrics['ece_positive'])} > "
