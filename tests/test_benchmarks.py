@@ -349,3 +349,34 @@ def test_fresh_images_are_the_demo_images_without_their_masks(tmp_path, monkeypa
         "normal/n (2).tif",
     ]
     assert not (tmp_path / "fresh").exists()  # the generating copy is removed
+
+
+def test_levels_figures_are_read_off_metrics_and_the_per_image_interval():
+    import pandas as pd
+
+    from benchmarks import bench_levels as bench
+
+    metrics = {
+        "auroc": 0.80,
+        "auroc_ci_low": 0.60,
+        "auroc_ci_high": 0.90,
+        "levels": {
+            "patient": {"auroc": 0.86, "auroc_ci_low": 0.55, "auroc_ci_high": 0.95, "n": 12},
+            "breast": {"auroc": 0.83, "auroc_ci_low": 0.6, "auroc_ci_high": 0.95, "n": 24},
+        },
+    }
+    figures = bench.figures_of(metrics, image_ci_width=0.15)
+    assert figures["patient_auroc_gain"] == pytest.approx(0.06)
+    assert figures["breast_auroc_gain"] == pytest.approx(0.03)
+    assert figures["cluster_ci_width_ratio"] == pytest.approx(0.30 / 0.15)
+    assert figures["patient_ci_width"] == pytest.approx(0.40)
+    summary = bench.summarise([figures, {**figures, "patient_auroc_gain": 0.02}])
+    assert summary["levels.patient_auroc_gain"]["mean"] == pytest.approx(0.04)
+    with pytest.raises(KeyError):  # a run without levels
+        bench.figures_of({"auroc": 0.8, "auroc_ci_low": 0.7, "auroc_ci_high": 0.9}, 0.1)
+    # The per-image width: separable scores give a zero-width interval at AUROC 1.
+    predictions = pd.DataFrame(
+        {"label": ["a", "b"] * 10, "p_a": [0.9, 0.1] * 10, "p_b": [0.1, 0.9] * 10}
+    )
+    boot = {"n_resamples": 20, "confidence": 0.95, "seed": 0}
+    assert bench.per_image_interval(predictions, ["a", "b"], boot) == 0.0

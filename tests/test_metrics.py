@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from breast_cancer_pipeline import metrics as m
@@ -330,3 +331,89 @@ def test_tracked_metrics_keep_the_finite_numbers_only():
         "test.auroc": {"value": 0.9, "step": 0},
         "test.n": {"value": 12.0, "step": 0},
     }
+
+
+# ------------------------------------------------------------------------------ cluster bootstrap
+def _correlated_patients(n_patients=30, images=10, seed=0):
+    """Patients whose images share one score (tiny noise): images are no independent evidence."""
+    rng = np.random.default_rng(seed)
+    label = np.arange(n_patients) % 2
+    patient_score = rng.normal(label * 1.0, 1.0)
+    y = np.repeat(label, images)
+    score = np.repeat(patient_score, images) + rng.normal(0, 0.01, n_patients * images)
+    proba = 1 / (1 + np.exp(-score))
+    groups = np.repeat([f"p{i:02d}" for i in range(n_patients)], images)
+    return y, np.column_stack([1 - proba, proba]), groups
+
+
+def test_cluster_resamples_keep_patients_whole_and_their_label_counts():
+    y, _, groups = _correlated_patients(n_patients=6, images=3)
+    for idx in m.cluster_resamples(y, groups, 50, seed=1):
+        drawn = groups[idx]
+        # Every patient drawn brings all 3 of its images, as many times as it was drawn.
+        assert all(count % 3 == 0 for count in np.unique(drawn, return_counts=True)[1])
+        # Stratified by the patient's label: 3 malignant and 3 benign patients each time.
+        assert (y[idx] == 1).sum() == 9 and (y[idx] == 0).sum() == 9
+
+
+def test_a_patient_of_two_labels_is_a_stratum_of_its_own():
+    y = np.array([0, 1, 0, 0, 1, 1])
+    groups = np.array(["mixed", "mixed", "a", "b", "c", "d"])
+    for idx in m.cluster_resamples(y, groups, 30, seed=2):
+        assert list(groups[idx]).count("mixed") == 2  # the one mixed patient, always drawn
+        assert len(idx) == 6
+
+
+def test_the_cluster_bootstrap_widens_the_interval_of_correlated_images():
+    y, proba, groups = _correlated_patients()
+    boot = {"n_resamples": 200, "confidence": 0.95, "seed": 3}
+    per_image = m.auroc_with_interval(y, proba, **boot)
+    cluster = m.auroc_with_interval(y, proba, **boot, groups=groups)
+    assert cluster["auroc"] == per_image["auroc"]
+    width = {
+        name: found["auroc_ci_high"] - found["auroc_ci_low"]
+        for name, found in (("image", per_image), ("cluster", cluster))
+    }
+    # 10 near-identical images per patient: the evidence is 30 patients, not 300 images
+    # (about sqrt(10) = 3.2 times wider).
+    assert width["cluster"] > 2.0 * width["image"]
+    assert m.bootstrap_kind(groups) == "cluster" and m.bootstrap_kind(None) == "image"
+
+
+def test_one_image_per_patient_is_the_stratified_image_bootstrap():
+    y, proba, _ = _correlated_patients(images=1)
+    groups = np.array([f"p{i}" for i in range(len(y))])
+    assert m.bootstrap_kind(groups) == "image"
+    boot = {"n_resamples": 50, "confidence": 0.9, "seed": 4}
+    assert m.auroc_with_interval(y, proba, **boot, groups=groups) == m.auroc_with_interval(
+        y, proba, **boot
+    )
+
+
+# ------------------------------------------------------------------------------ net benefit
+def test_net_benefit_and_treat_all_worked_out_by_hand():
+    # Positives score 0.9 and 0.4, negatives 0.6, 0.2, 0.1 (prevalence 0.4).
+    is_positive = np.array([1, 1, 0, 0, 0], dtype=bool)
+    score = np.array([0.9, 0.4, 0.6, 0.2, 0.1])
+    curve = m.decision_curve(is_positive, score, np.array([0.25, 0.5, 0.75]))
+    # t = 0.25: TP 2, FP 1 -> 2/5 - 1/5 * (1/3); t = 0.5: TP 1, FP 1 -> 1/5 - 1/5 * 1;
+    # t = 0.75: TP 1, FP 0 -> 1/5.
+    assert curve["model"].tolist() == pytest.approx([0.4 - 0.2 / 3, 0.0, 0.2])
+    # Treat all: 0.4 - 0.6 * t / (1 - t).
+    assert curve["treat_all"].tolist() == pytest.approx([0.2, -0.2, 0.4 - 1.8])
+    assert curve["treat_none"].tolist() == [0.0, 0.0, 0.0]
+    # Helps where it beats both: 0.25 (0.333 > 0.2) and 0.75 (0.2 > 0), not 0.5 (0 = 0).
+    assert m.helpful_ranges(curve) == [(0.25, 0.25), (0.75, 0.75)]
+
+
+def test_helpful_ranges_join_consecutive_thresholds():
+    curve = pd.DataFrame(
+        {
+            "threshold": [0.1, 0.2, 0.3, 0.4, 0.5],
+            "model": [0.1, 0.3, 0.3, 0.0, 0.2],
+            "treat_all": [0.2, 0.1, 0.0, -0.1, -0.3],
+            "treat_none": 0.0,
+        }
+    )
+    assert m.helpful_ranges(curve) == [(0.2, 0.3), (0.5, 0.5)]
+    assert m.helpful_ranges(curve.assign(model=-1.0)) == []

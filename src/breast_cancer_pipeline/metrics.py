@@ -8,7 +8,8 @@ functions so that importing this module costs nothing. Conventions shared by eve
 - the binary view is ``is_positive`` (bool) and ``score`` (the positive class's probability);
 - a metric that is undefined on the data (e.g. an AUROC when a class is missing) is NaN.
 
-How the figures are written out is here too: :func:`json_safe` / :func:`json_float` for
+The decision curve (net benefit against treat-all and treat-none) is here too, and how the
+figures are written out: :func:`json_safe` / :func:`json_float` for
 ``metrics.json`` (NaN as ``null``) and :func:`tracked_metrics` for kedro-mlflow.
 """
 
@@ -355,6 +356,77 @@ def stratified_resamples(y: np.ndarray, n_resamples: int, seed: int) -> np.ndarr
     return np.concatenate(blocks, axis=1) if blocks else np.zeros((n_resamples, 0), dtype=int)
 
 
+def is_clustered(groups: np.ndarray | None) -> bool:
+    """Whether ``groups`` (one id per row, or None) has a group of more than one row."""
+    if groups is None:
+        return False
+    _, counts = np.unique(np.asarray(groups).astype(str), return_counts=True)
+    return bool((counts > 1).any())
+
+
+def bootstrap_kind(groups: np.ndarray | None) -> str:
+    """``cluster`` when :func:`bootstrap_resamples` resamples groups, else ``image``."""
+    return "cluster" if is_clustered(groups) else "image"
+
+
+def cluster_resamples(
+    y: np.ndarray, groups: np.ndarray, n_resamples: int, seed: int
+) -> list[np.ndarray]:
+    """Bootstrap index sets that resample whole groups, stratified by the group's label.
+
+    A group's label is the set of its rows' labels: a group whose rows share one label is in
+    that label's stratum, a group with several labels in a stratum of its own kind. Each
+    resample draws, with replacement, as many groups of each stratum as ``groups`` holds and
+    takes every row of each group drawn, so rows of one group (a patient's images) stay
+    together and the resample keeps the correlation between them.
+
+    Args:
+        y: Integer labels, shape ``(n,)``.
+        groups: The group (patient) of each row, shape ``(n,)``.
+        n_resamples: Number of resamples.
+        seed: Seed of ``numpy.random.default_rng``.
+
+    Returns:
+        ``n_resamples`` arrays of indices into ``y``; their lengths vary with the groups drawn.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    labels = [tuple(np.unique(y[order[s : s + n]])) for s, n in zip(starts, sizes, strict=True)]
+    strata = [np.flatnonzero([lab == key for lab in labels]) for key in sorted(set(labels))]
+    resamples = []
+    for _ in range(n_resamples):
+        drawn = np.concatenate([s[rng.integers(0, len(s), len(s))] for s in strata])
+        size = sizes[drawn]
+        offsets = np.repeat(starts[drawn] - np.cumsum(size) + size, size)
+        resamples.append(order[offsets + np.arange(size.sum())])
+    return resamples
+
+
+def bootstrap_resamples(
+    y: np.ndarray, n_resamples: int, seed: int, groups: np.ndarray | None = None
+) -> list[np.ndarray] | np.ndarray:
+    """The resamples of every bootstrap: groups when they cluster rows, else rows.
+
+    Args:
+        y: Integer labels, shape ``(n,)``.
+        n_resamples: Number of resamples.
+        seed: Seed of the resampling.
+        groups: The group (patient) of each row, or None. When a group holds more than one
+            row, whole groups are resampled (:func:`cluster_resamples`); otherwise rows
+            within each class (:func:`stratified_resamples`).
+
+    Returns:
+        An iterable of ``n_resamples`` index arrays.
+    """
+    if is_clustered(groups):
+        return cluster_resamples(y, groups, n_resamples, seed)
+    return stratified_resamples(y, n_resamples, seed)
+
+
 def bootstrap_intervals(
     y: np.ndarray,
     proba: np.ndarray,
@@ -362,10 +434,13 @@ def bootstrap_intervals(
     n_resamples: int,
     confidence: float,
     seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of statistics of ``(y, proba)``, stratified by class.
+    """Percentile bootstrap intervals of statistics of ``(y, proba)``, stratified by label.
 
-    The resamples come from :func:`stratified_resamples`. ``statistic`` runs once on the
+    The resamples come from :func:`bootstrap_resamples`: whole groups (patients), stratified
+    by the group's label, when ``groups`` has a group of several rows (a cluster bootstrap);
+    rows stratified by class otherwise. ``statistic`` runs once on the
     data as given (so that scikit-learn checks the inputs), then on every resample with
     scikit-learn's input validation off (``sklearn.config_context``): that check costs more
     than an AUROC on a few hundred images, and a resample of valid inputs is valid.
@@ -378,6 +453,7 @@ def bootstrap_intervals(
         n_resamples: Number of resamples.
         confidence: Coverage of each interval, in (0, 1).
         seed: Seed of the resampling.
+        groups: The group (patient) of each row, or None (rows resampled alone).
 
     Returns:
         Name → ``(low, high)``; NaN when the statistic is undefined in every resample.
@@ -387,7 +463,7 @@ def bootstrap_intervals(
     y, proba = np.asarray(y), np.asarray(proba, dtype=float)
     values: dict[str, list[float]] = {name: [] for name in statistic(y, proba)}
     with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-        for idx in stratified_resamples(y, n_resamples, seed):
+        for idx in bootstrap_resamples(y, n_resamples, seed, groups):
             for name, value in statistic(y[idx], proba[idx]).items():
                 values[name].append(value)
     tail = (1.0 - confidence) / 2 * 100
@@ -412,25 +488,46 @@ def interval_keys(intervals: Mapping[str, tuple[float, float]], suffix: str = ""
 
 
 def auroc_with_interval(
-    y: np.ndarray, proba: np.ndarray, n_resamples: int, confidence: float, seed: int
+    y: np.ndarray,
+    proba: np.ndarray,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, float]:
     """:func:`auroc` and its stratified bootstrap interval (:func:`bootstrap_intervals`).
+
+    Args:
+        y: Integer labels, shape ``(n,)``.
+        proba: Class probabilities, shape ``(n, k)``.
+        n_resamples: Number of resamples.
+        confidence: Coverage of the interval, in (0, 1).
+        seed: Seed of the resampling.
+        groups: The group (patient) of each row: a cluster bootstrap when a group has
+            several rows.
 
     Returns:
         ``{"auroc", "auroc_ci_low", "auroc_ci_high"}``.
     """
     found = bootstrap_intervals(
-        y, proba, lambda y_, p_: {"auroc": auroc(y_, p_)}, n_resamples, confidence, seed
+        y, proba, lambda y_, p_: {"auroc": auroc(y_, p_)}, n_resamples, confidence, seed, groups
     )
     return {"auroc": auroc(y, proba), **interval_keys(found)}
 
 
 def summary_intervals(
-    y: np.ndarray, proba: np.ndarray, pos: int, n_resamples: int, confidence: float, seed: int
+    y: np.ndarray,
+    proba: np.ndarray,
+    pos: int,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Bootstrap intervals of the summary AUROC, class ``pos``'s AUROC and the Brier score.
 
-    One pass of :func:`bootstrap_intervals` for the three.
+    One pass of :func:`bootstrap_intervals` for the three (a cluster bootstrap when a group
+    of ``groups`` has several rows).
 
     Returns:
         ``auroc``, ``auroc_positive`` and ``brier_score``, each as ``<name>_ci_low`` and
@@ -445,7 +542,9 @@ def summary_intervals(
             "brier_score": brier_score(y_, proba_),
         }
 
-    return interval_keys(bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed))
+    return interval_keys(
+        bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed, groups)
+    )
 
 
 def calibration_summary(
@@ -467,6 +566,80 @@ def calibration_summary(
         "log_loss": log_loss(y, proba),
     }
     return values, bins
+
+
+# ------------------------------------------------------------------------------ net benefit
+#: Columns of :func:`decision_curve`.
+DECISION_CURVE_COLUMNS = ["threshold", "model", "treat_all", "treat_none"]
+
+
+def net_benefit(is_positive: np.ndarray, score: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Net benefit of acting on the cases with ``score >= t``, at each threshold ``t``.
+
+    Vickers and Elkin (2006): ``TP / n - FP / n * t / (1 - t)``; the threshold probability
+    ``t`` weighs a false positive against a true positive as ``t : (1 - t)``.
+
+    Args:
+        is_positive: Whether each case is positive, shape ``(n,)``.
+        score: The model's probability of the positive class, shape ``(n,)``.
+        thresholds: Threshold probabilities in ``(0, 1)``.
+
+    Returns:
+        One net benefit per threshold (NaN without a case).
+    """
+    is_positive = np.asarray(is_positive, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    thresholds = np.asarray(thresholds, dtype=float)
+    if is_positive.size == 0:
+        return np.full(thresholds.shape, np.nan)
+    called = score[None, :] >= thresholds[:, None]
+    tp = (called & is_positive[None, :]).sum(axis=1)
+    fp = (called & ~is_positive[None, :]).sum(axis=1)
+    return (tp - fp * thresholds / (1.0 - thresholds)) / is_positive.size
+
+
+def decision_curve(
+    is_positive: np.ndarray, score: np.ndarray, thresholds: np.ndarray
+) -> pd.DataFrame:
+    """The model's net benefit beside treating every case and treating none.
+
+    Returns:
+        One row per threshold: ``threshold``, ``model`` (:func:`net_benefit`), ``treat_all``
+        (the net benefit of calling every case positive) and ``treat_none`` (0).
+    """
+    thresholds = np.asarray(thresholds, dtype=float)
+    everyone = np.zeros(len(np.asarray(score)))  # a score every threshold calls positive
+    return pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "model": net_benefit(is_positive, score, thresholds),
+            "treat_all": net_benefit(is_positive, everyone + 1.0, thresholds),
+            "treat_none": np.zeros(thresholds.shape),
+        },
+        columns=DECISION_CURVE_COLUMNS,
+    )
+
+
+def helpful_ranges(curve: pd.DataFrame) -> list[tuple[float, float]]:
+    """The runs of thresholds where the model's net benefit beats both treat-all and treat-none.
+
+    Args:
+        curve: The table of :func:`decision_curve`, thresholds ascending.
+
+    Returns:
+        ``(first, last)`` threshold of each run, in order; empty when the model never helps.
+    """
+    helps = (curve["model"] > np.maximum(curve["treat_all"], curve["treat_none"])).to_numpy()
+    thresholds = curve["threshold"].to_numpy(dtype=float)
+    ranges, start = [], None
+    for i, good in enumerate(helps):
+        if good and start is None:
+            start = i
+        if start is not None and (not good or i == len(helps) - 1):
+            end = i if good else i - 1
+            ranges.append((float(thresholds[start]), float(thresholds[end])))
+            start = None
+    return ranges
 
 
 # ------------------------------------------------------------------------------ written out

@@ -233,13 +233,20 @@ def temperature_interval(
 
 
 def map_intervals(
-    proba: np.ndarray, y: np.ndarray, method: str, n_resamples: int, confidence: float, seed: int
+    proba: np.ndarray,
+    y: np.ndarray,
+    method: str,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of what ``method`` fits (:func:`fit_map`).
 
     Returns:
         ``{"temperature": (low, high), "floor": (low, high)}`` over stratified resamples of
-        the held-out images (:func:`breast_cancer_pipeline.metrics.bootstrap_intervals`).
+        the held-out images, or of their patients (``groups``) when one has several images
+        (:func:`breast_cancer_pipeline.metrics.bootstrap_intervals`).
     """
     from breast_cancer_pipeline.metrics import bootstrap_intervals  # noqa: PLC0415
 
@@ -248,11 +255,15 @@ def map_intervals(
         return {"temperature": temperature, "floor": floor}
 
     y = np.asarray(y, dtype=int)
-    return bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed)
+    return bootstrap_intervals(y, proba, statistic, n_resamples, confidence, seed, groups)
 
 
 def fit_with_intervals(
-    proba: np.ndarray, y: np.ndarray, method: str, bootstrap: dict[str, Any] | None = None
+    proba: np.ndarray,
+    y: np.ndarray,
+    method: str,
+    bootstrap: dict[str, Any] | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fit ``evaluation.calibration`` on held-out probabilities, with intervals and NLLs.
 
@@ -266,6 +277,8 @@ def fit_with_intervals(
         bootstrap: ``reporting.bootstrap`` (``n_resamples``, ``confidence``, ``seed``): the
             intervals of the temperature and the floor (:func:`map_intervals`); None: no
             interval (NaN).
+        groups: The patient of each image: the intervals resample patients when one has
+            several images.
 
     Returns:
         ``{"method", "temperature", "temperature_ci_low", "temperature_ci_high", "floor",
@@ -280,9 +293,7 @@ def fit_with_intervals(
     nan = (float("nan"), float("nan"))
     intervals = {"temperature": (1.0, 1.0), "floor": (0.0, 0.0)} if method == "none" else {}
     if method != "none" and bootstrap is not None:
-        intervals = map_intervals(
-            proba, y, method, bootstrap["n_resamples"], bootstrap["confidence"], bootstrap["seed"]
-        )
+        intervals = map_intervals(proba, y, method, **bootstrap, groups=groups)
     if method == "temperature":
         intervals["floor"] = (0.0, 0.0)
     (t_low, t_high), (f_low, f_high) = (intervals.get(k, nan) for k in ("temperature", "floor"))

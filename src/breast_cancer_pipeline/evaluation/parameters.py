@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
+from breast_cancer_pipeline.evaluation.aggregation import LEVEL_AGGREGATIONS
+from breast_cancer_pipeline.evaluation.levels import LEVEL_LABELS
 from breast_cancer_pipeline.param_schema import Params
 
 
@@ -31,6 +33,24 @@ class EvaluationParams(Params):
     tta_shift: Annotated[float, Field(gt=0.0, le=0.25)]
     #: Recalibration of the probabilities, fitted on the validation predictions.
     calibration: Literal["temperature", "temperature_floor", "none"]
+    #: Level name → the manifest columns that identify one (``patient: [group]``).
+    levels: dict[Annotated[str, Field(min_length=1)], list[Annotated[str, Field(min_length=1)]]]
+    #: How a level's images' probabilities are combined (``evaluation/aggregation.py``).
+    level_aggregation: Literal[LEVEL_AGGREGATIONS]  # type: ignore[valid-type]
+    #: How a level's label comes from its images' labels.
+    level_label: Literal[LEVEL_LABELS]  # type: ignore[valid-type]
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_named_with_columns(cls, levels: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, columns in levels.items():
+            if name == "image":
+                raise ValueError("'image' is the images' own level: name the level otherwise")
+            if not columns or len(set(columns)) != len(columns):
+                raise ValueError(
+                    f"level {name!r} needs one or more distinct manifest columns, got {columns}"
+                )
+        return levels
 
     @field_validator("tta", mode="before")
     @classmethod

@@ -48,7 +48,7 @@ def test_the_cv_block_holds_per_fold_spread_pooled_auroc_and_the_ensemble():
     reporting = base_params("reporting", bootstrap={"n_resamples": 50})
     evaluation = base_params("evaluation", folds=3, ensemble=True)
     cv, mlflow_metrics = cross_validation_summary(
-        oof, single, {"class_names": list(CLASSES)}, reporting, evaluation, *members
+        oof, single, {"class_names": list(CLASSES)}, reporting, evaluation, None, *members
     )
 
     per_fold = [cv["per_fold"][f"fold_{i}"]["auroc"] for i in (1, 2, 3)]
@@ -90,6 +90,7 @@ def test_the_report_shows_the_folds_and_the_selection_bias_only_with_folds():
         META,
         PARAMS,
         base_params("evaluation", folds=3, ensemble=True),
+        None,
         *[_predictions()] * 3,
     )
     single = compute_metrics(_predictions(), META, POINT, PARAMS)[0]

@@ -136,7 +136,12 @@ def test_report_shows_internal_and_external_side_by_side_with_intervals():
 
 PIPELINES = "breast_cancer_pipeline.pipelines"
 #: The datasets that hold the external site's images or what was computed from them alone.
-HOLDING_EXTERNAL = {"external_model_input", "external_predictions", "external_metrics"}
+HOLDING_EXTERNAL = {
+    "external_model_input",
+    "external_predictions",
+    "external_metrics",
+    "level_predictions",
+}
 
 
 def _training_inputs():
@@ -162,9 +167,15 @@ def test_no_training_node_reads_a_dataset_holding_external_images():
         "reporting.predict_external_split",
         "reporting.external_metrics",
         "reporting.compute_metrics",  # copies the block into metrics.json
+        "reporting.level_predictions",  # the levels of val, test and the external site
+        "reporting.level_metrics",  # the levels measured on test and the external site
+        "reporting.subgroup_metrics",  # the external site is a subgroup of `site`
+        "reporting.decision_curves",  # reads the test rows of level_predictions
     }
-    threshold = {n.name: n for n in default.nodes}["reporting.choose_operating_point"]
-    assert threshold.inputs[0] == "val_predictions"
+    nodes = {n.name: n for n in default.nodes}
+    assert nodes["reporting.choose_operating_point"].inputs[0] == "val_predictions"
+    # Each level's threshold too: from the validation predictions, not level_predictions.
+    assert nodes["reporting.choose_level_operating_points"].inputs[0] == "val_predictions"
 
 
 def test_external_images_reach_the_manifest_as_external_and_never_the_training_arrays(tmp_path):

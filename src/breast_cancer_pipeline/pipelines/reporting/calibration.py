@@ -15,6 +15,7 @@ import pandas as pd
 
 from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.evaluation import conformal
+from breast_cancer_pipeline.evaluation.levels import image_groups
 from breast_cancer_pipeline.evaluation.predictions import as_arrays
 
 from .parameters import check_positive_class
@@ -23,7 +24,12 @@ logger = logging.getLogger(__name__)
 
 
 def _calibration_block(
-    before: pd.DataFrame, after: pd.DataFrame, fitted: dict, names: list[str], params: dict
+    before: pd.DataFrame,
+    after: pd.DataFrame,
+    fitted: dict,
+    names: list[str],
+    params: dict,
+    groups: np.ndarray | None,
 ) -> dict[str, Any]:
     """ECE (positive class, top label), Brier score and log loss before and after, with CIs."""
     pos, n_bins = names.index(params["positive_class"]), params["calibration_bins"]
@@ -47,19 +53,24 @@ def _calibration_block(
         y, proba = as_arrays(frame, names)
         values, _ = m.calibration_summary(y, proba, pos, n_bins)
         block.update({f"{k}{suffix}": v for k, v in values.items()})
-        found = m.bootstrap_intervals(y, proba, statistic, **params["bootstrap"])
+        found = m.bootstrap_intervals(y, proba, statistic, **params["bootstrap"], groups=groups)
         block.update(m.interval_keys(found, suffix))
     return block
 
 
 def _tta_block(
-    with_tta: pd.DataFrame, without: pd.DataFrame, tta: dict, names: list[str], params: dict
+    with_tta: pd.DataFrame,
+    without: pd.DataFrame,
+    tta: dict,
+    names: list[str],
+    params: dict,
+    groups: np.ndarray | None,
 ) -> dict[str, Any]:
     """Test AUROC with and without the test-time views (both recalibrated), with CIs."""
     block: dict[str, Any] = {"mode": tta["mode"], "passes": tta["passes"], "shift": tta["shift"]}
     y, plain_proba = as_arrays(without, names)
     augmented_proba = as_arrays(with_tta, names)[1]
-    boot = params["bootstrap"]
+    boot = {**params["bootstrap"], "groups": groups}
     plain = m.auroc_with_interval(y, plain_proba, **boot)
     # tta off: the same probabilities twice, one bootstrap (each costs seconds).
     same = np.array_equal(plain_proba, augmented_proba)
@@ -71,7 +82,11 @@ def _tta_block(
 
 
 def _conformal_block(
-    served: pd.DataFrame, found: dict, names: list[str], params: dict
+    served: pd.DataFrame,
+    found: dict,
+    names: list[str],
+    params: dict,
+    groups: np.ndarray | None,
 ) -> dict[str, Any]:
     """Empirical test coverage and mean set size of the conformal sets, with CIs."""
     y, proba = as_arrays(served, names)
@@ -86,7 +101,9 @@ def _conformal_block(
         "target_coverage": 1.0 - found["alpha"],
         "n_test": len(y),
         **conformal.coverage(proba, y, threshold),
-        **m.interval_keys(m.bootstrap_intervals(y, proba, statistic, **params["bootstrap"])),
+        **m.interval_keys(
+            m.bootstrap_intervals(y, proba, statistic, **params["bootstrap"], groups=groups)
+        ),
         "set_sizes": {str(k): int((sizes == k).sum()) for k in range(1, len(names) + 1)},
     }
 
@@ -99,6 +116,7 @@ def calibration_report(
     settings: dict[str, Any],
     metadata: dict[str, Any],
     params: dict,
+    keys: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The ``calibration``, ``tta`` and ``conformal`` blocks of ``metrics.json`` (test split).
 
@@ -111,6 +129,8 @@ def calibration_report(
             ``tta``, ``conformal``).
         metadata: The classifier's metadata (class names).
         params: The ``reporting`` parameters (positive class, bins, bootstrap).
+        keys: :func:`.levels.evaluation_keys`'s table: the intervals resample patients when
+            one has several images; none: images alone.
 
     Returns:
         ``{"calibration": {...}, "tta": {...}, "conformal": {...}}``; every interval is a
@@ -118,12 +138,18 @@ def calibration_report(
     """
     names = metadata["class_names"]
     check_positive_class(params["positive_class"], names)
+    # The three tables hold the same images in the same order.
+    groups = image_groups(test_predictions, keys)
     blocks = {
         "calibration": _calibration_block(
-            test_uncalibrated, test_predictions, calibration, names, params
+            test_uncalibrated, test_predictions, calibration, names, params, groups
         ),
-        "tta": _tta_block(test_predictions, test_without_tta, settings["tta"], names, params),
-        "conformal": _conformal_block(test_predictions, settings["conformal"], names, params),
+        "tta": _tta_block(
+            test_predictions, test_without_tta, settings["tta"], names, params, groups
+        ),
+        "conformal": _conformal_block(
+            test_predictions, settings["conformal"], names, params, groups
+        ),
     }
     c, t, s = blocks["calibration"], blocks["tta"], blocks["conformal"]
     logger.info(

@@ -23,6 +23,7 @@ import pandas as pd
 
 from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.evaluation.folds import fold_name
+from breast_cancer_pipeline.evaluation.levels import image_groups
 from breast_cancer_pipeline.evaluation.predictions import as_arrays
 
 
@@ -45,6 +46,7 @@ def _ensemble(
     fold_tests: tuple[pd.DataFrame, ...],
     class_names: list[str],
     boot: dict,
+    keys: pd.DataFrame | None,
 ) -> dict[str, Any]:
     """The test AUROC of the mean of the fold models' probabilities, beside the single model."""
     paths = test_predictions["path"]
@@ -58,6 +60,7 @@ def _ensemble(
         probas.append(as_arrays(frame.set_index("path").loc[paths].reset_index(), class_names)[1])
     y, single = as_arrays(test_predictions, class_names)
     mean = np.mean(probas, axis=0)
+    boot = {**boot, "groups": image_groups(test_predictions, keys)}
     return {
         "members": len(fold_tests),
         "n_test": len(y),
@@ -72,6 +75,7 @@ def cross_validation_summary(
     metadata: dict[str, Any],
     params: dict,
     evaluation: dict,
+    keys: pd.DataFrame | None,
     *fold_test_predictions: pd.DataFrame,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """The ``cv`` block of ``metrics.json`` and the folds' MLflow metrics.
@@ -82,6 +86,8 @@ def cross_validation_summary(
         metadata: The classifier's metadata (``class_names``).
         params: The ``reporting`` parameters (``bootstrap``).
         evaluation: The ``evaluation`` parameters (``folds``, ``ensemble``).
+        keys: :func:`.levels.evaluation_keys`'s table: every interval resamples patients when
+            one has several images; None: images alone.
         *fold_test_predictions: Each fold model's test predictions, fold 1 first.
 
     Returns:
@@ -93,11 +99,15 @@ def cross_validation_summary(
         y, proba = as_arrays(rows, class_names)
         folds[fold_name(int(fold))] = {
             "n_images": len(rows),
-            **m.auroc_with_interval(y, proba, **boot),
+            **m.auroc_with_interval(y, proba, **boot, groups=image_groups(rows, keys)),
         }
     per_fold = np.array([f["auroc"] for f in folds.values()], dtype=float)
     std, low, high = _t_interval(per_fold, boot["confidence"])
-    pooled = m.auroc_with_interval(*as_arrays(oof_predictions, class_names), **boot)
+    pooled = m.auroc_with_interval(
+        *as_arrays(oof_predictions, class_names),
+        **boot,
+        groups=image_groups(oof_predictions, keys),
+    )
     cv: dict[str, Any] = {
         "folds": len(folds),
         "n_images": len(oof_predictions),
@@ -113,7 +123,7 @@ def cross_validation_summary(
         "per_fold": folds,
     }
     if evaluation["ensemble"]:
-        cv["ensemble"] = _ensemble(test_predictions, fold_test_predictions, class_names, boot)
+        cv["ensemble"] = _ensemble(test_predictions, fold_test_predictions, class_names, boot, keys)
     return m.json_safe(cv), _cv_tracked(cv)
 
 

@@ -2,7 +2,7 @@
 
 The external split (``ingestion.external_dir``) is predicted as the test split is
 (:func:`.predictions.predict_external_split`) and nothing is fitted on it. Its block holds
-AUROC with a stratified bootstrap interval (same resamples and seed as the test split),
+AUROC with a stratified bootstrap interval (same resampling and seed as the test split),
 sensitivity and specificity at the validation threshold, the number of images, ECE and
 Brier score; it is ``null`` when there is no external site.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from breast_cancer_pipeline import metrics as m
+from breast_cancer_pipeline.evaluation.levels import image_groups
 from breast_cancer_pipeline.evaluation.predictions import as_arrays
 
 from .parameters import check_positive_class
@@ -27,6 +28,7 @@ def external_metrics(
     metadata: dict[str, Any],
     operating_point: dict[str, Any],
     params: dict,
+    keys: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """The ``external`` block of ``metrics.json``: the external site at the validation threshold.
 
@@ -36,6 +38,8 @@ def external_metrics(
         operating_point: The threshold chosen on the validation split (never on this split).
         params: The ``reporting`` parameters (``positive_class``, ``bootstrap``,
             ``calibration_bins``).
+        keys: :func:`.levels.evaluation_keys`'s table: the intervals resample the site's
+            patients when one has several images; none: its images alone.
 
     Returns:
         ``n``, ``auroc`` (summary, as for test) and ``auroc_positive`` with their
@@ -53,7 +57,8 @@ def external_metrics(
     y, proba = as_arrays(predictions, class_names)
     pos = class_names.index(positive)
     threshold = float(operating_point["threshold"])
-    ci = m.summary_intervals(y, proba, pos, **params["bootstrap"])
+    groups = image_groups(predictions, keys)
+    ci = m.summary_intervals(y, proba, pos, **params["bootstrap"], groups=groups)
     calibration, _ = m.calibration_summary(y, proba, pos, params["calibration_bins"])
     per_class = m.per_class_auroc(y, proba)
     block = {
@@ -64,6 +69,7 @@ def external_metrics(
         "threshold": threshold,
         **m.binary_counts(y == pos, proba[:, pos] >= threshold),
         **calibration,
+        "bootstrap": m.bootstrap_kind(groups),
     }
     logger.info(
         "External site: AUROC %.3f [%.3f, %.3f] on %d images; at p(%s) >= %.3f sensitivity "

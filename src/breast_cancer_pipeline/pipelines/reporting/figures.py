@@ -307,3 +307,60 @@ def plot_ood_scores(table: pd.DataFrame, ood: dict[str, Any], params: dict) -> b
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     return figure_png(fig, params["figure_dpi"])
+
+
+def _forest_rows(subgroups: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(label, figures)`` of the overall estimate, then of every subgroup, in report order."""
+    overall = subgroups["overall"]
+    rows = [(f"overall test (n={overall['n']})", overall)]
+    for column, values in subgroups["columns"].items():
+        rows += [(f"{column} = {value} (n={found['n']})", found) for value, found in values.items()]
+    return rows
+
+
+def plot_subgroups(metrics: dict[str, Any], params: dict) -> bytes:
+    """Forest plot: AUROC with its interval per subgroup, against the overall test AUROC."""
+    plt = pyplot()
+    overall = {"n": metrics.get("n_test", 0), **metrics}  # without subgroups: the overall only
+    rows = _forest_rows(metrics.get("subgroups") or {"overall": overall, "columns": {}})
+    values = np.array([json_float(found.get("auroc")) for _, found in rows])
+    lows = np.array([json_float(found.get("auroc_ci_low")) for _, found in rows])
+    highs = np.array([json_float(found.get("auroc_ci_high")) for _, found in rows])
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(rows) + 1.4))
+    y = np.arange(len(rows))[::-1]
+    below = highs < values[0]
+    colours = np.where(below, "crimson", "C0")
+    for yi, v, lo, hi, colour in zip(y, values, lows, highs, colours, strict=True):
+        if not math.isnan(lo):
+            ax.plot([lo, hi], [yi, yi], color=colour, lw=1.6)
+        ax.plot([v], [yi], "s" if yi == y[0] else "o", color=colour)
+    if not math.isnan(values[0]):
+        ax.axvline(values[0], color="grey", ls="--", lw=1)
+    ax.set_yticks(y, [label for label, _ in rows], fontsize=8)
+    finite = np.concatenate([lows[~np.isnan(lows)], values[~np.isnan(values)], [0.5]])
+    ax.set_xlim(max(0.0, finite.min() - 0.05), 1.01)
+    ax.set_xlabel("AUROC (bootstrap interval); red: interval wholly below the overall")
+    ax.grid(alpha=0.3, axis="x")
+    return figure_png(fig, params["figure_dpi"])
+
+
+def plot_decision_curve(table: pd.DataFrame, metrics: dict[str, Any], params: dict) -> bytes:
+    """Net benefit of the model, treat-all and treat-none, per scope (image and each level)."""
+    plt = pyplot()
+    scopes = [c for c in table.columns if f"{c}_treat_all" in table.columns]
+    fig, axes = plt.subplots(1, len(scopes), figsize=(4.6 * len(scopes), 3.8), squeeze=False)
+    summary = metrics.get("decision_curve") or {}
+    for ax, scope in zip(axes[0], scopes, strict=True):
+        x = table["threshold"].to_numpy(dtype=float)
+        ax.plot(x, table[scope], lw=2, label="model")
+        ax.plot(x, table[f"{scope}_treat_all"], color="C1", lw=1.2, label="treat all")
+        ax.plot(x, table["treat_none"], color="grey", ls="--", lw=1, label="treat none")
+        for first, last in (summary.get(scope) or {}).get("helps", []):
+            ax.axvspan(first, last, color="C2", alpha=0.12)
+        top = max(float(np.nanmax(table[scope])), float(np.nanmax(table[f"{scope}_treat_all"])))
+        ax.set_ylim(-0.05, max(top, 0.05) * 1.1)
+        ax.set(xlabel="threshold probability", ylabel="net benefit", title=scope)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Decision curve (test); shaded: thresholds where the model helps", y=1.02)
+    return figure_png(fig, params["figure_dpi"])

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline import metrics as m
+from breast_cancer_pipeline.evaluation.levels import image_groups
 from breast_cancer_pipeline.evaluation.predictions import as_arrays, binary_view
 
 from .parameters import check_positive_class
@@ -51,14 +52,18 @@ def _test_tracked(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def _test_figures(
-    predictions: pd.DataFrame, metadata: dict[str, Any], operating_point: dict, params: dict
+    predictions: pd.DataFrame,
+    metadata: dict[str, Any],
+    operating_point: dict,
+    params: dict,
+    groups: np.ndarray | None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The test split's figures (discrimination, the threshold's, calibration) and its bins."""
     class_names, positive = metadata["class_names"], params["positive_class"]
     y, proba = as_arrays(predictions, class_names)
     pos = class_names.index(positive)
     threshold, boot = float(operating_point["threshold"]), params["bootstrap"]
-    ci = m.summary_intervals(y, proba, pos, **boot)
+    ci = m.summary_intervals(y, proba, pos, **boot, groups=groups)
     calibration, bins = m.calibration_summary(y, proba, pos, params["calibration_bins"])
     figures = {
         "n_test": len(predictions),
@@ -67,6 +72,8 @@ def _test_figures(
         **_discrimination(y, proba, pos, class_names, ci),
         "ci_confidence": float(boot["confidence"]),
         "bootstrap_resamples": int(boot["n_resamples"]),
+        "bootstrap": m.bootstrap_kind(groups),
+        "n_test_patients": int(len(set(groups))) if groups is not None else len(predictions),
         "threshold": threshold,
         "threshold_rule": operating_point["rule"],
         **m.binary_counts(y == pos, proba[:, pos] >= threshold),
@@ -102,6 +109,11 @@ def compute_metrics(
     calibration_report: dict[str, Any] | None = None,
     ood: dict[str, Any] | None = None,
     cv: dict[str, Any] | None = None,
+    *,
+    keys: pd.DataFrame | None = None,
+    levels: dict[str, Any] | None = None,
+    subgroups: dict[str, Any] | None = None,
+    decision_curve: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
 
@@ -117,6 +129,12 @@ def compute_metrics(
         ood: The out-of-distribution check (:func:`.ood.ood_summary`), the ``ood`` block.
         cv: With cross-validation (``evaluation.folds`` >= 2), the ``cv`` block
             (:func:`.cross_validation.cross_validation_summary`); ``None`` with one split.
+        keys: :func:`.levels.evaluation_keys`'s table: its patients make every bootstrap
+            resample patients when one has several images (``bootstrap``: ``cluster``);
+            none: images are resampled alone.
+        levels: The ``levels`` block (:func:`.levels.level_metrics`).
+        subgroups: The ``subgroups`` block (:func:`.subgroups.subgroup_metrics`).
+        decision_curve: The ``decision_curve`` block (:func:`.net_benefit.decision_curves`).
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -127,7 +145,8 @@ def compute_metrics(
         ValueError: ``reporting.positive_class`` is not one of the model's classes.
     """
     check_positive_class(params["positive_class"], metadata["class_names"])
-    metrics, bins = _test_figures(predictions, metadata, operating_point, params)
+    groups = image_groups(predictions, keys)
+    metrics, bins = _test_figures(predictions, metadata, operating_point, params, groups)
     metrics.update(calibration_report or {})
     if ood is not None:
         metrics["ood"] = ood
@@ -135,6 +154,13 @@ def compute_metrics(
     metrics["external"] = external or None
     if cv is not None:
         metrics["cv"] = cv
+    for name, block in (
+        ("levels", levels),
+        ("subgroups", subgroups),
+        ("decision_curve", decision_curve),
+    ):
+        if block is not None:
+            metrics[name] = block
     tracked = _test_tracked(metrics) | m.tracked_metrics("external", external or {})
     return m.json_safe(metrics), tracked, bins
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from breast_cancer_pipeline.param_schema import Params
 
@@ -64,6 +64,27 @@ class Champion(Params):
     max_drop: Fraction
 
 
+class DecisionCurve(Params):
+    """The threshold probabilities of the decision curve (net benefit)."""
+
+    #: Lowest threshold probability, in (0, 1).
+    low: Annotated[float, Field(gt=0.0, lt=1.0)]
+    #: Highest threshold probability, in (0, 1).
+    high: Annotated[float, Field(gt=0.0, lt=1.0)]
+    #: Step between two thresholds.
+    step: Annotated[float, Field(gt=0.0, lt=1.0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionCurve:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+#: Increasing band edges of a numeric subgroup column (``patient_age: [40, 50, 60, 70]``).
+BandEdges = Annotated[list[float], Field(min_length=1)]
+
+
 class ReportingParams(Params):
     """Operating point, test metrics, figures and report."""
 
@@ -83,6 +104,17 @@ class ReportingParams(Params):
     ood_images: OodImages
     figure_dpi: PositiveInt
     champion: Champion
+    #: Manifest columns whose values are subgroups, or column → band edges (null: its values).
+    subgroups: list[Annotated[str, Field(min_length=1)]] | dict[str, BandEdges | None]
+    decision_curve: DecisionCurve
+
+    @field_validator("subgroups")
+    @classmethod
+    def _increasing_edges(cls, value: Any) -> Any:
+        for column, edges in value.items() if isinstance(value, dict) else []:
+            if edges and any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"the band edges of {column!r} must increase, got {edges}")
+        return value
 
     @field_validator("threshold", mode="before")
     @classmethod

@@ -14,16 +14,25 @@ from .figures import (
     plot_confident_errors,
     plot_confusion_matrix,
     plot_cv_folds,
+    plot_decision_curve,
     plot_gradcam,
     plot_learning_curves,
     plot_ood_scores,
     plot_reliability,
     plot_roc_pr,
+    plot_subgroups,
 )
 from .fits.conformal import serving_calibration
 from .fits.ood import fit_ood_score
 from .fits.operating_point import choose_operating_point
 from .fits.recalibration import fit_calibration
+from .levels import (
+    choose_level_operating_points,
+    evaluation_keys,
+    level_metrics,
+    level_predictions,
+)
+from .net_benefit import decision_curves
 from .nodes import (
     compute_metrics,
     curve_tables,
@@ -39,9 +48,14 @@ from .predictions import (
     predict_val_split,
 )
 from .report import FIGURES, render_report
+from .subgroups import subgroup_metrics
 
 P = "params:reporting"
+E = "params:evaluation"
+M = "classifier_metadata"
 OOD = "params:inference.serving.ood"
+#: What reporting reads of each image off the manifest (patient, levels, subgroups).
+KEYS = "evaluation_keys"
 
 #: The figure nodes: function (its name is the node's), inputs before the reporting
 #: parameters, and the PNG dataset it writes.
@@ -56,6 +70,8 @@ FIGURE_NODES = (
         ["classifier", "test_predictions", "model_input", "classifier_metadata"],
         "gradcam_figure",
     ),
+    (plot_subgroups, ["metrics"], "subgroups_figure"),
+    (plot_decision_curve, ["decision_curve_table", "metrics"], "decision_curve_figure"),
 )
 
 
@@ -67,7 +83,6 @@ def _node(
 
 def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     """Predictions, the validation operating point, test metrics and curve tables."""
-    with_cv = ["cv_summary"] if n_folds >= 2 else []
     return [
         *_calibration_nodes(ensemble),
         _node(
@@ -82,7 +97,7 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
         ),
         _node(
             external_metrics,
-            ["external_predictions", "classifier_metadata", "operating_point", P],
+            ["external_predictions", "classifier_metadata", "operating_point", P, KEYS],
             "external_metrics",
         ),
         _node(
@@ -97,22 +112,62 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
         ),
         _node(
             compute_metrics,
-            [
-                "test_predictions",
-                "classifier_metadata",
-                "operating_point",
-                P,
-                "external_metrics",
-                "calibration_report",
-                "ood_metrics",
-                *with_cv,
-            ],
+            {
+                "predictions": "test_predictions",
+                "metadata": "classifier_metadata",
+                "operating_point": "operating_point",
+                "params": P,
+                "external": "external_metrics",
+                "calibration_report": "calibration_report",
+                "ood": "ood_metrics",
+                **({"cv": "cv_summary"} if n_folds >= 2 else {}),
+                "keys": KEYS,
+                "levels": "level_metrics",
+                "subgroups": "subgroup_metrics",
+                "decision_curve": "decision_curve_summary",
+            },
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
         ),
         _node(
             curve_tables, ["test_predictions", "classifier_metadata", P], ["roc_table", "pr_table"]
         ),
         _node(learning_curve_table, "finetune_history", "learning_curves_table"),
+    ]
+
+
+def _level_nodes() -> list[Node]:
+    """Levels, subgroups and the decision curve (``levels``, ``subgroups``, ``decision_curve``).
+
+    ``evaluation_keys`` reads only the validated manifest: in a whole run it comes right
+    after the validation gate, so a missing level column stops the run before training.
+    """
+    return [
+        _node(evaluation_keys, ["validated_manifest", E, P], KEYS),
+        _node(
+            level_predictions,
+            ["val_predictions", "test_predictions", "external_predictions", KEYS, M, E, P],
+            "level_predictions",
+        ),
+        _node(
+            choose_level_operating_points,
+            ["val_predictions", KEYS, "operating_point", M, E, P],
+            "level_operating_points",
+        ),
+        _node(
+            level_metrics,
+            ["level_predictions", "level_operating_points", M, E, P],
+            ["level_metrics", "levels_mlflow_metrics"],
+        ),
+        _node(
+            subgroup_metrics,
+            ["test_predictions", "external_predictions", KEYS, "operating_point", M, P],
+            "subgroup_metrics",
+        ),
+        _node(
+            decision_curves,
+            ["test_predictions", "level_predictions", M, P],
+            ["decision_curve_table", "decision_curve_summary"],
+        ),
     ]
 
 
@@ -126,7 +181,7 @@ def _cv_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     nodes = [
         _node(
             cross_validation_summary,
-            ["oof_predictions", single, "classifier_metadata", P, "params:evaluation", *fold_tests],
+            ["oof_predictions", single, "classifier_metadata", P, E, KEYS, *fold_tests],
             ["cv_summary", "cv_mlflow_metrics"],
         ),
         _node(plot_cv_folds, ["cv_summary", P], "cv_folds_figure"),
@@ -146,7 +201,6 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
     predictions are the out-of-fold ones: the temperature, the threshold and the conformal
     sets are fitted on those.
     """
-    E, M = "params:evaluation", "classifier_metadata"
     if ensemble:
         validation = []
     else:
@@ -160,7 +214,7 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
     held_out = "oof_predictions" if ensemble else "val_predictions_uncalibrated"
     return [
         *validation,
-        _node(fit_calibration, [held_out, M, E, P], ["calibration_fit", "val_predictions"]),
+        _node(fit_calibration, [held_out, M, E, P, KEYS], ["calibration_fit", "val_predictions"]),
         _node(
             serving_calibration,
             ["calibration_fit", "val_predictions", M, E, "params:inference"],
@@ -181,6 +235,7 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
                 "probability_settings",
                 M,
                 P,
+                KEYS,
             ],
             "calibration_report",
         ),
@@ -201,6 +256,8 @@ def _report_nodes(n_folds: int, ensemble: bool, levels: bool) -> list[Node]:
         "params": P,
         **{name: f"{name}_figure" for name, _ in FIGURES},
         "ood_figure": "ood_scores_figure",
+        "subgroups": "subgroups_figure",
+        "decision_curve": "decision_curve_figure",
         **({"cv_folds": "cv_folds_figure"} if n_folds >= 2 else {}),
     }
     with_levels = [
@@ -247,6 +304,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             *_metric_nodes(n_folds, ensemble),
+            *_level_nodes(),
             *_cv_nodes(n_folds, ensemble),
             *figures,
             *_report_nodes(n_folds, ensemble, levels),

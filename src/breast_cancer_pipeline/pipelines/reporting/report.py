@@ -17,6 +17,7 @@ from markupsafe import Markup
 from breast_cancer_pipeline.manifest import MANIFEST_SPLITS
 from breast_cancer_pipeline.templating import fmt, fmt_interval, render
 
+from .clinical_sections import decision_curve_context, levels_context, subgroups_context
 from .figures import confident_errors
 from .sections import (
     Figure,
@@ -94,7 +95,8 @@ def data_summary(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def _metric_rows(metrics: dict) -> list[tuple[str, str, str]]:
     positive = metrics["positive_class"]
-    conf = f"{metrics['ci_confidence']:.0%}"
+    kind = "cluster bootstrap" if metrics.get("bootstrap") == "cluster" else "bootstrap"
+    conf = f"{metrics['ci_confidence']:.0%} {kind}"
     at = f"at p({positive}) ≥ {metrics['threshold']:.3f}"
     return [
         ("Test images", str(metrics["n_test"]), ""),
@@ -103,13 +105,13 @@ def _metric_rows(metrics: dict) -> list[tuple[str, str, str]]:
         (
             "AUROC",
             fmt_interval(metrics, "auroc"),
-            f"macro one-vs-rest when more than two classes; {conf} bootstrap interval "
+            f"macro one-vs-rest when more than two classes; {conf} interval "
             f"({metrics['bootstrap_resamples']} resamples)",
         ),
         (
             f"AUROC {positive} vs rest",
             fmt_interval(metrics, "auroc_positive"),
-            f"{conf} bootstrap interval",
+            f"{conf} interval",
         ),
         (f"Average precision {positive}", fmt(metrics["average_precision_positive"]), ""),
         *((name, fmt(metrics[key]), at) for name, key in _AT_THRESHOLD),
@@ -144,6 +146,10 @@ def _failures(metrics: dict, errors: pd.DataFrame, ece_warning: float) -> list[d
         items.append(
             f"{metrics['fn']} {metrics['positive_class']} test image(s) fall below the threshold "
             "(false negatives)."
+        )
+    for subgroup in (metrics.get("subgroups") or {}).get("below_overall", []):
+        items.append(
+            f"Subgroup {subgroup}: its AUROC interval lies wholly below the overall test AUROC."
         )
     if metrics["ece_positive"] is not None and metrics["ece_positive"] > ece_warning:
         items.append(
@@ -239,13 +245,18 @@ def render_report(
             ``metrics`` (``templates/_ood.html.j2``); the section is left out without both.
         **figures: PNG bytes (or a loader returning them) of each figure in :data:`FIGURES`,
             by name; a missing figure is left out of the report. ``cv_folds`` (with
-            cross-validation) goes to the report's cross-validation section.
+            cross-validation) goes to the report's cross-validation section, ``subgroups``
+            (the forest plot) and ``decision_curve`` to theirs (``templates/_levels.*.j2``,
+            shown with the ``levels``, ``subgroups`` and ``decision_curve`` blocks).
 
     Returns:
         ``(html, markdown)``.
     """
     context = _context(metrics, operating_point, metadata, manifest, predictions, params)
     context["ood"] = ood_context(metrics.get("ood"), ood_figure)
+    context["levels"] = levels_context(metrics)
+    context["subgroups"] = subgroups_context(metrics, figures.pop("subgroups", None))
+    context["decision_curve"] = decision_curve_context(metrics, figures.pop("decision_curve", None))
     summary = context.pop("summary")
     cv = cross_validation_context(metrics, figures.pop("cv_folds", None))
     report = render(

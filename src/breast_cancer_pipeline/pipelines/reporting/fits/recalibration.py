@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from breast_cancer_pipeline.evaluation import calibration as cal
+from breast_cancer_pipeline.evaluation.levels import image_groups
 from breast_cancer_pipeline.evaluation.predictions import as_arrays, with_probabilities
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,11 @@ def held_out_source(evaluation: dict) -> str:
 
 
 def fit_calibration(
-    val_predictions: pd.DataFrame, metadata: dict[str, Any], evaluation: dict, reporting: dict
+    val_predictions: pd.DataFrame,
+    metadata: dict[str, Any],
+    evaluation: dict,
+    reporting: dict,
+    keys: pd.DataFrame | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fit the temperature on the held-out predictions table; recalibrate it.
 
@@ -36,6 +41,8 @@ def fit_calibration(
         metadata: The classifier's metadata (class names).
         evaluation: The ``evaluation`` parameters (``calibration``).
         reporting: The ``reporting`` parameters (``bootstrap``: the temperature's interval).
+        keys: :func:`..levels.evaluation_keys`'s table: the intervals resample patients when
+            one has several images; none: images alone.
 
     Returns:
         ``(calibration, calibrated)``: the fit
@@ -46,7 +53,13 @@ def fit_calibration(
     names = metadata["class_names"]
     y, proba = as_arrays(val_predictions, names)
     fitted = {
-        **cal.fit_with_intervals(proba, y, evaluation["calibration"], reporting["bootstrap"]),
+        **cal.fit_with_intervals(
+            proba,
+            y,
+            evaluation["calibration"],
+            reporting["bootstrap"],
+            image_groups(val_predictions, keys),
+        ),
         "fitted_on": held_out_source(evaluation),
     }
     logger.info(
