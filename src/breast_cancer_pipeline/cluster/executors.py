@@ -11,9 +11,11 @@
   ``dask worker``, dask-jobqueue on SLURM, dask-kubernetes).
 
 A task is a picklable callable and its arguments; it must read and write only what every
-worker can reach (a shared filesystem mounted at the same path). The client keeps
-``cluster.tasks_per_worker`` tasks in flight per worker thread, submitting the next as one
-ends, so memory stays flat for any number of images. A worker that dies is not an error: the
+worker can reach (a shared filesystem mounted at the same path). The calls travel in batches
+of ``cluster.batch_size`` (one Dask task each: what a task costs to schedule and to bring
+back is shared by its images), and the client keeps ``cluster.tasks_per_worker`` batches in
+flight per worker thread, submitting the next as one ends, so memory stays flat for any
+number of images. A worker that dies is not an error: the
 scheduler runs the tasks it held again on the other workers (up to Dask's
 ``distributed.scheduler.allowed-failures`` deaths per task).
 """
@@ -21,7 +23,9 @@ scheduler runs the tasks it held again on the other workers (up to Dask's
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
@@ -57,21 +61,13 @@ def dask_executor(settings: Mapping[str, Any], workers: int) -> Iterator[tuple[E
         ClusterError: The scheduler does not answer, or no worker joins it, within
             ``cluster.connect_timeout_seconds``.
     """
-    from distributed import Client, LocalCluster  # noqa: PLC0415 - only runs with a cluster
+    from distributed import Client  # noqa: PLC0415 - only runs with a cluster
 
     address, timeout = settings["address"], float(settings["connect_timeout_seconds"])
     with contextlib.ExitStack() as stack:
         target: Any = address
         if address == LOCAL:
-            target = stack.enter_context(
-                LocalCluster(
-                    n_workers=max(1, int(workers)),
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                )
-            )
+            target = stack.enter_context(_local_cluster(workers))
         client = stack.enter_context(_connect(Client, target, address, timeout))
         threads = sum(client.nthreads().values())
         logger.info(
@@ -85,6 +81,23 @@ def dask_executor(settings: Mapping[str, Any], workers: int) -> Iterator[tuple[E
             yield executor, threads
         finally:
             executor.shutdown(wait=False)  # cancels what is still queued (an error, an exit)
+
+
+def _local_cluster(workers: int) -> Any:
+    """A LocalCluster of ``workers`` single-threaded processes on 127.0.0.1, no dashboard."""
+    from distributed import LocalCluster  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        # Its scheduler's small HTTP server (health, metrics) takes another port when 8787 is
+        # taken, warning that another cluster may be running: that is fine here.
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
+        return LocalCluster(
+            n_workers=max(1, int(workers)),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
 
 
 def _connect(client_class: Any, target: Any, address: str, timeout: float) -> Any:
@@ -109,50 +122,83 @@ def _connect(client_class: Any, target: Any, address: str, timeout: float) -> An
 
 
 def as_completed(
-    executor: Executor, fn: Callable[..., Any], calls: Iterable[tuple], window: int
+    executor: Executor,
+    fn: Callable[..., Any],
+    calls: Iterable[tuple],
+    window: int,
+    batch_size: int = 1,
 ) -> Iterator[Any]:
     """``fn(*args)`` per ``args`` of ``calls``, ``window`` at most in flight, as each ends.
+
+    Args:
+        executor: Where the calls run.
+        fn: The function (picklable for another process).
+        calls: The argument tuples.
+        window: Submitted tasks (batches) in flight at most.
+        batch_size: Calls per task: a task of several amortises what each costs to send.
 
     Raises:
         Exception: The first exception a call raised (the calls still queued are cancelled).
     """
-    calls = iter(calls)
+    batches = _batches(calls, batch_size)
     running: set[Future] = set()
     try:
         while True:
-            for args in calls:
-                running.add(executor.submit(fn, *args))
+            for batch in batches:
+                running.add(executor.submit(call_each, fn, batch))
                 if len(running) >= window:
                     break
             if not running:
                 return
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
+                yield from future.result()
     finally:
         for future in running:
             future.cancel()
 
 
 def in_order(
-    executor: Executor, fn: Callable[..., Any], calls: Iterable[tuple], window: int
+    executor: Executor,
+    fn: Callable[..., Any],
+    calls: Iterable[tuple],
+    window: int,
+    batch_size: int = 1,
 ) -> Iterator[Any]:
     """``fn(*args)`` per ``args`` of ``calls``, ``window`` at most in flight, in that order.
+
+    Args:
+        executor: Where the calls run.
+        fn: The function (picklable for another process).
+        calls: The argument tuples.
+        window: Submitted tasks (batches) in flight at most.
+        batch_size: Calls per task.
 
     Raises:
         Exception: The first exception a call raised, in order (the rest are cancelled).
     """
     queued: deque[Future] = deque()
     try:
-        for args in calls:
-            queued.append(executor.submit(fn, *args))
+        for batch in _batches(calls, batch_size):
+            queued.append(executor.submit(call_each, fn, batch))
             if len(queued) >= window:
-                yield queued.popleft().result()
+                yield from queued.popleft().result()
         while queued:
-            yield queued.popleft().result()
+            yield from queued.popleft().result()
     finally:
         for future in queued:
             future.cancel()
+
+
+def call_each(fn: Callable[..., Any], batch: list[tuple]) -> list[Any]:
+    """``[fn(*args) for args in batch]``: one task of a worker."""
+    return [fn(*args) for args in batch]
+
+
+def _batches(calls: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
+    calls = iter(calls)
+    while batch := list(itertools.islice(calls, max(1, int(size)))):
+        yield batch
 
 
 def map_in_order(
@@ -178,4 +224,4 @@ def map_in_order(
         return
     with dask_executor(settings, workers) as (executor, threads):
         window = int(settings["tasks_per_worker"]) * max(1, threads)
-        yield from in_order(executor, fn, calls, window)
+        yield from in_order(executor, fn, calls, window, settings["batch_size"])

@@ -21,7 +21,9 @@ class ClusterParams(Params):
 
     #: null: this machine; ``local``: a Dask LocalCluster here; ``tcp://host:8786``: a scheduler.
     address: str | None
-    #: Tasks in flight per worker thread of the cluster (bounds the client's memory).
+    #: Images per Dask task (a task's scheduling and return are shared by its images).
+    batch_size: PositiveInt
+    #: Tasks (batches) in flight per worker thread of the cluster (bounds the client's memory).
     tasks_per_worker: PositiveInt
     #: Seconds to wait for the scheduler, then for its first worker.
     connect_timeout_seconds: PositiveFloat

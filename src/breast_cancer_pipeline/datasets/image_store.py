@@ -212,7 +212,8 @@ class ImageStoreDataset(AbstractDataset[StorePlan | StoreCommit, StoredFiles]):
             calls = ((str(self._staging.absolute()), p, t) for p, t in pending.items())
             with cluster.dask_executor(plan.cluster, plan.workers) as (executor, threads):
                 window = plan.cluster["tasks_per_worker"] * max(1, threads)
-                yield from cluster.as_completed(executor, _materialise, calls, window)
+                batch = plan.cluster["batch_size"]
+                yield from cluster.as_completed(executor, _materialise, calls, window, batch)
             return
         calls = ((str(self._staging), p, t) for p, t in pending.items())
         if plan.workers <= 1 or len(pending) <= 1:
