@@ -30,6 +30,8 @@ def _start(args: list[str], folder: Path, log: str) -> subprocess.Popen:
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: nanny and workers stop with it
+            # Scratch files in the test's folder, not in the machine's shared temporary one.
+            env={**os.environ, "DASK_TEMPORARY_DIRECTORY": str(folder / "scratch")},
         )
 
 
