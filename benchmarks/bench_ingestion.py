@@ -95,8 +95,12 @@ def _reference_speedup(cores: int, n: int) -> float:
     return cores * one / many
 
 
-def ingest(source: Path, out: Path, params: dict) -> tuple[float, dict[str, int], pd.DataFrame]:
+def ingest(
+    source: Path, out: Path, params: dict, cluster: dict | None = None
+) -> tuple[float, dict[str, int], pd.DataFrame]:
     """The ingestion nodes and image store on ``source``, as ``kedro run`` runs them.
+
+    ``cluster``: the ``cluster`` parameters (none: this machine's process pool).
 
     Returns:
         ``(seconds, the store's last save counts, the manifest)``.
@@ -105,7 +109,7 @@ def ingest(source: Path, out: Path, params: dict) -> tuple[float, dict[str, int]
     raw = ImageFolderDataset(str(source)).load()
     inventory = index_source(raw, params)
     store = ImageStoreDataset(path=str(out / "images"), journal=str(out / "index.jsonl"))
-    store.save(plan_conversion(raw, inventory, params))
+    store.save(plan_conversion(raw, inventory, params, None, cluster))
     info, _ = collect_conversion(store.load(), inventory, params)
     manifest = split_manifest(collapse_duplicates(info)[0], params)
     store.save(publish_conversion(manifest))

@@ -35,6 +35,7 @@ kind                                   how it is checked
                                        a ``dataframe_split`` request with an ``image`` column
                                        of base64 cells; what reads the answer runs
 ``mlflow ...``                         MLflow's own CLI parser
+``dask scheduler/worker ...``          distributed's own CLI parsers
 ``python -c``/``-m``                   the code compiles and its imports resolve; a module's
                                        own argument parser
 ``pytest ...``                         ``pytest --collect-only`` with the same arguments
@@ -587,6 +588,16 @@ def check_mlflow(project: Project, command: Simple) -> None:
     parse_click(mlflow.cli.cli, "mlflow", command.args)
 
 
+def check_dask(project: Project, command: Simple) -> None:
+    """``dask scheduler``/``dask worker``: parsed by distributed's own command-line parsers."""
+    from distributed.cli import dask_scheduler, dask_worker
+
+    parsers = {"scheduler": dask_scheduler.main, "worker": dask_worker.main}
+    sub, *rest = command.args
+    assert sub in parsers, f"`dask {sub}`: only dask scheduler and dask worker are checked"
+    parsers[sub].make_context(f"dask {sub}", rest)
+
+
 #: Modules run with ``python -m``, and how their arguments are checked.
 MODULE_PARSERS: dict[str, Callable[[list[str]], Any]] = {
     "benchmarks.gpu_check": lambda argv: importlib.import_module("benchmarks.gpu_check")._arguments(
@@ -754,6 +765,7 @@ CHECKS: dict[str, Callable[[Project, Simple], None]] = {
     "git": check_git,
     "rm": check_rm,
     "mlflow": check_mlflow,
+    "dask": check_dask,
     "python": check_python,
     "pytest": check_pytest,
     "source": check_source,

@@ -23,6 +23,8 @@ HEAVY = (
     "optuna",
     "matplotlib",
     "torch",
+    "distributed",  # only runs with cluster.address set
+    "dask",
 )
 
 CODE = """

@@ -96,12 +96,15 @@ class StorePlan:
         workers: Worker processes for the tasks (1: in this process).
         tasks_per_worker: Tasks in flight per worker process (bounds memory).
         progress_seconds: Seconds between two progress lines (count, rate, ETA).
+        cluster: The ``cluster`` parameters: with an ``address``, the tasks run on that Dask
+            cluster (``workers`` sizes a ``local`` one) instead of this machine's processes.
     """
 
     files: Mapping[str, FileTask]
     workers: int
     tasks_per_worker: int
     progress_seconds: float
+    cluster: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ nothing that the previous manifest points at:
   entry whose files are intact is skipped: a rerun converts only new or changed sources.
   A committed file is checked by its size; a staged one (not yet swapped in, maybe left by a
   killed run) by the SHA-256 of its bytes recorded in the journal;
-* the other tasks run in a process pool; each worker writes its file(s) under ``.staging/``
+* the other tasks run in a process pool, or on a Dask cluster when the plan names one
+  (:mod:`breast_cancer_pipeline.cluster`; a task of a worker that dies runs again on
+  another); each worker writes its file(s) under ``.staging/``
   (to a temporary name, fsynced, then renamed: atomic), so only small result records travel
   back, and no file is ever half-written under a real name;
 * every finished task is appended to a journal (JSON lines, flushed each time), so a run that
@@ -45,13 +47,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
+from breast_cancer_pipeline import cluster
 from breast_cancer_pipeline.datasets._atomic import atomic_path
 from breast_cancer_pipeline.file_records import (
     FileTask,
@@ -109,11 +112,13 @@ class ImageStoreDataset(AbstractDataset[StorePlan | StoreCommit, StoredFiles]):
         if not self._root.is_dir():
             raise DatasetError(f"no files at '{self._root}': run the ingestion pipeline first")
         entries, _ = self._read_journal()
-        locations = {path: (str(self._root / path),) for path in self._walk_files()}
+        # Absolute: a loader may be called by a worker of a cluster, in another folder.
+        root, staging = self._root.absolute(), self._staging.absolute()
+        locations = {path: (str(root / path),) for path in self._walk_files()}
         for entry in entries.values():
             if entry["ok"] and entry["staged"]:
                 for path in entry["files"]:
-                    locations[path] = (str(self._staging / path), str(self._root / path))
+                    locations[path] = (str(staging / path), str(root / path))
         rows = [
             {
                 "path": path,
@@ -203,30 +208,22 @@ class ImageStoreDataset(AbstractDataset[StorePlan | StoreCommit, StoredFiles]):
 
     def _run(self, pending: Mapping[str, FileTask], plan: StorePlan) -> Iterator[Result]:
         """Run the tasks; yield ``(path, key, files written or None, record)`` as each ends."""
-        root = str(self._staging)
-        if plan.workers <= 1 or len(pending) <= 1:
-            for path, task in pending.items():
-                yield _materialise(root, path, task)
+        if cluster.uses_cluster(plan.cluster):  # workers elsewhere: paths that mean the same
+            calls = ((str(self._staging.absolute()), p, t) for p, t in pending.items())
+            with cluster.dask_executor(plan.cluster, plan.workers) as (executor, threads):
+                window = plan.cluster["tasks_per_worker"] * max(1, threads)
+                batch = plan.cluster["batch_size"]
+                yield from cluster.as_completed(executor, _materialise, calls, window, batch)
             return
-        tasks = iter(pending.items())
+        calls = ((str(self._staging), p, t) for p, t in pending.items())
+        if plan.workers <= 1 or len(pending) <= 1:
+            for args in calls:
+                yield _materialise(*args)
+            return
         with worker_pool(plan.workers, _pool_context(pending)) as pool:
             # A few tasks in flight per worker: memory stays flat for any dataset size.
-            running: set[Future] = set()
-            try:
-                while True:
-                    for path, task in tasks:
-                        running.add(pool.submit(_materialise, root, path, task))
-                        if len(running) >= plan.tasks_per_worker * plan.workers:
-                            break
-                    if not running:
-                        return
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
-            except BaseException:
-                for future in running:
-                    future.cancel()
-                raise
+            window = plan.tasks_per_worker * plan.workers
+            yield from cluster.as_completed(pool, _materialise, calls, window)
 
     # ------------------------------------------------------------------ commit
 

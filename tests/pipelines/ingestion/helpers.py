@@ -158,16 +158,23 @@ def store_for(out: Path) -> ImageStoreDataset:
     return ImageStoreDataset(path=str(out / "images"), journal=str(out / "conversion_index.jsonl"))
 
 
-def ingest(source: Path, out: Path, run_params: dict, external: Path | None = None) -> Ingested:
+def ingest(
+    source: Path,
+    out: Path,
+    run_params: dict,
+    external: Path | None = None,
+    cluster: dict | None = None,
+) -> Ingested:
     """Run the ingestion nodes and datasets, in order, as ``kedro run`` does.
 
-    ``external`` is the external site's folder (``ingestion.external_dir``), if any.
+    ``external`` is the external site's folder (``ingestion.external_dir``), if any;
+    ``cluster`` the ``cluster`` parameters (none: this machine).
     """
     raw = ImageFolderDataset(str(source), run_params["follow_external_links"]).load()
     site = ImageFolderDataset(None if external is None else str(external)).load()
     inventory = index_source(raw, run_params, site)
     store = store_for(out)
-    store.save(plan_conversion(raw, inventory, run_params, site))
+    store.save(plan_conversion(raw, inventory, run_params, site, cluster))
     info, rejected = collect_conversion(store.load(), inventory, run_params)
     unique, duplicates = collapse_duplicates(info)
     manifest = split_manifest(unique, run_params)

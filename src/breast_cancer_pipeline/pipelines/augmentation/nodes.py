@@ -10,12 +10,14 @@ serving never re-implements it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from breast_cancer_pipeline.cluster import map_in_order
 from breast_cancer_pipeline.imaging import decode_image, resize_image
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT, SPLITS
 from breast_cancer_pipeline.plotting import figure_png, pyplot
@@ -42,17 +44,30 @@ def _split_arrays(
     index: Mapping[str, int],
     size: int,
     color_mode: str,
+    cluster: Mapping[str, Any] | None,
 ) -> dict[str, np.ndarray]:
     """``x_<split>``, ``y_<split>`` and ``paths_<split>`` of the manifest rows given."""
     channels = 3 if color_mode == "rgb" else 1
     x = np.empty((len(rows), size, size, channels), dtype=np.uint8)
-    for i, path in enumerate(rows["path"]):
-        x[i] = resize_image(decode_image(images[path](), path, color_mode=color_mode), size)
+    calls = [(images[path], path, color_mode, size) for path in rows["path"]]
+    for i, pixels in enumerate(map_in_order(input_pixels, calls, cluster, _cores(len(calls)))):
+        x[i] = pixels
     return {
         f"x_{split}": x,
         f"y_{split}": rows["label"].map(index).to_numpy(dtype=np.int32),
         f"paths_{split}": rows["path"].to_numpy(dtype=np.str_),
     }
+
+
+def input_pixels(load: Callable[[], bytes], path: str, color_mode: str, size: int) -> np.ndarray:
+    """One image as the model reads it: decoded, resized to ``size`` (a per-image task)."""
+    return resize_image(decode_image(load(), path, color_mode=color_mode), size)
+
+
+def _cores(n_images: int) -> int:
+    """Worker processes of a ``local`` cluster for the arrays: one per core, one at least."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, n_images))
 
 
 def _internal(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +82,10 @@ def _classes_and_mode(manifest: pd.DataFrame) -> tuple[list[str], str]:
 
 
 def prepare_model_input(
-    images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFrame, params: dict
+    images: Mapping[str, Callable[[], bytes]],
+    manifest: pd.DataFrame,
+    params: dict,
+    cluster: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode and resize every image of train, val and test into per-split arrays.
 
@@ -78,6 +96,8 @@ def prepare_model_input(
         images: ``{manifest path: load function}`` of the intermediate PNGs.
         manifest: The validated manifest.
         params: The ``augmentation`` parameters (``image_size``).
+        cluster: The ``cluster`` parameters: with an ``address``, the images are decoded on
+            that Dask cluster (the arrays are the same).
 
     Returns:
         ``x_<split>`` (``uint8``, N×S×S×C), ``y_<split>`` (class index), ``paths_<split>``
@@ -94,7 +114,7 @@ def prepare_model_input(
     arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names, dtype=np.str_)}
     for split in SPLITS:
         rows = internal[internal["split"] == split]
-        arrays |= _split_arrays(images, rows, split, index, size, color_mode)
+        arrays |= _split_arrays(images, rows, split, index, size, color_mode, cluster)
     logger.info(
         "Model input: %s images of %dx%d px, %s",
         "/".join(str(len(arrays[f"y_{s}"])) for s in SPLITS),
@@ -106,7 +126,10 @@ def prepare_model_input(
 
 
 def prepare_external_input(
-    images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFrame, params: dict
+    images: Mapping[str, Callable[[], bytes]],
+    manifest: pd.DataFrame,
+    params: dict,
+    cluster: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """The external test site's arrays, decoded like the model input (same size and classes).
 
@@ -114,6 +137,7 @@ def prepare_external_input(
         images: ``{manifest path: load function}`` of the intermediate PNGs.
         manifest: The validated manifest.
         params: The ``augmentation`` parameters (``image_size``).
+        cluster: The ``cluster`` parameters (see :func:`prepare_model_input`).
 
     Returns:
         ``x_external``, ``y_external`` (class index in the model's order), ``paths_external``
@@ -135,7 +159,8 @@ def prepare_external_input(
         )
     _check_pngs(images, rows)
     index = {name: i for i, name in enumerate(class_names)}
-    arrays = _split_arrays(images, rows, EXTERNAL_SPLIT, index, params["image_size"], color_mode)
+    size = params["image_size"]
+    arrays = _split_arrays(images, rows, EXTERNAL_SPLIT, index, size, color_mode, cluster)
     if len(rows):
         logger.info("External test site: %d images", len(rows))
     return {"class_names": np.array(class_names, dtype=np.str_), **arrays}

@@ -21,14 +21,24 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=prepare_model_input,
-                inputs=["intermediate_images", "validated_manifest", "params:augmentation"],
+                inputs=[
+                    "intermediate_images",
+                    "validated_manifest",
+                    "params:augmentation",
+                    "params:cluster",
+                ],
                 outputs="model_input",
                 name="prepare_model_input",
             ),
             # The external test site, apart: no training or selection node reads it.
             Node(
                 func=prepare_external_input,
-                inputs=["intermediate_images", "validated_manifest", "params:augmentation"],
+                inputs=[
+                    "intermediate_images",
+                    "validated_manifest",
+                    "params:augmentation",
+                    "params:cluster",
+                ],
                 outputs="external_model_input",
                 name="prepare_external_input",
             ),

@@ -17,6 +17,7 @@ this one: :mod:`.layouts` and :mod:`.csv_tables` (what the images are), :mod:`.c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 
@@ -152,6 +153,7 @@ def plan_conversion(
     inventory: pd.DataFrame,
     params: dict,
     external_files: Mapping[str, Callable[[], bytes]] | None = None,
+    cluster: dict | None = None,
 ) -> StorePlan:
     """Plan the PNG conversion of every indexed image; the image store carries it out.
 
@@ -167,14 +169,18 @@ def plan_conversion(
         params: The ``ingestion`` parameters.
         external_files: ``{relative path: loader}`` of ``ingestion.external_dir``, if any
             (converted under ``external/``).
+        cluster: The ``cluster`` parameters: with an ``address``, the tasks run on that
+            Dask cluster; the PNGs and records are the same.
 
     Returns:
-        The plan: ``{PNG path: task}``, the worker processes and the progress interval.
+        The plan: ``{PNG path: task}``, the worker processes, where they run and the progress
+        interval.
 
     Raises:
         ValueError: Two sources would be converted to the same PNG path.
     """
-    return conversion.build_plan(combined_sources(raw_files, external_files), inventory, params)
+    plan = conversion.build_plan(combined_sources(raw_files, external_files), inventory, params)
+    return dataclasses.replace(plan, cluster=cluster)
 
 
 def collect_conversion(

@@ -38,6 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "source_inventory",
                     "params:ingestion",
                     "external_raw_images",
+                    "params:cluster",
                 ],
                 outputs="intermediate_images",
                 name="convert_images",
