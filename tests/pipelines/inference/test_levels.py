@@ -92,7 +92,9 @@ def test_the_batch_command_writes_one_table_per_level_through_the_catalog(tmp_pa
             "params:inference": MemoryDataset(base_params("inference")),
             "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
             "predictions": MemoryDataset(),
-            "level_predictions": _catalog_dataset("level_predictions", path=str(tmp_path)),
+            "batch_level_predictions": _catalog_dataset(
+                "batch_level_predictions", path=str(tmp_path)
+            ),
         }
     )
     SequentialRunner().run(create_pipeline().only_nodes("predict_files"), catalog)
