@@ -24,6 +24,7 @@ _EXPORTS = {
     "LazyMlflowModelTrackingDataset": "breast_cancer_pipeline.datasets.mlflow_model",
     "NumpyArraysDataset": "breast_cancer_pipeline.datasets.numpy_arrays",
     # The plain records the datasets exchange with the nodes.
+    "ArrayRows": "breast_cancer_pipeline.file_records",
     "FileTask": "breast_cancer_pipeline.file_records",
     "SourceFile": "breast_cancer_pipeline.file_records",
     "StoreCommit": "breast_cancer_pipeline.file_records",
@@ -32,6 +33,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ArrayRows",
     "BinaryFileDataset",
     "FileTask",
     "ImageFolderDataset",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from breast_cancer_pipeline.datasets.mlflow_model import LazyMlflowModelTrackingDataset
     from breast_cancer_pipeline.datasets.numpy_arrays import NumpyArraysDataset
     from breast_cancer_pipeline.file_records import (
+        ArrayRows,
         FileTask,
         SourceFile,
         StoreCommit,

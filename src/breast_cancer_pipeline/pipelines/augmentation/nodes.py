@@ -1,7 +1,10 @@
 """Augmentation: the model's input arrays, the augmentation spec and a preview of it.
 
 The model input is decoded once from the validated PNGs into ``uint8`` arrays at the
-configured size (``data/05_model_input/arrays``, memory-mapped by the later stages).
+configured geometry (``augmentation.image_size`` and ``resize``, applied by
+:func:`breast_cancer_pipeline.geometry.fit_image`, as serving does). The image arrays are
+returned as :class:`~breast_cancer_pipeline.file_records.ArrayRows`: the dataset writes them
+an image at a time to ``data/05_model_input/arrays``, which the later stages memory-map.
 Augmentation itself runs inside the model as Keras layers (see
 :func:`breast_cancer_pipeline.modeling.build_augmenter`), active only in training, so
 serving never re-implements it.
@@ -10,13 +13,16 @@ serving never re-implements it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from breast_cancer_pipeline.imaging import decode_image, resize_image
+from breast_cancer_pipeline.file_records import ArrayRows
+from breast_cancer_pipeline.geometry import Geometry, fit_image, geometry_arrays
+from breast_cancer_pipeline.imaging import decode_image
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT, SPLITS
 from breast_cancer_pipeline.plotting import figure_png, pyplot
 
@@ -35,21 +41,48 @@ def _check_pngs(images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFram
         )
 
 
+def model_image(
+    load: Callable[[], bytes], path: str, geometry: Geometry, color_mode: str
+) -> np.ndarray:
+    """One image of the model input: its PNG decoded and brought to the model's geometry.
+
+    Args:
+        load: Returns the PNG's bytes.
+        path: The manifest path (for messages).
+        geometry: The model's input size and resize mode.
+        color_mode: ``grayscale`` or ``rgb``.
+
+    Returns:
+        ``uint8`` array ``(height, width, channels)``.
+    """
+    return fit_image(decode_image(load(), path, color_mode=color_mode), geometry)
+
+
+def _model_images(
+    images: Mapping[str, Callable[[], bytes]],
+    paths: list[str],
+    geometry: Geometry,
+    color_mode: str,
+) -> Iterator[np.ndarray]:
+    for path in paths:
+        yield model_image(images[path], path, geometry, color_mode)
+
+
 def _split_arrays(
     images: Mapping[str, Callable[[], bytes]],
     rows: pd.DataFrame,
     split: str,
     index: Mapping[str, int],
-    size: int,
+    geometry: Geometry,
     color_mode: str,
-) -> dict[str, np.ndarray]:
-    """``x_<split>``, ``y_<split>`` and ``paths_<split>`` of the manifest rows given."""
-    channels = 3 if color_mode == "rgb" else 1
-    x = np.empty((len(rows), size, size, channels), dtype=np.uint8)
-    for i, path in enumerate(rows["path"]):
-        x[i] = resize_image(decode_image(images[path](), path, color_mode=color_mode), size)
+) -> dict[str, np.ndarray | ArrayRows]:
+    """``x_<split>`` (made as it is written), ``y_<split>`` and ``paths_<split>``."""
+    paths = [str(p) for p in rows["path"]]
+    shape = (len(paths), *geometry.size, 3 if color_mode == "rgb" else 1)
     return {
-        f"x_{split}": x,
+        f"x_{split}": ArrayRows(
+            shape, np.uint8, partial(_model_images, images, paths, geometry, color_mode)
+        ),
         f"y_{split}": rows["label"].map(index).to_numpy(dtype=np.int32),
         f"paths_{split}": rows["path"].to_numpy(dtype=np.str_),
     }
@@ -68,8 +101,8 @@ def _classes_and_mode(manifest: pd.DataFrame) -> tuple[list[str], str]:
 
 def prepare_model_input(
     images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFrame, params: dict
-) -> dict[str, np.ndarray]:
-    """Decode and resize every image of train, val and test into per-split arrays.
+) -> dict[str, np.ndarray | ArrayRows]:
+    """Decode every image of train, val and test into per-split arrays at the model's geometry.
 
     The external site's images (split ``external``) are not among them: they go to
     :func:`prepare_external_input`, which no training node reads.
@@ -77,29 +110,36 @@ def prepare_model_input(
     Args:
         images: ``{manifest path: load function}`` of the intermediate PNGs.
         manifest: The validated manifest.
-        params: The ``augmentation`` parameters (``image_size``).
+        params: The ``augmentation`` parameters (``image_size``, ``resize``,
+            ``crop_margin``).
 
     Returns:
-        ``x_<split>`` (``uint8``, N×S×S×C), ``y_<split>`` (class index), ``paths_<split>``
-        for train, val and test, and ``class_names`` (sorted labels; the index order).
+        ``x_<split>`` (``uint8``, N×H×W×C, made image by image as the dataset writes it),
+        ``y_<split>`` (class index), ``paths_<split>`` for train, val and test,
+        ``class_names`` (sorted labels; the index order), and ``resize`` and ``crop_margin``
+        (what the finetune stage records for serving).
 
     Raises:
         ValueError: A manifest path has no PNG.
     """
-    size = params["image_size"]
+    geometry = Geometry.from_params(params)
     internal = _internal(manifest)
     class_names, color_mode = _classes_and_mode(manifest)
     index = {name: i for i, name in enumerate(class_names)}
     _check_pngs(images, internal)
-    arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names, dtype=np.str_)}
+    arrays: dict[str, np.ndarray | ArrayRows] = {
+        "class_names": np.array(class_names, dtype=np.str_),
+        **geometry_arrays(geometry),
+    }
     for split in SPLITS:
         rows = internal[internal["split"] == split]
-        arrays |= _split_arrays(images, rows, split, index, size, color_mode)
+        arrays |= _split_arrays(images, rows, split, index, geometry, color_mode)
     logger.info(
-        "Model input: %s images of %dx%d px, %s",
+        "Model input: %s images of %dx%d px (%s), %s",
         "/".join(str(len(arrays[f"y_{s}"])) for s in SPLITS),
-        size,
-        size,
+        geometry.height,
+        geometry.width,
+        geometry.resize,
         color_mode,
     )
     return arrays
@@ -107,13 +147,14 @@ def prepare_model_input(
 
 def prepare_external_input(
     images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFrame, params: dict
-) -> dict[str, np.ndarray]:
-    """The external test site's arrays, decoded like the model input (same size and classes).
+) -> dict[str, np.ndarray | ArrayRows]:
+    """The external test site's arrays, decoded like the model input (same geometry, classes).
 
     Args:
         images: ``{manifest path: load function}`` of the intermediate PNGs.
         manifest: The validated manifest.
-        params: The ``augmentation`` parameters (``image_size``).
+        params: The ``augmentation`` parameters (``image_size``, ``resize``,
+            ``crop_margin``).
 
     Returns:
         ``x_external``, ``y_external`` (class index in the model's order), ``paths_external``
@@ -135,7 +176,8 @@ def prepare_external_input(
         )
     _check_pngs(images, rows)
     index = {name: i for i, name in enumerate(class_names)}
-    arrays = _split_arrays(images, rows, EXTERNAL_SPLIT, index, params["image_size"], color_mode)
+    geometry = Geometry.from_params(params)
+    arrays = _split_arrays(images, rows, EXTERNAL_SPLIT, index, geometry, color_mode)
     if len(rows):
         logger.info("External test site: %d images", len(rows))
     return {"class_names": np.array(class_names, dtype=np.str_), **arrays}
