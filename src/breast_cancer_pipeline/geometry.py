@@ -281,11 +281,12 @@ def otsu_threshold(gray: np.ndarray) -> float | None:
     Returns:
         The threshold ``t`` (the foreground is ``gray > t``), or None when every value is equal.
     """
-    values = np.clip(np.rint(gray), 0, 255).astype(np.int64).ravel()
-    hist = np.bincount(values, minlength=256).astype(np.float64)
+    if gray.dtype != np.uint8:
+        gray = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
     levels = np.arange(256, dtype=np.float64)
     below = np.cumsum(hist)[:-1]
-    above = values.size - below
+    above = gray.size - below
     if not (below * above).any():
         return None
     sum_below = np.cumsum(hist * levels)[:-1]
