@@ -261,15 +261,19 @@ def _plot(figures: dict[str, Any], path: Path) -> None:
         peaks = [figures[f"scaling.{step}.peak_rss_mb_{f}x"] for f in FACTORS]
         left.plot(sizes, [r["median"] for r in ratios], marker="o", label=step)
         right.plot(sizes, [p["median"] for p in peaks], marker="o", label=step)
+    arrays = [figures[f"scaling.model_input{HIGH}.arrays_mb_{f}x"]["median"] for f in FACTORS]
+    right.plot(sizes, arrays, ls="--", c="0.5", label=f"model_input{HIGH}: arrays on disk")
     left.axhspan(1 - TOLERANCE, 1 + TOLERANCE, color="0.9", label="±20 %")
     left.set(xscale="log", xlabel="images", ylabel="seconds per image / 1× figure")
     left.set_title("Time per image (median of rounds)")
-    right.set(xscale="log", xlabel="images", ylabel="MiB")
+    right.set(xscale="log", yscale="log", xlabel="images", ylabel="MiB")
     right.set_title("Peak RSS of the step's process")
+    right.set_ylim(50, 5000)  # room above the lines for the legend
     for axes in (left, right):
         axes.minorticks_off()
         axes.set_xticks(sizes, [str(s) for s in sizes])
-        axes.legend()
+    left.legend(fontsize=8)
+    right.legend(fontsize=7, ncols=2, loc="upper left")
     fig.tight_layout()
     path.write_bytes(figure_png(fig, 100))
 
