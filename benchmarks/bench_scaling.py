@@ -1,7 +1,9 @@
 """``scaling.*``: how the cost of ingestion, the model-input arrays and feature extraction grows.
 
 Each step runs at 1×, 4× and 16× a base number of images (``BASE``: 125 → 2,000 small
-mammogram-like 96 px 16-bit TIFFs, 48 px model input), each in its own subprocess
+mammogram-like 96 px 16-bit TIFFs, 48 px model input; and, for the steps whose name ends in
+``_1024x512``, 1024 px TIFFs into a ``[1024, 512]`` model input with ``crop_foreground``: 1 GiB
+of arrays at 2,000 images), each in its own subprocess
 (``python -m benchmarks.bench_scaling <step> <workdir> <n>``) so that its peak resident
 memory is its own (the kernel's high-water mark of the child's address space,
 :func:`breast_cancer_pipeline.memory.peak_rss_mb`; ``ru_maxrss`` would carry over the peak of
@@ -12,13 +14,17 @@ the process that started it, in a full ``make bench`` the 3.7 GiB of the areas r
 - ``model_input``: :func:`prepare_model_input` on those PNGs, saved by the project's
   :class:`NumpyArraysDataset` (what ``kedro run --pipelines=augmentation`` does);
 - ``features``: :func:`extract_features` of the small CNN over the memory-mapped arrays, as
-  backbone selection runs it (TensorFlow started and warmed up before the clock starts).
+  backbone selection runs it (TensorFlow started and warmed up before the clock starts);
+- ``ingestion_1024x512`` and ``model_input_1024x512``: the first two at high resolution, where
+  the arrays are larger than the memory a step may hold: ``peak_rss_over_arrays_16x`` is the
+  peak RSS of the model-input step over the size of its arrays on disk (goal: below 1).
 
 Figures per step and size: seconds per image relative to 1× (goal: within ±20 %, i.e. the
 cost is linear), peak RSS of the step's process and its workers, and the step's own memory
 (``step_mb``: peak minus the process's resident memory just before the step, imports
 excluded). Goal for memory: the peak at 16× within 20 % of the 1× peak; a step that holds
-every image in memory shows as ``step_mb`` growing with the number of images.
+every image in memory shows as ``step_mb`` growing with the number of images. Goal for time:
+``marginal_cost_ratio`` (see :func:`_marginal`) at most 1.2 for every step.
 Three interleaved rounds (1×, 4×, 16× of every step per round; one round of 30 and 60
 images in a smoke run); each relative figure is its
 round's, the figure their median. Writes ``docs/scaling.png`` (not in a smoke run).
@@ -50,7 +56,16 @@ BASE, FACTORS, SIZE, INPUT_SIZE, ROUNDS = (
     if harness.quick()
     else (int(os.environ.get("BENCH_SCALING_BASE", "125")), (1, 4, 16), 96, 48, harness.REPEATS)
 )
-STEPS = ("ingestion", "model_input", "features")
+#: The high-resolution variant: source side, model input ``[height, width]``, resize mode
+#: (a smoke run: 128 px into [128, 64]).
+LARGE = (
+    (128, [128, 64], "crop_foreground")
+    if harness.quick()
+    else (1024, [1024, 512], "crop_foreground")
+)
+#: The suffix of the high-resolution steps.
+HIGH = "_1024x512"
+STEPS = ("ingestion", "model_input", "features", f"ingestion{HIGH}", f"model_input{HIGH}")
 DOCS_FIGURE = Path(__file__).resolve().parents[1] / "docs" / "scaling.png"
 LARGEST = f"{max(FACTORS)}x"
 #: The largest relative change of seconds per image that still counts as linear.
@@ -60,30 +75,36 @@ GOALS: dict[str, harness.Goal] = {
         f"scaling.{step}.seconds_per_image_ratio_{LARGEST}": ("<=", 1 + TOLERANCE) for step in STEPS
     },
     **{f"scaling.{step}.peak_rss_ratio_{LARGEST}": ("<=", 1 + TOLERANCE) for step in STEPS},
+    **{f"scaling.{step}.marginal_cost_ratio": ("<=", 1 + TOLERANCE) for step in STEPS},
+    f"scaling.model_input{HIGH}.peak_rss_over_arrays_{LARGEST}": ("<=", 1.0),
 }
 
 
-def _ingestion(workdir: Path, n: int) -> None:
+def _ingestion(workdir: Path, n: int, tag: str = "") -> None:
     from benchmarks.bench_ingestion import ingest
     from tests.params import base_params
 
     params = base_params(
         "ingestion", label_pattern=r"^(benign|malignant)/", group_pattern=r"(case \d+)/"
     )
-    _, saved, manifest = ingest(workdir / f"source-{n}", workdir / f"ingested-{n}", params)
+    source, out = workdir / f"source{tag}-{n}", workdir / f"ingested{tag}-{n}"
+    _, saved, manifest = ingest(source, out, params)
     assert saved["produced"] == n and len(manifest) == n, (saved, len(manifest))
-    manifest.to_parquet(workdir / f"manifest-{n}.parquet")
+    manifest.to_parquet(workdir / f"manifest{tag}-{n}.parquet")
 
 
-def _model_input(workdir: Path, n: int) -> None:
+def _model_input(workdir: Path, n: int, tag: str = "") -> None:
     from breast_cancer_pipeline.datasets import ImageStoreDataset, NumpyArraysDataset
     from breast_cancer_pipeline.pipelines.augmentation.nodes import prepare_model_input
+    from tests.params import base_params
 
-    out = workdir / f"ingested-{n}"
+    out = workdir / f"ingested{tag}-{n}"
     images = ImageStoreDataset(path=str(out / "images"), journal=str(out / "index.jsonl")).load()
-    manifest = pd.read_parquet(workdir / f"manifest-{n}.parquet")
-    arrays = prepare_model_input(images, manifest, {"image_size": INPUT_SIZE})
-    NumpyArraysDataset(str(workdir / f"arrays-{n}")).save(arrays)
+    manifest = pd.read_parquet(workdir / f"manifest{tag}-{n}.parquet")
+    size, resize = (LARGE[1], LARGE[2]) if tag else (INPUT_SIZE, "stretch")
+    params = base_params("augmentation", image_size=size, resize=resize)
+    arrays = prepare_model_input(images, manifest, params)
+    NumpyArraysDataset(str(workdir / f"arrays{tag}-{n}")).save(arrays)
     assert sum(len(arrays[f"y_{s}"]) for s in ("train", "val", "test")) == len(manifest)
 
 
@@ -126,14 +147,23 @@ def _images_of(step: str, workdir: Path, n: int) -> int:
     return sum(len(np.load(arrays / f"y_{s}.npy")) for s in ("train", "val"))
 
 
+def _arrays_mb(step: str, workdir: Path, n: int) -> float:
+    """The size on disk of the arrays a model-input step wrote (0 for the other steps)."""
+    if not step.startswith("model_input"):
+        return 0.0
+    folder = workdir / f"arrays{step.removeprefix('model_input')}-{n}"
+    return sum(f.stat().st_size for f in folder.glob("*.npy")) / 2**20
+
+
 def child(step: str, workdir: Path, n: int) -> dict[str, float]:
     """Run one step at one size in this process; its seconds and memory."""
-    work = {"ingestion": _ingestion, "model_input": _model_input, "features": _features}[step]
+    base, tag = (step.removesuffix(HIGH), HIGH) if step.endswith(HIGH) else (step, "")
+    work = {"ingestion": _ingestion, "model_input": _model_input, "features": _features}[base]
     if step == "features":
         _features_warm_up()
     before = memory.rss_mb()
     started = time.perf_counter()
-    work(workdir, n)
+    work(workdir, n, *([tag] if tag else []))
     seconds = time.perf_counter() - started
     workers = memory.children_peak_rss_mb()
     peak = max(memory.peak_rss_mb(), workers)
@@ -144,6 +174,7 @@ def child(step: str, workdir: Path, n: int) -> dict[str, float]:
         "peak_rss_mb": peak,
         "step_mb": max(peak - before, 0.0),
         "workers_peak_rss_mb": workers,
+        "arrays_mb": _arrays_mb(step, workdir, n),
     }
 
 
@@ -166,24 +197,25 @@ def _generate(workdir: Path) -> float:
 
     started = time.perf_counter()
     largest = BASE * max(FACTORS)
-    pool = workdir / "pool"
-    generate(pool, largest, SIZE, grain=40.0)
-    files = sorted(
-        pool.rglob("*.tif"),
-        key=lambda p: int(p.stem.split("_")[1]) + 4 * int(p.parent.name.split()[1]),
-    )
-    for factor in FACTORS:
-        n = BASE * factor
-        for path in files[:n]:
-            target = workdir / f"source-{n}" / path.relative_to(pool)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(path, target)
+    for tag, side in (("", SIZE), (HIGH, LARGE[0])):
+        pool = workdir / f"pool{tag}"
+        generate(pool, largest, side, grain=40.0)
+        files = sorted(
+            pool.rglob("*.tif"),
+            key=lambda p: int(p.stem.split("_")[1]) + 4 * int(p.parent.name.split()[1]),
+        )
+        for factor in FACTORS:
+            n = BASE * factor
+            for path in files[:n]:
+                target = workdir / f"source{tag}-{n}" / path.relative_to(pool)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, target)
     return time.perf_counter() - started
 
 
 def _round(workdir: Path) -> dict[str, dict[str, float]]:
     """Every step at every size, the outputs of the last round removed first."""
-    for pattern in ("ingested-*", "arrays-*"):
+    for pattern in ("ingested*-*", "arrays*-*"):
         for path in workdir.glob(pattern):
             shutil.rmtree(path)
     measured = {}
@@ -229,15 +261,19 @@ def _plot(figures: dict[str, Any], path: Path) -> None:
         peaks = [figures[f"scaling.{step}.peak_rss_mb_{f}x"] for f in FACTORS]
         left.plot(sizes, [r["median"] for r in ratios], marker="o", label=step)
         right.plot(sizes, [p["median"] for p in peaks], marker="o", label=step)
+    arrays = [figures[f"scaling.model_input{HIGH}.arrays_mb_{f}x"]["median"] for f in FACTORS]
+    right.plot(sizes, arrays, ls="--", c="0.5", label=f"model_input{HIGH}: arrays on disk")
     left.axhspan(1 - TOLERANCE, 1 + TOLERANCE, color="0.9", label="±20 %")
     left.set(xscale="log", xlabel="images", ylabel="seconds per image / 1× figure")
     left.set_title("Time per image (median of rounds)")
-    right.set(xscale="log", xlabel="images", ylabel="MiB")
+    right.set(xscale="log", yscale="log", xlabel="images", ylabel="MiB")
     right.set_title("Peak RSS of the step's process")
+    right.set_ylim(50, 5000)  # room above the lines for the legend
     for axes in (left, right):
         axes.minorticks_off()
         axes.set_xticks(sizes, [str(s) for s in sizes])
-        axes.legend()
+    left.legend(fontsize=8)
+    right.legend(fontsize=7, ncols=2, loc="upper left")
     fig.tight_layout()
     path.write_bytes(figure_png(fig, 100))
 
@@ -259,6 +295,14 @@ def run(workdir: Path) -> dict[str, Any]:
             )
             for key in ("peak_rss_mb", "step_mb", "rss_before_mb"):
                 figures[f"{prefix}.{key}_{tag}"] = harness.summary([m[key] for m in per], 1)
+            if step.startswith("model_input"):
+                figures[f"{prefix}.arrays_mb_{tag}"] = harness.summary(
+                    [m["arrays_mb"] for m in per], 1
+                )
+                figures[f"{prefix}.peak_rss_over_arrays_{tag}"] = harness.summary(
+                    harness.ratios([m["peak_rss_mb"] for m in per], [m["arrays_mb"] for m in per]),
+                    3,
+                )
             figures[f"{prefix}.peak_rss_ratio_{tag}"] = harness.summary(
                 harness.ratios([m["peak_rss_mb"] for m in per], [m["peak_rss_mb"] for m in base]),
                 3,
@@ -271,7 +315,10 @@ def run(workdir: Path) -> dict[str, Any]:
     return {
         **figures,
         "scaling.sizes": [BASE * f for f in FACTORS],
-        "scaling.source": f"{SIZE}x{SIZE} uint16 TIFF; model input {INPUT_SIZE} px; small_cnn",
+        "scaling.source": (
+            f"{SIZE}x{SIZE} uint16 TIFF; model input {INPUT_SIZE} px; small_cnn. {HIGH[1:]} "
+            f"steps: {LARGE[0]}x{LARGE[0]} uint16 TIFF; model input {LARGE[1]}, {LARGE[2]}"
+        ),
         "scaling.generate_seconds": round(generate_seconds, 1),
     }
 

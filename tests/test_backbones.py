@@ -61,6 +61,11 @@ def test_check_input_size():
     with pytest.raises(ValueError, match="needs augmentation.image_size=331"):
         check_input_size(224, get_backbone("nasnet_large"), "imagenet")
     check_input_size(224, get_backbone("nasnet_large"), None)
+    with pytest.raises(ValueError, match=r"image_size=\[1024, 64\] is below the minimum of 75"):
+        check_input_size((1024, 64), get_backbone("inception_v3"), None)
+    with pytest.raises(ValueError, match=r"needs augmentation.image_size=331, got \[331, 200\]"):
+        check_input_size((331, 200), get_backbone("nasnet_large"), "imagenet")
+    check_input_size((1024, 512), get_backbone("inception_v3"), None)
 
 
 @pytest.mark.slow

@@ -209,6 +209,10 @@ def test_scaling_smoke_run_measures_every_step_at_every_size(quick_module, tmp_p
             assert figures[f"scaling.{step}.peak_rss_mb_{factor}x"]["median"] > 50
             assert figures[f"scaling.{step}.ms_per_image_{factor}x"]["median"] > 0
     assert figures["scaling.ingestion.images_2x"] == 2 * bench.BASE
+    # The high-resolution arrays (128 x 64 in a smoke run), their size on disk beside the peak.
+    arrays_mb = figures[f"scaling.model_input{bench.HIGH}.arrays_mb_2x"]["median"]
+    assert arrays_mb == pytest.approx(2 * bench.BASE * 128 * 64 / 2**20, rel=0.1)
+    assert f"scaling.model_input{bench.HIGH}.peak_rss_over_arrays_2x" in figures
     assert (tmp_path / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     after = bench.DOCS_FIGURE.stat().st_mtime_ns if bench.DOCS_FIGURE.exists() else None
     assert after == docs_before  # a smoke run leaves the docs' figure alone

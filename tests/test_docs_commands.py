@@ -603,6 +603,9 @@ MODULE_PARSERS: dict[str, Callable[[list[str]], Any]] = {
     "benchmarks.gpu_check": lambda argv: importlib.import_module("benchmarks.gpu_check")._arguments(
         argv
     ),
+    "scripts.mammogram_crops": lambda argv: importlib.import_module(
+        "scripts.mammogram_crops"
+    )._arguments(argv),
 }
 
 

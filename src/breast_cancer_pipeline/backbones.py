@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from breast_cancer_pipeline.geometry import as_size
+
 #: Input scalings, as in ``keras.applications.imagenet_utils.preprocess_input``:
 #: ``tf`` maps 0..255 to -1..1; ``torch`` scales to 0..1 and standardises with ImageNet's mean
 #: and std; ``caffe`` flips RGB to BGR and subtracts ImageNet's mean; ``unit`` maps to 0..1;
@@ -146,20 +148,30 @@ def check_weights(weights: str | None, spec: BackboneSpec, parameter: str = "wei
         )
 
 
-def check_input_size(image_size: int, spec: BackboneSpec, weights: str | None) -> None:
+def check_input_size(
+    image_size: int | tuple[int, int], spec: BackboneSpec, weights: str | None
+) -> None:
     """Refuse an input size the backbone cannot take.
 
+    Args:
+        image_size: One side (a square) or ``(height, width)``.
+        spec: The backbone.
+        weights: ``"imagenet"``, a weights file, or ``None``.
+
     Raises:
-        ValueError: ``image_size`` is below the backbone's minimum, or differs from the size
-            its ImageNet weights require.
+        ValueError: A side of ``image_size`` is below the backbone's minimum, or the size
+            differs from the square its ImageNet weights require.
     """
-    if image_size < spec.min_size:
+    height, width = as_size(image_size, "augmentation.image_size")
+    shown = height if height == width else [height, width]
+    if min(height, width) < spec.min_size:
         raise ValueError(
-            f"augmentation.image_size={image_size} is below the minimum of {spec.min_size} px "
+            f"augmentation.image_size={shown} is below the minimum of {spec.min_size} px "
             f"for backbone {spec.name!r}"
         )
-    if weights == "imagenet" and spec.imagenet_size and image_size != spec.imagenet_size:
+    imagenet = spec.imagenet_size
+    if weights == "imagenet" and imagenet and (height, width) != (imagenet, imagenet):
         raise ValueError(
             f"backbone {spec.name!r} with ImageNet weights needs augmentation.image_size="
-            f"{spec.imagenet_size}, got {image_size}"
+            f"{imagenet}, got {shown}"
         )

@@ -8,6 +8,7 @@ free of dataset imports (and of whatever those datasets import).
 - :class:`FileTask` and :class:`StorePlan`: what ``ImageStoreDataset`` must produce.
 - :class:`StoreCommit`: the second phase of a store save, once the manifest is written.
 - :class:`StoredFiles`: what ``ImageStoreDataset`` loads: ``{path: loader}`` plus records.
+- :class:`ArrayRows`: an array that ``NumpyArraysDataset`` writes a row at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: What a task produces: one file's bytes, several files ``{store path: bytes}``, or ``None``.
 TaskContent = bytes | Mapping[str, bytes] | None
@@ -172,3 +175,35 @@ class FileLoader:
             except FileNotFoundError:
                 continue
         return Path(self.candidates[-1]).read_bytes()
+
+
+@dataclass(frozen=True)
+class ArrayRows:
+    """An array made one row at a time, so that it is written without being held in memory.
+
+    The node that returns it does no I/O: ``NumpyArraysDataset`` writes the rows to the
+    array's ``.npy`` file as they come, so memory holds one row, not the array. Anything else
+    that needs the values (a test, an in-memory catalog) gets them with ``np.asarray``, which
+    builds the whole array.
+
+    Attributes:
+        shape: The whole array's shape, rows first.
+        dtype: Its dtype.
+        rows: Called once per use; yields the rows in order, each of shape ``shape[1:]``.
+    """
+
+    shape: tuple[int, ...]
+    dtype: Any
+    rows: Callable[[], Iterator[np.ndarray]]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        count = 0
+        for count, row in enumerate(self.rows(), start=1):
+            out[count - 1] = row
+        if count != len(self):
+            raise ValueError(f"expected {len(self)} rows, got {count}")
+        return out if dtype is None else out.astype(dtype, copy=False)

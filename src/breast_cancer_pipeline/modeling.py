@@ -27,6 +27,7 @@ from breast_cancer_pipeline.backbones import (
     check_weights,
     get_backbone,
 )
+from breast_cancer_pipeline.geometry import as_size
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -182,10 +183,12 @@ def build_augmenter(spec: Mapping[str, Any], seed: int | None = None) -> keras.S
 
 
 def build_small_cnn(
-    image_size: int, channels: int, filters: tuple[int, ...] = (16, 32, 64, 128)
+    image_size: int | tuple[int, int],
+    channels: int,
+    filters: tuple[int, ...] = (16, 32, 64, 128),
 ) -> keras.Model:
     """A plain CNN baseline: blocks of 3x3 conv, batch norm, ReLU and 2x2 max pooling."""
-    inputs = keras.Input((image_size, image_size, channels))
+    inputs = keras.Input((*as_size(image_size), channels))
     x = inputs
     for i, n in enumerate(filters):
         x = layers.Conv2D(n, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv")(x)
@@ -198,7 +201,7 @@ def build_small_cnn(
 
 
 def build_backbone(
-    spec: BackboneSpec, image_size: int, channels: int, weights: str | None
+    spec: BackboneSpec, image_size: int | tuple[int, int], channels: int, weights: str | None
 ) -> keras.Model:
     """Build a backbone without its top, as a nested model named ``backbone``.
 
@@ -216,7 +219,7 @@ def build_backbone(
         base = constructor(
             include_top=False,
             weights=weights,
-            input_shape=(image_size, image_size, 3),
+            input_shape=(*as_size(image_size), 3),
             **kwargs,
         )
     except Exception as exc:
@@ -237,7 +240,7 @@ def build_backbone(
 def _backbone_features(
     x: Any,
     backbone: str,
-    image_size: int,
+    image_size: int | tuple[int, int],
     channels: int,
     weights: str | None,
 ) -> tuple[Any, keras.Model]:
@@ -256,10 +259,13 @@ def _backbone_features(
 
 
 def build_feature_extractor(
-    backbone: str, image_size: int, channels: int, weights: str | None
+    backbone: str, image_size: int | tuple[int, int], channels: int, weights: str | None
 ) -> keras.Model:
-    """Frozen backbone + global average pooling: ``uint8`` images to feature vectors."""
-    inputs = keras.Input((image_size, image_size, channels), dtype="uint8", name="image")
+    """Frozen backbone + global average pooling: ``uint8`` images to feature vectors.
+
+    ``image_size`` is one side (a square) or ``(height, width)``.
+    """
+    inputs = keras.Input((*as_size(image_size), channels), dtype="uint8", name="image")
     x = layers.Rescaling(1.0, name="to_float")(inputs)
     features, base = _backbone_features(x, backbone, image_size, channels, weights)
     base.trainable = False
@@ -285,7 +291,7 @@ def build_head_model(feature_dim: int, num_classes: int, head: Mapping[str, Any]
 def build_classifier(
     backbone: str,
     num_classes: int,
-    image_size: int,
+    image_size: int | tuple[int, int],
     channels: int,
     weights: str | None,
     head: Mapping[str, Any],
@@ -300,7 +306,7 @@ def build_classifier(
     Args:
         backbone: Registry name (see :mod:`breast_cancer_pipeline.backbones`).
         num_classes: Number of output classes.
-        image_size: Square input side in pixels.
+        image_size: Input side in pixels (a square), or ``(height, width)``.
         channels: 1 (grayscale) or 3 (RGB) input channels.
         weights: ``"imagenet"``, a local weights file path, or ``None``.
         head: ``{"dropout": float, "dense_units": int | None}``.
@@ -310,7 +316,7 @@ def build_classifier(
     Returns:
         An uncompiled ``keras.Model`` from ``uint8`` images to class probabilities.
     """
-    inputs = keras.Input((image_size, image_size, channels), dtype="uint8", name="image")
+    inputs = keras.Input((*as_size(image_size), channels), dtype="uint8", name="image")
     x = layers.Rescaling(1.0, name="to_float")(inputs)
     if augmentation:
         x = build_augmenter(augmentation, seed=seed)(x)

@@ -3,6 +3,7 @@ import pytest
 from kedro.io import DatasetError
 
 from breast_cancer_pipeline.datasets import (
+    ArrayRows,
     BinaryFileDataset,
     KerasModelDataset,
     NumpyArraysDataset,
@@ -43,6 +44,42 @@ def test_numpy_arrays_round_trip_memory_mapped(tmp_path):
     with pytest.raises(DatasetError, match="dtype object"):
         dataset.save({"bad": np.array([{}, 1], dtype=object)})
     assert dataset.load()["x"].tolist() == [0, 1, 2, 3]
+
+
+def test_numpy_arrays_write_array_rows_one_row_at_a_time(tmp_path):
+    """300 rows of 48 KiB (14 MiB) are saved while memory holds about one of them."""
+    import tracemalloc
+
+    shape = (300, 128, 128, 3)
+
+    def rows():
+        for i in range(shape[0]):
+            yield np.full(shape[1:], i % 251, np.uint8)
+
+    dataset = NumpyArraysDataset(str(tmp_path / "arrays"))
+    tracemalloc.start()
+    try:
+        dataset.save({"x": ArrayRows(shape, np.uint8, rows), "y": np.arange(3)})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20  # the whole array would be 14 MiB
+    loaded = dataset.load()
+    assert loaded["x"].shape == shape and isinstance(loaded["x"], np.memmap)
+    assert [int(loaded["x"][i, 5, 7, 2]) for i in (0, 1, 299)] == [0, 1, 299 % 251]
+    np.testing.assert_array_equal(np.asarray(ArrayRows(shape, np.uint8, rows)), loaded["x"])
+
+
+def test_numpy_arrays_refuse_array_rows_of_another_count_or_shape(tmp_path):
+    dataset = NumpyArraysDataset(str(tmp_path / "arrays"))
+    dataset.save({"x": np.arange(4, dtype=np.uint8)})
+    short = ArrayRows((3, 2), np.uint8, lambda: iter([np.zeros(2, np.uint8)] * 2))
+    with pytest.raises(DatasetError, match="'x' should have 3 rows, got 2"):
+        dataset.save({"x": short})
+    wide = ArrayRows((1, 2), np.uint8, lambda: iter([np.zeros(5, np.uint8)]))
+    with pytest.raises(DatasetError, match=r"row 0 has shape \(5,\), not \(2,\)"):
+        dataset.save({"x": wide})
+    assert dataset.load()["x"].tolist() == [0, 1, 2, 3]  # the previous arrays are kept
 
 
 def test_keras_model_round_trip(tmp_path):

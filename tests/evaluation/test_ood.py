@@ -120,3 +120,5 @@ def test_ood_images_are_seeded_and_of_every_kind():
             assert image[0, 0, 0] < 60 and image[12, 12, 0] > 60
     rgb, _ = ood_images(1, 16, 3, seed=4)
     assert rgb.shape == (len(KINDS), 16, 16, 3)
+    portrait, _ = ood_images(1, (32, 16), 1, seed=4)  # the input of a [32, 16] model
+    assert portrait.shape == (len(KINDS), 32, 16, 1)

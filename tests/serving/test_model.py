@@ -20,6 +20,24 @@ def test_config_errors_name_the_problem():
         ServingModel(tiny_serving_model().model, {**CONFIG, "image_size": 64})
 
 
+def test_a_portrait_model_carries_its_geometry_and_old_configs_mean_stretch():
+    from breast_cancer_pipeline.modeling import build_classifier
+    from breast_cancer_pipeline.serving import ServingModel, check_config
+
+    model = build_classifier("small_cnn", 3, (48, 24), 1, None, {"dropout": 0.0})
+    portrait = {"image_size": [48, 24], "resize": "crop_foreground", "crop_margin": 0.02}
+    served = ServingModel(model, {**CONFIG, **portrait})
+    assert {k: served.config[k] for k in portrait} == portrait
+    x = np.zeros((2, 48, 24, 1), np.uint8)
+    assert served.predict_proba(x).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"\(48, 24, 1\) but the serving configuration says"):
+        ServingModel(model, {**CONFIG, **portrait, "image_size": [24, 48]})
+    old = check_config(CONFIG)  # packaged before resize modes: stretched, as it was trained
+    assert (old["image_size"], old["resize"], old["crop_margin"]) == (32, "stretch", 0.0)
+    with pytest.raises(ValueError, match="resize must be one of"):
+        check_config({**CONFIG, "resize": "squash"})
+
+
 def test_probability_path_views_then_temperature_and_old_configs():
     """predict_proba = views averaged, then T; a config without the keys is served as before."""
     from breast_cancer_pipeline.evaluation.calibration import apply_temperature

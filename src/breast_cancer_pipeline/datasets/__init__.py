@@ -25,6 +25,7 @@ _EXPORTS = {
     "NamedTablesDataset": "breast_cancer_pipeline.datasets.named_tables",
     "NumpyArraysDataset": "breast_cancer_pipeline.datasets.numpy_arrays",
     # The plain records the datasets exchange with the nodes.
+    "ArrayRows": "breast_cancer_pipeline.file_records",
     "FileTask": "breast_cancer_pipeline.file_records",
     "SourceFile": "breast_cancer_pipeline.file_records",
     "StoreCommit": "breast_cancer_pipeline.file_records",
@@ -33,6 +34,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ArrayRows",
     "BinaryFileDataset",
     "FileTask",
     "ImageFolderDataset",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from breast_cancer_pipeline.datasets.named_tables import NamedTablesDataset
     from breast_cancer_pipeline.datasets.numpy_arrays import NumpyArraysDataset
     from breast_cancer_pipeline.file_records import (
+        ArrayRows,
         FileTask,
         SourceFile,
         StoreCommit,

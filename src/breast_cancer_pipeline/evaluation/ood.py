@@ -217,32 +217,39 @@ def _fit_mahalanobis(features: np.ndarray, labels: np.ndarray) -> OodScore:
 
 # ------------------------------------------------------------------------------ images
 def ood_images(
-    n_per_kind: int, size: int, channels: int, seed: int
+    n_per_kind: int, size: int | tuple[int, int], channels: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-distribution images for a breast-image classifier, the same for the same seed.
 
     Args:
         n_per_kind: Images of each of :data:`KINDS`.
-        size: Side of the square images, in pixels.
+        size: Side of square images, or ``(height, width)``: the images are drawn as squares
+            of the longer side and resized to it.
         channels: 1 (grayscale) or 3 (RGB, the grey image repeated; noise is coloured).
         seed: Seed of ``numpy.random.default_rng``.
 
     Returns:
-        ``(images, kinds)``: ``uint8`` array ``(n_per_kind * len(KINDS), size, size,
+        ``(images, kinds)``: ``uint8`` array ``(n_per_kind * len(KINDS), height, width,
         channels)`` and the kind of each image.
     """
+    from breast_cancer_pipeline.geometry import as_size  # noqa: PLC0415
+    from breast_cancer_pipeline.imaging import resize_image  # noqa: PLC0415
+
+    height, width = as_size(size)
     rng = np.random.default_rng(seed)
     images, kinds = [], []
     for kind in KINDS:
         for _ in range(n_per_kind):
-            image = _MAKERS[kind](rng, size)
+            image = _MAKERS[kind](rng, max(height, width))
+            if height != width:
+                image = resize_image(image, (height, width))
             if channels == 3:
                 image = np.repeat(image, 3, axis=-1)
                 if kind == "noise":
                     image = rng.integers(0, 256, image.shape, dtype=np.uint8)
             images.append(image)
             kinds.append(kind)
-    shape = (0, size, size, channels)
+    shape = (0, height, width, channels)
     return (np.stack(images) if images else np.zeros(shape, np.uint8)), np.array(kinds)
 
 

@@ -4,7 +4,8 @@
 scores images with. It bundles
 
 * the trained Keras classifier (``uint8`` images in, softmax out; all preprocessing inside),
-* the decoding settings the classifier was trained with (image size, colour mode),
+* the decoding settings the classifier was trained with (image size, resize mode, colour
+  mode: :class:`~breast_cancer_pipeline.geometry.Geometry`),
 * the operating point chosen on the validation split (positive class, threshold),
 * what is done to the probabilities (optional keys, :data:`PROBABILITY_DEFAULTS`): the
   test-time augmentation views averaged (``tta``, :mod:`~breast_cancer_pipeline.evaluation.tta`),
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from breast_cancer_pipeline.geometry import Geometry
 from breast_cancer_pipeline.imaging import COLOR_MODES
 from breast_cancer_pipeline.serving.levels import check_levels
 
@@ -63,8 +65,10 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         config: Mapping with the :data:`CONFIG_KEYS`.
 
     Returns:
-        A plain ``dict`` copy (extra keys kept) with ``image_size``/``channels`` as ints,
-        ``threshold`` a float and ``levels`` checked
+        A plain ``dict`` copy (extra keys kept) with ``channels`` an int, ``threshold`` a
+        float, and the input geometry's keys (``image_size``: an int for a square, else
+        ``[height, width]``; ``resize``, ``crop_margin``), ``stretch`` for a model packaged
+        before resize modes existed; ``levels`` checked
         (:func:`~breast_cancer_pipeline.serving.levels.check_levels`; None when absent).
 
     Raises:
@@ -75,7 +79,8 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"serving configuration lacks {missing}: re-run the reporting pipeline")
     out = dict(config)
     out["class_names"] = [str(c) for c in config["class_names"]]
-    out["image_size"], out["channels"] = int(config["image_size"]), int(config["channels"])
+    out |= Geometry.from_config(config).config()
+    out["channels"] = int(config["channels"])
     out["threshold"] = float(config["threshold"])
     if out["positive_class"] not in out["class_names"]:
         raise ValueError(
@@ -141,7 +146,7 @@ class ServingModel:
         self.model = model
         self.members = [model, *members]
         self.config = check_config(config)
-        expected = (self.config["image_size"], self.config["image_size"], self.config["channels"])
+        expected = (*Geometry.from_config(self.config).size, self.config["channels"])
         for member in self.members:
             if tuple(member.input_shape[1:]) != expected:
                 raise ValueError(

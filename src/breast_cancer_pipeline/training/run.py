@@ -165,7 +165,7 @@ def build_model(
         model = build_classifier(
             spec.name,
             run.n_classes,
-            shape[1],
+            (shape[1], shape[2]),
             shape[3],
             selected_backbone["weights"],
             run.plan.head,

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from breast_cancer_pipeline.datasets import NumpyArraysDataset
 from breast_cancer_pipeline.pipelines.augmentation.nodes import (
     build_augmentation_spec,
     prepare_model_input,
@@ -23,7 +24,7 @@ def _manifest(rows):
     return pd.DataFrame(rows, columns=["path", "label", "split", "channels"])
 
 
-def test_prepare_model_input_shapes_classes_and_values():
+def test_prepare_model_input_shapes_classes_and_values(tmp_path):
     files = {
         "b/1.png": _png(10, (40, 30)),
         "m/2.png": _png(200, (20, 20)),
@@ -39,7 +40,9 @@ def test_prepare_model_input_shapes_classes_and_values():
         ]
     )
     loaders = {k: (lambda v=v: v) for k, v in files.items()}
-    arrays = prepare_model_input(loaders, manifest, base_params("augmentation", image_size=16))
+    dataset = NumpyArraysDataset(str(tmp_path / "arrays"))
+    dataset.save(prepare_model_input(loaders, manifest, base_params("augmentation", image_size=16)))
+    arrays = dataset.load()
     assert arrays["x_train"].shape == (2, 16, 16, 1)
     assert arrays["x_train"].dtype == np.uint8
     assert list(arrays["class_names"]) == ["benign", "malignant"]
@@ -47,6 +50,27 @@ def test_prepare_model_input_shapes_classes_and_values():
     assert arrays["x_train"][0].mean() == pytest.approx(10)
     assert arrays["x_test"][0].mean() == pytest.approx(90)
     assert arrays["paths_val"].tolist() == ["b/3.png"]
+    # How the images were made travels with them (the finetune stage records it for serving).
+    assert (str(arrays["resize"]), float(arrays["crop_margin"])) == ("stretch", 0.02)
+
+
+def test_model_input_takes_height_and_width_and_keeps_the_aspect_with_letterbox(tmp_path):
+    """A 40 x 20 image in a [24, 32] input: stretched it fills it; letterboxed it is centred."""
+    manifest = _manifest([("b/1.png", "benign", "train", 1), ("m/2.png", "malignant", "val", 1)])
+    manifest.loc[len(manifest)] = ("m/3.png", "malignant", "test", 1)
+    loaders = {p: (lambda: _png(200, (40, 20))) for p in manifest["path"]}
+    dataset = NumpyArraysDataset(str(tmp_path / "arrays"))
+    for resize in ("stretch", "letterbox"):
+        params = base_params("augmentation", image_size=[24, 32], resize=resize)
+        dataset.save(prepare_model_input(loaders, manifest, params))
+        x = np.asarray(dataset.load()["x_train"])[0, ..., 0]
+        assert x.shape == (24, 32)
+        columns = np.flatnonzero(x.max(axis=0) > 0)
+        if resize == "stretch":
+            assert (x == 200).all()
+        else:  # scaled to 24 x 12, columns 10..21, black around
+            assert (columns.min(), columns.max()) == (10, 21)
+            assert (x[:, 10:22] == 200).all() and (x[:, :10] == 0).all()
 
 
 def test_prepare_model_input_missing_png_is_a_clear_error():

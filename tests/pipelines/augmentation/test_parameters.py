@@ -11,13 +11,33 @@ def test_configured_blocks_validate(env, size):
     model = validate_block("augmentation", base_params("augmentation", env=env))
     assert model.image_size == size
     assert model.flip == "horizontal"
+    assert model.resize == "stretch"  # today's geometry: results do not move
+
+
+def test_image_size_takes_height_and_width():
+    model = validate_block("augmentation", base_params("augmentation", image_size=[1024, 512]))
+    assert model.image_size == (1024, 512)
 
 
 @pytest.mark.parametrize(
     ("overrides", "key", "message"),
     [
-        ({"image_size": 8}, "augmentation.image_size = 8", "greater than or equal to 16"),
-        ({"image_size": 64.5}, "augmentation.image_size = 64.5", "valid integer"),
+        ({"image_size": 8}, "augmentation.image_size = 8", "at least 16 px; e.g. 224"),
+        ({"image_size": [1024, 8]}, "image_size = [1024, 8]", "each side must be at least 16"),
+        ({"image_size": 64.5}, "augmentation.image_size = 64.5", "[height, width], two positive"),
+        ({"image_size": [512]}, "augmentation.image_size = [512]", "e.g. 224 for a square or"),
+        ({"image_size": [1024, 512, 3]}, "image_size = [1024, 512, 3]", "[1024, 512] for a"),
+        ({"image_size": [0, 512]}, "image_size = [0, 512]", "two positive ints"),
+        ({"image_size": [64.0, 32]}, "image_size = [64.0, 32]", "two positive ints"),
+        ({"image_size": "224"}, "augmentation.image_size = '224'", "one positive int"),
+        ({"image_size": True}, "augmentation.image_size = True", "one positive int"),
+        (
+            {"resize": "squash"},
+            "augmentation.resize = 'squash'",
+            "'stretch', 'letterbox' or 'crop_foreground'",
+        ),
+        ({"crop_margin": 0.5}, "augmentation.crop_margin = 0.5", "less than 0.5"),
+        ({"crop_margin": -0.1}, "augmentation.crop_margin = -0.1", "greater than or equal to 0"),
         ({"flip": "diagonal"}, "augmentation.flip = 'diagonal'", "'horizontal_and_vertical'"),
         ({"zoom": 1.5}, "augmentation.zoom = 1.5", "less than 1"),
         ({"rotation": -0.1}, "augmentation.rotation = -0.1", "greater than or equal to 0"),

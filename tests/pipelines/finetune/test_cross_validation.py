@@ -60,7 +60,8 @@ def test_fold_model_input_draws_each_role_from_train_and_val():
             "role": np.resize(["train", "val", "holdout"], len(development)),
         }
     )
-    fold = fold_model_input(arrays, roles)
+    geometry = {"resize": np.array("letterbox"), "crop_margin": np.array(0.02)}
+    fold = fold_model_input({**arrays, **geometry}, roles)
     every = {
         str(p): (x, y)
         for s in ("train", "val")
@@ -73,6 +74,8 @@ def test_fold_model_input_draws_each_role_from_train_and_val():
             assert np.array_equal(x, every[path][0]) and y == every[path][1]
     assert fold["paths_test"].tolist() == arrays["paths_test"].tolist()
     assert not any("external" in key for key in fold)
+    # How the images were made reaches each fold model's metadata.
+    assert (str(fold["resize"]), float(fold["crop_margin"])) == ("letterbox", 0.02)
 
 
 def test_an_image_predicted_twice_or_never_is_refused():

@@ -36,6 +36,8 @@ def test_two_phases_history_metadata_and_progress(tmp_path, caplog, published):
     assert model.output_shape == (None, 2)
     assert metadata["class_names"] == ["benign", "malignant"]
     assert (metadata["image_size"], metadata["channels"]) == (16, 1)
+    # Arrays made before resize modes existed were stretched; the served model says so.
+    assert (metadata["resize"], metadata["crop_margin"]) == ("stretch", 0.0)
     # The head search's head and phase-1 learning rate; finetune.batch_size wins over its 16.
     assert metadata["head"] == {"dropout": 0.1, "dense_units": None}
     assert metadata["batch_size"] == 8

@@ -381,3 +381,37 @@ def test_the_batch_command_reads_the_ingestion_path_patterns_from_the_file_names
     assert table.loc["P0007_L_MLO.tif", "view"] == "MLO"
     assert table.loc["scan.png", ["group", "laterality", "view"]].tolist() == ["", "", ""]
     assert list(collect_images({"a.png": lambda: b""}).columns) == ["path", "image"]
+
+
+class RecordingServingModel(FakeServingModel):
+    """Keeps the pixels it is given; its configuration says how they were made in training."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config, self.images = config, []
+
+    def predict_proba(self, images):
+        self.images.append(images)
+        return super().predict_proba(images)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "crop_foreground", None])
+def test_served_images_get_the_geometry_training_gave_the_model_input(resize):
+    """The batch command and the server bring an image to the model as its arrays were made."""
+    from breast_cancer_pipeline.geometry import Geometry
+    from breast_cancer_pipeline.pipelines.augmentation.nodes import model_image
+
+    pixels = np.full((120, 80), 15, dtype=np.uint8)  # 3:2, the input 2:1
+    rows, cols = np.mgrid[:120, :80]
+    pixels[(rows - 60) ** 2 + (cols - 80) ** 2 < 30**2] = 180  # a breast on the right edge
+    pixels[4:12, 4:16] = 250  # a film label
+    png = pillow_file(pixels, "PNG")
+    geometry = {"image_size": [32, 16]}
+    if resize is not None:  # None: a model packaged before resize modes existed
+        geometry |= {"resize": resize, "crop_margin": 0.02}
+    model = RecordingServingModel({**CONFIG, **geometry})
+    predict_requests(pd.DataFrame({"image": [_b64(png)]}), model, base_params("inference"))
+    trained = model_image(lambda: png, "a.png", Geometry.from_config(geometry), "grayscale")
+    np.testing.assert_array_equal(model.images[0][0], trained)
+    stretched = model_image(lambda: png, "a.png", Geometry(32, 16), "grayscale")
+    assert np.array_equal(trained, stretched) == (resize in ("stretch", None))

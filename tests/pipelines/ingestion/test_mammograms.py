@@ -3,6 +3,9 @@
 Their headers carry ``Laterality`` (R/L) but no ``ViewPosition``, a different
 ``StudyInstanceUID`` per image, and ``PatientID`` values such as ``Mass-Test_P_00173_RIGHT_CC``:
 the patient and the view come from ``PatientID`` by ``ingestion.column_patterns``.
+
+Then into the model input as a high-resolution setting would take them: ``image_size:
+[1024, 512]`` and ``resize: crop_foreground`` (the breast without the empty film).
 """
 
 import shutil
@@ -11,6 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+
+from breast_cancer_pipeline.datasets import NumpyArraysDataset
+from breast_cancer_pipeline.geometry import Geometry, fit_image, foreground_box, otsu_threshold
+from breast_cancer_pipeline.pipelines.augmentation.nodes import prepare_model_input
+from tests.params import base_params
 
 from .helpers import ingest, params
 
@@ -83,3 +91,47 @@ def test_windowed_pngs_look_like_mammograms(ingested, view):
         tissue = pixels[breast]
         assert np.median(tissue) > 80, path  # tissue is bright...
         assert (tissue == 255).mean() < 0.02, path  # ...but not saturated
+
+
+@pytest.fixture(scope="module")
+def cropped(ingested, tmp_path_factory):
+    """The model input of the 8 PNGs at [1024, 512] with crop_foreground, as saved and loaded."""
+    result, _ = ingested
+    augmentation = base_params("augmentation", image_size=[1024, 512], resize="crop_foreground")
+    dataset = NumpyArraysDataset(str(tmp_path_factory.mktemp("model_input") / "arrays"))
+    dataset.save(prepare_model_input(result.store.load(), result.manifest, augmentation))
+    return dataset.load(), Geometry.from_params(augmentation)
+
+
+def test_crop_foreground_keeps_each_breast_and_drops_most_of_the_film(ingested, cropped):
+    result, images = ingested
+    _, geometry = cropped
+    for path in result.manifest["path"]:
+        pixels = np.asarray(Image.open(images / path))[..., None]
+        top, bottom, left, right = foreground_box(pixels, geometry.crop_margin)
+        # The bright tissue, on every other pixel: everything above the image's Otsu
+        # threshold (labels and film edges included, so a crop cannot keep all of it).
+        gray = pixels[::2, ::2, 0]
+        bright = gray > otsu_threshold(gray)
+        kept = bright[top // 2 : bottom // 2, left // 2 : right // 2].sum()
+        area = (bottom // 2 - top // 2) * (right // 2 - left // 2)
+        assert kept >= 0.85 * bright.sum(), path  # the breast is kept (0.89-0.98 measured)
+        assert area <= 0.55 * bright.size, path  # most of the film is gone (0.24-0.48)
+        dropped = (bright.sum() - kept) / (bright.size - area)
+        assert dropped < 0.1, path  # what is left out is empty film (at most 4.5 %)
+
+
+def test_the_model_input_holds_the_crops_at_1024_by_512(ingested, cropped):
+    result, images = ingested
+    arrays, geometry = cropped
+    splits = [s for s in ("train", "val", "test") if len(arrays[f"y_{s}"])]
+    assert sum(len(arrays[f"x_{s}"]) for s in splits) == 8
+    assert {arrays[f"x_{s}"].shape[1:] for s in splits} == {(1024, 512, 1)}
+    assert str(arrays["resize"]) == "crop_foreground"
+    split = splits[0]
+    path = str(arrays[f"paths_{split}"][0])
+    pixels = np.asarray(Image.open(images / path))[..., None]
+    np.testing.assert_array_equal(arrays[f"x_{split}"][0], fit_image(pixels, geometry))
+    stretched = fit_image(pixels, Geometry(1024, 512))
+    breast = 60  # above the film's grey
+    assert (arrays[f"x_{split}"][0] > breast).mean() > 1.5 * (stretched > breast).mean()

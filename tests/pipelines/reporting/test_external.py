@@ -25,6 +25,7 @@ from breast_cancer_pipeline.pipelines.reporting.predictions import (
 )
 from breast_cancer_pipeline.pipelines.reporting.report import render_report
 from breast_cancer_pipeline.pipelines.reporting.sections import comparison_rows
+from tests.params import base_params
 
 from ..ingestion.helpers import image_bytes, ingest, params, two_classes, write_tree
 from .test_report import META, PARAMS, POINT, _manifest, _predictions
@@ -191,11 +192,13 @@ def test_external_images_reach_the_manifest_as_external_and_never_the_training_a
     assert external_paths == {f"external/{k}" for k in site}
     assert set(manifest.loc[manifest["path"].str.startswith("external/"), "split"]) == {"external"}
     images = ingested.store.load()
-    model_input = prepare_model_input(images, manifest, {"image_size": 16})
+    model_input = prepare_model_input(images, manifest, base_params("augmentation", image_size=16))
     trained_on = {str(p) for key, v in model_input.items() if key.startswith("paths_") for p in v}
     assert trained_on and not trained_on & external_paths
     assert len(trained_on) == (manifest["split"] != "external").sum()
-    site_input = prepare_external_input(images, manifest, {"image_size": 16})
+    site_input = prepare_external_input(
+        images, manifest, base_params("augmentation", image_size=16)
+    )
     assert set(site_input["paths_external"]) == external_paths
     assert site_input["x_external"].shape == (6, 16, 16, 1)
     assert site_input["class_names"].tolist() == model_input["class_names"].tolist()
@@ -211,4 +214,4 @@ def test_an_external_class_the_model_lacks_is_refused_naming_label_map():
         }
     )
     with pytest.raises(ValueError, match="classes the training data lacks: c.*label_map"):
-        prepare_external_input({}, manifest, {"image_size": 8})
+        prepare_external_input({}, manifest, base_params("augmentation", image_size=8))

@@ -127,7 +127,7 @@ def test_report_tables_hold_the_metrics(metrics):
     assert "Research use only" in html and "Not a diagnostic device" in html
     model = dict(_rows(html, "<h2>Model</h2>"))
     assert model["Classes"] == "benign, malignant"
-    assert model["Input"] == "8 × 8 px, grayscale"
+    assert model["Input"] == "8 × 8 px (stretch), grayscale"
     assert model["Operating point"] == (
         "p(malignant) ≥ 0.5000 (youden on validation: sensitivity 1.000, specificity 0.500, n=4)"
     )

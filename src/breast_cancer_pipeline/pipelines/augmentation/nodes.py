@@ -1,7 +1,10 @@
 """Augmentation: the model's input arrays, the augmentation spec and a preview of it.
 
 The model input is decoded once from the validated PNGs into ``uint8`` arrays at the
-configured size (``data/05_model_input/arrays``, memory-mapped by the later stages).
+configured geometry (``augmentation.image_size`` and ``resize``, applied by
+:func:`breast_cancer_pipeline.geometry.fit_image`, as serving does). The image arrays are
+returned as :class:`~breast_cancer_pipeline.file_records.ArrayRows`: the dataset writes them
+an image at a time to ``data/05_model_input/arrays``, which the later stages memory-map.
 Augmentation itself runs inside the model as Keras layers (see
 :func:`breast_cancer_pipeline.modeling.build_augmenter`), active only in training, so
 serving never re-implements it.
@@ -11,14 +14,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline.cluster import map_in_order
-from breast_cancer_pipeline.imaging import decode_image, resize_image
+from breast_cancer_pipeline.file_records import ArrayRows
+from breast_cancer_pipeline.geometry import Geometry, fit_image, geometry_arrays
+from breast_cancer_pipeline.imaging import decode_image
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT, SPLITS
 from breast_cancer_pipeline.plotting import figure_png, pyplot
 
@@ -37,37 +43,61 @@ def _check_pngs(images: Mapping[str, Callable[[], bytes]], manifest: pd.DataFram
         )
 
 
-def _split_arrays(
+def model_image(
+    load: Callable[[], bytes], path: str, geometry: Geometry, color_mode: str
+) -> np.ndarray:
+    """One image of the model input: its PNG decoded and brought to the model's geometry.
+
+    A module-level function: a per-image task on a Dask cluster too.
+
+    Args:
+        load: Returns the PNG's bytes.
+        path: The manifest path (for messages).
+        geometry: The model's input size and resize mode.
+        color_mode: ``grayscale`` or ``rgb``.
+
+    Returns:
+        ``uint8`` array ``(height, width, channels)``.
+    """
+    return fit_image(decode_image(load(), path, color_mode=color_mode), geometry)
+
+
+def _model_images(
     images: Mapping[str, Callable[[], bytes]],
-    rows: pd.DataFrame,
-    split: str,
-    index: Mapping[str, int],
-    size: int,
+    paths: list[str],
+    geometry: Geometry,
     color_mode: str,
     cluster: Mapping[str, Any] | None,
-) -> dict[str, np.ndarray]:
-    """``x_<split>``, ``y_<split>`` and ``paths_<split>`` of the manifest rows given."""
-    channels = 3 if color_mode == "rgb" else 1
-    x = np.empty((len(rows), size, size, channels), dtype=np.uint8)
-    calls = [(images[path], path, color_mode, size) for path in rows["path"]]
-    for i, pixels in enumerate(map_in_order(input_pixels, calls, cluster, _cores(len(calls)))):
-        x[i] = pixels
-    return {
-        f"x_{split}": x,
-        f"y_{split}": rows["label"].map(index).to_numpy(dtype=np.int32),
-        f"paths_{split}": rows["path"].to_numpy(dtype=np.str_),
-    }
-
-
-def input_pixels(load: Callable[[], bytes], path: str, color_mode: str, size: int) -> np.ndarray:
-    """One image as the model reads it: decoded, resized to ``size`` (a per-image task)."""
-    return resize_image(decode_image(load(), path, color_mode=color_mode), size)
+) -> Iterator[np.ndarray]:
+    calls = [(images[path], path, geometry, color_mode) for path in paths]
+    yield from map_in_order(model_image, calls, cluster, _cores(len(calls)))
 
 
 def _cores(n_images: int) -> int:
     """Worker processes of a ``local`` cluster for the arrays: one per core, one at least."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cores or 1, n_images))
+
+
+def _split_arrays(
+    images: Mapping[str, Callable[[], bytes]],
+    rows: pd.DataFrame,
+    split: str,
+    index: Mapping[str, int],
+    geometry: Geometry,
+    color_mode: str,
+    cluster: Mapping[str, Any] | None,
+) -> dict[str, np.ndarray | ArrayRows]:
+    """``x_<split>`` (made as it is written), ``y_<split>`` and ``paths_<split>``."""
+    paths = [str(p) for p in rows["path"]]
+    shape = (len(paths), *geometry.size, 3 if color_mode == "rgb" else 1)
+    return {
+        f"x_{split}": ArrayRows(
+            shape, np.uint8, partial(_model_images, images, paths, geometry, color_mode, cluster)
+        ),
+        f"y_{split}": rows["label"].map(index).to_numpy(dtype=np.int32),
+        f"paths_{split}": rows["path"].to_numpy(dtype=np.str_),
+    }
 
 
 def _internal(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -86,8 +116,8 @@ def prepare_model_input(
     manifest: pd.DataFrame,
     params: dict,
     cluster: dict | None = None,
-) -> dict[str, np.ndarray]:
-    """Decode and resize every image of train, val and test into per-split arrays.
+) -> dict[str, np.ndarray | ArrayRows]:
+    """Decode every image of train, val and test into per-split arrays at the model's geometry.
 
     The external site's images (split ``external``) are not among them: they go to
     :func:`prepare_external_input`, which no training node reads.
@@ -95,31 +125,38 @@ def prepare_model_input(
     Args:
         images: ``{manifest path: load function}`` of the intermediate PNGs.
         manifest: The validated manifest.
-        params: The ``augmentation`` parameters (``image_size``).
+        params: The ``augmentation`` parameters (``image_size``, ``resize``,
+            ``crop_margin``).
         cluster: The ``cluster`` parameters: with an ``address``, the images are decoded on
             that Dask cluster (the arrays are the same).
 
     Returns:
-        ``x_<split>`` (``uint8``, N×S×S×C), ``y_<split>`` (class index), ``paths_<split>``
-        for train, val and test, and ``class_names`` (sorted labels; the index order).
+        ``x_<split>`` (``uint8``, N×H×W×C, made image by image as the dataset writes it),
+        ``y_<split>`` (class index), ``paths_<split>`` for train, val and test,
+        ``class_names`` (sorted labels; the index order), and ``resize`` and ``crop_margin``
+        (what the finetune stage records for serving).
 
     Raises:
         ValueError: A manifest path has no PNG.
     """
-    size = params["image_size"]
+    geometry = Geometry.from_params(params)
     internal = _internal(manifest)
     class_names, color_mode = _classes_and_mode(manifest)
     index = {name: i for i, name in enumerate(class_names)}
     _check_pngs(images, internal)
-    arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names, dtype=np.str_)}
+    arrays: dict[str, np.ndarray | ArrayRows] = {
+        "class_names": np.array(class_names, dtype=np.str_),
+        **geometry_arrays(geometry),
+    }
     for split in SPLITS:
         rows = internal[internal["split"] == split]
-        arrays |= _split_arrays(images, rows, split, index, size, color_mode, cluster)
+        arrays |= _split_arrays(images, rows, split, index, geometry, color_mode, cluster)
     logger.info(
-        "Model input: %s images of %dx%d px, %s",
+        "Model input: %s images of %dx%d px (%s), %s",
         "/".join(str(len(arrays[f"y_{s}"])) for s in SPLITS),
-        size,
-        size,
+        geometry.height,
+        geometry.width,
+        geometry.resize,
         color_mode,
     )
     return arrays
@@ -130,14 +167,16 @@ def prepare_external_input(
     manifest: pd.DataFrame,
     params: dict,
     cluster: dict | None = None,
-) -> dict[str, np.ndarray]:
-    """The external test site's arrays, decoded like the model input (same size and classes).
+) -> dict[str, np.ndarray | ArrayRows]:
+    """The external test site's arrays, decoded like the model input (same geometry, classes).
 
     Args:
         images: ``{manifest path: load function}`` of the intermediate PNGs.
         manifest: The validated manifest.
-        params: The ``augmentation`` parameters (``image_size``).
-        cluster: The ``cluster`` parameters (see :func:`prepare_model_input`).
+        params: The ``augmentation`` parameters (``image_size``, ``resize``,
+            ``crop_margin``).
+        cluster: The ``cluster`` parameters: with an ``address``, the images are decoded on
+            that Dask cluster (the arrays are the same).
 
     Returns:
         ``x_external``, ``y_external`` (class index in the model's order), ``paths_external``
@@ -159,8 +198,8 @@ def prepare_external_input(
         )
     _check_pngs(images, rows)
     index = {name: i for i, name in enumerate(class_names)}
-    size = params["image_size"]
-    arrays = _split_arrays(images, rows, EXTERNAL_SPLIT, index, size, color_mode, cluster)
+    geometry = Geometry.from_params(params)
+    arrays = _split_arrays(images, rows, EXTERNAL_SPLIT, index, geometry, color_mode, cluster)
     if len(rows):
         logger.info("External test site: %d images", len(rows))
     return {"class_names": np.array(class_names, dtype=np.str_), **arrays}

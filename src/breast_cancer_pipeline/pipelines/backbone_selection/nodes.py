@@ -67,7 +67,8 @@ def extract_features(
         name, weights, n_images, passes,
     )  # fmt: skip
     set_seed(params["seed"])
-    extractor = build_feature_extractor(name, x_train.shape[1], x_train.shape[3], weights)
+    size, channels = tuple(x_train.shape[1:3]), x_train.shape[3]
+    extractor = build_feature_extractor(name, size, channels, weights)
     run = _feature_runner(extractor, int(max(y_train.max(), y_val.max())) + 1, params)
     started = time.perf_counter()
     features_val = run(x_val, y_val)

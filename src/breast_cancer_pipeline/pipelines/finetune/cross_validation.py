@@ -20,6 +20,7 @@ import pandas as pd
 
 from breast_cancer_pipeline.evaluation.folds import assign_folds, fold_roles
 from breast_cancer_pipeline.evaluation.predictions import classifier_predictions
+from breast_cancer_pipeline.geometry import ARRAY_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def fold_model_input(
     Returns:
         ``x/y/paths_train`` and ``x/y/paths_val`` (the fold's training and validation
         images), ``x/y/paths_holdout`` (the held-out fold), ``x/y/paths_test`` (the test
-        split, unchanged) and ``class_names``.
+        split, unchanged), ``class_names`` and how the images were made (``resize``,
+        ``crop_margin``).
 
     Raises:
         ValueError: A development image of ``roles`` has no array, or the reverse.
@@ -73,6 +75,7 @@ def fold_model_input(
             f"{unknown[0]!r}): rerun the augmentation pipeline on the validated manifest"
         )
     arrays: dict[str, np.ndarray] = {"class_names": np.asarray(model_input["class_names"])}
+    arrays |= {key: np.asarray(model_input[key]) for key in ARRAY_KEYS if key in model_input}
     for role in ("train", "val", "holdout"):
         index = np.array([position[p] for p in roles.loc[roles["role"] == role, "path"]], int)
         for key in ("x", "y", "paths"):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from breast_cancer_pipeline.backbones import get_backbone
+from breast_cancer_pipeline.geometry import geometry_of_arrays
 from breast_cancer_pipeline.training.plan import FinetunePlan, TrainingRun
 
 
@@ -77,7 +78,7 @@ def _metadata(
         "backbone": get_backbone(selected_backbone["backbone"]).name,
         "weights": selected_backbone["weights"],
         "class_names": [str(c) for c in model_input["class_names"]],
-        "image_size": int(shape[1]),
+        **geometry_of_arrays(model_input).config(),
         "channels": int(shape[3]),
         "color_mode": "rgb" if shape[3] == 3 else "grayscale",
         "head": run.plan.head,

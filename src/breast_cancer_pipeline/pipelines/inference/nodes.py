@@ -1,8 +1,10 @@
 """Inference: image files in, class probabilities, label and thresholded call out.
 
 The same node scores a folder on disk (the batch command) and the rows of a request to the
-MLflow endpoint: images are decoded and resized by the functions ingestion and training use
-(:mod:`breast_cancer_pipeline.imaging`); the model holds all other preprocessing. A row that
+MLflow endpoint: images are decoded by the function ingestion uses
+(:mod:`breast_cancer_pipeline.imaging`) and brought to the model's input by the one training
+used (:func:`breast_cancer_pipeline.geometry.fit_image`, with the size and resize mode of the
+packaged model's configuration); the model holds all other preprocessing. A row that
 cannot be decoded gets an ``error`` and no probabilities; the other rows are scored. Every
 scored row gets the out-of-distribution score of the packaged model and whether it is within
 its threshold (``inference.serving.ood``: flagged, or refused with an ``error``). A request
@@ -23,7 +25,8 @@ import pandas as pd
 
 from breast_cancer_pipeline.columns import PatternSpec, path_columns
 from breast_cancer_pipeline.decode_budget import shared_budget
-from breast_cancer_pipeline.imaging import ImageDecodeError, decode_image, resize_image
+from breast_cancer_pipeline.geometry import Geometry, fit_image
+from breast_cancer_pipeline.imaging import ImageDecodeError, decode_image
 from breast_cancer_pipeline.serving import (
     EXPLAIN_COLUMN,
     IMAGE_COLUMN,
@@ -236,6 +239,7 @@ def _row_decoder(
             limits.get("small_decode_mb", 0) * 2**20,
         )
     deadline = limits.get("decode_seconds")
+    geometry = Geometry.from_config(config)
 
     def work(i: int) -> np.ndarray:
         data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
@@ -248,7 +252,7 @@ def _row_decoder(
             max_decoded_bytes=params.get("max_decoded_bytes"),
             budget=budget,
         )
-        return resize_image(decoded, config["image_size"])
+        return fit_image(decoded, geometry)
 
     def decode(i: int) -> np.ndarray | None:
         try:

@@ -16,6 +16,7 @@ import pandas as pd
 from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.evaluation.levels import image_groups
 from breast_cancer_pipeline.evaluation.predictions import as_arrays, binary_view
+from breast_cancer_pipeline.geometry import Geometry
 
 from .parameters import check_positive_class
 
@@ -262,7 +263,8 @@ def package_model(
 
     config = {
         "class_names": metadata["class_names"],
-        "image_size": metadata["image_size"],
+        # The input geometry; a model trained before resize existed was stretched.
+        **Geometry.from_config(metadata).config(),
         "channels": metadata["channels"],
         "color_mode": metadata["color_mode"],
         "positive_class": operating_point["positive_class"],

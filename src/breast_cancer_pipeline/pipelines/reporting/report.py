@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from markupsafe import Markup
 
+from breast_cancer_pipeline.geometry import Geometry
 from breast_cancer_pipeline.manifest import MANIFEST_SPLITS
 from breast_cancer_pipeline.templating import fmt, fmt_interval, render
 
@@ -170,11 +171,12 @@ def _failures(metrics: dict, errors: pd.DataFrame, ece_warning: float) -> list[d
 
 
 def _model_rows(metadata: dict, point: dict, positive: str) -> list[tuple[str, str]]:
-    size = metadata["image_size"]
+    geometry = Geometry.from_config(metadata)
+    resized = geometry.resize.replace("_", " ")
     return [
         ("Backbone", metadata["backbone"]),
         ("Weights at start", metadata.get("weights") or "random initialisation"),
-        ("Input", f"{size} × {size} px, {metadata['color_mode']}"),
+        ("Input", f"{geometry.height} × {geometry.width} px ({resized}), {metadata['color_mode']}"),
         ("Classes", ", ".join(metadata["class_names"])),
         (
             "Operating point",

@@ -30,7 +30,7 @@ def _features_of_sets(
 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """The penultimate features of each of :data:`SETS`, and the kind of each image."""
     x_train = np.asarray(model_input["x_train"])
-    size, channels = x_train.shape[1], x_train.shape[3]
+    size, channels = (x_train.shape[1], x_train.shape[2]), x_train.shape[3]
     settings = params["ood_images"]
     ood, kinds = ood_images(settings["per_kind"], size, channels, settings["seed"])
     class_names = [str(c) for c in model_input["class_names"]]
