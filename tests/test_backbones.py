@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from breast_cancer_pipeline.backbones import (
+    OWN_ARCHITECTURES,
     PREPROCESSING_MODES,
     REGISTRY,
     UnknownBackboneError,
@@ -36,8 +37,41 @@ def test_every_entry_names_a_real_constructor_and_scaling(name):
     assert spec.preprocessing in PREPROCESSING_MODES
     if spec.constructor is None:
         assert not spec.pretrainable
+        assert spec.architecture in OWN_ARCHITECTURES and spec.filters
     else:
         assert callable(getattr(keras.applications, spec.constructor))
+        assert spec.architecture is None and not spec.filters
+
+
+#: The project's own networks: (name, convolutions, residual additions, parameters).
+OWN_NETWORKS = [
+    ("small_cnn", 4, 0, 97_872),
+    ("small_cnn_narrow", 4, 0, 24_744),
+    ("small_resnet", 10, 3, 303_952),
+]
+
+
+def test_the_table_lists_every_own_network():
+    assert sorted(n for n, *_ in OWN_NETWORKS) == sorted(
+        name for name, spec in REGISTRY.items() if spec.constructor is None
+    )
+
+
+@pytest.mark.parametrize(("name", "convolutions", "additions", "n_params"), OWN_NETWORKS)
+def test_own_network_has_its_architecture(name, convolutions, additions, n_params):
+    """Its widths, its depth, its shortcuts; the side halved once per entry of ``filters``."""
+    import keras
+
+    from breast_cancer_pipeline.modeling import build_backbone
+
+    spec = get_backbone(name)
+    base = build_backbone(spec, 32, 1, None)
+    kinds = [type(layer) for layer in base.layers]
+    assert kinds.count(keras.layers.Conv2D) == convolutions
+    assert kinds.count(keras.layers.Add) == additions
+    assert base.count_params() == n_params
+    side = 32 // 2 ** len(spec.filters)
+    assert base.output.shape[1:] == (side, side, spec.filters[-1])
 
 
 def test_check_weights_forms(tmp_path):
@@ -80,7 +114,7 @@ def test_every_backbone_builds_and_predicts(name):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "small_cnn"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "small_cnn", "small_resnet"])
 def test_local_weights_file_round_trip(tmp_path, name):
     """The `weights: <path>` route loads a file saved from the same backbone."""
     import keras

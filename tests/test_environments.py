@@ -170,3 +170,19 @@ def test_every_dvc_stage_runs_in_the_tracked_environment_and_tracks_its_blocks(m
         assert blocks <= set(env_blocks), (
             f"conf/{env}/parameters.yml lacks {blocks - set(env_blocks)}"
         )
+
+
+def test_parameters_are_read_once_until_a_file_changes(project, monkeypatch):
+    """Without a session, every stage's wiring shares one read of the configuration."""
+    monkeypatch.setattr(project_context, "_active_loader", None)
+    monkeypatch.setattr(project_context, "_read", None)
+    monkeypatch.setattr(project_context, "_sessionless", None)
+    monkeypatch.setenv("KEDRO_ENV", ENV)
+    first = project_context.run_parameters()
+    assert CANDIDATE in first["backbone_selection"]["candidates"]
+    assert project_context.run_parameters() is first
+    extra = project / "conf" / ENV / "parameters.yml"
+    extra.write_text(yaml.safe_dump({**EXTRA, "backbone_selection": {"epochs": 7}}))
+    changed = project_context.run_parameters()
+    assert changed["backbone_selection"]["epochs"] == 7
+    assert CANDIDATE not in changed["backbone_selection"]["candidates"]

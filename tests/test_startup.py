@@ -2,7 +2,8 @@
 
 ``kedro registry list`` costs what it imports. The project's registry, settings and hooks must
 not import the training or validation stacks (TensorFlow alone is ~5 s of CPU here, GX ~8 s):
-the stages import them inside their nodes. MLflow is not checked here: kedro-mlflow's CLI
+the stages import them inside their nodes; nor pydicom, which the decoder imports when it
+first reads a DICOM file. MLflow is not checked here: kedro-mlflow's CLI
 plugin imports it on every ``kedro`` command before the project's code runs. The rest of the
 start-up is Python compiling modules, which ``make install`` does once (``--compile-bytecode``).
 """
@@ -25,6 +26,7 @@ HEAVY = (
     "torch",
     "distributed",  # only runs with cluster.address set
     "dask",
+    "pydicom",
 )
 
 CODE = """

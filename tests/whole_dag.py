@@ -33,8 +33,8 @@ MODEL = "data/06_models/classifier.keras"
 LESION_PATIENTS = 4
 #: Images of each lesion class: the two views of each affected breast.
 IMAGES_PER_CLASS = 2 * LESION_PATIENTS
-#: The candidates of the tiny run (random weights, 32 px): two, so that selection compares.
-CANDIDATES = ("small_cnn", "mobilenet_v3_small")
+#: The candidates of the tiny run: the demo's own (random weights, here at 32 px).
+CANDIDATES = ("small_cnn", "small_cnn_narrow", "small_resnet")
 #: The demo environment made tiny: a few small images, a few epochs.
 TINY = {
     "demo_data": {
@@ -94,16 +94,10 @@ def _copy_project(target: Path) -> None:
 
 
 def _make_tiny(project: Path) -> None:
-    """Every block of the demo environment kept, made tiny; the two light candidates only."""
+    """Every block of the demo environment kept (its candidates too), made tiny."""
     demo = project / "conf/demo/parameters.yml"
     blocks = yaml.safe_load(demo.read_text())
     tiny = {name: _merge(blocks[name], TINY.get(name, {})) for name in blocks}
-    # conf/base's other candidates are dropped in the environment (null), as conf/demo does.
-    base = project / "conf/base/parameters_backbone_selection.yml"
-    tiny["backbone_selection"]["candidates"] = {
-        name: {"weights": None} if name in CANDIDATES else None
-        for name in yaml.safe_load(base.read_text())["backbone_selection"]["candidates"]
-    }
     demo.write_text(yaml.safe_dump(tiny))
 
 

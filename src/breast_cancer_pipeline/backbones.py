@@ -19,6 +19,11 @@ from breast_cancer_pipeline.geometry import as_size
 #: ``none`` passes 0..255 through (the network rescales internally).
 PREPROCESSING_MODES = ("tf", "torch", "caffe", "unit", "none")
 
+#: The project's own networks, which train from random weights on a few hundred images:
+#: ``plain`` stacks blocks of 3x3 conv, batch norm, ReLU and 2x2 max pooling; ``residual``
+#: stacks residual blocks (two 3x3 convs and a shortcut) after a stem. ``modeling`` builds them.
+OWN_ARCHITECTURES = ("plain", "residual")
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -26,12 +31,15 @@ class BackboneSpec:
 
     Attributes:
         name: Registry name used in parameters, e.g. ``resnet101v2``.
-        constructor: Attribute of ``keras.applications`` that builds it, or ``None`` for the
-            project's own small CNN.
+        constructor: Attribute of ``keras.applications`` that builds it, or ``None`` for one
+            of the project's own networks.
         preprocessing: One of :data:`PREPROCESSING_MODES`.
         min_size: Smallest square input side the network accepts.
         imagenet_size: Input side required when ``weights: imagenet`` (``None`` = any size).
         constructor_kwargs: Extra keyword arguments for the constructor.
+        architecture: For the project's own networks, one of :data:`OWN_ARCHITECTURES`.
+        filters: For the project's own networks, the filters of each block; the network
+            halves the image side once per block.
     """
 
     name: str
@@ -40,6 +48,8 @@ class BackboneSpec:
     min_size: int = 32
     imagenet_size: int | None = None
     constructor_kwargs: tuple[tuple[str, object], ...] = ()
+    architecture: str | None = None
+    filters: tuple[int, ...] = ()
 
     @property
     def pretrainable(self) -> bool:
@@ -48,7 +58,13 @@ class BackboneSpec:
 
 
 _SPECS = (
-    BackboneSpec("small_cnn", None, "unit", min_size=16),
+    BackboneSpec("small_cnn", None, "unit", 16, architecture="plain", filters=(16, 32, 64, 128)),
+    BackboneSpec(
+        "small_cnn_narrow", None, "unit", 16, architecture="plain", filters=(8, 16, 32, 64)
+    ),
+    BackboneSpec(
+        "small_resnet", None, "unit", 16, architecture="residual", filters=(16, 32, 64, 128)
+    ),
     BackboneSpec("resnet50", "ResNet50", "caffe"),
     BackboneSpec("resnet101v2", "ResNet101V2", "tf"),
     BackboneSpec("inception_v3", "InceptionV3", "tf", min_size=75),

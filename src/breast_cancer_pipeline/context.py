@@ -26,6 +26,11 @@ from kedro.framework.context import KedroContext
 _active_loader: AbstractConfigLoader | None = None
 #: The config loader the registered pipelines were built from (None until they are built).
 _built_from: AbstractConfigLoader | None = None
+#: The merged parameters and the loader they were read from: a loader reads and merges its
+#: files on every access, and several stages' wiring asks for them.
+_read: tuple[AbstractConfigLoader, dict[str, Any]] | None = None
+#: The loader without a session, and what it was made for (project, environment, files).
+_sessionless: tuple[tuple, AbstractConfigLoader] | None = None
 
 
 class ProjectContext(KedroContext):
@@ -64,27 +69,34 @@ def run_parameters() -> dict[str, Any]:
     Returns:
         The merged parameters.
     """
-    global _built_from  # noqa: PLW0603
+    global _built_from, _read  # noqa: PLW0603
     # Not `or`: a config loader is a mapping, empty (falsy) until a key is read.
     loader = _active_loader if _active_loader is not None else _loader_without_session()
     _built_from = loader
-    return loader["parameters"]
+    if _read is None or _read[0] is not loader:
+        _read = (loader, loader["parameters"])
+    return _read[1]
 
 
 def _loader_without_session() -> AbstractConfigLoader:
-    """The config loader a session started here would use.
+    """The config loader a session started here would use: the same one while its files stay.
 
     Raises:
         RuntimeError: The working directory is not inside a Kedro project.
     """
+    global _sessionless  # noqa: PLW0603
     from kedro.framework.project import settings  # noqa: PLC0415
     from kedro.utils import find_kedro_project  # noqa: PLC0415
 
     project = find_kedro_project(Path.cwd())
     if project is None:
         raise RuntimeError(f"{Path.cwd()} is not in a Kedro project: run kedro from the project")
-    return settings.CONFIG_LOADER_CLASS(
-        conf_source=str(project / settings.CONF_SOURCE),
-        env=os.environ.get("KEDRO_ENV"),
-        **settings.CONFIG_LOADER_ARGS,
-    )
+    conf, env = project / settings.CONF_SOURCE, os.environ.get("KEDRO_ENV")
+    files = sorted((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in conf.rglob("*.yml"))
+    key = (str(conf), env, tuple(files))
+    if _sessionless is None or _sessionless[0] != key:
+        loader = settings.CONFIG_LOADER_CLASS(
+            conf_source=str(conf), env=env, **settings.CONFIG_LOADER_ARGS
+        )
+        _sessionless = (key, loader)
+    return _sessionless[1]

@@ -31,7 +31,6 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node, Pipeline
 
 from breast_cancer_pipeline import lineage, memory, param_schema, progress
-from breast_cancer_pipeline.serving import record_version
 
 logger = logging.getLogger(__name__)
 
@@ -286,5 +285,9 @@ class ChampionHook:
         name = getattr(pipeline, "log_model_kwargs", {}).get("registered_model_name")
         if self._run_id is None or not name:
             return
+        # The serving package decodes images (pydicom): imported when a run registers a model,
+        # not when Kedro loads the project's settings (`kedro registry list`).
+        from breast_cancer_pipeline.serving import record_version  # noqa: PLC0415
+
         rule = catalog.load("params:reporting")["champion"]
         record_version(name, self._run_id, catalog.load("metrics"), rule)

@@ -2,8 +2,9 @@
 
 Ingestion (source file -> PNG), training and serving (uploaded bytes -> array) all call
 :func:`decode_image` and :func:`resize_image`, so an image is turned into pixels the same way
-everywhere. This module deliberately imports only numpy, Pillow and pydicom (never TensorFlow),
-so the data stages and the server start quickly.
+everywhere. This module deliberately imports only numpy and Pillow, and pydicom when it first
+reads a DICOM file (never TensorFlow), so the data stages, the server and ``kedro registry
+list`` start quickly.
 
 Decoding rules, in the order they are applied:
 
@@ -66,8 +67,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pydicom
-import pydicom.uid
 from PIL import (  # the plugins are imported to register exactly the formats we open
     BmpImagePlugin,  # noqa: F401
     GifImagePlugin,  # noqa: F401
@@ -78,11 +77,10 @@ from PIL import (  # the plugins are imported to register exactly the formats we
     TiffImagePlugin,  # noqa: F401
     UnidentifiedImageError,
 )
-from pydicom.filereader import read_dataset, read_partial, read_preamble
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
-from pydicom.pixels import pixel_array as dicom_pixel_array
 
 if TYPE_CHECKING:
+    import pydicom
+
     from breast_cancer_pipeline.decode_budget import DecodeBudget
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -1084,6 +1082,9 @@ def _read_dicom_header(
     data: bytes, name: str, forced: bool, limit: tuple[int, str] | None
 ) -> _DicomHeader:
     """The header of a DICOM file; a deflated data set is measured, stopping past ``limit``."""
+    import pydicom.uid  # noqa: PLC0415
+    from pydicom.filereader import read_dataset, read_partial, read_preamble  # noqa: PLC0415
+
     found = _PixelTagFinder()
     try:
         source = io.BytesIO(data)
@@ -1154,6 +1155,8 @@ def _inflate(deflated: memoryview, name: str, limit: tuple[int, str] | None) -> 
 
 def _reaches_pixel_data(head: bytearray) -> bool:
     """Whether the first bytes of an explicit-VR data set hold every element before its pixels."""
+    from pydicom.filereader import read_dataset  # noqa: PLC0415
+
     if not any(tag in head for tag in _PIXEL_TAG_BYTES):
         return False
     found = _PixelTagFinder()
@@ -1204,6 +1207,8 @@ def _dicom_cost(header: _DicomHeader, file_bytes: int, channels: int, n_frames: 
 
 def _dicom_decoder_bytes(syntax: str | None) -> int:
     """Bytes per sample the decoder of a transfer syntax holds (0: native pixel data)."""
+    import pydicom.uid  # noqa: PLC0415
+
     if syntax is None or not pydicom.uid.UID(syntax).is_encapsulated:
         return 0
     return _RLE_DECODER if syntax == pydicom.uid.RLELossless else _CODEC_DECODER
@@ -1211,6 +1216,8 @@ def _dicom_decoder_bytes(syntax: str | None) -> int:
 
 def _read_dicom(data: bytes, name: str, forced: bool) -> pydicom.Dataset:
     """Parse a DICOM file whose header was checked (``forced``: read without the preamble)."""
+    import pydicom  # noqa: PLC0415
+
     try:
         return pydicom.dcmread(io.BytesIO(data), force=forced)
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser error is a bad file
@@ -1223,6 +1230,9 @@ def _dicom_frame(
     ds: pydicom.Dataset, settings: _Settings, photometric: str, page: int
 ) -> np.ndarray:
     """Frame ``page`` of a parsed DICOM file, as ``(H, W, C)`` uint8."""
+    from pydicom.pixels import apply_color_lut  # noqa: PLC0415
+    from pydicom.pixels import pixel_array as dicom_pixel_array  # noqa: PLC0415
+
     name, window = settings.name, settings.window
     try:
         pixels = dicom_pixel_array(ds, index=page)
@@ -1270,6 +1280,9 @@ def _check_dicom_shape(pixels: np.ndarray, photometric: str, name: str) -> None:
 
 def _set_missing_transfer_syntax(ds: pydicom.Dataset) -> None:
     """Give preamble-less files without file meta the transfer syntax they were read with."""
+    import pydicom.dataset  # noqa: PLC0415
+    import pydicom.uid  # noqa: PLC0415
+
     meta = ds.get("file_meta") or pydicom.dataset.FileMetaDataset()
     if "TransferSyntaxUID" in meta:
         return
@@ -1295,6 +1308,8 @@ def _dicom_grayscale(
     With ``counts``, ``pixels`` holds each stored value once and ``counts`` how many pixels
     hold it (see :func:`_percentile_window`).
     """
+    from pydicom.pixels import apply_modality_lut  # noqa: PLC0415
+
     identity = ds.get("RescaleSlope") in (None, 1) and ds.get("RescaleIntercept") in (None, 0)
     if ds.get("ModalityLUTSequence") or not identity:
         values = apply_modality_lut(pixels, ds)
@@ -1323,6 +1338,8 @@ def _file_voi_window(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray | No
     16 bits for 12-bit data) or, for a window, what the lowest and highest inputs map to.
     The result still has to be inverted for MONOCHROME1.
     """
+    from pydicom.pixels import apply_voi, apply_windowing  # noqa: PLC0415
+
     items = ds.get("VOILUTSequence") or []
     use_lut = bool(items) and "LUTDescriptor" in items[0] and "LUTData" in items[0]
     has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None

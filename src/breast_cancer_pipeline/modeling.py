@@ -191,13 +191,50 @@ def build_small_cnn(
     inputs = keras.Input((*as_size(image_size), channels))
     x = inputs
     for i, n in enumerate(filters):
-        x = layers.Conv2D(n, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv")(x)
-        # A short memory (momentum 0.9) lets the moving statistics settle within the few
-        # hundred steps of a small dataset; Keras's 0.99 leaves them off for ~500 steps.
-        x = layers.BatchNormalization(momentum=0.9, name=f"block{i + 1}_bn")(x)
-        x = layers.Activation("relu", name=f"block{i + 1}_relu")(x)
+        x = _conv_bn_relu(x, n, 1, f"block{i + 1}")
         x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
     return keras.Model(inputs, x, name="backbone")
+
+
+def build_small_resnet(
+    image_size: int, channels: int, filters: tuple[int, ...] = (16, 32, 64, 128)
+) -> keras.Model:
+    """A small residual network: a stem, then one residual block per further width.
+
+    The stem (3x3 conv, batch norm, ReLU, 2x2 max pooling) has ``filters[0]``; each block
+    halves the side with a strided 3x3 conv, adds a second 3x3 conv and a strided 1x1
+    projection shortcut (as ResNet's basic block), then ReLU.
+    """
+    inputs = keras.Input((image_size, image_size, channels))
+    x = _conv_bn_relu(inputs, filters[0], 1, "stem")
+    x = layers.MaxPooling2D(name="stem_pool")(x)
+    for i, n in enumerate(filters[1:]):
+        name = f"block{i + 1}"
+        residual = _conv_bn_relu(x, n, 2, f"{name}_a")
+        residual = layers.Conv2D(n, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(
+            residual
+        )
+        residual = layers.BatchNormalization(momentum=0.9, name=f"{name}_b_bn")(residual)
+        shortcut = layers.Conv2D(n, 1, strides=2, use_bias=False, name=f"{name}_skip_conv")(x)
+        shortcut = layers.BatchNormalization(momentum=0.9, name=f"{name}_skip_bn")(shortcut)
+        x = layers.Add(name=f"{name}_add")([shortcut, residual])
+        x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return keras.Model(inputs, x, name="backbone")
+
+
+def _conv_bn_relu(x: Any, filters: int, strides: int, name: str) -> Any:
+    """3x3 conv (no bias), batch norm, ReLU."""
+    x = layers.Conv2D(
+        filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    # A short memory (momentum 0.9) lets the moving statistics settle within the few
+    # hundred steps of a small dataset; Keras's 0.99 leaves them off for ~500 steps.
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+#: The builders of the project's own networks, by ``BackboneSpec.architecture``.
+OWN_BUILDERS = {"plain": build_small_cnn, "residual": build_small_resnet}
 
 
 def build_backbone(
@@ -209,7 +246,7 @@ def build_backbone(
         WeightsUnavailableError: ``weights="imagenet"`` and the download failed.
     """
     if spec.constructor is None:
-        base = build_small_cnn(image_size, channels)
+        base = OWN_BUILDERS[spec.architecture](image_size, channels, spec.filters)
         if weights is not None:  # a local weights file (check_weights refuses "imagenet")
             base.load_weights(weights)
         return base

@@ -94,7 +94,12 @@ def test_null_drops_a_candidate_and_one_must_remain():
 
     demo = base_params("backbone_selection", env="demo")
     assert demo["candidates"]["efficientnet_b0"] is None  # the demo drops both (conf/demo)
-    assert list(active_candidates(demo["candidates"])) == ["small_cnn"]
+    # The demo's own three, from random weights: the small CNN at two widths, a residual one.
+    assert list(active_candidates(demo["candidates"])) == [
+        "small_cnn",
+        "small_cnn_narrow",
+        "small_resnet",
+    ]
     validate_block("backbone_selection", demo)
     with pytest.raises(ParameterError, match="every candidate is null"):
         _check(candidates={name: None for name in demo["candidates"]})
