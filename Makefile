@@ -113,7 +113,9 @@ services-stop: install  ## Stop them (their data stay in .services/)
 
 # `make airflow-test`: Airflow 3 and kedro-airflow in their own environment (deploy/airflow/, its
 # own lock: Airflow caps fastapi below the project's pin), then `airflow dags test` of the DAG that
-# `kedro airflow create` generates, on the tiny demo configuration. Minutes; .ci/run runs it.
+# `kedro airflow create` generates, on the tiny demo configuration, and the docs' Airflow commands
+# through Airflow's own parsers. Minutes; .ci/run runs it.
 airflow-test: install  ## Airflow's environment, then `airflow dags test` of the generated DAG
 	UV_PYTHON=$(BIN)/python $(BIN)/uv sync --locked --compile-bytecode --project deploy/airflow
 	AIRFLOW_DAG_TEST=1 $(BIN)/pytest -n 0 -q -s tests/deploy/test_airflow.py -k generated_dag
+	$(BIN)/pytest -n 0 -q tests/test_docs_commands.py -k airflow

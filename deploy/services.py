@@ -81,6 +81,10 @@ class Services:
     mlflow_port: int = 5000
     workers: int = 1
 
+    def __post_init__(self) -> None:
+        # Absolute: PostgreSQL's programs run from "/" (and as another user when root).
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
     @property
     def data_dir(self) -> Path:
         """PostgreSQL's data directory."""
@@ -107,7 +111,7 @@ class Services:
 
     def environment(self) -> dict[str, str]:
         """The variables a client needs: the tracking URI and the password file."""
-        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "PGPASSFILE": str(self.pgpass.resolve())}
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "PGPASSFILE": str(self.pgpass)}
 
 
 def postgres_bin() -> Path | None:
@@ -250,14 +254,14 @@ def start_mlflow(services: Services) -> None:
 
     command = [sys.executable, "-m", "mlflow", "server"]
     command += ["--backend-store-uri", services.database_url("mlflow")]
-    command += ["--artifacts-destination", str(services.artifacts.resolve())]
+    command += ["--artifacts-destination", str(services.artifacts)]
     command += ["--host", HOST, "--port", str(services.mlflow_port)]
     command += ["--workers", str(services.workers)]
     log = services.root / "mlflow.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
             command,
-            env={**SERVER_ENVIRONMENT, **os.environ, "PGPASSFILE": str(services.pgpass.resolve())},
+            env={**SERVER_ENVIRONMENT, **os.environ, "PGPASSFILE": str(services.pgpass)},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -399,16 +403,23 @@ def main(argv: list[str] | None = None) -> None:
         start(services)
     except ServiceError as error:
         sys.exit(f"error: {error}")
-    environment = services.environment()
     print(
-        f"PostgreSQL on {HOST}:{services.pg_port} (data {services.data_dir}, log "
-        f"{services.data_dir / 'server.log'})\n"
-        f"MLflow server on {services.tracking_uri} (backend {services.database_url('mlflow')}, "
-        f"artifacts {services.artifacts}, log {services.root / 'mlflow.log'})\n\n"
-        "Use them from this shell:\n"
-        + "".join(f"  export {key}={value}\n" for key, value in environment.items())
-        + f"Optuna's storage: {services.database_url('optuna')}"
+        f"PostgreSQL on {HOST}:{services.pg_port}: data and log in {_shown(services.data_dir)}\n"
+        f"MLflow server on {services.tracking_uri}: {services.database_url('mlflow')}, artifacts "
+        f"in {_shown(services.artifacts)}, log {_shown(services.root / 'mlflow.log')}\n"
+        "Point the pipeline, make serve and Optuna at them from this shell:\n"
+        f"  export MLFLOW_TRACKING_URI={services.tracking_uri}\n"
+        f"  export PGPASSFILE={_shown(services.pgpass, shell=True)}\n"
+        f"  Optuna's storage: {services.database_url('optuna')}"
     )
+
+
+def _shown(path: Path, shell: bool = False) -> str:
+    """``path`` relative to the current folder when inside it (``$PWD/...`` for a shell)."""
+    if not path.is_relative_to(Path.cwd()):
+        return str(path)
+    relative = path.relative_to(Path.cwd())
+    return f"$PWD/{relative}" if shell else str(relative)
 
 
 if __name__ == "__main__":

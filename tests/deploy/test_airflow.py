@@ -17,16 +17,16 @@ import pytest
 
 from breast_cancer_pipeline import context as project_context
 from breast_cancer_pipeline.pipeline_registry import TRAINING_STAGES
+from tests.test_telemetry import GUARD
 from tests.whole_dag import copy_project, make_tiny
 
 PROJECT = Path(__file__).resolve().parents[2]
 AIRFLOW_BIN = PROJECT / "deploy/airflow/.venv/bin"
 TEMPLATE = PROJECT / "deploy/airflow/dag_template.j2"
 DAG_ID = "breast-cancer-pipeline"
-#: Airflow's and the other tools' usage data off (docs: "Telemetry").
+#: The project's tools' usage data off, as `make` exports them (docs: "Telemetry"). Airflow 3.3
+#: collects none (2.10's Scarf switch is gone); the network guard checks that nothing leaves.
 QUIET = {
-    "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
-    "SCARF_ANALYTICS": "false",
     "DO_NOT_TRACK": "true",
     "KEDRO_DISABLE_TELEMETRY": "true",
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -92,12 +92,18 @@ def test_the_airflow_environment_s_lock_is_current():
 
 
 def _airflow_env(root: Path, project: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KEDRO_", "AIRFLOW"))
-    }
+    """Airflow's environment first on PATH, its home and DAGs in ``root``, every Python process
+    under the network guard of ``tests/test_telemetry.py``."""
+    own = ("MLFLOW_", "KEDRO_", "AIRFLOW")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    guard = root / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(GUARD)
     return {
         **env,
         **QUIET,
+        "PYTHONPATH": str(guard),
+        "NETWORK_GUARD_LOG": str(root / "network.log"),
         "PATH": f"{AIRFLOW_BIN}{os.pathsep}{env.get('PATH', '')}",
         "AIRFLOW_HOME": str(root / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
@@ -148,6 +154,8 @@ def test_airflow_runs_every_stage_of_the_generated_dag(tmp_path):
     assert states == {task.replace("_", "-"): "success" for task in TRAINING_STAGES}, output[-4000:]
     assert (project / "data/08_reporting/metrics.json").exists()
     _assert_tracked(tmp_path / "mlflow.db")
+    network = tmp_path / "network.log"
+    assert not network.exists() or not network.read_text(), network.read_text()
 
 
 def _assert_tracked(database: Path) -> None:
