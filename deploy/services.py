@@ -167,13 +167,13 @@ def stop(services: Services, mode: str = "fast") -> list[str]:
     """
     stopped = []
     if stop_mlflow(services):
-        stopped.append(f"the MLflow server of {services.root}")
+        stopped.append(f"the MLflow server of {_shown(services.root)}")
     bindir = postgres_bin()
     if bindir is not None and _postgres_running(services, bindir):
         _run(
             _as_server_user([bindir / "pg_ctl", "-D", services.data_dir, "-m", mode, "-w", "stop"])
         )
-        stopped.append(f"the PostgreSQL of {services.data_dir}")
+        stopped.append(f"the PostgreSQL of {_shown(services.data_dir)}")
     return stopped
 
 
