@@ -170,6 +170,8 @@ def _assert_tracked(database: Path) -> None:
     runs = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`lineage.kind` = 'pipeline'"
     )
-    assert len(runs) == len(TRAINING_STAGES)
+    # The demo data's run (before the DAG), then one per task, named after its stage.
+    assert sorted(run.info.run_name for run in runs) == sorted(["demo_data", *TRAINING_STAGES])
     champion = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, CHAMPION)
-    assert champion.version == "1"
+    by_stage = {run.info.run_name: run.info.run_id for run in runs}
+    assert (str(champion.version), champion.run_id) == ("1", by_stage["reporting"])
