@@ -14,7 +14,8 @@ export KEDRO_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo serve test lint format docs docs-serve bench viz mlflow-ui clean help
+.PHONY: install demo serve test lint format docs docs-serve bench viz mlflow-ui clean help \
+	services services-stop airflow-test
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -96,3 +97,25 @@ clean:  ## Remove generated data, models, reports, the MLflow database and the O
 	find data -mindepth 2 ! -name .gitkeep -delete 2>/dev/null || true
 	find data -mindepth 2 -type d -empty -delete 2>/dev/null || true
 	rm -f mlflow.db optuna.db
+
+# `make services`: a team's tracking server on this machine (docs: "Several machines"):
+# PostgreSQL on 127.0.0.1:$(PG_PORT) and `mlflow server` on it at http://127.0.0.1:$(MLFLOW_PORT),
+# their data, logs and password file under .services/ (git-ignored). It prints the two
+# variables that point the pipeline, `make serve` and Optuna at them.
+PG_PORT ?= 5432
+MLFLOW_PORT ?= 5000
+services: install  ## PostgreSQL and an MLflow server on it, on 127.0.0.1 (PG_PORT, MLFLOW_PORT)
+	$(BIN)/python -m deploy.services start --root .services --pg-port $(PG_PORT) \
+		--mlflow-port $(MLFLOW_PORT)
+
+services-stop: install  ## Stop them (their data stay in .services/)
+	$(BIN)/python -m deploy.services stop --root .services
+
+# `make airflow-test`: Airflow 3 and kedro-airflow in their own environment (deploy/airflow/, its
+# own lock: Airflow caps fastapi below the project's pin), then `airflow dags test` of the DAG that
+# `kedro airflow create` generates, on the tiny demo configuration, and the docs' Airflow commands
+# through Airflow's own parsers. Minutes; .ci/run runs it.
+airflow-test: install  ## Airflow's environment, then `airflow dags test` of the generated DAG
+	UV_PYTHON=$(BIN)/python $(BIN)/uv sync --locked --compile-bytecode --project deploy/airflow
+	AIRFLOW_DAG_TEST=1 $(BIN)/pytest -n 0 -q -s tests/deploy/test_airflow.py -k generated_dag
+	$(BIN)/pytest -n 0 -q tests/test_docs_commands.py -k airflow

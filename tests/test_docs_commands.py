@@ -39,8 +39,12 @@ kind                                   how it is checked
 ``python -c``/``-m``                   the code compiles and its imports resolve; a module's
                                        own argument parser
 ``pytest ...``                         ``pytest --collect-only`` with the same arguments
+``deploy/airflow/.venv/bin/kedro``,    kedro-airflow's and Airflow's own parsers, in Airflow's
+``.../airflow``                        environment (skipped until ``make airflow-test``
+                                       builds it; that target runs these checks)
 ``export``, ``source``, ``uvx``,       the variable's value (a file that exists, the tracking
-``docker``                             URI of ``mlflow.yml``, a valid ``TF_CONFIG``); the
+``docker``                             URI of ``mlflow.yml`` or of ``make services``, its
+                                       password file, a valid ``TF_CONFIG``); the
                                        venv's activate script; the storage of the head search;
                                        the Dockerfile, a built tag, a mounted pipeline output
 =====================================  ====================================================
@@ -76,6 +80,7 @@ from PIL import Image
 from breast_cancer_pipeline import context as project_context
 from breast_cancer_pipeline.serving import EXPLAIN_COLUMN, ID_COLUMNS, IMAGE_COLUMN
 from breast_cancer_pipeline.serving.levels import LEVEL_COLUMNS
+from deploy.services import Services
 
 PROJECT = Path(__file__).resolve().parents[1]
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
@@ -647,10 +652,22 @@ def _tf_config(value: str) -> None:
     assert 0 <= config["task"]["index"] < len(workers)
 
 
+#: What `make services` prints to export (deploy/services.py, the Makefile's defaults).
+SERVICES = Services(PROJECT / ".services")
+
+
+def _tracking_uri(value: str) -> None:
+    """``mlflow.yml``'s default, or the MLflow server of ``make services``."""
+    assert value in (_tracking_uri_default(), SERVICES.tracking_uri), value
+
+
 #: Variables the pages export, and what a right value is.
 EXPORTS: dict[str, Callable[[str], None]] = {
     "TF_CONFIG": _tf_config,
-    "MLFLOW_TRACKING_URI": lambda value: _assert_equal(value, _tracking_uri_default()),
+    "MLFLOW_TRACKING_URI": _tracking_uri,
+    "PGPASSFILE": lambda value: _assert_equal(
+        value, f"$PWD/{SERVICES.pgpass.relative_to(PROJECT)}"
+    ),
     "KEDRO_LOGGING_CONFIG": lambda value: _assert_file(PROJECT / value),
     # The opt-in value the package reads (breast_cancer_pipeline.telemetry).
     "BREAST_CANCER_PIPELINE_TELEMETRY": lambda value: _assert_equal(value, "allow"),
@@ -710,6 +727,29 @@ def check_docker(project: Project, command: Simple) -> None:
     for volume in options["-v"]:
         host = volume.split(":")[0].removeprefix("$PWD/")
         assert host in outputs, f"{host} is not an output of the pipeline (dvc.yaml)"
+
+
+#: Airflow's own environment (`make airflow-test` builds it), and how each of its programs
+#: parses a page's arguments there.
+AIRFLOW_BIN = Path("deploy/airflow/.venv/bin")
+AIRFLOW_PARSERS = {
+    "kedro": "import sys; from kedro_airflow.plugin import create; "
+    "assert sys.argv[1:3] == ['airflow', 'create'], sys.argv; "
+    "create.make_context('create', sys.argv[3:])",
+    "airflow": "import sys; from airflow.cli.cli_parser import get_parser; "
+    "get_parser().parse_args(sys.argv[1:])",
+}
+
+
+def check_airflow_env(project: Project, command: Simple) -> None:
+    """``deploy/airflow/.venv/bin/{kedro,airflow}``: parsed by kedro-airflow's, Airflow's CLI."""
+    python = PROJECT / AIRFLOW_BIN / "python"
+    if not python.exists():
+        pytest.skip("Airflow's environment is not built: `make airflow-test` builds it")
+    code = AIRFLOW_PARSERS[Path(command.program).name]
+    home = str(project.scratch / "airflow")  # not the page's: the check writes no Airflow home
+    variables = {**command.variables, "AIRFLOW_HOME": home, "AIRFLOW__CORE__DAGS_FOLDER": home}
+    project.run(str(python), "-c", code, *command.args, variables=variables)
 
 
 def check_xargs(project: Project, command: Simple) -> None:
@@ -776,6 +816,7 @@ CHECKS: dict[str, Callable[[Project, Simple], None]] = {
     "uvx": check_uvx,
     "docker": check_docker,
     "xargs": check_xargs,
+    **{str(AIRFLOW_BIN / tool): check_airflow_env for tool in AIRFLOW_PARSERS},
 }
 
 

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.whole_dag import _copy_project
+from tests.whole_dag import copy_project
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def _run_stages(project: Path, monkeypatch) -> dict:
 def _breakhis_run(tmp_path: Path, monkeypatch, with_magnification: bool):
     project = tmp_path / "project"
     project.mkdir()
-    _copy_project(project)
+    copy_project(project)
     source = tmp_path / "BreaKHis_v1"
     assert write_breakhis(source) == 2 * PATIENTS_PER_CLASS * 2 * IMAGES_PER_MAGNIFICATION
     _tiny_environment(project, source, with_magnification)

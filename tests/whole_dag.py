@@ -75,7 +75,7 @@ class Experiments:
     restored_md5: str = ""  #: classifier.keras after `dvc pull`
 
 
-def _copy_project(target: Path) -> None:
+def copy_project(target: Path) -> None:
     """The project's tracked and new files, without data (its .gitkeep files kept) or lock."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -93,7 +93,7 @@ def _copy_project(target: Path) -> None:
         shutil.copy2(source, target / name)
 
 
-def _make_tiny(project: Path) -> None:
+def make_tiny(project: Path) -> None:
     """Every block of the demo environment kept (its candidates too), made tiny."""
     demo = project / "conf/demo/parameters.yml"
     blocks = yaml.safe_load(demo.read_text())
@@ -141,8 +141,8 @@ def _flow(root: Path) -> Experiments:
     """The whole flow, once: repro, commit, an experiment, comparisons, push, wipe, pull."""
     flow = Experiments(root / "project", root / "remote", root / "project" / "mlflow.db")
     flow.project.mkdir()
-    _copy_project(flow.project)
-    _make_tiny(flow.project)
+    copy_project(flow.project)
+    make_tiny(flow.project)
     env = flow.env = _environment(flow.project)
 
     def run(step: str, *command: str) -> str:
