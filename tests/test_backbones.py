@@ -72,6 +72,9 @@ def test_own_network_has_its_architecture(name, convolutions, additions, n_param
     assert base.count_params() == n_params
     side = 32 // 2 ** len(spec.filters)
     assert base.output.shape[1:] == (side, side, spec.filters[-1])
+    # A [height, width] input (augmentation.image_size) keeps its aspect through the network.
+    tall = build_backbone(spec, (64, 32), 1, None)
+    assert tall.output.shape[1:] == (2 * side, side, spec.filters[-1])
 
 
 def test_check_weights_forms(tmp_path):

@@ -197,7 +197,9 @@ def build_small_cnn(
 
 
 def build_small_resnet(
-    image_size: int, channels: int, filters: tuple[int, ...] = (16, 32, 64, 128)
+    image_size: int | tuple[int, int],
+    channels: int,
+    filters: tuple[int, ...] = (16, 32, 64, 128),
 ) -> keras.Model:
     """A small residual network: a stem, then one residual block per further width.
 
@@ -205,7 +207,7 @@ def build_small_resnet(
     halves the side with a strided 3x3 conv, adds a second 3x3 conv and a strided 1x1
     projection shortcut (as ResNet's basic block), then ReLU.
     """
-    inputs = keras.Input((image_size, image_size, channels))
+    inputs = keras.Input((*as_size(image_size), channels))
     x = _conv_bn_relu(inputs, filters[0], 1, "stem")
     x = layers.MaxPooling2D(name="stem_pool")(x)
     for i, n in enumerate(filters[1:]):
