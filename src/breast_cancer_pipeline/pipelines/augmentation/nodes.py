@@ -10,14 +10,13 @@ serving never re-implements it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from breast_cancer_pipeline.cluster import map_in_order
+from breast_cancer_pipeline.cluster import available_cores, map_in_order
 from breast_cancer_pipeline.imaging import decode_image, resize_image
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT, SPLITS
 from breast_cancer_pipeline.plotting import figure_png, pyplot
@@ -50,7 +49,9 @@ def _split_arrays(
     channels = 3 if color_mode == "rgb" else 1
     x = np.empty((len(rows), size, size, channels), dtype=np.uint8)
     calls = [(images[path], path, color_mode, size) for path in rows["path"]]
-    for i, pixels in enumerate(map_in_order(input_pixels, calls, cluster, _cores(len(calls)))):
+    for i, pixels in enumerate(
+        map_in_order(input_pixels, calls, cluster, available_cores(len(calls)))
+    ):
         x[i] = pixels
     return {
         f"x_{split}": x,
@@ -62,12 +63,6 @@ def _split_arrays(
 def input_pixels(load: Callable[[], bytes], path: str, color_mode: str, size: int) -> np.ndarray:
     """One image as the model reads it: decoded, resized to ``size`` (a per-image task)."""
     return resize_image(decode_image(load(), path, color_mode=color_mode), size)
-
-
-def _cores(n_images: int) -> int:
-    """Worker processes of a ``local`` cluster for the arrays: one per core, one at least."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, n_images))
 
 
 def _internal(manifest: pd.DataFrame) -> pd.DataFrame:
