@@ -1,8 +1,9 @@
 """Per-image work on a real Dask cluster: ``dask scheduler`` and ``dask worker`` on 127.0.0.1.
 
 The conversion of ~300 images, the model-input arrays and the batch command's decoding give,
-through ``cluster.address``, what this machine gives, byte for byte; a worker killed
-mid-conversion is replaced, its tasks run again elsewhere, and the manifest stays consistent.
+through ``cluster.address`` (the sources given as ``file://`` URLs), what this machine gives,
+byte for byte; a worker killed mid-conversion is replaced, its tasks run again elsewhere,
+and the manifest stays consistent.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def _same_output(out: Path, ingested, pooled, pool_out: Path) -> None:
 def test_conversion_on_the_cluster_is_the_process_pool_s_byte_for_byte(
     source, pooled, address, tmp_path
 ):
-    ingested = ingest(source, tmp_path, params(workers=2), cluster=_cluster(address))
+    # The source as a URL (a file:// one: the workers' memory:// would be their own).
+    url = f"file://{source}"
+    ingested = ingest(url, tmp_path, params(workers=2), cluster=_cluster(address))
     assert ingested.store.last_save == {"planned": 300, "skipped": 0, "failed": 0, "produced": 300}
     _same_output(tmp_path, ingested, pooled, Path(pooled.store._describe()["path"]).parent)
 
@@ -167,7 +170,7 @@ def _batch_folder(root: Path) -> tuple[Path, int]:
     return write_tree(root, files), limit
 
 
-def _batch_command(folder: Path, model: Path, out: Path, max_decoded_bytes: int, cluster: dict):
+def _batch_command(folder: str, model: Path, out: Path, max_decoded_bytes: int, cluster: dict):
     """``kedro run --pipelines=inference`` on ``folder``, through the project's catalog entries."""
     from kedro.io import DataCatalog, MemoryDataset
     from kedro.runner import SequentialRunner
@@ -183,7 +186,7 @@ def _batch_command(folder: Path, model: Path, out: Path, max_decoded_bytes: int,
     }
     catalog = DataCatalog(
         {
-            "inference_images": _catalog_dataset("inference_images", path=str(folder)),
+            "inference_images": _catalog_dataset("inference_images", path=folder),
             "serving_model": _catalog_dataset("serving_model", filepath=str(model)),
             "predictions": _catalog_dataset("predictions", filepath=str(out / "predictions.csv")),
             "batch_level_predictions": _catalog_dataset("batch_level_predictions", path=str(out)),
@@ -198,10 +201,10 @@ def test_the_batch_command_decodes_on_the_cluster_and_writes_the_local_run_s_fil
 ):
     folder, limit = _batch_folder(tmp_path / "images")
     here, there = tmp_path / "here", tmp_path / "there"
-    _batch_command(folder, saved_model, here, limit, base_params("cluster"))
+    _batch_command(str(folder), saved_model, here, limit, base_params("cluster"))
     assert "Decoding on the Dask cluster" not in caplog.text  # address null: as before
-    with caplog.at_level(logging.INFO):
-        _batch_command(folder, saved_model, there, limit, _cluster(address))
+    with caplog.at_level(logging.INFO):  # the folder as a URL the workers read
+        _batch_command(f"file://{folder}", saved_model, there, limit, _cluster(address))
 
     n_rows = 4 * BATCH_PATIENTS + 2
     assert f"Decoding on the Dask cluster: {n_rows}/{n_rows} images done" in caplog.text
