@@ -301,7 +301,7 @@ def _batches_from_cluster(
     progress.finish()
 
 
-def _within(seconds: float, work: Callable[[], np.ndarray]) -> tuple[bool, np.ndarray | None]:
+def _within(seconds: float, work: Callable[[], Any]) -> tuple[bool, Any]:
     """Run ``work`` in a thread of its own, waiting at most ``seconds``.
 
     Returns ``(True, result)``, or ``(False, None)`` past ``seconds`` (the thread runs on,
