@@ -9,6 +9,7 @@ free of dataset imports (and of whatever those datasets import).
 - :class:`StoreCommit`: the second phase of a store save, once the manifest is written.
 - :class:`StoredFiles`: what ``ImageStoreDataset`` loads: ``{path: loader}`` plus records.
 - :class:`ArrayRows`: an array that ``NumpyArraysDataset`` writes a row at a time.
+- :func:`read_bytes`: a file's bytes from a local path or an fsspec URL (``s3://...``).
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ class SourceFile:
     without reading it.
 
     Attributes:
-        path: Absolute path of the file.
+        path: Absolute path of the file, or its fsspec URL (:func:`read_bytes`).
         size: Size in bytes.
-        mtime_ns: Modification time in nanoseconds.
+        mtime_ns: Modification time in nanoseconds; None when the file system gives none
+            (the file is then processed again on every run).
     """
 
     path: str
     size: int
-    mtime_ns: int
+    mtime_ns: int | None
 
     def __call__(self) -> bytes:
         """Read the file's bytes.
@@ -48,7 +50,43 @@ class SourceFile:
         Raises:
             OSError: The file cannot be read (removed, permissions, I/O error).
         """
-        return Path(self.path).read_bytes()
+        return read_bytes(self.path)
+
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` is an fsspec URL of another file system than this machine's.
+
+    ``s3://bucket/key``, ``gs://...``, ``memory://...`` are; a path and a ``file://`` URL
+    (the same path: :func:`local_path`) are not.
+    """
+    protocol, sep, _ = str(location).partition("://")
+    return bool(sep) and protocol not in ("file", "local")
+
+
+def local_path(location: str) -> str:
+    """``location`` with a ``file://`` scheme removed (``file:///data/x`` is ``/data/x``)."""
+    location = str(location)
+    for scheme in ("file://", "local://"):
+        if location.startswith(scheme):
+            return location[len(scheme) :]
+    return location
+
+
+def read_bytes(location: str) -> bytes:
+    """The bytes of the file at ``location``: a local path or an fsspec URL.
+
+    A URL is read with fsspec (its package for the protocol installed: ``s3fs`` for
+    ``s3://``, ``gcsfs`` for ``gs://``...; credentials from the environment).
+
+    Raises:
+        OSError: The file cannot be read (missing, permissions, I/O error).
+    """
+    if not is_url(location):
+        return Path(local_path(location)).read_bytes()
+    import fsspec  # noqa: PLC0415 - only for files elsewhere
+
+    with fsspec.open(location, "rb") as handle:
+        return handle.read()
 
 
 class SourceListing(dict[str, SourceFile]):

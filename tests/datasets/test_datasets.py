@@ -98,3 +98,22 @@ def test_keras_model_round_trip(tmp_path):
 def test_keras_model_needs_keras_suffix(tmp_path):
     with pytest.raises(DatasetError, match=".keras"):
         KerasModelDataset(str(tmp_path / "m.h5"))
+
+
+def test_binary_file_reads_a_url_and_refuses_to_write_it(tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    memory.pipe(f"/{tmp_path.name}/x.png", b"remote bytes")
+    try:
+        dataset = BinaryFileDataset(f"memory:///{tmp_path.name}/x.png")
+        assert dataset.exists() and dataset.load() == b"remote bytes"
+        with pytest.raises(DatasetError, match="is read only"):
+            dataset.save(b"new")
+        assert memory.cat(f"/{tmp_path.name}/x.png") == b"remote bytes"
+        with pytest.raises(DatasetError, match="cannot read 'memory:///.*/y.png'"):
+            BinaryFileDataset(f"memory:///{tmp_path.name}/y.png").load()
+    finally:
+        memory.rm(f"/{tmp_path.name}", recursive=True)
+    (tmp_path / "local.png").write_bytes(b"here")
+    assert BinaryFileDataset(f"file://{tmp_path}/local.png").load() == b"here"

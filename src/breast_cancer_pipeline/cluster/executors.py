@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -199,6 +200,12 @@ def _batches(calls: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
     calls = iter(calls)
     while batch := list(itertools.islice(calls, max(1, int(size)))):
         yield batch
+
+
+def available_cores(n_tasks: int) -> int:
+    """Worker processes of a ``local`` cluster for ``n_tasks`` tasks: one per core, one at least."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, n_tasks))
 
 
 def map_in_order(

@@ -1,7 +1,7 @@
 """The ``cluster`` parameters (defaults: ``conf/base/parameters_cluster.yml``).
 
-Read by every stage that does per-image work: ingestion (the conversion) and augmentation
-(the model-input arrays).
+Read by every stage that does per-image work: ingestion (the conversion), augmentation
+(the model-input arrays) and the batch command (decoding the files it scores).
 """
 
 from __future__ import annotations

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from breast_cancer_pipeline.file_records import SourceFile, SourceListing
+from breast_cancer_pipeline.file_records import SourceFile, SourceListing, is_url, local_path
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ class ImageFolderDataset(AbstractDataset[Any, SourceListing]):
       or read) unless ``follow_external_links`` is true; such links are reported in the
       listing's ``refused_links``, so ingestion lists them as bad files with the reason.
 
+    The folder may also be an fsspec URL (``s3://bucket/mammograms``, ``memory://...``; a
+    ``file://`` URL is the local path): its files are listed with fsspec, with their size and
+    the modification time the store gives, and read with fsspec when a loader is called (by
+    this process or by the workers of a cluster, which must reach the same URL).
+
     Example (``catalog.yml``)::
 
         raw_images:
@@ -50,14 +56,17 @@ class ImageFolderDataset(AbstractDataset[Any, SourceListing]):
         """Create the dataset.
 
         Args:
-            path: The folder (relative to the project or absolute); ``None``: no folder, an
-                empty listing (an optional source such as ``ingestion.external_dir``).
+            path: The folder (relative to the project or absolute) or its fsspec URL;
+                ``None``: no folder, an empty listing (an optional source such as
+                ``ingestion.external_dir``).
             follow_external_links: List files that symbolic links lead to outside the folder
                 (``ingestion.follow_external_links``); false refuses them.
             setting: The parameter that sets ``path``, named in the error when it is missing.
             metadata: Free-form metadata, ignored by the dataset.
         """
-        self._path = None if path is None else Path(PurePosixPath(str(path)))
+        location = None if path is None else local_path(str(path))
+        self._url = location if location is not None and is_url(location) else None
+        self._path = None if location is None else Path(PurePosixPath(location))
         self._setting = setting
         self._follow_external = bool(follow_external_links)
         self.metadata = metadata
@@ -71,6 +80,8 @@ class ImageFolderDataset(AbstractDataset[Any, SourceListing]):
         """
         if self._path is None:
             return SourceListing({}, {}, frozenset())
+        if self._url is not None:
+            return SourceListing(_list_url(self._url, self._setting), {}, frozenset())
         if not self._path.is_dir():
             raise DatasetError(
                 f"source folder '{self._path}' does not exist: set {self._setting} "
@@ -99,13 +110,57 @@ class ImageFolderDataset(AbstractDataset[Any, SourceListing]):
         raise DatasetError(f"'{self._path}' is a read-only source folder")
 
     def _exists(self) -> bool:
+        if self._url is not None:
+            import fsspec  # noqa: PLC0415
+
+            filesystem, root = fsspec.core.url_to_fs(self._url)
+            return filesystem.isdir(root)
         return self._path is None or self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
         return {
-            "path": None if self._path is None else str(self._path),
+            "path": self._url or (None if self._path is None else str(self._path)),
             "follow_external_links": self._follow_external,
         }
+
+
+def _list_url(url: str, setting: str) -> dict[str, SourceFile]:
+    """Every file under the fsspec URL ``url``, at any depth, sorted by relative path.
+
+    Raises:
+        DatasetError: The folder does not exist.
+    """
+    import fsspec  # noqa: PLC0415 - only for a folder elsewhere
+
+    filesystem, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    if not filesystem.isdir(root):
+        raise DatasetError(
+            f"source folder '{url}' does not exist or cannot be listed: set {setting} to a "
+            "folder this machine and every worker can read (credentials in the environment)"
+        )
+    files = {}
+    for full, info in sorted(filesystem.find(root, detail=True).items()):
+        rel = full[len(root) :].lstrip("/")
+        location = filesystem.unstrip_protocol(full)
+        files[rel] = SourceFile(location, int(info["size"]), _modified_ns(info))
+    return files
+
+
+def _modified_ns(info: dict[str, Any]) -> int | None:
+    """The modification time an fsspec listing gives (each store names it its own way)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "modified", "created"):
+        value = info.get(key)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            value = value.timestamp()
+        if isinstance(value, int | float):
+            return round(value * 1e9)
+    return None
 
 
 class _Walk:

@@ -23,23 +23,24 @@ class NamedTablesDataset(AbstractDataset[dict[str, pd.DataFrame], dict[str, pd.D
     """
 
     def __init__(
-        self, path: str, filename: str = "{name}.csv", metadata: dict[str, Any] | None = None
+        self, path: str, pattern: str = "{name}.csv", metadata: dict[str, Any] | None = None
     ) -> None:
         """Create the dataset.
 
         Args:
             path: Folder of the files (it may hold other files).
-            filename: The file name of a table, with ``{name}`` for its name
-                (``predictions_{name}.csv``).
+            pattern: The file name of a table, with ``{name}`` for its name
+                (``predictions_{name}.csv``). Not ``filename``: Kedro makes a catalog key of
+                that name an absolute path in the project.
             metadata: Free-form metadata, ignored by the dataset.
 
         Raises:
-            DatasetError: ``filename`` has no ``{name}``.
+            DatasetError: ``pattern`` has no ``{name}``.
         """
-        if filename.count("{name}") != 1:
-            raise DatasetError(f"filename {filename!r} must hold '{{name}}' once")
+        if pattern.count("{name}") != 1:
+            raise DatasetError(f"pattern {pattern!r} must hold '{{name}}' once")
         self._path = Path(PurePosixPath(path))
-        self._prefix, self._suffix = filename.split("{name}")
+        self._prefix, self._suffix = pattern.split("{name}")
         self.metadata = metadata
 
     def _files(self) -> dict[str, Path]:
@@ -79,4 +80,4 @@ class NamedTablesDataset(AbstractDataset[dict[str, pd.DataFrame], dict[str, pd.D
         return bool(self._files())
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "filename": f"{self._prefix}{{name}}{self._suffix}"}
+        return {"path": str(self._path), "pattern": f"{self._prefix}{{name}}{self._suffix}"}

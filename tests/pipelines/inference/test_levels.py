@@ -91,6 +91,7 @@ def test_the_batch_command_writes_one_table_per_level_through_the_catalog(tmp_pa
             "serving_model": MemoryDataset(LevelledModel(), copy_mode="assign"),
             "params:inference": MemoryDataset(base_params("inference")),
             "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
+            "params:cluster": MemoryDataset(base_params("cluster")),
             "predictions": MemoryDataset(),
             "batch_level_predictions": _catalog_dataset(
                 "batch_level_predictions", path=str(tmp_path)

@@ -253,7 +253,7 @@ class _CountingBudget(DecodeBudget):
 
 
 def test_decodes_share_one_memory_budget_across_concurrent_requests(monkeypatch):
-    from breast_cancer_pipeline.pipelines.inference import nodes
+    from breast_cancer_pipeline.pipelines.inference import model_input
 
     png = pillow_file(np.zeros((30, 30), dtype=np.uint8), "PNG")
     cost = decode_cost(png).peak_bytes
@@ -265,7 +265,7 @@ def test_decodes_share_one_memory_budget_across_concurrent_requests(monkeypatch)
         budgets.append(_CountingBudget(total, parameter))
         return budgets[-1] if len(budgets) == 1 else budgets[0]
 
-    monkeypatch.setattr(nodes, "shared_budget", shared)
+    monkeypatch.setattr(model_input, "shared_budget", shared)
     params = _limits(decode_memory_mb=megabytes)
 
     def request(_):
@@ -300,14 +300,14 @@ def test_an_image_over_the_memory_limits_is_a_row_error_not_a_wait():
 
 
 def test_an_unexpected_decoder_failure_is_a_row_error_without_a_trace(monkeypatch):
-    from breast_cancer_pipeline.pipelines.inference import nodes
+    from breast_cancer_pipeline.pipelines.inference import model_input
 
     def broken(data, name, **kwargs):
         if name == "row 1":
             raise RuntimeError("/srv/secret/path.py line 3")
         return np.zeros((30, 30, 1), dtype=np.uint8)
 
-    monkeypatch.setattr(nodes, "decode_image", broken)
+    monkeypatch.setattr(model_input, "decode_image", broken)
     cell = _b64(pillow_file(np.zeros((30, 30), dtype=np.uint8), "PNG"))
     out = predict_requests(pd.DataFrame({"image": [cell] * 3}), FakeServingModel(), _limits())
     assert out["error"].tolist() == [
@@ -330,16 +330,16 @@ def test_a_decode_past_decode_seconds_is_a_row_error_and_the_others_are_scored(m
     """A slow decode is abandoned for the caller (issue 26, item 2)."""
     import time
 
-    from breast_cancer_pipeline.pipelines.inference import nodes
+    from breast_cancer_pipeline.pipelines.inference import model_input
 
-    real = nodes.decode_image
+    real = model_input.decode_image
 
     def slow_for_row_1(data, name, **kwargs):
         if name == "row 1":
             time.sleep(3.0)
         return real(data, name, **kwargs)
 
-    monkeypatch.setattr(nodes, "decode_image", slow_for_row_1)
+    monkeypatch.setattr(model_input, "decode_image", slow_for_row_1)
     png = _b64(pillow_file(np.full((20, 20), 90, dtype=np.uint8), "PNG"))
     started = time.perf_counter()
     out = predict_requests(

@@ -220,3 +220,23 @@ def test_conversion_of_a_few_hundred_images_logs_count_rate_and_eta(src, out, ca
     ]
     assert counts == sorted(counts) and counts[-1] < 300
     assert any("300/300 files done in" in r.getMessage() for r in caplog.records)
+
+
+def test_a_source_folder_url_converts_as_the_local_folder_and_reruns_incrementally(src, tmp_path):
+    import fsspec
+
+    files = two_classes(4)
+    write_tree(src, files)
+    memory, root = fsspec.filesystem("memory"), f"/{tmp_path.name}"
+    for rel, data in files.items():
+        memory.pipe(f"{root}/{rel}", data)
+    try:
+        here = ingest(src, tmp_path / "here", params())
+        there = ingest(f"memory://{root}", tmp_path / "there", params())
+        pd.testing.assert_frame_equal(there.manifest, here.manifest)
+        assert committed_pngs(tmp_path / "there/images") == committed_pngs(tmp_path / "here/images")
+        assert len(there.manifest) == 8
+        again = ingest(f"memory://{root}", tmp_path / "there", params())
+        assert again.store.last_save == {"planned": 8, "skipped": 8, "failed": 0, "produced": 0}
+    finally:
+        memory.rm(root, recursive=True)

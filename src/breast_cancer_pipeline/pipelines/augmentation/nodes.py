@@ -13,7 +13,6 @@ serving never re-implements it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from breast_cancer_pipeline.cluster import map_in_order
+from breast_cancer_pipeline.cluster import available_cores, map_in_order
 from breast_cancer_pipeline.file_records import ArrayRows
 from breast_cancer_pipeline.geometry import Geometry, fit_image, geometry_arrays
 from breast_cancer_pipeline.imaging import decode_image
@@ -70,13 +69,7 @@ def _model_images(
     cluster: Mapping[str, Any] | None,
 ) -> Iterator[np.ndarray]:
     calls = [(images[path], path, geometry, color_mode) for path in paths]
-    yield from map_in_order(model_image, calls, cluster, _cores(len(calls)))
-
-
-def _cores(n_images: int) -> int:
-    """Worker processes of a ``local`` cluster for the arrays: one per core, one at least."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, n_images))
+    yield from map_in_order(model_image, calls, cluster, available_cores(len(calls)))
 
 
 def _split_arrays(

@@ -23,17 +23,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from breast_cancer_pipeline.cluster import available_cores, map_in_order, uses_cluster
 from breast_cancer_pipeline.columns import PatternSpec, path_columns
-from breast_cancer_pipeline.decode_budget import shared_budget
-from breast_cancer_pipeline.geometry import Geometry, fit_image
-from breast_cancer_pipeline.imaging import ImageDecodeError, decode_image
+from breast_cancer_pipeline.progress import Progress
 from breast_cancer_pipeline.serving import (
     EXPLAIN_COLUMN,
     IMAGE_COLUMN,
     check_request,
-    image_bytes,
     request_error,
-    row_error,
 )
 from breast_cancer_pipeline.serving.levels import (
     key_columns,
@@ -42,12 +39,12 @@ from breast_cancer_pipeline.serving.levels import (
     thresholded_classes,
 )
 
+from .model_input import decode_row
+
 logger = logging.getLogger(__name__)
 
 #: The response column holding the Grad-CAM overlay (base64 PNG), present when a request asks.
 GRADCAM_COLUMN = "gradcam_png"
-#: The parameter of the memory budget the decodes of the process share, named in row errors.
-DECODE_BUDGET_PARAMETER = "inference.serving.decode_memory_mb"
 
 
 def collect_images(
@@ -113,6 +110,17 @@ def predict_requests(
             when served) or holds more images or bytes than ``inference.serving`` allows
             (HTTP 413): a :func:`~breast_cancer_pipeline.serving.request_error`.
     """
+    return _predict(requests, serving_model, params, gradcam, cluster=None)
+
+
+def _predict(
+    requests: pd.DataFrame,
+    serving_model: Any,
+    params: dict,
+    gradcam: dict | None,
+    cluster: Mapping[str, Any] | None,
+) -> pd.DataFrame:
+    """:func:`predict_requests`, its images decoded here or on the Dask cluster of ``cluster``."""
     requests = _request_frame(requests)
     limits = params["serving"]
     config = serving_model.config
@@ -122,7 +130,7 @@ def predict_requests(
     check_request(cells, limits)
     names = [ids[i] if ids else f"row {i}" for i in range(len(cells))]
     explain = _explain_flags(requests, names, gradcam)
-    proba, ood, errors, kept = _score(cells, names, explain, serving_model, params)
+    proba, ood, errors, kept = _score(cells, names, explain, serving_model, params, cluster)
     columns = _prediction_columns(
         proba,
         errors,
@@ -141,7 +149,11 @@ def predict_requests(
 
 
 def predict_files(
-    requests: pd.DataFrame, serving_model: Any, params: dict, gradcam: dict | None = None
+    requests: pd.DataFrame,
+    serving_model: Any,
+    params: dict,
+    gradcam: dict | None = None,
+    cluster: dict | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The batch command: :func:`predict_requests`, and one table per level of the model.
 
@@ -151,6 +163,9 @@ def predict_files(
         serving_model: The packaged model.
         params: The ``inference`` parameters.
         gradcam: The ``reporting.gradcam`` parameters.
+        cluster: The ``cluster`` parameters: with an ``address``, the files are read,
+            decoded and resized on that Dask cluster (:func:`.model_input.decode_row`, the
+            same pixels and row errors); the model runs here, batch by batch, either way.
 
     Returns:
         ``(predictions, {level: table})``: the tables of
@@ -158,7 +173,7 @@ def predict_files(
         rows scored), none for a model packaged without levels or a folder without their
         columns.
     """
-    predictions = predict_requests(requests, serving_model, params, gradcam)
+    predictions = _predict(requests, serving_model, params, gradcam, cluster)
     config = serving_model.config
     return predictions, level_tables(predictions, config.get("levels"), config["class_names"])
 
@@ -196,8 +211,9 @@ def _score(
     explain: list[bool] | None,
     serving_model: Any,
     params: dict,
+    cluster: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray]]:
-    """Decode and score the rows a batch at a time.
+    """Decode and score the rows a batch at a time (decoded here, or on ``cluster``'s workers).
 
     Returns:
         ``(proba, ood scores, row errors, decoded pixels of the rows to explain)``; a row that
@@ -207,9 +223,13 @@ def _score(
     kept: dict[int, np.ndarray] = {}
     proba = np.full((len(cells), len(config["class_names"])), np.nan, dtype=np.float64)
     errors = [""] * len(cells)
-    decode = _row_decoder(cells, names, errors, config, params)
+    if uses_cluster(cluster):
+        batches = _batches_from_cluster(cells, names, errors, config, params, cluster)
+    else:
+        decode = _row_decoder(cells, names, errors, config, params)
+        batches = _decoded_batches(len(cells), params["batch_size"], decode)
     ood = np.full(len(cells), np.nan)
-    for rows, pixels in _decoded_batches(len(cells), params["batch_size"], decode):
+    for rows, pixels in batches:
         proba[rows], scores = serving_model.predict_with_ood(np.stack(pixels))
         if scores is not None:
             ood[rows] = scores
@@ -222,61 +242,68 @@ def _row_decoder(
 ) -> Callable[[int], np.ndarray | None]:
     """A function decoding and resizing row ``i``, or recording its error and returning None.
 
-    Decodes draw on the process-wide budget of ``inference.serving.decode_memory_mb`` (those
-    that fit in ``small_decode_mb`` on a lane of their own), each at most
-    ``inference.max_decoded_bytes``. A request's row still decoding after
-    ``inference.serving.decode_seconds`` is answered with a row error (the decode finishes in
-    the background, within the budget). An unexpected error is logged for the server and
-    answered without a trace.
+    Each row is :func:`.model_input.decode_row`: decodes draw on the process-wide budget of
+    ``inference.serving.decode_memory_mb``, each at most ``inference.max_decoded_bytes``. A
+    request's row still decoding after ``inference.serving.decode_seconds`` is answered with
+    a row error (the decode finishes in the background, within the budget).
     """
-    limits = params["serving"]
-    # A model packaged before these limits existed carries none of them: served as it was.
-    budget = None
-    if limits.get("decode_memory_mb"):
-        budget = shared_budget(
-            limits["decode_memory_mb"] * 2**20,
-            DECODE_BUDGET_PARAMETER,
-            limits.get("small_decode_mb", 0) * 2**20,
-        )
-    deadline = limits.get("decode_seconds")
-    geometry = Geometry.from_config(config)
-
-    def work(i: int) -> np.ndarray:
-        data = image_bytes(cells[i], names[i], max_bytes=limits["max_image_bytes"])
-        decoded = decode_image(
-            data,
-            names[i],
-            color_mode=config["color_mode"],
-            max_pixels=params["max_pixels"],
-            window_percentiles=tuple(params["window_percentiles"]),
-            max_decoded_bytes=params.get("max_decoded_bytes"),
-            budget=budget,
-        )
-        return fit_image(decoded, geometry)
+    deadline = params["serving"].get("decode_seconds")
 
     def decode(i: int) -> np.ndarray | None:
-        try:
-            if callable(cells[i]) or not deadline:  # the batch command's files: no deadline
-                return work(i)
-            finished, pixels = _within(deadline, lambda: work(i))
-            if not finished:
-                errors[i] = (
-                    f"cannot decode {names[i]!r}: decoding took more than "
-                    f"inference.serving.decode_seconds = {deadline:g} s. "
-                    "Downsample the image or send it as PNG"
-                )
+        if callable(cells[i]) or not deadline:  # the batch command's files: no deadline
+            pixels, errors[i] = decode_row(cells[i], names[i], config, params)
             return pixels
-        except ImageDecodeError as exc:
-            errors[i] = row_error(exc, from_file=callable(cells[i]))
-        except Exception:  # noqa: BLE001 - one bad row must not fail the others or leak a trace
-            logger.exception("Unexpected error decoding %s", names[i])
-            errors[i] = f"cannot decode {names[i]!r}: internal error (logged by the server)"
-        return None
+        finished, outcome = _within(
+            deadline, lambda: decode_row(cells[i], names[i], config, params)
+        )
+        if not finished:
+            errors[i] = (
+                f"cannot decode {names[i]!r}: decoding took more than "
+                f"inference.serving.decode_seconds = {deadline:g} s. "
+                "Downsample the image or send it as PNG"
+            )
+            return None
+        pixels, errors[i] = outcome
+        return pixels
 
     return decode
 
 
-def _within(seconds: float, work: Callable[[], np.ndarray]) -> tuple[bool, np.ndarray | None]:
+def _batches_from_cluster(
+    cells: list[Any],
+    names: list[str],
+    errors: list[str],
+    config: Mapping[str, Any],
+    params: dict,
+    cluster: Mapping[str, Any],
+) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """The batches of :func:`_decoded_batches`, the rows decoded on the Dask cluster.
+
+    Every row is :func:`.model_input.decode_row` on a worker, the results gathered in order
+    (``cluster.batch_size`` rows per task, ``cluster.tasks_per_worker`` tasks in flight per
+    worker thread, so the workers decode ahead while this process scores); each row's error
+    is recorded in ``errors``. Progress (count, rate, ETA) is logged as results come back.
+    """
+    batch_size = params["batch_size"]
+    calls = ((cells[i], names[i], config, params) for i in range(len(cells)))
+    progress = Progress(len(cells), "Decoding on the Dask cluster", logger, unit="images")
+    rows: list[int] = []
+    pixels: list[np.ndarray] = []
+    results = map_in_order(decode_row, calls, cluster, available_cores(len(cells)))
+    for i, (decoded, error) in enumerate(results):
+        errors[i] = error
+        if decoded is not None:
+            rows.append(i)
+            pixels.append(decoded)
+        progress.advance()
+        if (i + 1) % batch_size == 0 or i + 1 == len(cells):  # the local batches' boundaries
+            if rows:
+                yield rows, pixels
+            rows, pixels = [], []
+    progress.finish()
+
+
+def _within(seconds: float, work: Callable[[], Any]) -> tuple[bool, Any]:
     """Run ``work`` in a thread of its own, waiting at most ``seconds``.
 
     Returns ``(True, result)``, or ``(False, None)`` past ``seconds`` (the thread runs on,

@@ -2,7 +2,8 @@
 
 ``kedro run --pipelines=inference --params inference.source_dir=<folder>`` lists the files and
 scores them (:func:`create_pipeline`): ``predictions`` and, for a model packaged with levels,
-one table per level (``batch_level_predictions``). The served model is the scoring node alone
+one table per level (``batch_level_predictions``), its images decoded on the Dask cluster of
+``cluster.address`` when one is set. The served model is the scoring node alone
 (:func:`create_serving_pipeline`): kedro-mlflow bundles it with the packaged model
 (:func:`breast_cancer_pipeline.serving.with_served_model`) and feeds each request's dataframe
 in as ``inference_requests``.
@@ -46,7 +47,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=predict_files,
-                inputs=_SCORING_INPUTS,
+                inputs=[*_SCORING_INPUTS, "params:cluster"],
                 outputs=["predictions", "batch_level_predictions"],
                 name="predict_files",
             ),
