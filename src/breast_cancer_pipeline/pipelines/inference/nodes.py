@@ -31,6 +31,7 @@ from breast_cancer_pipeline.serving import (
     request_error,
     row_error,
 )
+from breast_cancer_pipeline.serving.runtime import DEFAULT_RUNTIME, served_by
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +65,11 @@ def predict_requests(
             ``explain`` (true/false per row): a true row gets ``gradcam_png``.
         serving_model: The packaged :class:`~breast_cancer_pipeline.serving.ServingModel`.
         params: The ``inference`` parameters (``batch_size``, ``max_pixels``,
-            ``max_decoded_bytes``, ``window_percentiles``, ``serving``).
+            ``max_decoded_bytes``, ``window_percentiles``, ``serving``; its ``runtime`` runs
+            the forward pass, :func:`~breast_cancer_pipeline.serving.runtime.served_by`).
         gradcam: The ``reporting.gradcam`` parameters (``layer``, ``alpha``): the served
-            overlay is the report's. Needed only when a row asks for ``explain``.
+            overlay is the report's, computed on the Keras model whatever the runtime.
+            Needed only when a row asks for ``explain``.
 
     Returns:
         One row per request row, in order: the identifier column if given, ``label`` (the most
@@ -84,10 +87,13 @@ def predict_requests(
     Raises:
         ValueError: The request has no ``image`` column or a bad ``explain`` value (HTTP 400
             when served) or holds more images or bytes than ``inference.serving`` allows
-            (HTTP 413): a :func:`~breast_cancer_pipeline.serving.request_error`.
+            (HTTP 413): a :func:`~breast_cancer_pipeline.serving.request_error`; or
+            ``runtime`` is ``onnxruntime`` and the model has no ``model.onnx``.
     """
     requests = _request_frame(requests)
     limits = params["serving"]
+    # A model packaged before inference.serving.runtime existed is run as it was.
+    serving_model = served_by(serving_model, limits.get("runtime", DEFAULT_RUNTIME))
     config = serving_model.config
     id_column = next((c for c in ("path", "id") if c in requests.columns), None)
     ids = requests[id_column].astype(str).tolist() if id_column else None

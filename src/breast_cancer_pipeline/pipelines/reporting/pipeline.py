@@ -9,6 +9,7 @@ from breast_cancer_pipeline.evaluation.folds import fold_name
 
 from .calibration import calibration_report
 from .cross_validation import cross_validation_summary
+from .export import export_served_model
 from .external import external_metrics
 from .figures import (
     plot_confident_errors,
@@ -99,6 +100,7 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
                 "external_metrics",
                 "calibration_report",
                 "ood_metrics",
+                "export_report",
                 *with_cv,
             ],
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
@@ -182,7 +184,11 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
 
 
 def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
-    """The report and model card (fed every figure), and the packaged serving model."""
+    """The report and model card (fed every figure), and the packaged serving model.
+
+    ``package_model`` bundles the classifier (or the fold models) with its settings;
+    ``export_served_model`` adds the ONNX and LiteRT files that match Keras on the test split.
+    """
     report_inputs = {
         "metrics": "metrics",
         "operating_point": "operating_point",
@@ -196,7 +202,12 @@ def _report_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     }
     return [
         _node(render_report, report_inputs, ["report_html", "model_card"]),
-        _node(package_model, _served(n_folds, ensemble), ["serving_model", "tf_serving_model"]),
+        _node(package_model, _served(n_folds, ensemble), ["packaged_model", "tf_serving_model"]),
+        _node(
+            export_served_model,
+            ["packaged_model", "model_input", "params:inference.export"],
+            ["serving_model", "export_report"],
+        ),
     ]
 
 
