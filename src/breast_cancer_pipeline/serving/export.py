@@ -151,22 +151,23 @@ def to_onnx(saved: Path, opset: int) -> bytes:
     from tf2onnx import convert, tf_loader
 
     try:
-        graph, inputs, outputs, renames = tf_loader.from_saved_model(
-            str(saved),
-            None,
-            None,
-            tag=["serve"],
-            signatures=["serving_default"],
-            return_tensors_to_rename=True,
-        )
-        proto, _ = convert.from_graph_def(
-            graph,
-            name="served_network",
-            input_names=inputs,
-            output_names=outputs,
-            opset=opset,
-            tensors_to_rename=renames,
-        )
+        with _quiet():
+            graph, inputs, outputs, renames = tf_loader.from_saved_model(
+                str(saved),
+                None,
+                None,
+                tag=["serve"],
+                signatures=["serving_default"],
+                return_tensors_to_rename=True,
+            )
+            proto, _ = convert.from_graph_def(
+                graph,
+                name="served_network",
+                input_names=inputs,
+                output_names=outputs,
+                opset=opset,
+                tensors_to_rename=renames,
+            )
     except Exception as exc:
         raise ExportError(f"ONNX conversion failed: {exc}") from exc
     return proto.SerializeToString()
@@ -190,9 +191,24 @@ def to_litert(saved: Path) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     try:
-        return converter.convert()
+        with _quiet():
+            return converter.convert()
     except Exception as exc:
         raise ExportError(f"LiteRT conversion (builtin operators only) failed: {exc}") from exc
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """TensorFlow's deprecation notices and tf2onnx's progress lines kept out of the run's log."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "tf2onnx")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def batches(images: np.ndarray, size: int) -> list[np.ndarray]:

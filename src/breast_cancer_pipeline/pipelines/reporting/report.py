@@ -23,6 +23,7 @@ from .sections import (
     calibration_context,
     comparison_rows,
     cross_validation_context,
+    export_context,
     ood_context,
     png_base64,
 )
@@ -246,6 +247,7 @@ def render_report(
     """
     context = _context(metrics, operating_point, metadata, manifest, predictions, params)
     context["ood"] = ood_context(metrics.get("ood"), ood_figure)
+    context["export"] = export_context(metrics.get("export"))
     summary = context.pop("summary")
     cv = cross_validation_context(metrics, figures.pop("cv_folds", None))
     report = render(
