@@ -78,8 +78,13 @@ def test_the_graph_has_no_augmentation_and_a_dynamic_batch(exported):
     (image,) = graph.graph.input
     assert image.name == "image" and image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     batch, *rest = image.type.tensor_type.shape.dim
-    assert batch.dim_param and [d.dim_value for d in rest] == [32, 32, 1]
+    assert batch.dim_param == "batch" and [d.dim_value for d in rest] == [32, 32, 1]
     assert [o.name for o in graph.graph.output] == ["features", "probabilities"]
+    for output, width in zip(graph.graph.output, (8, 3), strict=True):
+        assert [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim] == [
+            "batch",
+            width,
+        ]
 
 
 def test_a_file_over_the_tolerance_or_failing_to_convert_is_not_shipped(exported, monkeypatch):

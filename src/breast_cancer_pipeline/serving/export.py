@@ -170,6 +170,8 @@ def to_onnx(saved: Path, opset: int) -> bytes:
             )
     except Exception as exc:
         raise ExportError(f"ONNX conversion failed: {exc}") from exc
+    for value in [*proto.graph.input, *proto.graph.output]:  # tf2onnx names it unk__<n>
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
     return proto.SerializeToString()
 
 
