@@ -40,6 +40,9 @@ _lock = threading.Lock()
 def onnx_forward(graph: bytes) -> Forward:
     """A forward pass of an exported ONNX graph on ONNX Runtime's CPU provider.
 
+    One session, its worker threads (as many as physical cores) not spinning between runs;
+    safe to call from several threads at once.
+
     Args:
         graph: The bytes of ``model.onnx``.
 
@@ -51,6 +54,10 @@ def onnx_forward(graph: bytes) -> Forward:
     ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no per-session notices in the server's log
+    # Worker threads sleep between runs instead of spin-waiting: spinning takes the CPU from
+    # the server's own threads (HTTP, decoding) and from the other intra-op thread on a
+    # machine with few cores (docs: Benchmarks, Serving).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def forward(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
