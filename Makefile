@@ -46,9 +46,12 @@ demo: install  ## Generate the synthetic demo data if absent, then run the whole
 # `make serve`: the registered champion (MODEL_URI=models:/breast-cancer-classifier/3 for
 # another) on http://127.0.0.1:$(PORT)/: MLflow's /invocations and a page to try the model.
 # HOST=0.0.0.0 listens beyond this machine. Kedro's per-request INFO lines are kept quiet.
+# RUNTIME=onnxruntime runs the packaged model.onnx on ONNX Runtime (default: the model's
+# logged inference.serving.runtime).
 PORT ?= 5001
+RUNTIME ?=
 serve: install  ## The champion model: a page and /invocations on port PORT (default 5001)
-	PORT=$(PORT) KEDRO_LOGGING_CONFIG=$${KEDRO_LOGGING_CONFIG:-conf/logging_serving.yml} \
+	PORT=$(PORT) RUNTIME=$(RUNTIME) KEDRO_LOGGING_CONFIG=$${KEDRO_LOGGING_CONFIG:-conf/logging_serving.yml} \
 		$(BIN)/python -m breast_cancer_pipeline.serving
 
 # Two xdist workers, each module's tests on one of them, the two modules of the shared

@@ -8,6 +8,15 @@ The model is the project's classifier with an EfficientNetB0 backbone (a default
   of the bare compiled forward pass of the same model on one pre-decoded image, in six
   interleaved blocks (served, bare, in-process pyfunc) of 20 requests each; the ratio is each
   block's, the figure their median. Goal <= 1.3.
+* ``serving.ort_latency_ratio``: the same, the model served with ``inference.serving.runtime:
+  onnxruntime`` (its ``model.onnx`` on ONNX Runtime; everything else as above) over the same
+  bare TensorFlow forward pass. Goal <= 1.0.
+* ``serving.peer_latency_ratio``: the served p50 (TensorFlow runtime, every response field on:
+  probabilities, label, threshold, thresholded label, conformal set, OOD score) over the p50
+  of a peer: ``mlflow models serve`` of the plain Keras model logged with MLflow's ``keras``
+  flavour (what ``classifier_mlflow`` logs), sent the same image as the pixel tensor it takes
+  (``{"inputs": ...}``: it decodes nothing), answering its probabilities alone. Goal <= 1.0;
+  ``serving.peer_latency_ratio_onnxruntime`` is the same with the ONNX Runtime server.
 * ``predict.batch_efficiency``: images/s of the batch command (the ``inference`` pipeline run
   by a Kedro session in a warm interpreter: list files, read, decode, resize, predict, write
   the CSV, including loading the model and tracing its forward pass, about 2.7 s here) over
@@ -32,6 +41,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +58,8 @@ BACKBONE, SIZE = "efficientnet_b0", 224
 N_FILES, BLOCKS, PER_BLOCK, WARM_UP = (16, 3, 5, 3) if harness.quick() else (500, 6, 20, 10)
 GOALS: dict[str, harness.Goal] = {
     "serving.latency_ratio": ("<=", 1.3),
+    "serving.ort_latency_ratio": ("<=", 1.0),
+    "serving.peer_latency_ratio": ("<=", 1.0),
     "predict.batch_efficiency": (">=", 0.8),
 }
 #: What a POST on a connection the server has closed raises (``RemoteDisconnected`` is a
@@ -55,6 +67,9 @@ GOALS: dict[str, harness.Goal] = {
 CLOSED = (ConnectionError, http.client.ImproperConnectionState)
 #: The served and batch command's parameters (conf/base): its batch size is the bare model's too.
 INFERENCE = base_params("inference")
+#: The registered versions of the served model, by runtime, and the peer's registered name.
+VERSIONS = {"tensorflow": "1", "onnxruntime": "2"}
+PEER = "plain-keras-classifier"
 BATCH = INFERENCE["batch_size"]
 CONFIG = {
     "class_names": ["benign", "malignant", "normal"],
@@ -121,8 +136,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _register(workdir: Path) -> None:
-    """Log and register the served model the way kedro-mlflow's hook does after training."""
+def _register(workdir: Path, runtime: str) -> None:
+    """Log and register the served model the way kedro-mlflow's hook does after training.
+
+    Its logged parameters say ``inference.serving.runtime``: ``runtime``.
+    """
     import mlflow
     from kedro.io import DataCatalog, MemoryDataset
     from kedro.pipeline import Node, Pipeline
@@ -140,7 +158,7 @@ def _register(workdir: Path) -> None:
     catalog = DataCatalog(
         {
             "serving_model": ServingModelDataset(str(workdir / "serving_model")),
-            "params:inference": MemoryDataset(INFERENCE),
+            "params:inference": MemoryDataset(inference_params(runtime)),
             "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
         }
     )
@@ -153,8 +171,51 @@ def _register(workdir: Path) -> None:
         )
 
 
-def _start_server(workdir: Path) -> tuple[subprocess.Popen, int]:
-    """``mlflow models serve`` of the registered model, once it answers ``/ping``."""
+def inference_params(runtime: str) -> dict[str, Any]:
+    """The served ``inference`` parameters with ``serving.runtime`` set to ``runtime``."""
+    return {**INFERENCE, "serving": {**INFERENCE["serving"], "runtime": runtime}}
+
+
+def _log_peer(model: Any, example: np.ndarray) -> None:
+    """Log and register the plain Keras classifier with MLflow's ``keras`` flavour (the peer).
+
+    Its signature (a ``uint8`` tensor, from ``example``) makes MLflow cast the request's
+    numbers. Not ``input_example``: MLflow 3.17's ``keras`` flavour writes the example before
+    it makes the model's folder, and fails.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    with mlflow.start_run():
+        mlflow.keras.log_model(
+            model,
+            name="classifier",
+            signature=signature,
+            registered_model_name=PEER,
+            pip_requirements=[f"keras=={version('keras')}", f"tensorflow=={version('tensorflow')}"],
+        )
+
+
+def peer_body(pixels: np.ndarray) -> bytes:
+    """The peer's request for decoded ``pixels`` ``(1, size, size, channels)``: a tensor."""
+    return json.dumps({"inputs": pixels.tolist()}).encode()
+
+
+def peer_probabilities(answer: bytes) -> np.ndarray:
+    """The class probabilities of the peer's answer."""
+    return np.asarray(json.loads(answer)["predictions"], dtype=np.float32)
+
+
+def _start_server(
+    workdir: Path, model_uri: str, keras_layers: bool = False
+) -> tuple[subprocess.Popen, int]:
+    """``mlflow models serve`` of ``model_uri``, once it answers ``/ping``.
+
+    ``keras_layers``: the server process imports the project's Keras layers first (a
+    ``sitecustomize`` module on its path). The plain Keras classifier needs them to load, and
+    MLflow's ``keras`` flavour has no way to import them: without, the peer does not start.
+    """
     port = _free_port()
     # `mlflow models serve` starts its web server by name: the venv's bin must be on PATH.
     bin_dir = str(Path(sys.executable).parent)
@@ -163,16 +224,23 @@ def _start_server(workdir: Path) -> tuple[subprocess.Popen, int]:
         "KEDRO_LOGGING_CONFIG": str(LOGGING_CONFIG),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "models", "serve"]
-        + ["-m", "models:/breast-cancer-classifier/latest", "--env-manager", "local"]
-        + ["-h", "127.0.0.1", "-p", str(port)],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    if keras_layers:
+        site = workdir / "keras_layers"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text("import breast_cancer_pipeline.modeling\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    log = workdir / f"server-{port}.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve"]
+            + ["-m", model_uri, "--env-manager", "local"]
+            + ["-h", "127.0.0.1", "-p", str(port)],
+            env=env,
+            cwd=workdir,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -180,22 +248,44 @@ def _start_server(workdir: Path) -> tuple[subprocess.Popen, int]:
                 return server, port
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                os.killpg(server.pid, signal.SIGTERM)
-                raise RuntimeError("mlflow models serve did not start") from None
+                if server.poll() is None:
+                    os.killpg(server.pid, signal.SIGTERM)
+                tail = log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(
+                    f"mlflow models serve {model_uri} did not start:\n{tail}"
+                ) from None
             time.sleep(1)
 
 
 def _serving(workdir: Path, serving_model: Any, image_png: bytes) -> dict[str, Any]:
-    _register(workdir)
-    server, port = _start_server(workdir)
+    from breast_cancer_pipeline.imaging import decode_image
+
+    one = decode_image(image_png, color_mode="grayscale")[None]
+    for runtime in VERSIONS:
+        _register(workdir, runtime)
+    _log_peer(serving_model.model, one)
+    servers = {}
     try:
-        ms = _latencies(port, serving_model, image_png)
+        uris = {k: f"models:/breast-cancer-classifier/{v}" for k, v in VERSIONS.items()}
+        for name, uri in uris.items():
+            servers[name] = _start_server(workdir, uri)
+        servers["peer"] = _start_server(workdir, f"models:/{PEER}/1", keras_layers=True)
+        ports = {name: port for name, (_, port) in servers.items()}
+        ms = _latencies(ports, serving_model, image_png, one)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        for server, _ in servers.values():
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
     return {
         "serving.latency_ratio": harness.summary(harness.ratios(ms["served"], ms["bare"])),
+        "serving.ort_latency_ratio": harness.summary(harness.ratios(ms["served_ort"], ms["bare"])),
+        "serving.peer_latency_ratio": harness.summary(harness.ratios(ms["served"], ms["peer"])),
+        "serving.peer_latency_ratio_onnxruntime": harness.summary(
+            harness.ratios(ms["served_ort"], ms["peer"])
+        ),
         "serving.p50_ms": harness.summary(ms["served"], 2),
+        "serving.ort_p50_ms": harness.summary(ms["served_ort"], 2),
+        "serving.peer_p50_ms": harness.summary(ms["peer"], 2),
         "serving.bare_forward_p50_ms": harness.summary(ms["bare"], 2),
         "serving.pyfunc_in_process_p50_ms": harness.summary(ms["pyfunc"], 2),
         "serving.image_size": SIZE,
@@ -203,40 +293,57 @@ def _serving(workdir: Path, serving_model: Any, image_png: bytes) -> dict[str, A
     }
 
 
-def _latencies(port: int, serving_model: Any, image_png: bytes) -> dict[str, list[float]]:
-    """p50 milliseconds of each block: served, bare forward pass, pyfunc in this process."""
+def _latencies(
+    ports: dict[str, int], serving_model: Any, image_png: bytes, one: np.ndarray
+) -> dict[str, list[float]]:
+    """p50 milliseconds of each block: served (both runtimes), bare, pyfunc in process, peer."""
     image = base64.b64encode(image_png).decode()
     body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[image]]}}).encode()
-    client = _Client(port)
+    clients = {name: _Client(port) for name, port in ports.items()}
+    expected = serving_model.predict_proba(one)[0]
+    keras_proba = serving_model.model.predict(one, verbose=0)[0]
 
-    def served() -> None:
-        prediction = json.loads(client.post("/invocations", body))["predictions"][0]
-        assert prediction["error"] == "", prediction
+    def served(runtime: str) -> Any:
+        client = clients[runtime]
 
+        def call() -> None:
+            prediction = json.loads(client.post("/invocations", body))["predictions"][0]
+            assert prediction["error"] == "" and prediction["prediction_set"] is not None
+            assert abs(prediction["p_malignant"] - expected[1]) < 1e-4, prediction
+
+        return call
+
+    def peer() -> None:
+        proba = peer_probabilities(clients["peer"].post("/invocations", peer_request))
+        assert np.abs(proba[0] - keras_proba).max() < 1e-4, proba
+
+    peer_request = peer_body(one)
     # The same request through the pyfunc in this process: the split between the HTTP
     # server and the model's own pipeline (decode, Kedro run, frame).
     import mlflow
     import pandas as pd
 
-    pyfunc = mlflow.pyfunc.load_model("models:/breast-cancer-classifier/latest")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/breast-cancer-classifier/{VERSIONS['tensorflow']}")
     frame = pd.DataFrame({"image": [image]})
     in_process = lambda: pyfunc.predict(frame)  # noqa: E731
-
-    from breast_cancer_pipeline.imaging import decode_image
-
-    one = decode_image(image_png, color_mode="grayscale")[None]
     bare = lambda: serving_model.predict_proba(one)  # noqa: E731
+    calls = {
+        "tensorflow": served("tensorflow"),
+        "onnxruntime": served("onnxruntime"),
+        "peer": peer,
+    }
     for _ in range(WARM_UP):  # the first calls trace for seconds: a new connection each
-        client.close()
-        served()
+        for name, call in calls.items():
+            clients[name].close()
+            call()
         bare()
         in_process()
 
-    def block(fn: Any, reopen: bool = False) -> Any:
+    def block(name: str | None, fn: Any) -> Any:
         def measure() -> float:
-            if reopen:  # untimed: the connection idled through the other blocks
-                client.close()
-                served()
+            if name is not None:  # untimed: the connection idled through the other blocks
+                clients[name].close()
+                fn()
             return _p50_ms(fn, PER_BLOCK)
 
         return measure
@@ -244,14 +351,17 @@ def _latencies(port: int, serving_model: Any, image_png: bytes) -> dict[str, lis
     try:
         return harness.interleave(
             {
-                "served": block(served, reopen=True),
-                "bare": block(bare),
-                "pyfunc": block(in_process),
+                "served": block("tensorflow", calls["tensorflow"]),
+                "served_ort": block("onnxruntime", calls["onnxruntime"]),
+                "bare": block(None, bare),
+                "pyfunc": block(None, in_process),
+                "peer": block("peer", peer),
             },
             repeats=BLOCKS,
         )
     finally:
-        client.close()
+        for client in clients.values():
+            client.close()
 
 
 def _batch(workdir: Path, serving_model: Any, images: np.ndarray) -> dict[str, Any]:
@@ -343,6 +453,15 @@ def _with_response_fields(serving_model: Any, images: np.ndarray) -> Any:
     return tuned
 
 
+def _with_onnx(serving_model: Any) -> Any:
+    """The model carrying its ``model.onnx``, as reporting's export packages it."""
+    from breast_cancer_pipeline.serving.export import saved_model, served_network, to_onnx
+
+    with saved_model(served_network(serving_model)) as saved:
+        graph = to_onnx(saved, INFERENCE["export"]["opset"])
+    return serving_model.with_exports({"onnx": graph})
+
+
 def _run(workdir: Path) -> dict[str, Any]:
     import logging.config
 
@@ -359,7 +478,7 @@ def _run(workdir: Path) -> dict[str, Any]:
     set_seed(0)
     model = build_classifier(BACKBONE, 3, SIZE, 1, None, {"dropout": 0.2})
     images = _images(N_FILES)
-    serving_model = _with_response_fields(ServingModel(model, CONFIG), images)
+    serving_model = _with_onnx(_with_response_fields(ServingModel(model, CONFIG), images))
     ServingModelDataset(str(workdir / "serving_model")).save(serving_model)
     figures = _serving(workdir, serving_model, encode_png(images[0]))
     import mlflow

@@ -384,3 +384,28 @@ def test_levels_figures_are_read_off_metrics_and_the_per_image_interval():
     )
     boot = {"n_resamples": 20, "confidence": 0.95, "seed": 0}
     assert bench.per_image_interval(predictions, ["a", "b"], boot) == 0.0
+
+
+def test_the_serving_peer_takes_the_pixel_tensor_and_answers_keras_probabilities(
+    mlflow_store, monkeypatch
+):
+    """The peer of serving.peer_latency_ratio: the plain Keras model on MLflow's scoring app."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    from benchmarks import bench_serving as bench
+    from tests.serving._served import asgi_request, tiny_serving_model
+
+    model = tiny_serving_model().model
+    one = np.random.default_rng(0).integers(0, 255, (1, 32, 32, 1), dtype=np.uint8)
+    bench._log_peer(model, one)
+    app = scoring_server.init(mlflow.pyfunc.load_model(f"models:/{bench.PEER}/1"))
+    monkeypatch.delenv("MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)
+    headers = {"content-type": "application/json"}
+    status, answer = asgi_request(app, bench.peer_body(one), headers=headers)
+    assert status == 200, answer
+    expected = model.predict(one, verbose=0)
+    np.testing.assert_allclose(bench.peer_probabilities(answer), expected, atol=1e-5)
+    onnx = bench.inference_params("onnxruntime")
+    assert onnx["serving"] == {**bench.INFERENCE["serving"], "runtime": "onnxruntime"}
+    assert bench.INFERENCE["serving"]["runtime"] == "tensorflow"

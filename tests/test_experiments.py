@@ -139,6 +139,10 @@ def test_model_versions_have_signatures_and_champion_is_the_promoted_one(experim
         assert columns == ["image", "id", "path", "explain"]
         assert info.saved_input_example_info["type"] == "dataframe"
         assert "test.auroc" in version.tags
+        # The exported files travel with the version, beside the Keras model.
+        packaged = f"models:/breast-cancer-classifier/{version.version}/artifacts/serving_model"
+        files = {a.path.rsplit("/", 1)[-1] for a in mlflow.artifacts.list_artifacts(packaged)}
+        assert {"model.keras", "model.onnx", "model.tflite", "serving.json"} <= files
     assert client.get_run(versions[1].run_id).data.tags["lineage.group"] == f"exp:{EXPERIMENT}"
     promoted = [v for v in versions if v.tags["champion.decision"] == "promoted"]
     assert promoted

@@ -76,6 +76,11 @@ def test_the_dag_writes_consistent_metrics_predictions_and_selection(experiments
     )
     assert not manifest["source_path"].str.contains("_mask").any()
     assert (project / MODEL).is_file()
+    for kind, name in (("onnx", "model.onnx"), ("litert", "model.tflite")):  # checked, shipped
+        export = metrics["export"][kind]
+        assert export["shipped"] and export["max_abs_diff"] <= 1e-4, export
+        assert export["images"] == len(predictions)
+        assert (project / "data/06_models/serving_model" / name).stat().st_size == export["bytes"]
     selected = json.loads((project / "data/07_model_output/selected_backbone.json").read_text())
     comparison = pd.read_csv(project / "data/07_model_output/backbone_comparison.csv")
     assert selected["candidate"] == comparison.loc[0, "candidate"]

@@ -58,3 +58,19 @@ def test_models_with_python_code_are_refused(tmp_path):
     with pytest.raises(Exception, match="Lambda") as info:
         dataset.load()
     assert "serving_model" in str(info.value)  # names the artefact refused
+
+
+def test_the_exported_files_are_saved_beside_the_model_and_loaded_with_it(tmp_path):
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+
+    serving = tiny_serving_model()
+    dataset = ServingModelDataset(str(tmp_path / "serving_model"))
+    dataset.save(serving.with_exports({"onnx": b"onnx graph", "litert": b"tflite graph"}))
+    folder = tmp_path / "serving_model"
+    assert (folder / "model.onnx").read_bytes() == b"onnx graph"
+    assert (folder / "model.tflite").read_bytes() == b"tflite graph"
+    loaded = dataset.load()
+    assert dict(loaded.exports) == {"onnx": b"onnx graph", "litert": b"tflite graph"}
+    assert dict(loaded.with_config(threshold=0.3).exports) == dict(loaded.exports)
+    dataset.save(serving)  # packaged again without them: no stale file is left behind
+    assert not (folder / "model.onnx").exists() and dict(dataset.load().exports) == {}

@@ -69,8 +69,11 @@ def served_pipeline(training):
     return with_served_model(training, create_serving_pipeline(), SERVING_INPUT)
 
 
-def log_and_register(tmp_path: Path) -> None:
-    """What kedro-mlflow's hook does at the end of a training run, on a tiny model."""
+def log_and_register(tmp_path: Path, exports: dict[str, bytes] | None = None) -> None:
+    """What kedro-mlflow's hook does at the end of a training run, on a tiny model.
+
+    ``exports`` (``{"onnx": bytes}``) are packaged with the model, as reporting's export does.
+    """
     import mlflow
     from kedro.io import DataCatalog, MemoryDataset
     from kedro.pipeline import Node, Pipeline
@@ -83,6 +86,8 @@ def log_and_register(tmp_path: Path) -> None:
     packaged = tiny_serving_model().with_config(
         **SERVED_PROBABILITIES, levels=LEVEL_OPERATING_POINTS
     )
+    if exports:
+        packaged = packaged.with_exports(exports)
     ServingModelDataset(str(tmp_path / "serving_model")).save(packaged)
     training = Pipeline([Node(lambda: None, None, "serving_model", name="train")])
     pipeline_ml = served_pipeline(training)

@@ -27,8 +27,11 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
     mode, positive class, threshold), an ensemble's other members as ``members/<i>.keras``
     and, when the model has one, ``ood.npz``: the fitted out-of-distribution score
     (:meth:`~breast_cancer_pipeline.evaluation.ood.OodScore.to_arrays`, plain arrays read
-    without pickle). A folder without ``ood.npz`` loads with no score. It is the artefact
-    kedro-mlflow bundles into the registered pyfunc model, so it must be a local path.
+    without pickle). A folder without ``ood.npz`` loads with no score. The served network
+    exported for other runtimes, when the model carries it, sits beside them as ``model.onnx``
+    and ``model.tflite`` (:data:`~breast_cancer_pipeline.serving.export.EXPORT_FILES`). It is
+    the artefact kedro-mlflow bundles into the registered pyfunc model (so the exported files
+    are logged with each model version), so it must be a local path.
     """
 
     def load(self) -> Any:
@@ -45,10 +48,14 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
             )
         from breast_cancer_pipeline.modeling import load_model
         from breast_cancer_pipeline.serving import ServingModel
+        from breast_cancer_pipeline.serving.export import EXPORT_FILES
 
         config = json.loads(config_file.read_text())
         members = [load_model(path) for path in self._member_files()]
-        return ServingModel(load_model(model_file), config, members, ood=self._load_ood())
+        served = ServingModel(load_model(model_file), config, members, ood=self._load_ood())
+        files = {kind: self._filepath / name for kind, name in EXPORT_FILES.items()}
+        exports = {kind: path.read_bytes() for kind, path in files.items() if path.is_file()}
+        return served.with_exports(exports) if exports else served
 
     def _member_files(self) -> list[Path]:
         """The other members of an ensemble, in order (``members/1.keras``...)."""
@@ -80,6 +87,15 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
             (tmp / _CONFIG_FILE).write_text(json.dumps(data.config, indent=2) + "\n")
             if getattr(data, "ood", None) is not None:
                 np.savez(tmp / _OOD_FILE, **data.ood.to_arrays())
+            self._save_exports(tmp, getattr(data, "exports", {}))
+
+    @staticmethod
+    def _save_exports(folder: Path, exports: Any) -> None:
+        """Write each exported graph of the model under its file name."""
+        from breast_cancer_pipeline.serving.export import EXPORT_FILES
+
+        for kind, graph in exports.items():
+            (folder / EXPORT_FILES[kind]).write_bytes(graph)
 
     def _exists(self) -> bool:
         return (self._filepath / _CONFIG_FILE).is_file()

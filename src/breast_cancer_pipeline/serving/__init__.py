@@ -10,6 +10,10 @@ One module per subject:
   reads (``inference.serving.*``);
 * :mod:`~breast_cancer_pipeline.serving.packaging`: what the logged model carries (signature,
   example request, requirements) and how a training run logs and registers it;
+* :mod:`~breast_cancer_pipeline.serving.export`: the served network as ``model.onnx`` and
+  ``model.tflite``, and their parity with Keras;
+* :mod:`~breast_cancer_pipeline.serving.runtime`: what runs the forward pass
+  (``inference.serving.runtime``: TensorFlow or ONNX Runtime);
 * :mod:`~breast_cancer_pipeline.serving.registry`: the registered versions and the
   ``@champion`` gate;
 * :mod:`~breast_cancer_pipeline.serving.server`: the model server of ``make serve``

@@ -25,7 +25,8 @@ TensorFlow is imported only when the model first runs, so importing this module 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -129,7 +130,11 @@ class ServingModel:
         members: Every classifier averaged by :meth:`predict_proba`, :attr:`model` first.
         config: The checked serving configuration (see :data:`CONFIG_KEYS`).
         ood: The fitted out-of-distribution score, or ``None`` (a model packaged without one).
+        exports: The served network in other formats, ``{"onnx": bytes, "litert": bytes}``
+            (:mod:`~breast_cancer_pipeline.serving.export`); empty when packaged without.
     """
+
+    exports: Mapping[str, bytes] = MappingProxyType({})
 
     def __init__(
         self,
@@ -173,6 +178,26 @@ class ServingModel:
         """
         other = ServingModel(self.model, {**self.config, **changes}, self.members[1:], self.ood)
         other._forwards = self._forwards
+        other.exports = self.exports
+        return other
+
+    def with_exports(self, exports: Mapping[str, bytes]) -> ServingModel:
+        """The same model carrying ``exports`` (see :attr:`exports`), saved beside it."""
+        other = self.with_config()
+        other.exports = MappingProxyType(dict(exports))
+        return other
+
+    def with_forward(self, forward: Callable[[np.ndarray], tuple[Any, Any]]) -> ServingModel:
+        """The same model whose forward pass is ``forward`` (another runtime's).
+
+        Args:
+            forward: From a ``uint8`` batch to ``(features, probabilities)`` of the whole
+                model (an ensemble's mean included), as
+                :func:`~breast_cancer_pipeline.serving.runtime.onnx_forward` gives. Grad-CAM
+                still runs on :attr:`model`.
+        """
+        other = self.with_config()
+        other._forwards = [forward]
         return other
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:

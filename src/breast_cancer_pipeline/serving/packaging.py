@@ -49,6 +49,7 @@ SERVING_DISTRIBUTIONS = (
     "mlflow",
     "tensorflow",  # the classifier
     "keras",
+    "onnxruntime",  # inference.serving.runtime: onnxruntime (model.onnx)
     "numpy",
     "pandas",  # requests and predictions
     "pillow",  # decoding PNG, JPEG, TIFF

@@ -18,9 +18,10 @@ One process, one port (``PORT``, default 5001), the registered model
 Everything the page loads comes from this server (a ``Content-Security-Policy`` of ``'self'``
 forbids anything else): it works offline. Run ``python -m breast_cancer_pipeline.serving``, or
 ``make serve`` (``PORT=8000 make serve``, ``MODEL_URI=models:/breast-cancer-classifier/3 make
-serve``, ``HOST=0.0.0.0`` to listen beyond this machine). ``MODEL_URI`` may be a model folder
-on disk (the Docker image's ``/opt/model``): its intended-use line is then read from the
-``model_card.md`` copied into that folder, and no registry is needed.
+serve``, ``HOST=0.0.0.0`` to listen beyond this machine, ``RUNTIME=onnxruntime`` to run the
+packaged ``model.onnx`` on ONNX Runtime: :func:`~.runtime.use_runtime`). ``MODEL_URI`` may be
+a model folder on disk (the Docker image's ``/opt/model``): its intended-use line is then read
+from the ``model_card.md`` copied into that folder, and no registry is needed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from breast_cancer_pipeline.serving.front_door import allowed_hosts, front_door
 from breast_cancer_pipeline.serving.levels import level_thresholds
 from breast_cancer_pipeline.serving.packaging import REGISTERED_MODEL_NAME
 from breast_cancer_pipeline.serving.registry import CHAMPION, MODEL_CARD
+from breast_cancer_pipeline.serving.runtime import use_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -303,8 +305,12 @@ def main() -> None:
     host, port = os.environ.get("HOST") or "127.0.0.1", int(os.environ.get("PORT") or 5001)
     try:
         model, info = load_served_model(model_uri)
+        runtime = use_runtime(model, os.environ.get("RUNTIME"))
         app = create_app(model, info, host=host)
-    except ModelNotFoundError as exc:
+    except (ModelNotFoundError, ValueError) as exc:
         sys.exit(f"make serve: {exc}")
-    print(f"Serving {info.uri} (version {info.version}) on http://{host}:{port}/", flush=True)
+    print(
+        f"Serving {info.uri} (version {info.version}, runtime {runtime}) on http://{host}:{port}/",
+        flush=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -61,6 +61,10 @@ def test_serving_limits_of_conf_base():
             "serving.conformal.alpha = 1.0",
             "less than 1",
         ),
+        ({"serving": {"runtime": "tensorrt"}}, "serving.runtime", "'onnxruntime'"),
+        ({"export": {"parity_batch_size": 8}}, "export.parity_batch_size = 8", "must be odd"),
+        ({"export": {"opset": 9}}, "inference.export.opset = 9", "13"),
+        ({"export": {"tolerance": 0}}, "inference.export.tolerance = 0", "greater than 0"),
         (
             {"serving": {"max_image_bytes": 3000, "max_request_bytes": 3999}},
             "inference.serving",

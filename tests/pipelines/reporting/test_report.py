@@ -196,3 +196,57 @@ def test_brier_score_and_log_loss_show_a_dash_until_they_are_computed(metrics):
     assert rows["Brier score"] == rows["Log loss"] == "–"
     assert "| Brier score | – |" in card
     assert "log loss (natural log): –;" in card
+
+
+EXPORT = {
+    "onnx": {
+        "file": "model.onnx",
+        "opset": 17,
+        "converter": "tf2onnx 1.17.0, onnx 1.23.2",
+        "runtime": "onnxruntime 1.32.0",
+        "bytes": 790000,
+        "images": 8,
+        "tolerance": 1e-4,
+        "max_abs_diff_batch_1": 2.98e-08,
+        "max_abs_diff_batch_7": 5.96e-08,
+        "max_abs_diff": 5.96e-08,
+        "shipped": True,
+        "graph": "one graph: the classifier",
+    },
+    "litert": {
+        "file": "model.tflite",
+        "operators": "LiteRT builtins only (no TensorFlow select ops)",
+        "quantization": "none (float32)",
+        "converter": "tensorflow 2.21.0",
+        "runtime": "ai-edge-litert 2.3.0",
+        "shipped": False,
+        "error": "LiteRT conversion (builtin operators only) failed: Erfc\nmore",
+        "graph": "one graph: the classifier",
+    },
+}
+
+
+def test_the_model_card_lists_the_exported_files_and_their_parity():
+    metrics, tracked, _ = compute_metrics(_predictions(), META, POINT, PARAMS, export=EXPORT)
+    assert metrics["export"] == EXPORT
+    assert tracked["export.onnx.max_abs_diff"]["value"] == pytest.approx(5.96e-08)
+    assert tracked["export.onnx.opset"]["value"] == 17
+    _, card = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS)
+    section = card.split("## Exported files", 1)[1].split("\n## ", 1)[0]
+    assert "(one graph: the classifier;" in section and "over the 8 test images" in section
+    rows = [line for line in section.splitlines() if line.startswith("| model")]
+    assert rows == [
+        "| model.onnx | yes | 3.0e-08 (batch 1), 6.0e-08 (batch 7) | tf2onnx 1.17.0, onnx 1.23.2 "
+        "| onnxruntime 1.32.0 | opset 17 |",
+        "| model.tflite | no | – | tensorflow 2.21.0 | ai-edge-litert 2.3.0 | not shipped: LiteRT "
+        "conversion (builtin operators only) failed: Erfc |",
+    ]
+    _, without = render_report(
+        compute_metrics(_predictions(), META, POINT, PARAMS)[0],
+        POINT,
+        META,
+        _manifest(),
+        _predictions(),
+        PARAMS,
+    )
+    assert "## Exported files" not in without

@@ -38,6 +38,7 @@ from breast_cancer_pipeline.serving.levels import (
     level_tables,
     thresholded_classes,
 )
+from breast_cancer_pipeline.serving.runtime import DEFAULT_RUNTIME, served_by
 
 from .model_input import decode_row
 
@@ -85,9 +86,11 @@ def predict_requests(
             :func:`~breast_cancer_pipeline.serving.levels.key_columns`), copied too.
         serving_model: The packaged :class:`~breast_cancer_pipeline.serving.ServingModel`.
         params: The ``inference`` parameters (``batch_size``, ``max_pixels``,
-            ``max_decoded_bytes``, ``window_percentiles``, ``serving``).
+            ``max_decoded_bytes``, ``window_percentiles``, ``serving``; its ``runtime`` runs
+            the forward pass, :func:`~breast_cancer_pipeline.serving.runtime.served_by`).
         gradcam: The ``reporting.gradcam`` parameters (``layer``, ``alpha``): the served
-            overlay is the report's. Needed only when a row asks for ``explain``.
+            overlay is the report's, computed on the Keras model whatever the runtime.
+            Needed only when a row asks for ``explain``.
 
     Returns:
         One row per request row, in order: the identifier column if given, ``label`` (the most
@@ -108,7 +111,8 @@ def predict_requests(
     Raises:
         ValueError: The request has no ``image`` column or a bad ``explain`` value (HTTP 400
             when served) or holds more images or bytes than ``inference.serving`` allows
-            (HTTP 413): a :func:`~breast_cancer_pipeline.serving.request_error`.
+            (HTTP 413): a :func:`~breast_cancer_pipeline.serving.request_error`; or
+            ``runtime`` is ``onnxruntime`` and the model has no ``model.onnx``.
     """
     return _predict(requests, serving_model, params, gradcam, cluster=None)
 
@@ -123,6 +127,8 @@ def _predict(
     """:func:`predict_requests`, its images decoded here or on the Dask cluster of ``cluster``."""
     requests = _request_frame(requests)
     limits = params["serving"]
+    # A model packaged before inference.serving.runtime existed is run as it was.
+    serving_model = served_by(serving_model, limits.get("runtime", DEFAULT_RUNTIME))
     config = serving_model.config
     id_column = next((c for c in ("path", "id") if c in requests.columns), None)
     ids = requests[id_column].astype(str).tolist() if id_column else None

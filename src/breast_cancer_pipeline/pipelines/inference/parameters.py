@@ -33,7 +33,7 @@ class OodSettings(Params):
 
 
 class ServingLimits(Params):
-    """What one request to the served model may carry, and what it may cost the server."""
+    """What one request to the served model may carry, what it may cost, what runs it."""
 
     #: Images one request may hold; more is an HTTP 413 before any is decoded.
     max_images: PositiveInt
@@ -51,6 +51,8 @@ class ServingLimits(Params):
     allowed_hosts: list[str]
     conformal: Conformal
     ood: OodSettings
+    #: What runs the forward pass: the Keras model, or model.onnx on ONNX Runtime.
+    runtime: Literal["tensorflow", "onnxruntime"]
 
     @model_validator(mode="after")
     def _one_image_fits(self) -> ServingLimits:
@@ -62,6 +64,29 @@ class ServingLimits(Params):
                 "raise max_request_bytes or lower max_image_bytes"
             )
         return self
+
+
+class ExportSettings(Params):
+    """The served network exported beside the packaged model, each checked against Keras."""
+
+    #: Export ``model.onnx`` (tf2onnx), what ``runtime: onnxruntime`` serves.
+    onnx: bool
+    #: Export ``model.tflite`` (LiteRT, builtin operators only).
+    litert: bool
+    #: The ONNX opset the graph is written for.
+    opset: Annotated[int, Field(ge=13)]
+    #: Largest absolute difference of the probabilities from Keras's on the test split; a
+    #: file over it is not shipped.
+    tolerance: PositiveFloat
+    #: The odd batch size the parity check runs at, besides 1.
+    parity_batch_size: Annotated[int, Field(ge=3)]
+
+    @field_validator("parity_batch_size")
+    @classmethod
+    def _odd(cls, size: int) -> int:
+        if size % 2 == 0:
+            raise ValueError(f"must be odd (a batch size unlike any power of two), got {size}")
+        return size
 
 
 class InferenceParams(Params):
@@ -79,6 +104,8 @@ class InferenceParams(Params):
     window_percentiles: tuple[float, float]
     #: Limits of the served model (requests), not of the batch command (files).
     serving: ServingLimits
+    #: The exported files of the packaged model (written by the reporting pipeline).
+    export: ExportSettings
 
     @field_validator("window_percentiles")
     @classmethod

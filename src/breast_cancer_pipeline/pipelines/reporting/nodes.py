@@ -109,6 +109,7 @@ def compute_metrics(
     external: dict[str, Any] | None = None,
     calibration_report: dict[str, Any] | None = None,
     ood: dict[str, Any] | None = None,
+    export: dict[str, Any] | None = None,
     cv: dict[str, Any] | None = None,
     *,
     keys: pd.DataFrame | None = None,
@@ -128,6 +129,8 @@ def compute_metrics(
         calibration_report: The ``calibration``, ``tta`` and ``conformal`` blocks
             (:func:`.calibration.calibration_report`), added to ``metrics.json`` as given.
         ood: The out-of-distribution check (:func:`.ood.ood_summary`), the ``ood`` block.
+        export: The exported files and their parity with Keras
+            (:func:`.export.export_served_model`), the ``export`` block (``{}`` without).
         cv: With cross-validation (``evaluation.folds`` >= 2), the ``cv`` block
             (:func:`.cross_validation.cross_validation_summary`); ``None`` with one split.
         keys: :func:`.levels.evaluation_keys`'s table: its patients make every bootstrap
@@ -153,6 +156,8 @@ def compute_metrics(
         metrics["ood"] = ood
     _log_test(metrics)
     metrics["external"] = external or None
+    if export is not None:
+        metrics["export"] = export
     if cv is not None:
         metrics["cv"] = cv
     for name, block in (
@@ -163,6 +168,8 @@ def compute_metrics(
         if block is not None:
             metrics[name] = block
     tracked = _test_tracked(metrics) | m.tracked_metrics("external", external or {})
+    for kind, block in (export or {}).items():  # export.onnx.max_abs_diff...
+        tracked |= m.tracked_metrics(f"export.{kind}", block)
     return m.json_safe(metrics), tracked, bins
 
 
@@ -256,8 +263,10 @@ def package_model(
         *members: The other fold models of the ensemble, whose probabilities are averaged.
 
     Returns:
-        ``(serving_model, classifier)``: the :class:`~breast_cancer_pipeline.serving.ServingModel`
-        and the classifier again, for the TF Serving export.
+        ``(packaged_model, classifier)``: the
+        :class:`~breast_cancer_pipeline.serving.ServingModel` (its ONNX and LiteRT files are
+        added by :func:`.export.export_served_model`) and the classifier again, for the TF
+        Serving export.
     """
     from breast_cancer_pipeline.serving import ServingModel
 

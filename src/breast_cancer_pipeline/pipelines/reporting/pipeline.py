@@ -9,6 +9,7 @@ from breast_cancer_pipeline.evaluation.folds import fold_name
 
 from .calibration import calibration_report
 from .cross_validation import cross_validation_summary
+from .export import export_served_model
 from .external import external_metrics
 from .figures import (
     plot_confident_errors,
@@ -120,6 +121,7 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
                 "external": "external_metrics",
                 "calibration_report": "calibration_report",
                 "ood": "ood_metrics",
+                "export": "export_report",
                 **({"cv": "cv_summary"} if n_folds >= 2 else {}),
                 "keys": KEYS,
                 "levels": "level_metrics",
@@ -245,7 +247,9 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
 def _report_nodes(n_folds: int, ensemble: bool, levels: bool) -> list[Node]:
     """The report and model card (fed every figure), and the packaged serving model.
 
-    With ``evaluation.levels``, the served model carries the levels' operating points.
+    ``package_model`` bundles the classifier (or the fold models) with its settings (with
+    ``evaluation.levels``, the levels' operating points); ``export_served_model`` adds the
+    ONNX and LiteRT files that match Keras on the test split.
     """
     report_inputs = {
         "metrics": "metrics",
@@ -271,7 +275,12 @@ def _report_nodes(n_folds: int, ensemble: bool, levels: bool) -> list[Node]:
     return [
         _node(render_report, report_inputs, ["report_html", "model_card"]),
         *(with_levels if levels else []),
-        _node(package_model, served, ["serving_model", "tf_serving_model"]),
+        _node(package_model, served, ["packaged_model", "tf_serving_model"]),
+        _node(
+            export_served_model,
+            ["packaged_model", "model_input", "params:inference.export"],
+            ["serving_model", "export_report"],
+        ),
     ]
 
 

@@ -267,3 +267,44 @@ def ood_context(ood: dict | None, figure: Figure | None) -> dict | None:
     if not ood or figure is None:
         return None
     return {**ood, "rows": ood_report_rows(ood), "base64": png_base64(figure)}
+
+
+# ------------------------------------------------------------------------------ exported files
+def export_context(export: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``_export.md.j2`` shows of ``metrics.json``'s ``export`` block, or ``None``.
+
+    One row per format: the file, whether it is shipped, the largest difference of its
+    probabilities from Keras's at each batch size, the tools, and the opset, operators or the
+    error that kept it out.
+    """
+    if not export:
+        return None
+    rows = []
+    for block in export.values():
+        sizes = sorted(int(k.rsplit("_", 1)[1]) for k in block if k.startswith("max_abs_diff_b"))
+        differences = ", ".join(
+            f"{block[f'max_abs_diff_batch_{size}']:.1e} (batch {size})" for size in sizes
+        )
+        if "opset" in block:
+            note = f"opset {block['opset']}"
+        else:
+            note = f"{block.get('operators', '')}; quantization {block.get('quantization', '')}"
+        if block.get("error"):
+            note = f"not shipped: {block['error'].splitlines()[0][:200]}"
+        rows.append(
+            (
+                block["file"],
+                "yes" if block["shipped"] else "no",
+                differences or "–",
+                block["converter"],
+                block["runtime"],
+                note,
+            )
+        )
+    first = next(iter(export.values()))
+    return {
+        "rows": rows,
+        "graph": first.get("graph", ""),
+        "images": first.get("images"),
+        "tolerance": first.get("tolerance"),
+    }
