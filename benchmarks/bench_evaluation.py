@@ -223,17 +223,16 @@ def _kedro(project: Path, log: Path, *args: str) -> None:
 def held_out_more(project: Path, ratios: Sequence[float]) -> None:
     """Set ``ingestion.split.ratios`` in the copy's ``conf/demo`` (``--params`` splits lists).
 
-    Raises:
-        ValueError: ``conf/demo/parameters.yml`` no longer has its ``ingestion: {}`` line.
+    The copy's file is rewritten without its comments; its other settings are kept.
     """
+    import yaml  # noqa: PLC0415
+
     path = project / "conf" / "demo" / "parameters.yml"
-    text = path.read_text()
-    if "\ningestion: {}\n" not in text:
-        raise ValueError(f"{path} has no 'ingestion: {{}}' line to set the split ratios on")
-    ratios_yaml = ", ".join(str(r) for r in ratios)
-    path.write_text(
-        text.replace("\ningestion: {}\n", f"\ningestion: {{split: {{ratios: [{ratios_yaml}]}}}}\n")
-    )
+    blocks = yaml.safe_load(path.read_text())
+    ingestion = blocks.get("ingestion") or {}
+    ingestion["split"] = {**(ingestion.get("split") or {}), "ratios": [float(r) for r in ratios]}
+    blocks["ingestion"] = ingestion
+    path.write_text(yaml.safe_dump(blocks, sort_keys=False))
 
 
 def fresh_images(workdir: Path) -> Path:

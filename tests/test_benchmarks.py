@@ -301,8 +301,9 @@ def test_evaluation_holds_out_more_images_through_the_demo_configuration(tmp_pat
     assert split["ratios"] == list(bench.SPLIT_RATIOS)
     assert split["seed"] == 42  # conf/base's other split settings kept
     assert sum(bench.SPLIT_RATIOS) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="ingestion: {}"):
-        bench.held_out_more(project, bench.SPLIT_RATIOS)  # already set: the line is gone
+    # The demo's own ingestion settings (its layout's column patterns) are kept beside them.
+    demo = load_parameters(project, "demo")["ingestion"]["column_patterns"]
+    assert set(demo) >= {"group", "laterality", "view"}
 
 
 def test_fresh_calibration_undoes_the_served_temperature_and_reads_the_class_folder():

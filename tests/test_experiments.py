@@ -136,7 +136,8 @@ def test_model_versions_have_signatures_and_champion_is_the_promoted_one(experim
     for version in versions:
         info = mlflow.models.get_model_info(f"models:/breast-cancer-classifier/{version.version}")
         columns = [c["name"] for c in info.signature.inputs.to_dict()]
-        assert columns == ["image", "id", "path", "explain"]
+        # The image, its identifier, explain, and the columns of a level (issue 27).
+        assert columns == ["image", "id", "path", "explain", "group", "laterality", "view", "study"]
         assert info.saved_input_example_info["type"] == "dataframe"
         assert "test.auroc" in version.tags
         # The exported files travel with the version, beside the Keras model.

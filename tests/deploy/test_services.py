@@ -24,7 +24,7 @@ from deploy import services as svc
 from tests.params import base_params
 from tests.pipelines.inference._files import pillow_file
 from tests.serving._served import free_port, log_and_register
-from tests.whole_dag import IMAGES_PER_CLASS, copy_project, make_tiny
+from tests.whole_dag import LESION_PATIENTS, copy_project, make_tiny
 
 PROJECT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "breast_cancer_pipeline"
@@ -99,7 +99,7 @@ def test_a_kedro_run_tracks_to_the_server_and_its_database(server, tmp_path):
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.tags["lineage.kind"] == "pipeline"
-    assert run.data.params["demo_data.images_per_class"] == str(IMAGES_PER_CLASS)
+    assert run.data.params["demo_data.lesion_patients_per_class"] == str(LESION_PATIENTS)
     assert _rows(server, "mlflow", "runs") == 1
     assert not (project / "mlflow.db").exists()  # the environment won over conf/base/mlflow.yml
 

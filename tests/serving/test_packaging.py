@@ -97,7 +97,7 @@ def test_every_project_dependency_the_served_model_imports_is_required():
     )
     line = next(line for line in done.stdout.splitlines() if line.startswith("IMPORTED "))
     imported = {canonicalize_name(d) for d in line.split()[1:]}
-    assert imported >= {"kedro-mlflow", "kedro-datasets", "pydicom", "pillow"}  # capture works
+    assert imported >= {"kedro-mlflow", "kedro-datasets", "pillow"}  # capture works
     # Libraries import some packages only when installed (mlflow: orjson, psutil): judge the
     # project's own dependencies, which the serving code could start importing.
     declared = {canonicalize_name(Requirement(r).name) for r in requires("breast_cancer_pipeline")}

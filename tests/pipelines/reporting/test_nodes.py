@@ -189,11 +189,11 @@ def test_the_packaged_model_carries_the_levels_operating_points(monkeypatch):
     from tests.serving._served import LEVEL_OPERATING_POINTS
 
     def nodes(evaluation: dict) -> dict:
-        params = {"evaluation": base_params("evaluation", **evaluation)}
+        params = {"evaluation": {**base_params("evaluation"), **evaluation}}
         monkeypatch.setattr(reporting, "run_parameters", lambda: params)
         return {n.name: n for n in reporting.create_pipeline().nodes}
 
-    plain, levelled = nodes({}), nodes({"levels": {"patient": ["group"]}})
+    plain, levelled = nodes({"levels": {}}), nodes({"levels": {"patient": ["group"]}})
     assert "serving_settings" not in plain
     assert "probability_settings" in plain["package_model"].inputs
     assert levelled["serving_settings"].inputs == ["probability_settings", "level_operating_points"]
