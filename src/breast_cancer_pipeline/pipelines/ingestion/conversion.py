@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from breast_cancer_pipeline import imaging
+from breast_cancer_pipeline.cluster import available_cores
 from breast_cancer_pipeline.columns import dicom_tags, read_dicom_header, tag_keywords
 from breast_cancer_pipeline.file_records import FileTask, StoredFiles, StorePlan
 from breast_cancer_pipeline.imaging import ImageDecodeError, decode_pages, encode_png, pixel_sha256
@@ -292,5 +292,4 @@ def _workers(setting: int | str, n_jobs: int, images_per_worker: int) -> int:
     """``auto``: one process per core, with at least ``images_per_worker`` images each."""
     if setting != "auto":
         return int(setting)
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(count or 1, n_jobs // images_per_worker or 1))
+    return available_cores(n_jobs // images_per_worker or 1)
