@@ -228,12 +228,10 @@ def foreground_box(array: np.ndarray, margin: float = 0.0) -> tuple[int, int, in
         Row and column bounds; the whole image when no foreground is found (a flat image).
     """
     rows, cols = array.shape[:2]
-    scale = min(1.0, ANALYSIS_SIDE / max(rows, cols))
-    small_size = (max(1, round(rows * scale)), max(1, round(cols * scale)))
-    small = resize_image(array, small_size).mean(axis=2)
-    mask = _foreground_mask(small)
+    mask = foreground_mask(array)
     if mask is None:
         return 0, rows, 0, cols
+    small_size = mask.shape
     found_rows, found_cols = np.nonzero(mask)
     dy, dx = rows / small_size[0], cols / small_size[1]
     pad_y, pad_x = round(margin * rows), round(margin * cols)
@@ -243,6 +241,24 @@ def foreground_box(array: np.ndarray, margin: float = 0.0) -> tuple[int, int, in
         max(0, int(np.floor(found_cols.min() * dx)) - pad_x),
         min(cols, int(np.ceil((found_cols.max() + 1) * dx)) + pad_x),
     )
+
+
+def foreground_mask(array: np.ndarray) -> np.ndarray | None:
+    """The foreground of an image, on a copy at most :data:`ANALYSIS_SIDE` px on its long side.
+
+    Otsu's threshold on the grey copy; the background is the class that holds most of the
+    border; thin lines and small regions are left out (see :func:`foreground_box`).
+
+    Args:
+        array: ``uint8`` array ``(H, W, C)``.
+
+    Returns:
+        A boolean mask of the small copy's shape, or None when the image is flat.
+    """
+    rows, cols = array.shape[:2]
+    scale = min(1.0, ANALYSIS_SIDE / max(rows, cols))
+    small_size = (max(1, round(rows * scale)), max(1, round(cols * scale)))
+    return _foreground_mask(resize_image(array, small_size).mean(axis=2))
 
 
 def _foreground_mask(gray: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,85 @@
+"""Tiling: the grid covers the image, boxes map back, foreground and count limits apply."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from breast_cancer_pipeline.tiles import TileSpec, grid_starts, tile_count, tile_image
+
+
+def test_grid_covers_the_side_with_the_last_tile_at_the_edge():
+    assert grid_starts(100, 32, 32) == [0, 32, 64, 68]
+    assert grid_starts(96, 32, 32) == [0, 32, 64]
+    assert grid_starts(20, 32, 32) == [0]
+    assert grid_starts(64, 32, 16) == [0, 16, 32]
+
+
+def test_tiles_are_the_image_pixels_at_their_boxes():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (70, 100, 3), dtype=np.uint8)
+    tiles = tile_image(image, TileSpec(size=32, stride=32))
+    assert len(tiles) == 3 * 4 == tile_count(image.shape, TileSpec(size=32, stride=32))
+    assert tiles.pixels.shape == (12, 32, 32, 3)
+    assert not tiles.padded
+    for pixels, (top, left, height, width) in zip(tiles.pixels, tiles.boxes, strict=True):
+        assert (height, width) == (32, 32)
+        np.testing.assert_array_equal(pixels, image[top : top + 32, left : left + 32])
+    assert tiles.boxes[-1].tolist() == [38, 68, 32, 32]
+
+
+def test_scale_gives_boxes_in_the_original_pixels():
+    image = np.zeros((128, 256, 1), dtype=np.uint8)
+    tiles = tile_image(image, TileSpec(size=32, stride=32, scale=2.0))
+    assert len(tiles) == 2 * 4
+    assert tiles.boxes[:, 2:].tolist() == [[64, 64]] * 8
+    assert tiles.boxes[-1, :2].tolist() == [64, 192]
+
+
+def test_background_tiles_are_dropped_and_the_limit_keeps_the_most_foreground():
+    image = np.zeros((64, 128, 1), dtype=np.uint8)
+    image[:, :40] = 200  # tissue on the left third
+    spec = TileSpec(size=32, stride=32, min_foreground=0.5)
+    tiles = tile_image(image, spec)
+    assert sorted(tiles.boxes[:, 1].tolist()) == [0, 0]
+    assert (tiles.foreground >= 0.5).all()
+    limited = tile_image(image, TileSpec(size=32, stride=32, max_per_image=2))
+    assert limited.boxes[:, 1].tolist() == [0, 0]
+
+
+def test_a_flat_image_keeps_every_tile_and_an_empty_selection_keeps_one():
+    flat = np.full((64, 64, 1), 7, dtype=np.uint8)
+    assert len(tile_image(flat, TileSpec(size=32, stride=32, min_foreground=0.9))) == 4
+    dark = np.zeros((64, 64, 1), dtype=np.uint8)
+    dark[30:34, 30:34] = 255  # a speck: opened away, a foreground too small for any tile
+    assert len(tile_image(dark, TileSpec(size=32, stride=32, min_foreground=1.0))) == 1
+
+
+def test_an_image_smaller_than_a_tile_is_padded_and_said_so():
+    image = np.full((20, 50, 3), 9, dtype=np.uint8)
+    tiles = tile_image(image, TileSpec(size=32, stride=32))
+    assert tiles.padded
+    assert tiles.pixels.shape == (2, 32, 32, 3)
+    assert tiles.pixels[0, 25, 5].tolist() == [0, 0, 0]
+    assert tiles.boxes.tolist() == [[0, 0, 20, 32], [0, 18, 20, 32]]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("stride", 0, "augmentation.tiles.stride"),
+        ("scale", 0.5, "augmentation.tiles.scale"),
+        ("aggregation", "median", "augmentation.tiles.aggregation"),
+        ("labels", "boxes", "augmentation.tiles.labels"),
+        ("max_per_image", 0, "augmentation.tiles.max_per_image"),
+    ],
+)
+def test_bad_settings_name_the_parameter(field, value, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        TileSpec(**{"size": 32, "stride": 32, field: value})
+
+
+def test_spec_round_trips_through_its_config():
+    spec = TileSpec(size=64, stride=48, scale=2.0, aggregation="top_k_mean", top_k=5)
+    assert TileSpec.from_params(spec.config()) == spec
+    assert TileSpec.from_params(None) is None
