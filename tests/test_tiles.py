@@ -83,3 +83,16 @@ def test_spec_round_trips_through_its_config():
     spec = TileSpec(size=64, stride=48, scale=2.0, aggregation="top_k_mean", top_k=5)
     assert TileSpec.from_params(spec.config()) == spec
     assert TileSpec.from_params(None) is None
+
+
+def test_aggregate_tiles_combines_each_image_s_tiles_by_the_rule():
+    from breast_cancer_pipeline.tiles import aggregate_tiles
+
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])
+    index = np.array([0, 0, 1, 1])
+    mean = aggregate_tiles(proba, index, 2, TileSpec(size=8, stride=8), positive=1)
+    np.testing.assert_allclose(mean, [[0.55, 0.45], [0.65, 0.35]])
+    top = aggregate_tiles(proba, index, 2, TileSpec(size=8, stride=8, aggregation="max"), 1)
+    np.testing.assert_allclose(top[:, 1], [0.8, 0.4])
+    with pytest.raises(ValueError, match=r"images \[2\] have no tile"):
+        aggregate_tiles(proba, index, 3, TileSpec(size=8, stride=8))

@@ -247,3 +247,46 @@ def _original_boxes(
         x1 = min(original[1], round((left + size) * fx))
         boxes[i] = (y0, x0, max(1, y1 - y0), max(1, x1 - x0))
     return boxes
+
+
+def aggregate_tiles(
+    tile_proba: np.ndarray,
+    image_index: np.ndarray,
+    n_images: int,
+    spec: TileSpec,
+    positive: int | None = None,
+) -> np.ndarray:
+    """Image-level probabilities from tile probabilities, by ``spec.aggregation``.
+
+    ``attention`` needs the attention head and the tiles' features: its caller computes the
+    image rows with the head; here it falls back to ``mean`` (the rule the head starts from).
+
+    Args:
+        tile_proba: ``(n_tiles, k)`` tile probabilities.
+        image_index: ``(n_tiles,)`` the row (``0 .. n_images - 1``) of each tile's image.
+        n_images: Images in the split; each must have at least one tile.
+        spec: The tiling, whose ``aggregation`` and ``top_k`` apply.
+        positive: Index of the positive class (see
+            :func:`~breast_cancer_pipeline.evaluation.aggregation.aggregate`).
+
+    Returns:
+        ``(n_images, k)`` probabilities, rows summing to 1.
+
+    Raises:
+        ValueError: An image has no tile.
+    """
+    from breast_cancer_pipeline.evaluation.aggregation import aggregate  # noqa: PLC0415
+
+    method = "mean" if spec.aggregation == "attention" else spec.aggregation
+    tile_proba = np.asarray(tile_proba, dtype=np.float64)
+    image_index = np.asarray(image_index, dtype=np.int64)
+    order = np.argsort(image_index, kind="stable")
+    bounds = np.searchsorted(image_index[order], np.arange(n_images + 1))
+    empty = np.flatnonzero(np.diff(bounds) == 0)
+    if empty.size:
+        raise ValueError(f"images {empty[:5].tolist()} have no tile; every image needs one")
+    out = np.empty((n_images, tile_proba.shape[1]), dtype=np.float64)
+    for i in range(n_images):
+        rows = tile_proba[order[bounds[i] : bounds[i + 1]]]
+        out[i] = aggregate(rows, method, positive, top_k=spec.top_k)
+    return out
