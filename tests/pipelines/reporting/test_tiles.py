@@ -59,7 +59,7 @@ def test_the_block_reaches_metrics_the_report_and_the_card():
     assert metrics["tiles"] == block
     html, card = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS)
     line = next(row for row in card.splitlines() if row.startswith("| Tiles"))
-    assert "4 px at 1/1 of full resolution" in line and "2.2 per image" in line
+    assert "4 px cut at full resolution" in line and "2.2 per image" in line
     assert "top k mean of its tiles" in line and "AUROC 0.750" in line
     assert "train/val/test 5/2/4" in html
     without = compute_metrics(_predictions(), META, POINT, PARAMS, tiles={})[0]

@@ -193,10 +193,11 @@ def _tile_rows(tiles: dict | None) -> list[tuple[str, str]]:
     if not tiles:
         return []
     count = tiles["n_tiles"]
+    scale = "full resolution" if tiles["scale"] == 1 else f"1/{tiles['scale']:g} resolution"
     return [
         (
             "Tiles",
-            f"{tiles['tile_size']} px at 1/{tiles['scale']:g} of full resolution, "
+            f"{tiles['tile_size']} px cut at {scale}, "
             f"labels from the {tiles['labels']}, {tiles['tiles_per_image']:.1f} per image "
             f"(train/val/test {count['train']}/{count['val']}/{count['test']}); "
             f"image answer: {tiles['aggregation'].replace('_', ' ')} of its tiles; "
