@@ -1,7 +1,7 @@
 """ACCEPTANCE (tiles): large images whose only class signal is a few pixels wide.
 
 Malignant images carry clusters of small dark specks (4 px); benign images carry as many
-clusters of faint blobs (8 px) of the same integrated darkness, on the same textured pink
+clusters of faint blobs (8 px), of the same darkness once shrunk, on the same textured pink
 background. Resized to 48 x 64 px, a speck and a blob are the same faint dot, so the
 whole-image pipeline has nothing to learn; cut into tiles at half resolution, the specks stay
 sharp dots and the blobs stay faint smudges.
@@ -33,7 +33,8 @@ SHAPE = (384, 512)
 #: Clusters per image, specks (or blobs) per cluster.
 CLUSTERS, PER_CLUSTER = 6, 4
 SPECK, SPECK_DEPTH = 4, 110  # malignant: 4 px, 110 levels darker
-BLOB, BLOB_DEPTH = 8, 28  # benign: 8 px, a quarter as dark (same integrated darkness)
+#: Benign: 8 px blobs as dark as a speck once shrunk 8 times (both about 14 levels then).
+BLOB, BLOB_DEPTH = 8, 32
 TILES = {"size": 32, "stride": 32, "scale": 2.0, "aggregation": "top_k_mean", "top_k": 2}
 TRAINING_STAGES = ["augmentation", "backbone_selection", "finetune", "reporting"]
 
@@ -49,7 +50,7 @@ def _image(rng: np.random.Generator, malignant: bool) -> bytes:
         cy, cx = rng.integers(24, height - 24), rng.integers(24, width - 24)
         for _ in range(PER_CLUSTER):
             y, x = cy + rng.integers(-12, 12), cx + rng.integers(-12, 12)
-            pixels[y : y + side, x : x + side] -= depth
+            pixels[y : y + side, x : x + side] -= depth * rng.uniform(0.8, 1.2)
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB").save(buffer, "PNG")
     return buffer.getvalue()

@@ -145,3 +145,40 @@ def test_mask_labels_give_the_background_outside_lesions(background, expected):
     assert _tile_labels("malignant", tiles, spec) == expected
     no_lesion = ImageTiles(tiles.boxes, tiles.foreground, None, False)
     assert _tile_labels("normal", no_lesion, spec) == ["normal"] * len(expected)
+
+
+def test_mask_labels_through_the_stage_add_the_internal_background_class():
+    """A lesion in the top-left tile of a malignant image; a benign image with an empty mask."""
+    from breast_cancer_pipeline.masks import encode_mask
+
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[2:14, 2:14] = True
+    files = {
+        "m/1.png": _png(_ramp((32, 32), 0)),
+        "m/1_mask.png": encode_mask(mask),
+        "b/2.png": _png(_ramp((32, 32), 1)),
+        "b/2_mask.png": encode_mask(np.zeros((32, 32), dtype=bool)),
+        "b/3.png": _png(_ramp((16, 16), 2)),
+        "b/4.png": _png(_ramp((16, 16), 3)),
+    }
+    manifest = pd.DataFrame(
+        [
+            ("m/1.png", "malignant", "train", 1, "m/1_mask.png"),
+            ("b/2.png", "benign", "train", 1, "b/2_mask.png"),
+            ("b/3.png", "benign", "val", 1, ""),
+            ("b/4.png", "benign", "test", 1, ""),
+        ],
+        columns=["path", "label", "split", "channels", "mask_path"],
+    )
+    loaders = {path: (lambda data=data: data) for path, data in files.items()}
+    params = base_params("augmentation", tiles={**TILES, "labels": "mask", "min_lesion": 0.5})
+    layout = tile_images(loaders, manifest, params)
+    lesion = layout.loc[layout["path"] == "m/1.png", "lesion"].to_numpy()
+    np.testing.assert_allclose(lesion, [144 / 256, 0, 0, 0])
+    arrays = prepare_model_input(loaders, manifest, params, None, layout)
+    assert list(arrays["class_names"]) == ["benign", "malignant", "background"]
+    # The lesion tile takes its image's label, the others the background; the empty mask
+    # and the image without a mask give every tile their image's label.
+    assert arrays["y_train"].tolist() == [1, 2, 2, 2, 0, 0, 0, 0]
+    assert arrays["image_y_train"].tolist() == [1, 0]
+    assert arrays["y_val"].tolist() == [0]
