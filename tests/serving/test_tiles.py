@@ -211,6 +211,32 @@ def test_onnxruntime_answers_a_tiled_image_as_tensorflow(tile_model):
     )
 
 
+def test_a_network_with_the_internal_background_class_answers_the_image_classes():
+    """Mask-labelled tiles with ``background_label: null``: the network has one more output."""
+    from breast_cancer_pipeline.modeling import build_classifier
+    from breast_cancer_pipeline.pipelines.inference.nodes import predict_requests
+    from breast_cancer_pipeline.serving import ServingModel
+    from breast_cancer_pipeline.tiles import TileSpec, image_probabilities, tile_image
+
+    network = build_classifier("small_cnn", 4, 32, 3, None, {"dropout": 0.0})
+    spec = TileSpec(32, 32, aggregation="max", labels="mask")
+    served = ServingModel(network, {**TILE_CONFIG, "tiles": spec.config()})
+    image = rgb_image(64, 96)
+    requests = pd.DataFrame({"image": [b64(image)]})
+    (answer,) = predict_requests(requests, served, base_params("inference")).to_dict("records")
+
+    tiles = tile_image(image, spec)
+    tile_names = [*CONFIG["class_names"], "background"]
+    expected = image_probabilities(
+        served.averaged_proba(tiles.pixels), np.zeros(len(tiles), int), 1, spec, tile_names,
+        "malignant",
+    )  # fmt: skip
+    shown = [answer[f"p_{name}"] for name in CONFIG["class_names"]]
+    assert answer["error"] == "" and "p_background" not in answer
+    np.testing.assert_allclose(shown, expected[0], atol=1e-6)
+    assert sum(shown) == pytest.approx(1.0)
+
+
 def test_a_tile_models_configuration_is_checked(tile_model):
     from breast_cancer_pipeline.serving import ServingModel, check_config
     from breast_cancer_pipeline.tiles import TileSpec

@@ -33,8 +33,9 @@ from breast_cancer_pipeline.imaging import ImageDecodeError, encode_png, resize_
 from breast_cancer_pipeline.tiles import (
     Tiles,
     TileSpec,
-    aggregate_tiles,
+    image_probabilities,
     scaled_size,
+    tile_classes,
     tile_count,
     tile_image,
 )
@@ -233,7 +234,7 @@ def score_tiles(serving_model: Any, images: Sequence[TiledImage], batch_size: in
     config = serving_model.config
     positive = config["class_names"].index(config["positive_class"])
     image_proba = aggregate_image_rows(
-        tile_proba, tile_features, index, len(images), spec, positive, serving_model
+        tile_proba, tile_features, index, len(images), spec, config, serving_model
     )
     scores = serving_model.ood_score(tile_features)
     ood = None if scores is None else image_means(scores, index, len(images))
@@ -247,29 +248,35 @@ def aggregate_image_rows(
     image_index: np.ndarray,
     n_images: int,
     spec: TileSpec,
-    positive: int,
+    config: Mapping[str, Any],
     serving_model: Any = None,
 ) -> np.ndarray:
     """The image rows of the tile rows: the one place the served model combines its tiles.
 
     ``mean``, ``max``, ``top_k_mean`` and ``noisy_or`` are
-    :func:`~breast_cancer_pipeline.tiles.aggregate_tiles`. ``attention`` is the call point
+    :func:`~breast_cancer_pipeline.tiles.image_probabilities` (as reporting combines them:
+    :func:`~breast_cancer_pipeline.tiles.aggregate_tiles`, then the internal background
+    class of a network trained on mask labels left out). ``attention`` is the call point
     of the attention head (``tiles.attention_head`` in the package), which reads the tiles'
     ``features``; until the head is loaded it is ``aggregate_tiles``'s ``mean``.
 
     Args:
-        tile_proba: ``(n_tiles, n_classes)`` tile probabilities (test-time views averaged).
+        tile_proba: ``(n_tiles, n_tile_classes)`` tile probabilities (test-time views
+            averaged), over the tile network's classes.
         features: ``(n_tiles, d)`` the tiles' penultimate features (the first view's).
         image_index: ``(n_tiles,)`` each tile's image row.
         n_images: Images in the batch.
         spec: The served model's tiling.
-        positive: Index of the positive class.
+        config: The serving configuration (``class_names``: the image classes;
+            ``positive_class``).
         serving_model: The served model (holds the attention head, when packaged with one).
 
     Returns:
-        ``(n_images, n_classes)`` probabilities, rows summing to 1.
+        ``(n_images, n_classes)`` probabilities over the image classes, rows summing to 1.
     """
-    return aggregate_tiles(tile_proba, image_index, n_images, spec, positive)
+    names = tile_classes(config["class_names"], spec)
+    positive_class = config["positive_class"]
+    return image_probabilities(tile_proba, image_index, n_images, spec, names, positive_class)
 
 
 def image_means(values: np.ndarray, image_index: np.ndarray, n_images: int) -> np.ndarray:
