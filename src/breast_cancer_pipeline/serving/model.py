@@ -374,3 +374,22 @@ def compiled_forward(model: Any) -> Any:
         return both(images, training=False)
 
     return forward
+
+
+def penultimate_features(forward: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The penultimate features of ``images``, ``batch_size`` at a time.
+
+    Args:
+        forward: A forward pass of :func:`compiled_forward` (or
+            :meth:`ServingModel.forward`).
+        images: ``uint8`` array ``(N, H, W, C)`` (a memory map is read batch by batch).
+        batch_size: Images per pass.
+
+    Returns:
+        ``float32`` array ``(N, d)``; ``(0, 0)`` without images.
+    """
+    out = [
+        np.asarray(forward(np.asarray(images[i : i + batch_size]))[0])
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

@@ -61,3 +61,23 @@ class AugmentationParams(Params):
 
 
 SCHEMA = AugmentationParams
+
+
+class TileAttention(Params):
+    """The attention-MIL head of ``aggregation: attention`` (``augmentation.tiles.attention``).
+
+    Trained on the frozen tile features of each training image
+    (:mod:`breast_cancer_pipeline.training.attention`).
+    """
+
+    #: Width of the tiles' embedding and of the gated attention.
+    hidden: PositiveInt
+    #: Most epochs; training stops earlier when the validation loss stops falling.
+    epochs: PositiveInt
+    learning_rate: Annotated[float, Field(gt=0.0)]
+    #: Epochs without a lower validation loss before training stops.
+    patience: PositiveInt
+    #: Images (bags of tiles) per training step.
+    batch_size: PositiveInt
+    #: A training image with more tiles keeps this many, drawn with the seed; null keeps all.
+    max_tiles: PositiveInt | None

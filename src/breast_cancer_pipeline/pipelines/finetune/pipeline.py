@@ -12,6 +12,7 @@ from kedro.pipeline import Node, Pipeline
 from breast_cancer_pipeline.context import run_parameters
 from breast_cancer_pipeline.evaluation.folds import fold_name
 
+from .attention import fit_tile_attention
 from .cross_validation import (
     assign_cv_folds,
     collect_out_of_fold,
@@ -65,6 +66,32 @@ def fold_pipeline() -> Pipeline:
     return Pipeline([arrays]) + finetune_pipeline() + Pipeline([predict])
 
 
+def attention_pipeline() -> Pipeline:
+    """The attention head over each image's tiles, fitted on the trained tile classifier."""
+    return Pipeline(
+        [
+            Node(
+                func=fit_tile_attention,
+                inputs=[
+                    "classifier",
+                    "model_input",
+                    "params:augmentation",
+                    "params:finetune",
+                    "params:reporting",
+                ],
+                outputs="attention_head",
+                name="fit_tile_attention",
+            )
+        ]
+    )
+
+
+def configured_attention() -> bool:
+    """Whether the run's images are tiled and their tiles aggregated by the attention head."""
+    tiles = run_parameters()["augmentation"].get("tiles")
+    return bool(tiles) and tiles.get("aggregation") == "attention"
+
+
 def configured_folds() -> int:
     """``evaluation.folds`` in the run's parameters (see :mod:`breast_cancer_pipeline.context`)."""
     return int(run_parameters()["evaluation"]["folds"])
@@ -102,8 +129,15 @@ def cross_validation_pipeline(n_folds: int) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """The finetune pipeline: the classifier, and the folds when ``evaluation.folds`` ≥ 2."""
+    """The finetune pipeline: the classifier, its attention head, the folds.
+
+    The attention head over each image's tiles when ``augmentation.tiles.aggregation`` is
+    ``attention``; the folds when ``evaluation.folds`` ≥ 2.
+    """
     n_folds = configured_folds()
+    pipeline = finetune_pipeline()
+    if configured_attention():
+        pipeline += attention_pipeline()
     if n_folds < 2:
-        return finetune_pipeline()
-    return finetune_pipeline() + cross_validation_pipeline(n_folds)
+        return pipeline
+    return pipeline + cross_validation_pipeline(n_folds)
