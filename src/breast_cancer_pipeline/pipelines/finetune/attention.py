@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from breast_cancer_pipeline.tiles import attention_settings, image_classes, spec_of_arrays
+
 #: The splits whose bags fit the head: trained on the first, stopped early on the second.
 SPLITS = ("train", "val")
 
@@ -62,7 +64,8 @@ def fit_tile_attention(
     Args:
         classifier: The trained tile classifier.
         model_input: The tile arrays of the augmentation pipeline.
-        augmentation: The ``augmentation`` parameters (``tiles.attention`` is the head's).
+        augmentation: The ``augmentation`` parameters (``tiles.attention`` is the head's,
+            :func:`~breast_cancer_pipeline.tiles.attention_settings`).
         finetune: The ``finetune`` parameters (``seed``).
         reporting: The ``reporting`` parameters (``batch_size``: tiles per forward pass).
 
@@ -79,11 +82,13 @@ def fit_tile_attention(
         split: split_bags(classifier, model_input, split, int(reporting["batch_size"]))
         for split in SPLITS
     }
+    # The image classes: a tile network's internal background class is no image's label.
+    classes = image_classes(list(model_input["class_names"]), spec_of_arrays(model_input))
     return fit_attention_head(
         bags["train"],
         np.asarray(model_input["image_y_train"]),
-        augmentation["tiles"]["attention"],
+        attention_settings(augmentation["tiles"]),
         int(finetune["seed"]),
         validation=(bags["val"], np.asarray(model_input["image_y_val"])),
-        num_classes=len(model_input["class_names"]),
+        num_classes=len(classes),
     )
