@@ -12,6 +12,9 @@ scores images with. It bundles
   the temperature and floor fitted on validation (``temperature``, ``calibration_floor``,
   :mod:`~breast_cancer_pipeline.evaluation.calibration`) and the conformal threshold of the
   prediction sets (``conformal``, :mod:`~breast_cancer_pipeline.evaluation.conformal`),
+* for a model trained on tiles, the tiling (``tiles``): its input is then the tile, and an
+  image is cut, scored tile by tile and answered as a whole
+  (:mod:`~breast_cancer_pipeline.serving.tiling`),
 * optionally, the fitted out-of-distribution score
   (:class:`~breast_cancer_pipeline.evaluation.ood.OodScore`, ``ood.npz`` beside the model),
   computed on the penultimate features of the same forward pass,
@@ -34,9 +37,11 @@ import numpy as np
 from breast_cancer_pipeline.geometry import Geometry
 from breast_cancer_pipeline.imaging import COLOR_MODES
 from breast_cancer_pipeline.serving.levels import check_levels
+from breast_cancer_pipeline.tiles import TileSpec
 
 if TYPE_CHECKING:
     from breast_cancer_pipeline.evaluation.ood import OodScore
+    from breast_cancer_pipeline.serving.tiling import TiledAnswer, TiledImage
 
 #: Keys of the serving configuration (``serving.json`` beside the model).
 CONFIG_KEYS = (
@@ -70,7 +75,9 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         float, and the input geometry's keys (``image_size``: an int for a square, else
         ``[height, width]``; ``resize``, ``crop_margin``), ``stretch`` for a model packaged
         before resize modes existed; ``levels`` checked
-        (:func:`~breast_cancer_pipeline.serving.levels.check_levels`; None when absent).
+        (:func:`~breast_cancer_pipeline.serving.levels.check_levels`; None when absent);
+        ``tiles``, when present and not null, checked and completed
+        (:class:`~breast_cancer_pipeline.tiles.TileSpec`: the network's input is then the tile).
 
     Raises:
         ValueError: A key is missing or a value is out of range.
@@ -93,6 +100,9 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not 0.0 <= out["threshold"] <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {out['threshold']}")
     out["levels"] = check_levels(out.get("levels"), out["positive_class"])
+    if out.get("tiles") is not None:
+        # Extra keys (the attention head's) are kept beside the tiling's own.
+        out["tiles"] = {**out["tiles"], **TileSpec.from_params(out["tiles"]).config()}
     return _check_probability_keys(out)
 
 
@@ -151,7 +161,9 @@ class ServingModel:
         self.model = model
         self.members = [model, *members]
         self.config = check_config(config)
-        expected = (*Geometry.from_config(self.config).size, self.config["channels"])
+        spec = self.tiles
+        size = (spec.size, spec.size) if spec else Geometry.from_config(self.config).size
+        expected = (*size, self.config["channels"])
         for member in self.members:
             if tuple(member.input_shape[1:]) != expected:
                 raise ValueError(
@@ -169,6 +181,11 @@ class ServingModel:
     def class_names(self) -> list[str]:
         """The model's classes, in output order."""
         return self.config["class_names"]
+
+    @property
+    def tiles(self) -> TileSpec | None:
+        """The tiling of a model whose input is the tile (``tiles``), None for whole images."""
+        return TileSpec.from_params(self.config.get("tiles"))
 
     def with_config(self, **changes: Any) -> ServingModel:
         """The same classifier (and compiled forward pass) with some configuration keys changed.
@@ -308,6 +325,20 @@ class ServingModel:
         features, proba = self.forward(images)
         served = self.calibrate(self.averaged_proba(images, first=proba))
         return served, self.ood_score(features)
+
+    def predict_tiled(self, images: Sequence[TiledImage], batch_size: int) -> TiledAnswer:
+        """Served answers of images cut into tiles, for a model with :attr:`tiles`.
+
+        See :func:`~breast_cancer_pipeline.serving.tiling.score_tiles`.
+
+        Args:
+            images: The cut images
+                (:func:`~breast_cancer_pipeline.serving.tiling.cut_image`).
+            batch_size: Tiles per forward pass.
+        """
+        from breast_cancer_pipeline.serving.tiling import score_tiles  # noqa: PLC0415
+
+        return score_tiles(self, images, batch_size)
 
     def ood_score(self, features: np.ndarray) -> np.ndarray | None:
         """The out-of-distribution score of each feature row, or ``None`` without a fitted score.
