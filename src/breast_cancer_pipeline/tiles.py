@@ -54,6 +54,12 @@ ATTENTION_DEFAULTS: dict[str, Any] = {
 }
 
 
+def uses_attention(augmentation: Mapping[str, Any]) -> bool:
+    """Whether the ``augmentation`` parameters tile images and combine them by attention."""
+    tiles = augmentation.get("tiles")
+    return bool(tiles) and tiles.get("aggregation") == "attention"
+
+
 def attention_settings(tiles: Mapping[str, Any]) -> dict[str, Any]:
     """``augmentation.tiles.attention`` with :data:`ATTENTION_DEFAULTS` for the keys left out."""
     return {**ATTENTION_DEFAULTS, **(tiles.get("attention") or {})}

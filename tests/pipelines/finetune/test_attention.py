@@ -72,3 +72,21 @@ def test_arrays_without_tiles_are_refused_with_the_parameter_to_set():
 
     with pytest.raises(KeyError, match="augmentation.tiles"):
         split_bags(None, {"x_train": np.zeros((2, 16, 16, 1), np.uint8)}, "train", 8)
+
+
+def test_the_head_is_fitted_only_when_tiles_are_combined_by_attention(monkeypatch):
+    from breast_cancer_pipeline.pipelines.finetune import pipeline as finetune
+    from tests.params import base_params
+
+    def nodes(tiles):
+        params = {
+            "evaluation": base_params("evaluation"),
+            "augmentation": {**base_params("augmentation"), "tiles": tiles},
+        }
+        monkeypatch.setattr(finetune, "run_parameters", lambda: params)
+        return {node.name: node for node in finetune.create_pipeline().nodes}
+
+    assert "fit_tile_attention" not in nodes(None)
+    assert "fit_tile_attention" not in nodes({"size": 32, "stride": 32, "aggregation": "max"})
+    fit = nodes({"size": 32, "stride": 32, "aggregation": "attention"})["fit_tile_attention"]
+    assert fit.inputs[:2] == ["classifier", "model_input"] and fit.outputs == ["attention_head"]

@@ -11,6 +11,7 @@ from kedro.pipeline import Node, Pipeline
 
 from breast_cancer_pipeline.context import run_parameters
 from breast_cancer_pipeline.evaluation.folds import fold_name
+from breast_cancer_pipeline.tiles import uses_attention
 
 from .attention import fit_tile_attention
 from .cross_validation import (
@@ -86,12 +87,6 @@ def attention_pipeline() -> Pipeline:
     )
 
 
-def configured_attention() -> bool:
-    """Whether the run's images are tiled and their tiles aggregated by the attention head."""
-    tiles = run_parameters()["augmentation"].get("tiles")
-    return bool(tiles) and tiles.get("aggregation") == "attention"
-
-
 def configured_folds() -> int:
     """``evaluation.folds`` in the run's parameters (see :mod:`breast_cancer_pipeline.context`)."""
     return int(run_parameters()["evaluation"]["folds"])
@@ -136,7 +131,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     """
     n_folds = configured_folds()
     pipeline = finetune_pipeline()
-    if configured_attention():
+    if uses_attention(run_parameters().get("augmentation") or {}):
         pipeline += attention_pipeline()
     if n_folds < 2:
         return pipeline
