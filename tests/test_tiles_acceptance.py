@@ -28,7 +28,7 @@ from tests.whole_dag import copy_project
 pytestmark = pytest.mark.slow
 
 #: Images per class, and the source images' size (height, width).
-PER_CLASS = 36
+PER_CLASS = 28
 SHAPE = (384, 512)
 #: Clusters per image, specks (or blobs) per cluster.
 CLUSTERS, PER_CLUSTER = 6, 4
@@ -83,7 +83,7 @@ def _parameters(source: Path, augmentation: dict) -> dict:
         },
         "finetune": {
             "phase1": {"epochs": 1},
-            "phase2": {"epochs": 8, "learning_rate": 0.002, "unfreeze": {"fraction": 1.0}},
+            "phase2": {"epochs": 6, "learning_rate": 0.002, "unfreeze": {"fraction": 1.0}},
         },
         "reporting": {
             "bootstrap": {"n_resamples": 50},

@@ -137,11 +137,12 @@ def check_across(parameters: Mapping[str, Any]) -> list[str]:
     Returns:
         One line per problem, naming the keys and the fix.
     """
-    tiles = (parameters.get("augmentation") or {}).get("tiles") or {}
-    if tiles.get("labels") != "mask":
-        return []
+    tiles = (parameters.get("augmentation") or {}).get("tiles")
+    if not isinstance(tiles, Mapping) or tiles.get("labels") != "mask":
+        return []  # a malformed block is refused by the schema itself
     ingestion = parameters.get("ingestion") or {}
-    if ingestion.get("mask_pattern") or (ingestion.get("csv") or {}).get("mask_column"):
+    csv = ingestion.get("csv") if isinstance(ingestion.get("csv"), Mapping) else {}
+    if ingestion.get("mask_pattern") or csv.get("mask_column"):
         return []
     return [
         "augmentation.tiles.labels = 'mask' needs lesion masks, but neither "
