@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -63,16 +64,20 @@ def tile_model():
 
 
 @pytest.fixture(scope="module")
-def tile_app(tmp_path_factory):
+def tile_app(tmp_path_factory, _mlflow_template):
     """``(app, served model)``: the tile model registered and served by the server's code."""
     from breast_cancer_pipeline.serving.server import create_app, load_served_model, served_part
 
     root = tmp_path_factory.mktemp("tiles")
+    shutil.copyfile(_mlflow_template, root / "mlflow.db")  # its tables made: no migrations
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
             patch.delenv(key)
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        log_and_register(root, model=tiny_tile_model())
+        # One view per tile and 512 tiles per forward pass: the 3,072 tiles of a 2048 x 1536
+        # image in 6 passes.
+        one_view = {"tta": {"mode": "off", "passes": 1, "shift": 0.05}}
+        log_and_register(root, model=tiny_tile_model(), probabilities=one_view, batch_size=512)
         model, info = load_served_model("models:/breast-cancer-classifier/1")
         yield create_app(model, info), served_part(model, "serving_model")
         # MLflow's scoring app marks the process as a server: not for the next tests.

@@ -376,7 +376,7 @@ def placed_overlay(tile: ExplainedTile, cam: np.ndarray, alpha: float) -> np.nda
 
     small = tile.thumbnail
     top, bottom, left, right = thumbnail_box(tile.box, (tile.height, tile.width), small.shape)
-    out = np.ascontiguousarray(np.broadcast_to(small, (*small.shape[:2], 3)))
+    out = np.broadcast_to(small, (*small.shape[:2], 3)).copy()
     level = np.clip(np.rint(cam * 255.0), 0, 255).astype(np.uint8)[..., None]
     region = resize_image(level, (bottom - top, right - left))[..., 0] / 255.0
     out[top:bottom, left:right] = overlay(small[top:bottom, left:right], region, alpha)
