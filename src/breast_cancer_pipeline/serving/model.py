@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from breast_cancer_pipeline.evaluation.ood import OodScore
     from breast_cancer_pipeline.serving.tiling import TiledAnswer, TiledImage
 
+#: The attention head's file in a packaged tile model (``tiles.attention_head``).
+ATTENTION_HEAD_FILE = "attention_head.keras"
+
 #: Keys of the serving configuration (``serving.json`` beside the model).
 CONFIG_KEYS = (
     "class_names",
@@ -142,9 +145,13 @@ class ServingModel:
         ood: The fitted out-of-distribution score, or ``None`` (a model packaged without one).
         exports: The served network in other formats, ``{"onnx": bytes, "litert": bytes}``
             (:mod:`~breast_cancer_pipeline.serving.export`); empty when packaged without.
+        attention_head: With ``tiles.aggregation: attention``, the attention-MIL head that
+            combines an image's tiles from their penultimate features
+            (:mod:`~breast_cancer_pipeline.training.attention`); None without one.
     """
 
     exports: Mapping[str, bytes] = MappingProxyType({})
+    attention_head: Any = None
 
     def __init__(
         self,
@@ -196,6 +203,7 @@ class ServingModel:
         other = ServingModel(self.model, {**self.config, **changes}, self.members[1:], self.ood)
         other._forwards = self._forwards
         other.exports = self.exports
+        other.attention_head = self.attention_head
         return other
 
     def with_exports(self, exports: Mapping[str, bytes]) -> ServingModel:
@@ -203,6 +211,47 @@ class ServingModel:
         other = self.with_config()
         other.exports = MappingProxyType(dict(exports))
         return other
+
+    def with_attention_head(self, head: Any) -> ServingModel:
+        """The same model carrying the attention ``head``, saved beside it.
+
+        The configuration's ``tiles.attention_head`` names the head's file in the package
+        (:data:`ATTENTION_HEAD_FILE`).
+
+        Raises:
+            ValueError: The model is not a tile model aggregated by ``attention``.
+        """
+        spec = self.tiles
+        if spec is None or spec.aggregation != "attention":
+            raise ValueError(
+                "an attention head needs a model trained on tiles with "
+                "augmentation.tiles.aggregation: attention"
+            )
+        other = self.with_config(
+            tiles={**self.config["tiles"], "attention_head": ATTENTION_HEAD_FILE}
+        )
+        other.attention_head = head
+        return other
+
+    def attended(self, features: np.ndarray, image_index: np.ndarray, n_images: int) -> Any:
+        """Image probabilities and tile attention weights from the attention head, if any.
+
+        Args:
+            features: ``(n_tiles, d)`` the tiles' penultimate features (:meth:`forward`).
+            image_index: ``(n_tiles,)`` each tile's image row.
+            n_images: Images.
+
+        Returns:
+            ``(image_proba (n_images, k), tile_attention (n_tiles,))``
+            (:func:`~breast_cancer_pipeline.training.attention.aggregate_tile_features`), or
+            None when the model combines its tiles by another rule or carries no head.
+        """
+        spec = self.tiles
+        if self.attention_head is None or spec is None or spec.aggregation != "attention":
+            return None
+        from breast_cancer_pipeline.training.attention import aggregate_tile_features  # noqa: PLC0415
+
+        return aggregate_tile_features(self.attention_head, features, image_index, n_images)
 
     def with_forward(self, forward: Callable[[np.ndarray], tuple[Any, Any]]) -> ServingModel:
         """The same model whose forward pass is ``forward`` (another runtime's).
@@ -405,3 +454,22 @@ def compiled_forward(model: Any) -> Any:
         return both(images, training=False)
 
     return forward
+
+
+def penultimate_features(forward: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The penultimate features of ``images``, ``batch_size`` at a time.
+
+    Args:
+        forward: A forward pass of :func:`compiled_forward` (or
+            :meth:`ServingModel.forward`).
+        images: ``uint8`` array ``(N, H, W, C)`` (a memory map is read batch by batch).
+        batch_size: Images per pass.
+
+    Returns:
+        ``float32`` array ``(N, d)``; ``(0, 0)`` without images.
+    """
+    out = [
+        np.asarray(forward(np.asarray(images[i : i + batch_size]))[0])
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

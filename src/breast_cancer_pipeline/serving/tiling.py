@@ -122,11 +122,14 @@ class TiledAnswer:
             None for a model packaged without a score.
         tile_scores: Per image, ``(n_tiles,)`` probabilities of the positive class of its
             tiles (averaged over the test-time views), in the tiles' order.
+        tile_attention: Per image, ``(n_tiles,)`` the attention head's weights of its tiles
+            (summing to 1), for a model combined by its attention head; else None.
     """
 
     proba: np.ndarray
     ood: np.ndarray | None
     tile_scores: list[np.ndarray]
+    tile_attention: list[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,13 +236,18 @@ def score_tiles(serving_model: Any, images: Sequence[TiledImage], batch_size: in
     tile_proba, tile_features = np.concatenate(averaged), np.concatenate(features)
     config = serving_model.config
     positive = config["class_names"].index(config["positive_class"])
-    image_proba = aggregate_image_rows(
-        tile_proba, tile_features, index, len(images), spec, config, serving_model
-    )
+    attended = serving_model.attended(tile_features, index, len(images))
+    attention = None
+    if attended is None:
+        image_proba = aggregate_image_rows(
+            tile_proba, tile_features, index, len(images), spec, config
+        )
+    else:
+        image_proba, attention = attended[0], np.split(attended[1], np.cumsum(counts)[:-1])
     scores = serving_model.ood_score(tile_features)
     ood = None if scores is None else image_means(scores, index, len(images))
     tile_scores = np.split(tile_proba[:, positive], np.cumsum(counts)[:-1])
-    return TiledAnswer(serving_model.calibrate(image_proba), ood, tile_scores)
+    return TiledAnswer(serving_model.calibrate(image_proba), ood, tile_scores, attention)
 
 
 def aggregate_image_rows(
@@ -256,9 +264,11 @@ def aggregate_image_rows(
     ``mean``, ``max``, ``top_k_mean`` and ``noisy_or`` are
     :func:`~breast_cancer_pipeline.tiles.image_probabilities` (as reporting combines them:
     :func:`~breast_cancer_pipeline.tiles.aggregate_tiles`, then the internal background
-    class of a network trained on mask labels left out). ``attention`` is the call point
-    of the attention head (``tiles.attention_head`` in the package), which reads the tiles'
-    ``features``; until the head is loaded it is ``aggregate_tiles``'s ``mean``.
+    class of a network trained on mask labels left out). ``attention`` is the attention
+    head (``tiles.attention_head`` in the package,
+    :meth:`~breast_cancer_pipeline.serving.ServingModel.attended`), which reads the tiles'
+    ``features``; a model packaged without its head falls back to ``aggregate_tiles``'s
+    ``mean``.
 
     Args:
         tile_proba: ``(n_tiles, n_tile_classes)`` tile probabilities (test-time views
@@ -274,6 +284,11 @@ def aggregate_image_rows(
     Returns:
         ``(n_images, n_classes)`` probabilities over the image classes, rows summing to 1.
     """
+    attended = (
+        None if serving_model is None else serving_model.attended(features, image_index, n_images)
+    )
+    if attended is not None:
+        return attended[0]
     names = tile_classes(config["class_names"], spec)
     positive_class = config["positive_class"]
     return image_probabilities(tile_proba, image_index, n_images, spec, names, positive_class)
@@ -286,33 +301,48 @@ def image_means(values: np.ndarray, image_index: np.ndarray, n_images: int) -> n
     return sums / np.bincount(image_index, minlength=n_images)
 
 
-def top_tiles(boxes: np.ndarray, scores: np.ndarray, k: int) -> list[dict[str, Any]]:
+def top_tiles(
+    boxes: np.ndarray, scores: np.ndarray, k: int, attention: np.ndarray | None = None
+) -> list[dict[str, Any]]:
     """The ``k`` tiles of highest score, highest first (ties in grid order).
 
     Args:
         boxes: ``(n, 4)`` the tiles' ``(top, left, height, width)`` in the image's pixels.
         scores: ``(n,)`` their positive-class probabilities.
         k: How many (``tiles.top_k``); fewer when the image has fewer tiles.
+        attention: ``(n,)`` the attention head's weights, for a model combined by its head:
+            the tiles are then ranked by attention (the tiles the image's answer rests on),
+            each dict adding its ``attention``.
 
     Returns:
         One dict of :data:`TILE_FIELDS` per tile (plain ints and floats: JSON as they are).
     """
-    order = np.argsort(-np.asarray(scores), kind="stable")[:k]
-    return [
+    rank = scores if attention is None else attention
+    order = np.argsort(-np.asarray(rank), kind="stable")[:k]
+    out = [
         dict(zip(TILE_FIELDS, [*(int(v) for v in boxes[j]), float(scores[j])], strict=True))
         for j in order
     ]
+    if attention is not None:
+        for tile, j in zip(out, order, strict=True):
+            tile["attention"] = float(attention[j])
+    return out
 
 
-def explained_tile(image: TiledImage, scores: np.ndarray) -> ExplainedTile:
+def explained_tile(
+    image: TiledImage, scores: np.ndarray, attention: np.ndarray | None = None
+) -> ExplainedTile:
     """The top tile of a scored image and its thumbnail, kept for Grad-CAM.
+
+    The top tile is the one of highest score or, with the attention head's weights
+    (``attention``), of highest attention.
 
     Raises:
         ValueError: The image was cut without a thumbnail.
     """
     if image.thumbnail is None:
         raise ValueError("an image to explain is cut with a thumbnail (cut_image's side)")
-    best = int(np.argmax(scores))
+    best = int(np.argmax(scores if attention is None else attention))
     box = tuple(int(v) for v in image.tiles.boxes[best])
     return ExplainedTile(image.tiles.pixels[best], box, image.thumbnail, image.height, image.width)
 

@@ -270,7 +270,7 @@ def _score(
         else:
             answer = serving_model.predict_tiled(pixels, params["batch_size"])
             proba[rows], scores = answer.proba, answer.ood
-            _record_tiles(rows, pixels, answer.tile_scores, spec.top_k, explain, tiled, kept)
+            _record_tiles(rows, pixels, answer, spec.top_k, explain, tiled, kept)
         if scores is not None:
             ood[rows] = scores
     return proba, ood, errors, kept, tiled
@@ -284,18 +284,23 @@ def _tile_columns(n: int) -> dict[str, list]:
 def _record_tiles(
     rows: list[int],
     images: list[Any],
-    tile_scores: list[np.ndarray],
+    answer: Any,
     k: int,
     explain: list[bool] | None,
     columns: dict[str, list],
     kept: dict[int, Any],
 ) -> None:
-    """Fill the tile ``columns`` of the scored ``rows``; keep the top tile of rows to explain."""
-    for i, image, scores in zip(rows, images, tile_scores, strict=True):
-        columns[TOP_TILES_COLUMN][i] = top_tiles(image.tiles.boxes, scores, k)
+    """Fill the tile ``columns`` of the scored ``rows``; keep the top tile of rows to explain.
+
+    ``answer`` is the rows' :class:`~breast_cancer_pipeline.serving.tiling.TiledAnswer`: with
+    the attention head's weights the top tiles are those of highest attention.
+    """
+    attention = answer.tile_attention or [None] * len(rows)
+    for i, image, scores, weights in zip(rows, images, answer.tile_scores, attention, strict=True):
+        columns[TOP_TILES_COLUMN][i] = top_tiles(image.tiles.boxes, scores, k, weights)
         columns[SIZE_COLUMNS[0]][i], columns[SIZE_COLUMNS[1]][i] = image.height, image.width
         if explain and explain[i]:
-            kept[i] = explained_tile(image, scores)
+            kept[i] = explained_tile(image, scores, weights)
 
 
 def _unless_failed(values: list, errors: list[str]) -> list:
