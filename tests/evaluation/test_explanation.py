@@ -14,7 +14,7 @@ from breast_cancer_pipeline.evaluation.explanation import (
 )
 from tests.params import base_params
 
-BOOTSTRAP = base_params("reporting")["bootstrap"]
+BOOTSTRAP = {**base_params("reporting")["bootstrap"], "n_resamples": 200}
 
 
 def _mask() -> np.ndarray:
