@@ -175,12 +175,16 @@ def _null_vector(matrix: Any, eigenvalue: Any) -> Any:
     """The unit vector orthogonal to the rows of ``matrix - eigenvalue * I``."""
     m = matrix - eigenvalue[:, None, None] * _const(np.eye(3))
     rows = m[:, 0], m[:, 1], m[:, 2]
-    candidates = ops.stack(
-        [cross(rows[0], rows[1]), cross(rows[0], rows[2]), cross(rows[1], rows[2])], axis=1
-    )
-    norms = ops.sum(ops.square(candidates), axis=-1)
-    best = ops.one_hot(ops.argmax(norms, axis=1), 3, dtype="float32")
-    return unit(ops.sum(candidates * best[:, :, None], axis=1))
+    best, longest = None, None
+    for u, v in ((0, 1), (0, 2), (1, 2)):  # comparisons, not argmax: every runtime has them
+        candidate = cross(rows[u], rows[v])
+        length = ops.sum(ops.square(candidate), axis=-1, keepdims=True)
+        if best is None:
+            best, longest = candidate, length
+        else:
+            best = ops.where(length > longest, candidate, best)
+            longest = ops.maximum(length, longest)
+    return unit(best)
 
 
 def cross(u: Any, v: Any) -> Any:
@@ -246,8 +250,8 @@ def macenko_statistics(rgb: Any) -> tuple[Any, Any, Any]:
     od = _densities(rgb)
     mask = ops.cast(ops.min(od, axis=-1) >= MACENKO_MIN_DENSITY, "float32")
     count = ops.sum(mask, axis=-1)
-    mean = ops.sum(od * mask[..., None], axis=1) / ops.maximum(count, 1.0)[:, None]
-    centred = (od - mean[:, None, :]) * mask[..., None]
+    mean = ops.sum(od * ops.expand_dims(mask, -1), axis=1) / ops.maximum(count, 1.0)[:, None]
+    centred = (od - mean[:, None, :]) * ops.expand_dims(mask, -1)
     covariance = ops.matmul(ops.transpose(centred, (0, 2, 1)), centred)
     covariance = covariance / ops.maximum(count - 1.0, 1.0)[:, None, None]
     largest, smallest = symmetric_eigenvectors(covariance)
