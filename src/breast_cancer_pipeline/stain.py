@@ -21,8 +21,9 @@ batch command and the ONNX and LiteRT exports do what training did:
   (:func:`symmetric_eigenvectors`), and percentiles are a sort.
 * :class:`HEDJitter` (``augmentation.stain.jitter``), in training only (inside the augmentation
   block): Tellez et al. 2019's HED augmentation, each image's haematoxylin, eosin and DAB
-  channels (scikit-image's ``rgb2hed``) scaled by ``1 + U(-sigma, sigma)`` and shifted by
-  ``U(-sigma, sigma)``, then back to RGB (``hed2rgb``).
+  channels (scikit-image's ``rgb2hed``, whose units are optical density divided by
+  ``ln 10**6``) scaled by ``1 + U(-sigma, sigma)`` and shifted by ``U(-sigma, sigma)``, then
+  back to RGB (``hed2rgb``).
 
 The reference is fitted on a sample of the training images (:func:`fit_reference`, the
 augmentation stage's ``fit_stain_reference`` node); the layer carries it in its configuration,
