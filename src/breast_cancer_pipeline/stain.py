@@ -248,7 +248,12 @@ def macenko_statistics(rgb: Any) -> tuple[Any, Any, Any]:
         ``max_concentrations`` ``(N, 2)`` (99th percentiles) and ``valid`` ``(N,)`` (1 where
         the image has enough tissue pixels and both percentiles are positive).
     """
-    od = _densities(rgb)
+    stains, maxima, valid, _ = _macenko(_densities(rgb))
+    return stains, maxima, valid
+
+
+def _macenko(od: Any) -> tuple[Any, Any, Any, Any]:
+    """:func:`macenko_statistics` of optical densities ``(N, P, 3)``, and the concentrations."""
     mask = ops.cast(ops.min(od, axis=-1) >= MACENKO_MIN_DENSITY, "float32")
     count = ops.sum(mask, axis=-1)
     mean = ops.sum(od * ops.expand_dims(mask, -1), axis=1) / ops.maximum(count, 1.0)[:, None]
@@ -278,7 +283,8 @@ def macenko_statistics(rgb: Any) -> tuple[Any, Any, Any]:
         axis=-1,
     )
     enough = ops.cast(count >= MACENKO_MIN_PIXELS, "float32")
-    return stains, maxima, enough * ops.cast(ops.min(maxima, axis=-1) > _EPS, "float32")
+    valid = enough * ops.cast(ops.min(maxima, axis=-1) > _EPS, "float32")
+    return stains, maxima, valid, concentrations
 
 
 def _concentrations(od: Any, stains: Any) -> Any:
@@ -302,10 +308,9 @@ def macenko(rgb: Any, stain_matrix: Any, max_concentrations: Sequence[float]) ->
         The normalised batch, ``float32`` 0..255; an image without tissue unchanged.
     """
     x = ops.cast(rgb, "float32")
-    od = _densities(x)
-    stains, maxima, valid = macenko_statistics(x)
+    _, maxima, valid, concentrations = _macenko(_densities(x))
     scale = _const(max_concentrations)[None] / ops.maximum(maxima, _EPS)
-    concentrations = _concentrations(od, stains) * scale[:, None, :]
+    concentrations = concentrations * scale[:, None, :]
     reference = _const(stain_matrix)
     pixels = MACENKO_INTENSITY * ops.exp(-ops.matmul(concentrations, ops.transpose(reference)))
     normalised = ops.reshape(ops.minimum(pixels, 255.0), ops.shape(x))

@@ -2,7 +2,7 @@
 
 One export for the module (about 10 s): an ensemble of a small CNN trained a few steps and a
 second member, at 32 px RGB, with augmentation layers (HED jitter among them) and stain
-normalisation inside (Macenko in one member, Reinhard in the other), as reporting packages it.
+normalisation inside (Reinhard in one member, Macenko in the other), as reporting packages it.
 """
 
 from contextlib import nullcontext
@@ -48,7 +48,7 @@ def exported():
     from breast_cancer_pipeline.pipelines.reporting.export import export_served_model
     from breast_cancer_pipeline.serving import ServingModel
 
-    members = [_classifier(0, True, "macenko"), _classifier(1, False, "reinhard")]
+    members = [_classifier(0, True, "reinhard"), _classifier(1, False, "macenko")]
     packaged = ServingModel(members[0], RGB, members[1:])
     images = he_images(2 * ODD - 3, 32, 2, SITE_B, scale=(0.9, 1.1))  # another site's stains
     served, report = export_served_model(packaged, {"x_test": images}, EXPORT)
