@@ -189,7 +189,12 @@ def test_a_grayscale_reference_and_a_blank_sample_are_refused(stain):
 
 
 def test_the_classifier_normalises_inside_and_survives_saving(stain, sites, tmp_path):
-    from breast_cancer_pipeline.modeling import build_classifier, load_model, set_seed
+    from breast_cancer_pipeline.modeling import (
+        build_classifier,
+        build_feature_extractor,
+        load_model,
+        set_seed,
+    )
 
     set_seed(0)
     spec = {"hed_jitter": 0.05, "stain_reference": stain.fit_reference(sites[0], "macenko")}
@@ -205,3 +210,6 @@ def test_the_classifier_normalises_inside_and_survives_saving(stain, sites, tmp_
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
     with pytest.raises(ValueError, match="augmentation.stain needs RGB images"):
         build_classifier("small_cnn", 2, SIZE, 1, None, {}, spec)
+    # Backbone selection's features are of normalised images too.
+    extractor = build_feature_extractor("small_cnn", SIZE, 3, None, spec)
+    assert extractor.get_layer("stain_normalization").reference == spec["stain_reference"]
