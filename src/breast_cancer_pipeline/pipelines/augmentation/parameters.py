@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
@@ -28,6 +29,17 @@ class Preview(Params):
     figure_dpi: PositiveInt
 
 
+class Stain(Params):
+    """Stain normalisation and HED jitter of RGB histopathology (``stain.py``)."""
+
+    #: Normalisation to a reference fitted on the training images, inside the model.
+    normalize: Literal["macenko", "reinhard"] | None
+    #: HED augmentation strength, training only (``None`` or 0: off).
+    jitter: Fraction | None
+    #: Training images the reference is fitted on.
+    reference_images: PositiveInt
+
+
 class AugmentationParams(Params):
     """The model's input geometry and the augmentation layers inside the model."""
 
@@ -44,6 +56,7 @@ class AugmentationParams(Params):
     translation: Fraction
     contrast: Fraction
     preview: Preview
+    stain: Stain
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -61,3 +74,24 @@ class AugmentationParams(Params):
 
 
 SCHEMA = AugmentationParams
+
+
+def check_against(parameters: Mapping[str, Any]) -> list[str]:
+    """Problems of ``augmentation`` with other blocks: stain settings need RGB images.
+
+    Args:
+        parameters: The merged parameters (``augmentation`` already valid).
+
+    Returns:
+        One line per problem, naming the keys and the fix.
+    """
+    stain = parameters["augmentation"]["stain"]
+    color_mode = parameters.get("ingestion", {}).get("color_mode")
+    used = [f"{key}={stain[key]!r}" for key in ("normalize", "jitter") if stain[key]]
+    if used and color_mode == "grayscale":
+        return [
+            f"augmentation.stain ({', '.join(used)}) needs RGB images but "
+            "ingestion.color_mode = 'grayscale': set ingestion.color_mode: rgb (histopathology), "
+            "or augmentation.stain.normalize and jitter to null"
+        ]
+    return []

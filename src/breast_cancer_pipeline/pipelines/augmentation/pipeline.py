@@ -8,6 +8,7 @@ from .nodes import (
     prepare_model_input,
     preview_augmentation,
 )
+from .stain_reference import fit_stain_reference
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -15,7 +16,8 @@ def create_pipeline(**kwargs) -> Pipeline:
 
     ``model_input`` holds train, val and test; ``external_model_input`` the external test
     site (``x_external``, ``y_external``, ``paths_external``; 0 rows without one), which only
-    reporting reads.
+    reporting reads. ``stain_reference`` is fitted on training images
+    (``augmentation.stain.normalize``) and travels in the augmentation spec into the model.
     """
     return Pipeline(
         [
@@ -43,8 +45,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="prepare_external_input",
             ),
             Node(
+                func=fit_stain_reference,
+                inputs=["model_input", "params:augmentation"],
+                outputs="stain_reference",
+                name="fit_stain_reference",
+            ),
+            Node(
                 func=build_augmentation_spec,
-                inputs="params:augmentation",
+                inputs=["params:augmentation", "stain_reference"],
                 outputs="augmentation_spec",
                 name="build_augmentation_spec",
             ),
