@@ -5,13 +5,15 @@ Each pipeline that takes ``params:<name>`` keeps its model in
 hold **no defaults**: every default is written once, in ``conf/base/parameters_<name>.yml``,
 so a key missing from the configuration is an error here rather than a silent code-side value.
 Unknown keys are errors too (a typo such as ``finetune.phse1`` is caught before hours of work).
+A block that depends on another (``augmentation.tiles.labels: mask`` needs the masks of
+``ingestion``; a stain setting needs ``ingestion.color_mode: rgb``) says so in a
+``check_against(parameters)`` function beside its ``SCHEMA``, which sees every block
+(:func:`problems_across`; it runs once the block itself is valid).
 
 :class:`~breast_cancer_pipeline.hooks.ParameterCheckHook` calls :func:`check_parameters` in
 ``before_pipeline_run`` for every top-level key the run's nodes read, so
 ``kedro run --params finetune.phase1.epochs=-1`` fails in seconds, naming the key, the value
-and what is allowed. A rule spanning blocks (a stain setting needs ``ingestion.color_mode:
-rgb``) is a module's ``check_against`` (:func:`problems_across`). Nodes keep receiving plain
-dicts.
+and what is allowed. Nodes keep receiving plain dicts.
 """
 
 from __future__ import annotations

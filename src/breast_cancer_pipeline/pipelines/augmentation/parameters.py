@@ -9,6 +9,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from breast_cancer_pipeline.geometry import as_size
 from breast_cancer_pipeline.param_schema import Params
+from breast_cancer_pipeline.tiles import TILE_AGGREGATIONS, TILE_LABELS, TileSpec
 
 #: The smallest side (px) of the model's input.
 MIN_SIDE = 16
@@ -40,6 +41,39 @@ class Stain(Params):
     reference_images: PositiveInt
 
 
+#: The smallest tile side (px).
+MIN_TILE = 8
+
+_TILE_DEFAULTS = {name: field.default for name, field in TileSpec.__dataclass_fields__.items()}
+
+
+class TilesParams(Params):
+    """``augmentation.tiles``: the network trains on tiles cut from each image.
+
+    ``size`` and ``stride`` are required; the other keys default to
+    :class:`~breast_cancer_pipeline.tiles.TileSpec`'s values (listed in ``conf/base``).
+    """
+
+    #: Tile side (px, after ``scale``): the network's input.
+    size: Annotated[int, Field(ge=MIN_TILE)]
+    #: Step between tiles (px, after ``scale``); 0 is refused.
+    stride: PositiveInt
+    #: Downscale factor before tiling (1 = full resolution).
+    scale: Annotated[float, Field(ge=1.0)] = _TILE_DEFAULTS["scale"]
+    #: Tiles with a smaller foreground share are dropped.
+    min_foreground: Annotated[float, Field(ge=0.0, le=1.0)] = _TILE_DEFAULTS["min_foreground"]
+    max_per_image: PositiveInt | None = _TILE_DEFAULTS["max_per_image"]
+    aggregation: Literal[*TILE_AGGREGATIONS] = _TILE_DEFAULTS["aggregation"]
+    top_k: PositiveInt = _TILE_DEFAULTS["top_k"]
+    labels: Literal[*TILE_LABELS] = _TILE_DEFAULTS["labels"]
+    #: ``labels: mask``: the share of a tile a lesion must cover for the image's label.
+    min_lesion: Annotated[float, Field(gt=0.0, le=1.0)] = _TILE_DEFAULTS["min_lesion"]
+    #: ``labels: mask``: the class of tiles outside lesions, or null (internal background).
+    background_label: Annotated[str, Field(min_length=1)] | None = _TILE_DEFAULTS[
+        "background_label"
+    ]
+
+
 class AugmentationParams(Params):
     """The model's input geometry and the augmentation layers inside the model."""
 
@@ -57,6 +91,8 @@ class AugmentationParams(Params):
     contrast: Fraction
     preview: Preview
     stain: Stain
+    #: Tiles cut from each image (:mod:`breast_cancer_pipeline.tiles`); null: whole images.
+    tiles: TilesParams | None
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -77,7 +113,10 @@ SCHEMA = AugmentationParams
 
 
 def check_against(parameters: Mapping[str, Any]) -> list[str]:
-    """Problems of ``augmentation`` with other blocks: stain settings need RGB images.
+    """Problems of ``augmentation`` with other blocks (:func:`param_schema.problems_across`).
+
+    Stain settings need RGB images; ``tiles.labels: mask`` needs masks
+    (``ingestion.mask_pattern`` or ``ingestion.csv.mask_column``).
 
     Args:
         parameters: The merged parameters (``augmentation`` already valid).
@@ -85,6 +124,10 @@ def check_against(parameters: Mapping[str, Any]) -> list[str]:
     Returns:
         One line per problem, naming the keys and the fix.
     """
+    return [*_stain_problems(parameters), *_tile_label_problems(parameters)]
+
+
+def _stain_problems(parameters: Mapping[str, Any]) -> list[str]:
     stain = parameters["augmentation"]["stain"]
     color_mode = parameters.get("ingestion", {}).get("color_mode")
     used = [f"{key}={stain[key]!r}" for key in ("normalize", "jitter") if stain[key]]
@@ -95,3 +138,18 @@ def check_against(parameters: Mapping[str, Any]) -> list[str]:
             "or augmentation.stain.normalize and jitter to null"
         ]
     return []
+
+
+def _tile_label_problems(parameters: Mapping[str, Any]) -> list[str]:
+    tiles = parameters["augmentation"].get("tiles")
+    if not isinstance(tiles, Mapping) or tiles.get("labels") != "mask":
+        return []
+    ingestion = parameters.get("ingestion") or {}
+    csv = ingestion.get("csv") if isinstance(ingestion.get("csv"), Mapping) else {}
+    if ingestion.get("mask_pattern") or csv.get("mask_column"):
+        return []
+    return [
+        "augmentation.tiles.labels = 'mask' needs lesion masks, but neither "
+        "ingestion.mask_pattern nor ingestion.csv.mask_column is set; set one (e.g. "
+        "ingestion.mask_pattern: '{stem}_mask.png' for BUSI) or use labels: image"
+    ]

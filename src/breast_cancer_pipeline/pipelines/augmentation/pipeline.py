@@ -9,6 +9,7 @@ from .nodes import (
     preview_augmentation,
 )
 from .stain_reference import fit_stain_reference
+from .tiling import tile_images
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,11 +17,24 @@ def create_pipeline(**kwargs) -> Pipeline:
 
     ``model_input`` holds train, val and test; ``external_model_input`` the external test
     site (``x_external``, ``y_external``, ``paths_external``; 0 rows without one), which only
-    reporting reads. ``stain_reference`` is fitted on training images
+    reporting reads. ``tile_images`` lays out the tiles of every image
+    (``augmentation.tiles``; no row when it is null), which both arrays then hold.
+    ``stain_reference`` is fitted on training images (or tiles)
     (``augmentation.stain.normalize``) and travels in the augmentation spec into the model.
     """
     return Pipeline(
         [
+            Node(
+                func=tile_images,
+                inputs=[
+                    "intermediate_images",
+                    "validated_manifest",
+                    "params:augmentation",
+                    "params:cluster",
+                ],
+                outputs="tile_layout",
+                name="tile_images",
+            ),
             Node(
                 func=prepare_model_input,
                 inputs=[
@@ -28,6 +42,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "validated_manifest",
                     "params:augmentation",
                     "params:cluster",
+                    "tile_layout",
                 ],
                 outputs="model_input",
                 name="prepare_model_input",
@@ -40,6 +55,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "validated_manifest",
                     "params:augmentation",
                     "params:cluster",
+                    "tile_layout",
                 ],
                 outputs="external_model_input",
                 name="prepare_external_input",

@@ -17,6 +17,7 @@ from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.evaluation.levels import image_groups
 from breast_cancer_pipeline.evaluation.predictions import as_arrays, binary_view
 from breast_cancer_pipeline.geometry import Geometry
+from breast_cancer_pipeline.serving.packaging import served_tiles
 
 from .parameters import check_positive_class
 
@@ -117,6 +118,7 @@ def compute_metrics(
     subgroups: dict[str, Any] | None = None,
     decision_curve: dict[str, Any] | None = None,
     explanation: dict[str, Any] | None = None,
+    tiles: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
 
@@ -142,6 +144,8 @@ def compute_metrics(
         decision_curve: The ``decision_curve`` block (:func:`.net_benefit.decision_curves`).
         explanation: The ``explanation`` block (:func:`.explanation.explanation_metrics`):
             Grad-CAM against the lesion masks.
+        tiles: The ``tiles`` block of a network trained on tiles (:func:`.tiles.tile_metrics`);
+            left out when empty.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -168,6 +172,7 @@ def compute_metrics(
         ("subgroups", subgroups),
         ("decision_curve", decision_curve),
         ("explanation", explanation),
+        ("tiles", tiles or None),
     ):
         if block is not None:
             metrics[name] = block
@@ -267,6 +272,9 @@ def package_model(
             the model (``ood.npz``); none: rows get no score.
         *members: The other fold models of the ensemble, whose probabilities are averaged.
 
+    With ``tiles`` in the metadata, the configuration carries it (:func:`served_tiles`): the
+    network's input is then the tile.
+
     Returns:
         ``(packaged_model, classifier)``: the
         :class:`~breast_cancer_pipeline.serving.ServingModel` (its ONNX and LiteRT files are
@@ -286,6 +294,7 @@ def package_model(
         "threshold_rule": operating_point["rule"],
         "backbone": metadata["backbone"],
         **(probability_settings or {}),
+        **served_tiles(metadata),
     }
     if members:
         config["ensemble_members"] = 1 + len(members)

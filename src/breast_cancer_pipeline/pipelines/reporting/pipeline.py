@@ -51,6 +51,7 @@ from .predictions import (
 )
 from .report import FIGURES, render_report
 from .subgroups import subgroup_metrics
+from .tiles import tile_metrics
 
 P = "params:reporting"
 E = "params:evaluation"
@@ -129,6 +130,7 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
                 "subgroups": "subgroup_metrics",
                 "decision_curve": "decision_curve_summary",
                 "explanation": "explanation_metrics",
+                "tiles": "tile_metrics",
             },
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
         ),
@@ -149,6 +151,7 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
             curve_tables, ["test_predictions", "classifier_metadata", P], ["roc_table", "pr_table"]
         ),
         _node(learning_curve_table, "finetune_history", "learning_curves_table"),
+        _node(tile_metrics, ["serving_model", "model_input", P], "tile_metrics"),
     ]
 
 
