@@ -42,6 +42,28 @@ TILE_AGGREGATIONS: tuple[str, ...] = ("mean", "max", "top_k_mean", "noisy_or", "
 #: Where a tile's label comes from (``augmentation.tiles.labels``).
 TILE_LABELS: tuple[str, ...] = ("image", "mask")
 
+#: The attention-MIL head's settings (``augmentation.tiles.attention``) a key left out takes:
+#: :mod:`breast_cancer_pipeline.training.attention` says what each means.
+ATTENTION_DEFAULTS: dict[str, Any] = {
+    "hidden": 64,
+    "epochs": 30,
+    "learning_rate": 1e-3,
+    "patience": 5,
+    "batch_size": 16,
+    "max_tiles": None,
+}
+
+
+def uses_attention(augmentation: Mapping[str, Any]) -> bool:
+    """Whether the ``augmentation`` parameters tile images and combine them by attention."""
+    tiles = augmentation.get("tiles")
+    return bool(tiles) and tiles.get("aggregation") == "attention"
+
+
+def attention_settings(tiles: Mapping[str, Any]) -> dict[str, Any]:
+    """``augmentation.tiles.attention`` with :data:`ATTENTION_DEFAULTS` for the keys left out."""
+    return {**ATTENTION_DEFAULTS, **(tiles.get("attention") or {})}
+
 
 @dataclass(frozen=True)
 class TileSpec:

@@ -141,3 +141,16 @@ def test_mask_labels_without_masks_are_refused_before_the_run():
     assert "ingestion.mask_pattern" in text and "ingestion.csv.mask_column" in text
     for masks in ({"mask_pattern": "{stem}_mask.png"}, {"csv": {"mask_column": "roi"}}):
         assert check_parameters({**parameters, "ingestion": masks}, ["augmentation"])
+
+
+def test_the_attention_head_settings_default_and_bad_ones_are_named():
+    from breast_cancer_pipeline.tiles import ATTENTION_DEFAULTS, attention_settings
+
+    tiles = {"size": 64, "stride": 64, "aggregation": "attention", "attention": {"hidden": 32}}
+    model = validate_block("augmentation", base_params("augmentation", tiles=tiles))
+    assert model.tiles.attention.model_dump() == {**ATTENTION_DEFAULTS, "hidden": 32}
+    assert attention_settings(tiles) == model.tiles.attention.model_dump()
+    bad = {**tiles, "attention": {"learning_rate": 0, "max_tile": 4}}
+    text = refusal("augmentation", tiles=bad)
+    assert "augmentation.tiles.attention.learning_rate = 0" in text
+    assert "augmentation.tiles.attention.max_tile: unknown key" in text

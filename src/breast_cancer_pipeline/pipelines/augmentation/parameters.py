@@ -9,7 +9,12 @@ from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from breast_cancer_pipeline.geometry import as_size
 from breast_cancer_pipeline.param_schema import Params
-from breast_cancer_pipeline.tiles import TILE_AGGREGATIONS, TILE_LABELS, TileSpec
+from breast_cancer_pipeline.tiles import (
+    ATTENTION_DEFAULTS,
+    TILE_AGGREGATIONS,
+    TILE_LABELS,
+    TileSpec,
+)
 
 #: The smallest side (px) of the model's input.
 MIN_SIDE = 16
@@ -47,6 +52,27 @@ MIN_TILE = 8
 _TILE_DEFAULTS = {name: field.default for name, field in TileSpec.__dataclass_fields__.items()}
 
 
+class TileAttention(Params):
+    """The attention-MIL head of ``aggregation: attention`` (``augmentation.tiles.attention``).
+
+    Trained on the frozen tile features of each training image
+    (:mod:`breast_cancer_pipeline.training.attention`); every key defaults to
+    :data:`~breast_cancer_pipeline.tiles.ATTENTION_DEFAULTS` (listed in ``conf/base``).
+    """
+
+    #: Width of the tiles' embedding and of the gated attention.
+    hidden: PositiveInt = ATTENTION_DEFAULTS["hidden"]
+    #: Most epochs; training stops earlier when the validation loss stops falling.
+    epochs: PositiveInt = ATTENTION_DEFAULTS["epochs"]
+    learning_rate: Annotated[float, Field(gt=0.0)] = ATTENTION_DEFAULTS["learning_rate"]
+    #: Epochs without a lower validation loss before training stops.
+    patience: PositiveInt = ATTENTION_DEFAULTS["patience"]
+    #: Images (bags of tiles) per training step.
+    batch_size: PositiveInt = ATTENTION_DEFAULTS["batch_size"]
+    #: A training image with more tiles keeps this many, drawn with the seed; null keeps all.
+    max_tiles: PositiveInt | None = ATTENTION_DEFAULTS["max_tiles"]
+
+
 class TilesParams(Params):
     """``augmentation.tiles``: the network trains on tiles cut from each image.
 
@@ -72,6 +98,8 @@ class TilesParams(Params):
     background_label: Annotated[str, Field(min_length=1)] | None = _TILE_DEFAULTS[
         "background_label"
     ]
+    #: ``aggregation: attention``: the attention-MIL head over the tiles' features.
+    attention: TileAttention = TileAttention()
 
 
 class AugmentationParams(Params):

@@ -299,3 +299,20 @@ def package_model(
     if members:
         config["ensemble_members"] = 1 + len(members)
     return ServingModel(classifier, config, members, ood=ood), classifier
+
+
+def attach_attention_head(packaged_model: Any, attention_head: Any) -> Any:
+    """The packaged tile model carrying the attention head that combines an image's tiles.
+
+    Args:
+        packaged_model: The :class:`~breast_cancer_pipeline.serving.ServingModel` of
+            :func:`package_model`, trained on tiles with ``aggregation: attention``.
+        attention_head: The head fitted after the tile classifier (``attention_head``).
+
+    Returns:
+        The model with the head (saved beside it, named in ``tiles.attention_head``).
+
+    Raises:
+        ValueError: The model is not a tile model combined by ``attention``.
+    """
+    return packaged_model.with_attention_head(attention_head)

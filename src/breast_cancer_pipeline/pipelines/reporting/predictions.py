@@ -29,6 +29,7 @@ from breast_cancer_pipeline.evaluation.predictions import (
 from breast_cancer_pipeline.evaluation.tta import tta_settings
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT
 from breast_cancer_pipeline.progress import Progress
+from breast_cancer_pipeline.serving.model import penultimate_features
 from breast_cancer_pipeline.tiles import spec_of_arrays
 
 from .nodes import package_model
@@ -43,8 +44,20 @@ _NOT_CHOSEN = {"threshold": 0.5, "rule": "not chosen yet (validation predictions
 def _predict(
     serving_model: Any, model_input: dict[str, np.ndarray], split: str, batch_size: int
 ) -> np.ndarray:
-    """The split's image rows of :meth:`ServingModel.averaged_proba` (tiles combined)."""
+    """The split's image rows of :meth:`ServingModel.averaged_proba` (tiles combined).
+
+    A tile model packaged with its attention head combines each image's tiles by the head,
+    from the tiles' penultimate features (:meth:`ServingModel.attended`), as served.
+    """
     images = np.asarray(model_input[f"x_{split}"])
+    if serving_model.attention_head is not None:
+        features = penultimate_features(serving_model.forward, images, batch_size)
+        n_images = len(model_input[f"paths_{split}"])
+        attended = serving_model.attended(
+            features, np.asarray(model_input[f"tile_image_{split}"]), n_images
+        )
+        if attended is not None:
+            return attended[0]
     proba = _averaged(serving_model, images, batch_size, split)
     if spec_of_arrays(model_input) is None:
         return proba
@@ -70,8 +83,12 @@ def predict_val_split(
     metadata: dict[str, Any],
     reporting: dict,
     evaluation: dict,
+    attention_head: Any = None,
 ) -> pd.DataFrame:
     """Validation probabilities of the serving model before recalibration.
+
+    ``attention_head``: with ``augmentation.tiles.aggregation: attention``, the head that
+    combines each image's tiles (packaged with the model, as served).
 
     Returns:
         One row per image: ``path``, ``label``, ``predicted``, ``p_<class>`` (views averaged,
@@ -83,6 +100,8 @@ def predict_val_split(
     check_positive_class(reporting["positive_class"], metadata["class_names"])
     point = {**_NOT_CHOSEN, "positive_class": reporting["positive_class"]}
     uncalibrated, _ = package_model(classifier, metadata, point, {"tta": tta_settings(evaluation)})
+    if attention_head is not None:
+        uncalibrated = uncalibrated.with_attention_head(attention_head)
     proba = _predict(uncalibrated, model_input, "val", reporting["batch_size"])
     return prediction_frame(model_input, "val", proba)
 

@@ -19,18 +19,12 @@ logger = logging.getLogger(__name__)
 SETS = ("train", "val", "test", "ood")
 
 
-def _features(forward: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
-    out = [
-        np.asarray(forward(images[i : i + batch_size])[0])
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
 def _features_of_sets(
     forward: Any, model_input: dict[str, np.ndarray], params: dict
 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """The penultimate features of each of :data:`SETS`, and the kind of each image."""
+    from breast_cancer_pipeline.serving.model import penultimate_features
+
     x_train = np.asarray(model_input["x_train"])
     size, channels = (x_train.shape[1], x_train.shape[2]), x_train.shape[3]
     settings = params["ood_images"]
@@ -40,11 +34,12 @@ def _features_of_sets(
     labels = "y" if spec is None else "image_y"
     features, kind_of = {}, {}
     for name in SETS[:3]:
-        features[name] = _features(
+        features[name] = penultimate_features(
             forward, np.asarray(model_input[f"x_{name}"]), params["batch_size"]
         )
         kind_of[name] = [class_names[i] for i in np.asarray(model_input[f"{labels}_{name}"])]
-    features["ood"], kind_of["ood"] = _features(forward, ood, params["batch_size"]), list(kinds)
+    features["ood"] = penultimate_features(forward, ood, params["batch_size"])
+    kind_of["ood"] = list(kinds)
     return features, kind_of
 
 
