@@ -60,6 +60,38 @@ def test_a_missing_key_points_to_conf_base():
         validate_block("augmentation", params)
 
 
+@pytest.mark.parametrize(
+    ("stain", "key", "message"),
+    [
+        ({"normalize": "vahadane"}, "augmentation.stain.normalize = 'vahadane'", "'reinhard'"),
+        ({"jitter": 1.0}, "augmentation.stain.jitter = 1.0", "less than 1"),
+        ({"reference_images": 0}, "augmentation.stain.reference_images = 0", "greater than 0"),
+    ],
+)
+def test_bad_stain_values_are_named(stain, key, message):
+    text = refusal("augmentation", stain=stain)
+    assert key in text and message in text
+
+
+@pytest.mark.parametrize(
+    ("stain", "named"), [({"normalize": "macenko"}, "normalize='macenko'"), ({"jitter": 0.05}, "")]
+)
+def test_a_stain_setting_with_grayscale_images_is_refused_before_the_run(stain, named):
+    from breast_cancer_pipeline.param_schema import check_parameters
+
+    parameters = {
+        "augmentation": base_params("augmentation", stain=stain),
+        "ingestion": base_params("ingestion", color_mode="grayscale"),
+    }
+    with pytest.raises(ParameterError) as info:
+        check_parameters(parameters, ["augmentation"])
+    text = str(info.value)
+    assert "augmentation.stain (" in text and named in text
+    assert "ingestion.color_mode = 'grayscale'" in text and "set ingestion.color_mode: rgb" in text
+    parameters["ingestion"]["color_mode"] = "rgb"
+    assert check_parameters(parameters, ["augmentation"]) == ["augmentation"]
+
+
 def test_tiles_need_only_size_and_stride():
     model = validate_block(
         "augmentation", base_params("augmentation", tiles={"size": 64, "stride": 32})

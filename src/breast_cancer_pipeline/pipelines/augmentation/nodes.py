@@ -255,19 +255,34 @@ def prepare_external_input(
     return {"class_names": shared["class_names"], **tiles, **arrays}
 
 
-def build_augmentation_spec(params: dict) -> dict[str, Any]:
+def build_augmentation_spec(
+    params: dict, stain_reference: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The augmentation spec the model factory reads (checked before the run by the schema).
 
+    Args:
+        params: The ``augmentation`` parameters.
+        stain_reference: The fitted stain reference (``fit_stain_reference``), or ``None``.
+
     Returns:
-        ``flip`` and the strengths of ``rotation``, ``zoom``, ``translation`` and ``contrast``.
+        ``flip``, the strengths of ``rotation``, ``zoom``, ``translation``, ``contrast`` and
+        ``hed_jitter`` (``augmentation.stain.jitter``), and ``stain_reference``.
     """
-    return {"flip": params["flip"], **{key: float(params[key]) for key in _STRENGTHS}}
+    return {
+        "flip": params["flip"],
+        **{key: float(params[key]) for key in _STRENGTHS},
+        "hed_jitter": float(params["stain"]["jitter"] or 0.0),
+        "stain_reference": stain_reference or {"normalize": None},
+    }
 
 
 def preview_augmentation(
     model_input: dict[str, np.ndarray], spec: dict[str, Any], params: dict
 ) -> bytes:
     """A grid of training images (left column) and augmented versions of each.
+
+    The augmented versions are of the stain-normalised image when the spec has a stain
+    reference, as the model sees them.
 
     Args:
         model_input: The model-input arrays (``x_train``, ``y_train``, ``class_names``).
@@ -278,7 +293,10 @@ def preview_augmentation(
     Returns:
         The grid as PNG bytes.
     """
-    from breast_cancer_pipeline.modeling import build_augmenter  # noqa: PLC0415
+    from breast_cancer_pipeline.modeling import (  # noqa: PLC0415
+        build_augmenter,
+        stain_preprocessing,
+    )
 
     preview = params["preview"]
     rng = np.random.default_rng(preview["seed"])
@@ -290,8 +308,9 @@ def preview_augmentation(
     fig, axes = pyplot().subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
     for r, i in enumerate(picks):
         image = np.asarray(x[i], dtype=np.float32)[None]
+        seen = stain_preprocessing(image, spec, image.shape[-1])  # stain-normalised, if on
         for c in range(cols):
-            shown = image[0] if c == 0 else np.asarray(augmenter(image, training=True))[0]
+            shown = image[0] if c == 0 else np.asarray(augmenter(seen, training=True))[0]
             ax = axes[r][c]
             pixels = np.clip(shown, 0, 255).astype(np.uint8).squeeze()
             ax.imshow(pixels, cmap="gray", vmin=0, vmax=255)  # brightness as the model sees it

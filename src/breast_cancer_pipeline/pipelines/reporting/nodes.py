@@ -117,6 +117,7 @@ def compute_metrics(
     levels: dict[str, Any] | None = None,
     subgroups: dict[str, Any] | None = None,
     decision_curve: dict[str, Any] | None = None,
+    explanation: dict[str, Any] | None = None,
     tiles: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
@@ -141,6 +142,8 @@ def compute_metrics(
         levels: The ``levels`` block (:func:`.levels.level_metrics`).
         subgroups: The ``subgroups`` block (:func:`.subgroups.subgroup_metrics`).
         decision_curve: The ``decision_curve`` block (:func:`.net_benefit.decision_curves`).
+        explanation: The ``explanation`` block (:func:`.explanation.explanation_metrics`):
+            Grad-CAM against the lesion masks.
         tiles: The ``tiles`` block of a network trained on tiles (:func:`.tiles.tile_metrics`);
             left out when empty.
 
@@ -168,11 +171,13 @@ def compute_metrics(
         ("levels", levels),
         ("subgroups", subgroups),
         ("decision_curve", decision_curve),
+        ("explanation", explanation),
         ("tiles", tiles or None),
     ):
         if block is not None:
             metrics[name] = block
     tracked = _test_tracked(metrics) | m.tracked_metrics("external", external or {})
+    tracked |= m.tracked_metrics("test.explanation", explanation or {})
     for kind, block in (export or {}).items():  # export.onnx.max_abs_diff...
         tracked |= m.tracked_metrics(f"export.{kind}", block)
     return m.json_safe(metrics), tracked, bins
