@@ -18,6 +18,7 @@ from breast_cancer_pipeline.geometry import Geometry, fit_image, geometry_arrays
 from breast_cancer_pipeline.imaging import encode_png
 from breast_cancer_pipeline.masks import encode_mask
 from breast_cancer_pipeline.pipelines.reporting.explanation import explanation_metrics
+from breast_cancer_pipeline.tiles import TileSpec, spec_arrays, tile_image
 from tests.params import base_params
 
 PARAMS = base_params("reporting", bootstrap={"n_resamples": 100})
@@ -78,11 +79,94 @@ def test_masks_line_up_with_the_model_input_and_are_scored(inputs):
     assert block["bootstrap"] == "cluster"
 
 
-def test_without_masks_or_with_tiles_the_block_says_why(inputs):
+def test_without_masks_the_block_says_why(inputs):
     model_input, store, manifest, keys = inputs
     metadata = {"class_names": CLASSES}
     none = manifest.assign(mask_path="")
-    assert explanation_metrics(None, model_input, store, none, keys, metadata, PARAMS)["n"] == 0
-    tiled = {**model_input, "tile_image_test": np.zeros(6, np.int64)}
-    block = explanation_metrics(None, tiled, store, manifest, keys, metadata, PARAMS)
-    assert block["n"] == 0 and "tiles" in block["note"]
+    block = explanation_metrics(None, model_input, store, none, keys, metadata, PARAMS)
+    assert block["n"] == 0 and "mask" in block["note"]
+
+
+# --------------------------------------------------------------------- a network on tiles
+TILED = TileSpec(size=32, stride=32)
+
+
+class _TileModel:
+    """A served tile model: p(malignant) of a tile is its brightest pixel / 250."""
+
+    attention_head = None
+
+    def averaged_proba(self, images):
+        p = images.reshape(len(images), -1).max(axis=1) / 250.0
+        return np.stack([1.0 - p, p], axis=1)
+
+
+def _tiled_case(distractor: bool) -> tuple[np.ndarray, np.ndarray]:
+    """64 x 64: an 8 x 16 lesion (250) in the top-left tile, its mask, and a distractor.
+
+    The distractor, 8 x 8 px of 200 in the bottom-right tile, lies outside the mask.
+    """
+    image = np.full((64, 64, 1), 20, dtype=np.uint8)
+    mask = np.zeros((64, 64), dtype=bool)
+    mask[4:12, 4:20] = True
+    image[mask] = 250
+    if distractor:
+        image[40:48, 40:48] = 200
+    return image, mask
+
+
+@pytest.fixture
+def tiled(monkeypatch):
+    """Two malignant test images cut in four tiles each; the bright pixels as each tile's CAM."""
+    store, rows, tiles, index = {}, [], [], []
+    for i, distractor in enumerate((True, False)):
+        image, mask = _tiled_case(distractor)
+        path, mask_path = f"malignant/{i}.png", f"malignant/{i}_mask.png"
+        store[path], store[mask_path] = (
+            partial(bytes, encode_png(image)),
+            partial(bytes, encode_mask(mask)),
+        )
+        rows.append({"path": path, "group": f"P{i}", "mask_path": mask_path})
+        tiles.append(tile_image(image, TILED))
+        index += [i] * len(tiles[-1])
+    model_input = {
+        "x_test": np.concatenate([t.pixels for t in tiles]),
+        "y_test": np.ones(len(index), dtype=np.int64),
+        "tile_image_test": np.array(index),
+        "tile_boxes_test": np.concatenate([t.boxes for t in tiles]),
+        "image_y_test": np.array([1, 1]),
+        "paths_test": np.array([r["path"] for r in rows]),
+        **spec_arrays(TILED),
+    }
+    manifest = pd.DataFrame(rows)
+
+    def bright(model, images, class_indices, layer=None):
+        return (images[..., 0] > 100).astype(np.float32)
+
+    monkeypatch.setattr(explain, "grad_cam", bright)
+    return model_input, store, manifest, manifest[["path", "group"]]
+
+
+def test_a_tile_models_map_is_stitched_from_its_tiles_weighted_by_their_scores(tiled):
+    model_input, store, manifest, keys = tiled
+    metadata = {"class_names": ["benign", "malignant"]}
+    block = explanation_metrics(
+        None, model_input, store, manifest, keys, metadata, PARAMS, _TileModel()
+    )
+    assert block["n"] == 2 and block["per_class"]["malignant"]["n"] == 2
+    assert block["map"] == "stitched from tiles at the image's resolution"
+    assert block["tile_weights"] == "probability of the class explained"
+    assert block["max_tiles"] == PARAMS["explanation"]["max_tiles"]
+    assert {"energy_inside_ci_low", "pointing_game_ci_high", "bootstrap"} <= set(block)
+    # The first image's map: 1.0 on the 128 lesion px (its tile scores 250 / 250), 0.8 on
+    # the 64 distractor px (200 / 250); the second's lies wholly inside its mask.
+    first = 128 / (128 + 0.8 * 64)
+    assert block["energy_inside"] == pytest.approx((first + 1.0) / 2)
+    assert block["pointing_game"] == 1.0
+    assert block["mask_area"] == pytest.approx(128 / 64**2)
+    # One tile per image explained: the lesion's, of the highest score.
+    one = base_params("reporting", explanation={"max_tiles": 1}, bootstrap={"n_resamples": 100})
+    block = explanation_metrics(
+        None, model_input, store, manifest, keys, metadata, one, _TileModel()
+    )
+    assert block["energy_inside"] == pytest.approx(1.0) and block["max_tiles"] == 1
