@@ -17,7 +17,7 @@ from breast_cancer_pipeline import explain
 from breast_cancer_pipeline.geometry import Geometry, fit_image, geometry_arrays
 from breast_cancer_pipeline.imaging import encode_png
 from breast_cancer_pipeline.masks import encode_mask
-from breast_cancer_pipeline.pipelines.reporting.explanation import explanation_metrics
+from breast_cancer_pipeline.pipelines.reporting.explanation import explanation_metrics, tile_weights
 from breast_cancer_pipeline.tiles import TileSpec, spec_arrays, tile_image
 from tests.params import base_params
 
@@ -170,3 +170,39 @@ def test_a_tile_models_map_is_stitched_from_its_tiles_weighted_by_their_scores(t
         None, model_input, store, manifest, keys, metadata, one, _TileModel()
     )
     assert block["energy_inside"] == pytest.approx(1.0) and block["max_tiles"] == 1
+
+
+class _AttendedModel(_TileModel):
+    """A tile model combined by its attention head: the tiles' brightest pixels as attention."""
+
+    attention_head = object()
+
+    def forward(self, images):
+        features = images.reshape(len(images), -1).max(axis=1, keepdims=True).astype(float)
+        return features, self.averaged_proba(images)
+
+    def attended(self, features, image_index, n_images):
+        attention = features[:, 0] / features[:, 0].sum()
+        return np.zeros((n_images, 2)), attention
+
+
+def test_tiles_are_weighted_by_attention_or_by_the_probability_of_the_class_explained():
+    pixels = np.zeros((3, 2, 2, 1), dtype=np.uint8)
+    pixels[:, 0, 0, 0] = [50, 200, 100]
+    np.testing.assert_allclose(tile_weights(_TileModel(), pixels, 1, 2), [0.2, 0.8, 0.4])
+    np.testing.assert_allclose(tile_weights(_TileModel(), pixels, 0, 2), [0.8, 0.2, 0.6])
+    # Attention, divided by the image's largest: the top tile weighs 1.
+    np.testing.assert_allclose(tile_weights(_AttendedModel(), pixels, 0, 2), [0.25, 1.0, 0.5])
+
+
+def test_the_block_says_the_tiles_were_weighted_by_attention(tiled):
+    model_input, store, manifest, keys = tiled
+    spec = TileSpec(size=32, stride=32, aggregation="attention")
+    attention = {**model_input, **spec_arrays(spec)}
+    metadata = {"class_names": ["benign", "malignant"]}
+    block = explanation_metrics(
+        None, attention, store, manifest, keys, metadata, PARAMS, _AttendedModel()
+    )
+    assert block["tile_weights"] == "attention" and block["n"] == 2
+    # Attention 250 : 200 between the lesion's tile and the distractor's, as the scores were.
+    assert block["energy_inside"] == pytest.approx((128 / (128 + 0.8 * 64) + 1.0) / 2)
