@@ -206,3 +206,13 @@ def test_the_block_says_the_tiles_were_weighted_by_attention(tiled):
     assert block["tile_weights"] == "attention" and block["n"] == 2
     # Attention 250 : 200 between the lesion's tile and the distractor's, as the scores were.
     assert block["energy_inside"] == pytest.approx((128 / (128 + 0.8 * 64) + 1.0) / 2)
+
+
+def test_a_mask_smaller_than_its_tiled_image_is_named(tiled):
+    model_input, store, manifest, keys = tiled
+    small = np.ones((32, 32), dtype=bool)
+    store = {**store, "malignant/1_mask.png": partial(bytes, encode_mask(small))}
+    with pytest.raises(ValueError, match=r"'malignant/1_mask.png' is 32 x 32 px .* 64 x 64 px"):
+        explanation_metrics(
+            None, model_input, store, manifest, keys, {"class_names": CLASSES}, PARAMS, _TileModel()
+        )

@@ -121,7 +121,7 @@ def explanation_metrics(
     groups = image_groups(pd.DataFrame({"path": [paths[i] for i in rows]}), keys)
     summary = explanation_summary(figures, y, metadata["class_names"], params["bootstrap"], groups)
     logger.info(
-        "Explanations against %d expert masks (test, map of the %s): %.1f%% of the Grad-CAM "
+        "Explanations against %d expert masks (test; map: %s): %.1f%% of the Grad-CAM "
         "inside the mask (an even map: %.1f%%), pointing game %.1f%%",
         summary["n"],
         how["map"],
@@ -180,6 +180,7 @@ def _tiled_figures(
         tiles = np.flatnonzero(tile_rows == row)
         if not mask.any() or tiles.size == 0:
             continue
+        _check_fits(mask, boxes[tiles], mask_paths[row])
         pixels = np.asarray(x[tiles])
         weights = tile_weights(serving_model, pixels, int(labels[row]), int(params["batch_size"]))
         cam = tiled_map(
@@ -195,6 +196,21 @@ def _tiled_figures(
         figures.append(image_figures(cam[None], mask[None])[0])
     figures = np.array(figures, dtype=np.float64).reshape(-1, len(FIGURES))
     return rows, figures, labels[rows]
+
+
+def _check_fits(mask: np.ndarray, boxes: np.ndarray, name: str) -> None:
+    """Refuse a mask smaller than the image its tiles were cut from.
+
+    Raises:
+        ValueError: A tile's box reaches past the mask.
+    """
+    bottom, right = int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max())
+    if bottom > mask.shape[0] or right > mask.shape[1]:
+        raise ValueError(
+            f"the mask {name!r} is {mask.shape[1]} x {mask.shape[0]} px but its image's tiles "
+            f"reach {right} x {bottom} px; a mask must have its image's size (the validation "
+            "gate checks it: run the validation stage again)"
+        )
 
 
 def tile_weights(
