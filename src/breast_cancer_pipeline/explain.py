@@ -11,6 +11,11 @@ not need matplotlib) and blends it over its image; the report's Grad-CAM figure 
 model's ``gradcam_png`` (:func:`gradcam_pngs`, a request row with ``explain`` true) both draw
 with it.
 
+A network trained on tiles is explained tile by tile: :func:`place_map` resizes a tile's map
+onto the tile's box in the whole image (or in a thumbnail of it: the served top tile), and
+:func:`stitch_maps` places several tiles' maps, each scaled by a weight, into one map of the
+whole image, the maximum where tiles overlap (the explanation metrics).
+
 Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
 Localization", ICCV 2017.
 """
@@ -133,6 +138,70 @@ def gradcam_pngs(
         return []
     heat = grad_cam(model, images, class_indices, layer=settings["layer"])
     return [overlay_png(im, h, settings["alpha"]) for im, h in zip(images, heat, strict=True)]
+
+
+def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A heat map resized to ``(height, width)`` by Pillow's bilinear filter, ``float32``."""
+    from PIL import Image
+
+    height, width = int(size[0]), int(size[1])
+    level = np.asarray(cam, dtype=np.float32)
+    if level.shape == (height, width):
+        return level.copy()
+    image = Image.fromarray(level, mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.float32)
+
+
+def place_map(
+    cam: np.ndarray,
+    box: tuple[int, int, int, int] | np.ndarray,
+    original: tuple[int, int],
+    shape: tuple[int, ...],
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """A tile's map resized onto the tile's box in an image of ``shape``.
+
+    Args:
+        cam: ``(size, size)`` map of the tile (:func:`grad_cam`).
+        box: The tile's ``(top, left, height, width)`` in the original image's pixels.
+        original: The original image's ``(height, width)``.
+        shape: The image the map is placed in: the original, or a thumbnail of it.
+
+    Returns:
+        The box in ``shape``'s pixels ``(top, bottom, left, right)``
+        (:func:`~breast_cancer_pipeline.tiles.scaled_box`) and the map resized to it.
+    """
+    from breast_cancer_pipeline.tiles import scaled_box  # noqa: PLC0415
+
+    top, bottom, left, right = scaled_box(box, original, shape)
+    return (top, bottom, left, right), resize_map(cam, (bottom - top, right - left))
+
+
+def stitch_maps(
+    cams: np.ndarray,
+    boxes: np.ndarray,
+    original: tuple[int, int],
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """One map of the whole image from the maps of some of its tiles.
+
+    Each tile's map, times its weight, is placed at its box (:func:`place_map`); where tiles
+    overlap the larger value is kept; pixels of no tile are 0.
+
+    Args:
+        cams: ``(n, size, size)`` maps of the tiles, in [0, 1].
+        boxes: ``(n, 4)`` their ``(top, left, height, width)`` in the original image's pixels.
+        original: The original image's ``(height, width)``: the stitched map's size.
+        weights: ``(n,)`` factors of the tiles' maps (e.g. their scores); None: 1 each.
+
+    Returns:
+        ``float32`` array ``original``.
+    """
+    out = np.zeros(tuple(int(v) for v in original), dtype=np.float32)
+    scale = np.ones(len(cams)) if weights is None else np.asarray(weights, dtype=np.float64)
+    for cam, box, weight in zip(cams, boxes, scale, strict=True):
+        (top, bottom, left, right), region = place_map(cam, box, original, out.shape)
+        np.maximum(out[top:bottom, left:right], weight * region, out=out[top:bottom, left:right])
+    return out
 
 
 def _feature_model(model: Any, layer: str | None) -> tuple[Any, Any]:

@@ -272,6 +272,26 @@ def _original_boxes(
     return boxes
 
 
+def scaled_box(
+    box: tuple[int, int, int, int] | np.ndarray, original: tuple[int, int], shape: tuple[int, ...]
+) -> tuple[int, int, int, int]:
+    """A tile's box in the original image's pixels, in the pixels of a resized copy of it.
+
+    Args:
+        box: ``(top, left, height, width)`` in the original image's pixels (:class:`Tiles`).
+        original: The original image's ``(height, width)``.
+        shape: The copy's shape (a thumbnail, or the original itself), height and width first.
+
+    Returns:
+        ``(top, bottom, left, right)``, at least one pixel each way, within the copy.
+    """
+    fy, fx = shape[0] / original[0], shape[1] / original[1]
+    top, left = min(int(box[0] * fy), shape[0] - 1), min(int(box[1] * fx), shape[1] - 1)
+    bottom = min(shape[0], max(top + 1, int(np.ceil((box[0] + box[2]) * fy))))
+    right = min(shape[1], max(left + 1, int(np.ceil((box[1] + box[3]) * fx))))
+    return top, bottom, left, right
+
+
 def aggregate_tiles(
     tile_proba: np.ndarray,
     image_index: np.ndarray,

@@ -252,8 +252,8 @@ def test_a_tile_models_configuration_is_checked(tile_model):
 
 
 def test_tiling_cost_holds_what_tiling_holds_and_little_more():
-    from breast_cancer_pipeline.serving.tiling import thumbnail_box, tiling_cost, top_tiles
-    from breast_cancer_pipeline.tiles import TileSpec, tile_image
+    from breast_cancer_pipeline.serving.tiling import tiling_cost, top_tiles
+    from breast_cancer_pipeline.tiles import TileSpec, scaled_box, tile_image
 
     image = rgb_image(150, 200)
     for spec in (TileSpec(32, 16), TileSpec(32, 32, scale=2.0), TileSpec(256, 256)):
@@ -266,4 +266,4 @@ def test_tiling_cost_holds_what_tiling_holds_and_little_more():
         {"top": 0, "left": 0, "height": 32, "width": 32, "score": 0.2},
     ]
     # A 32-px box of a 2048 x 1536 image on its 512 x 384 thumbnail: 8 px.
-    assert thumbnail_box((1504, 2016, 32, 32), (1536, 2048), (384, 512, 3)) == (376, 384, 504, 512)
+    assert scaled_box((1504, 2016, 32, 32), (1536, 2048), (384, 512, 3)) == (376, 384, 504, 512)

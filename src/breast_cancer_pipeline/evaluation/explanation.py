@@ -1,7 +1,8 @@
 """Explanations checked against experts: how much of a Grad-CAM falls on the expert's lesion.
 
 For an image with a lesion mask drawn by an expert, two figures of its Grad-CAM (a heat map
-of the model input's size, values >= 0):
+of the mask's size, values >= 0: the model input's, or the image's own for a map stitched from
+tiles):
 
 * the **energy inside**: the share of the map's total inside the mask (0 to 1; a map spread
   evenly over the image scores the mask's share of the image, :func:`mask_area`);

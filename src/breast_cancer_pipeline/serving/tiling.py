@@ -379,27 +379,12 @@ def tile_gradcam_pngs(
 
 def placed_overlay(tile: ExplainedTile, cam: np.ndarray, alpha: float) -> np.ndarray:
     """The thumbnail in RGB with ``cam`` blended over the tile's box (``uint8`` ``(h, w, 3)``)."""
-    from breast_cancer_pipeline.explain import overlay  # noqa: PLC0415
+    from breast_cancer_pipeline.explain import overlay, place_map  # noqa: PLC0415
 
     small = tile.thumbnail
-    top, bottom, left, right = thumbnail_box(tile.box, (tile.height, tile.width), small.shape)
+    (top, bottom, left, right), region = place_map(
+        cam, tile.box, (tile.height, tile.width), small.shape
+    )
     out = np.broadcast_to(small, (*small.shape[:2], 3)).copy()
-    level = np.clip(np.rint(cam * 255.0), 0, 255).astype(np.uint8)[..., None]
-    region = resize_image(level, (bottom - top, right - left))[..., 0] / 255.0
     out[top:bottom, left:right] = overlay(small[top:bottom, left:right], region, alpha)
     return out
-
-
-def thumbnail_box(
-    box: tuple[int, int, int, int], original: tuple[int, int], shape: tuple[int, ...]
-) -> tuple[int, int, int, int]:
-    """A box of the original image in the pixels of its thumbnail of ``shape``.
-
-    Returns:
-        ``(top, bottom, left, right)``, at least one pixel each way, within the thumbnail.
-    """
-    fy, fx = shape[0] / original[0], shape[1] / original[1]
-    top, left = min(int(box[0] * fy), shape[0] - 1), min(int(box[1] * fx), shape[1] - 1)
-    bottom = min(shape[0], max(top + 1, int(np.ceil((box[0] + box[2]) * fy))))
-    right = min(shape[1], max(left + 1, int(np.ceil((box[1] + box[3]) * fx))))
-    return top, bottom, left, right

@@ -272,5 +272,12 @@ def test_explanations_against_masks_have_a_section_and_a_card_line(metrics):
     assert rows[2] == ["malignant", "2", "0.400", "–", "0.500"]
     assert r"(4 test images with a lesion mask): 0.610 \[0.500, 0.700\] of the Grad-CAM" in card
     assert r"pointing game 0.750 \[0.500, 1.000\] (cluster bootstrap intervals)" in card
+    assert "stitched" not in html and "stitched" not in card
+    tiled = {**explanation, "map": "stitched", "tile_weights": "attention", "max_tiles": 16}
+    html, card = render_report(
+        {**metrics, "explanation": tiled}, POINT, META, _manifest(), _predictions(), PARAMS
+    )
+    assert "stitched from up to 16 tiles per image, weighted by the attention head's" in card
+    assert "stitched from the image's tiles at the image's resolution" in html
     plain, plain_card = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS)
     assert "expert masks" not in plain and "expert masks" not in plain_card

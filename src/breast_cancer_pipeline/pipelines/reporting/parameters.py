@@ -44,6 +44,13 @@ class GradCam(Params):
     alpha: Fraction
 
 
+class Explanation(Params):
+    """Grad-CAM checked against the experts' lesion masks (``metrics.json`` ``explanation``)."""
+
+    #: With tiles, the most tiles of a test image whose Grad-CAM is computed and stitched.
+    max_tiles: PositiveInt
+
+
 class OodImages(Params):
     """The synthetic out-of-distribution set of the report (``evaluation.ood.ood_images``)."""
 
@@ -107,6 +114,7 @@ class ReportingParams(Params):
     #: Manifest columns whose values are subgroups, or column → band edges (null: its values).
     subgroups: list[Annotated[str, Field(min_length=1)]] | dict[str, BandEdges | None]
     decision_curve: DecisionCurve
+    explanation: Explanation
 
     @field_validator("subgroups")
     @classmethod

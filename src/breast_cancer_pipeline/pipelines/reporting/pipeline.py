@@ -146,6 +146,7 @@ def _metric_nodes(n_folds: int, ensemble: bool, attention: bool = False) -> list
                 KEYS,
                 M,
                 P,
+                "serving_model",
             ],
             "explanation_metrics",
         ),

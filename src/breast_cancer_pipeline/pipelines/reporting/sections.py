@@ -316,7 +316,8 @@ def explanation_context(explanation: dict[str, Any] | None) -> dict[str, Any] | 
 
     One row overall and one per class: images, the Grad-CAM's energy inside the mask and the
     pointing game with their intervals, and the mask's share of the image (the energy inside
-    of a map spread evenly).
+    of a map spread evenly). With tiles, ``stitched`` is true and ``weights_by`` says what
+    weighted each tile's map.
     """
     if not explanation or not explanation.get("n"):
         return None
@@ -335,6 +336,12 @@ def explanation_context(explanation: dict[str, Any] | None) -> dict[str, Any] | 
     return {
         **explanation,
         "interval_kind": kind,
+        "stitched": "max_tiles" in explanation,
+        "weights_by": (
+            "the attention head's weights"
+            if explanation.get("tile_weights") == "attention"
+            else "each tile's probability of the class explained"
+        ),
         "overall": row("all", explanation)[2:],
         "rows": [row("all", explanation), *(row(c, b) for c, b in per_class.items())],
     }
