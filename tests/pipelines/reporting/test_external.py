@@ -38,6 +38,7 @@ class _Scores:
 
     class_names = META["class_names"]
     config = {"tta": {"mode": "off"}}
+    attention_head = None  # a whole-image model: no tiles to attend over
 
     def averaged_proba(self, x):
         p = np.asarray(x, dtype=float).mean(axis=(1, 2, 3)) / 255.0
