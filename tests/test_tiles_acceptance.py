@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -35,34 +36,57 @@ CLUSTERS, PER_CLUSTER = 6, 4
 SPECK, SPECK_DEPTH = 4, 110  # malignant: 4 px, 110 levels darker
 #: Benign: 8 px blobs as dark as a speck once shrunk 8 times (both about 14 levels then).
 BLOB, BLOB_DEPTH = 8, 32
-TILES = {"size": 32, "stride": 32, "scale": 2.0, "aggregation": "top_k_mean", "top_k": 2}
+TILES = {
+    "size": 32,
+    "stride": 32,
+    "scale": 2.0,
+    "aggregation": "top_k_mean",
+    "top_k": 2,
+    "labels": "mask",  # the patch stage of Shen et al.: tiles on a lesion take its label
+    "min_lesion": 0.02,
+}
 TRAINING_STAGES = ["augmentation", "backbone_selection", "finetune", "reporting"]
 
 
-def _image(rng: np.random.Generator, malignant: bool, shape: tuple[int, int] = SHAPE) -> bytes:
-    """A textured pink field with clusters of specks (malignant) or of faint blobs (benign)."""
+def _image(
+    rng: np.random.Generator, malignant: bool, shape: tuple[int, int] = SHAPE
+) -> tuple[bytes, bytes]:
+    """A textured pink field with clusters of specks (malignant) or of faint blobs (benign).
+
+    Returns:
+        The image's PNG and its lesion mask's (each cluster's specks or blobs marked).
+    """
     height, width = shape
     coarse = rng.normal(0, 10, (height // 16 + 1, width // 16 + 1))
     texture = np.kron(coarse, np.ones((16, 16)))[:height, :width] + rng.normal(0, 8, shape)
     pixels = np.array([205.0, 160.0, 185.0])[None, None, :] + texture[..., None]
+    mask = np.zeros(shape, dtype=np.uint8)
     side, depth = (SPECK, SPECK_DEPTH) if malignant else (BLOB, BLOB_DEPTH)
     for _ in range(CLUSTERS):
         cy, cx = rng.integers(24, height - 24), rng.integers(24, width - 24)
         for _ in range(PER_CLUSTER):
             y, x = cy + rng.integers(-12, 12), cx + rng.integers(-12, 12)
             pixels[y : y + side, x : x + side] -= depth * rng.uniform(0.8, 1.2)
+            mask[y - 2 : y + side + 2, x - 2 : x + side + 2] = 255
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB")
+    return _png(image), _png(Image.fromarray(mask, mode="L"))
+
+
+def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="RGB").save(buffer, "PNG")
+    image.save(buffer, "PNG")
     return buffer.getvalue()
 
 
 def write_images(root: Path, seed: int = 0) -> None:
-    """``root/<class>/<n>.png``, :data:`PER_CLASS` images of each class."""
+    """``root/<class>/<n>.png`` and its ``<n>_mask.png`` (BUSI's layout), per class."""
     rng = np.random.default_rng(seed)
     for label in ("benign", "malignant"):
         (root / label).mkdir(parents=True)
         for n in range(PER_CLASS):
-            (root / label / f"{label[0]}{n:03d}.png").write_bytes(_image(rng, label == "malignant"))
+            image, mask = _image(rng, label == "malignant")
+            (root / label / f"{label[0]}{n:03d}.png").write_bytes(image)
+            (root / label / f"{label[0]}{n:03d}_mask.png").write_bytes(mask)
 
 
 def _parameters(source: Path, augmentation: dict) -> dict:
@@ -71,6 +95,7 @@ def _parameters(source: Path, augmentation: dict) -> dict:
         "ingestion": {
             "source_dir": str(source),
             "external_dir": None,
+            "mask_pattern": "{stem}_mask.png",
             "split": {"ratios": [0.45, 0.2, 0.35]},
         },
         "validation": {"min_per_class": 1},
@@ -141,14 +166,23 @@ def test_acceptance_tiles_find_what_resizing_loses(tmp_path, monkeypatch):
     assert tiled["tiles"]["n_images"]["test"] == n_test == resized["n_test"]
     assert tiled["tiles"]["n_tiles"]["test"] == n_test * 6 * 8  # 192 x 256 px in 32 px tiles
     assert tiled["tiles"]["aggregation"] == "top_k_mean"
+    assert tiled["tiles"]["labels"] == "mask"
+    manifest = pd.read_parquet(project / "data/03_primary/manifest.parquet")
+    assert manifest["mask_path"].str.endswith("_mask.png").all() and len(manifest) == 2 * PER_CLASS
+    # Grad-CAM against the masks: stitched from tiles, and on the resized model's input.
+    assert tiled["explanation"]["n"] == resized["explanation"]["n"] == n_test
+    assert tiled["explanation"]["map"].startswith("stitched from tiles")
+    assert 0.0 <= tiled["explanation"]["energy_inside"] <= 1.0
     assert serving["tiles"]["size"] == 32 and serving["image_size"] == 32
     assert tiled["auroc"] >= 0.85, (tiled["auroc"], resized["auroc"])
     assert resized["auroc"] <= 0.7, (tiled["auroc"], resized["auroc"])
 
-    # The trained tile model, served: one image-level answer per 2048 x 1536 request, with the
-    # top tiles' boxes (64 px at scale 2) inside the image.
+    # The trained tile model, served: one image-level answer per 2048 x 1536 request (16 times
+    # the training images' area: the malignant one scored above the benign one), with the top
+    # tiles' boxes (64 px at scale 2) inside the image.
     assert served["error"].tolist() == ["", ""]
-    assert served["label"].tolist() == ["malignant", "benign"]
+    p_malignant = served["p_malignant"].tolist()
+    assert p_malignant[0] > p_malignant[1], p_malignant
     for tops, height, width in served[["top_tiles", "image_height", "image_width"]].itertuples(
         index=False
     ):
@@ -162,15 +196,13 @@ def _served_large_images(project: Path):
     """The run's packaged model answering a malignant and a benign 2048 x 1536 request."""
     import base64
 
-    import pandas as pd
-
     from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
     from breast_cancer_pipeline.pipelines.inference.nodes import predict_requests
     from tests.params import base_params
 
     model = ServingModelDataset(str(project / "data/06_models/serving_model")).load()
     rng = np.random.default_rng(7)
-    images = [_image(rng, malignant, (1536, 2048)) for malignant in (True, False)]
+    images = [_image(rng, malignant, (1536, 2048))[0] for malignant in (True, False)]
     requests = pd.DataFrame(
         {"image": [base64.b64encode(data).decode() for data in images], "id": ["m", "b"]}
     )
