@@ -125,3 +125,24 @@ def test_spec_travels_with_the_arrays():
     spec = TileSpec(size=48, stride=24, scale=2.0, aggregation="max")
     assert spec_of_arrays(spec_arrays(spec)) == spec
     assert spec_of_arrays({"x_train": np.zeros((1, 4, 4, 1))}) is None
+
+
+def test_the_defaults_listed_in_conf_base_are_the_code_s():
+    """``augmentation.tiles`` is null in conf/base, so its keys' defaults live in ``TileSpec``
+    and ``ATTENTION_DEFAULTS``; the commented list beside it must say the same values."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from breast_cancer_pipeline.tiles import ATTENTION_DEFAULTS
+
+    text = (Path(__file__).parents[1] / "conf/base/parameters_augmentation.yml").read_text()
+    block = text[text.index("Keys and their defaults:") : text.index("  tiles: null")]
+    listed = {}
+    for key, value in re.findall(r"^  #\s+(\w+): ([^#\n]*)", block, flags=re.M):
+        if value.strip():
+            listed[key] = yaml.safe_load(value.strip())
+    spec = TileSpec(size=1, stride=1).config()
+    code = {**{k: v for k, v in spec.items() if k not in ("size", "stride")}, **ATTENTION_DEFAULTS}
+    assert {k: listed[k] for k in code} == code
