@@ -124,8 +124,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "microcalc": {
         "resize": {},
         "tiles": _tiles("microcalc"),
+        # A cluster's disc (8-14 px radius) is 0.3-0.9 % of a tile's 256 x 256 px of the original.
         "tiles_mask": _tiles(
-            "microcalc", labels="mask", min_lesion=0.005, background_label="normal"
+            "microcalc", labels="mask", min_lesion=0.002, background_label="normal"
         ),
         "agg_mean": _tiles("microcalc", aggregation="mean"),
         "agg_max": _tiles("microcalc", aggregation="max"),

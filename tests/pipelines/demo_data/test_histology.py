@@ -17,10 +17,11 @@ from tests.params import base_params
 SIZE = [96, 128]  # height, width: an eighth of the preset's side, same shape
 SMALL = {  # nuclei and clusters scaled with it
     "image_size": SIZE,
-    "nucleus_radius_px": [1.0, 1.5],
-    "malignant_nucleus_radius_px": [2.5, 3.5],
-    "cluster_radius_px": [10.0, 12.0],
-    "cluster_nuclei": [20, 30],
+    "nucleus_radius_px": [1.5, 2.0],
+    "malignant_nucleus_radius_px": [3.0, 4.0],
+    "nuclei_per_10k_px": 30.0,
+    "cluster_radius_px": [12.0, 14.0],
+    "cluster_nuclei": [15, 20],
 }
 
 
@@ -31,8 +32,8 @@ def _params(**preset) -> dict:
         lesion_patients_per_class=2,
         normal_patients=1,
         lesion_both_views=1.0,
-        format_mix={"png": 0.5, "tiff16": 0.5},
     )
+    params["format_mix"] = {"png": 0.5, "tiff16": 0.5}  # replaced, not merged
     params["presets"]["histology"].update(**SMALL, **preset)
     params["external_site"].update(lesion_patients_per_class=2, normal_patients=1)
     return params
@@ -70,7 +71,7 @@ def test_tissue_is_pink_with_purple_nuclei_on_white():
     tissue = ~white & (green < 200)
     assert 0.02 < white.mean() < 0.5 and tissue.mean() > 0.4
     assert red[tissue].mean() > blue[tissue].mean() > green[tissue].mean()  # pink: eosin
-    nuclei = (red < 170) & (blue > red)  # haematoxylin: purple-blue, darker in red
+    nuclei = (red < 200) & (blue > red)  # haematoxylin: purple-blue, darker in red
     assert 0.001 < nuclei.mean() < 0.1
 
 
@@ -79,7 +80,7 @@ def test_the_mask_holds_the_cluster_of_nuclei_and_malignant_nuclei_are_larger():
     sizes = {}
     for label in ("benign", "malignant"):
         rgb, mask = render_histology(np.random.default_rng(1), label, cfg, 0.0)
-        dark = rgb[..., 0] < 170
+        dark = rgb[..., 0] < 200
         assert dark[mask].mean() > 3 * dark[~mask].mean(), label  # the cluster is in the mask
         sizes[label] = dark[mask].sum()
     # About the same stain in the cluster, in a few large nuclei or many small ones.

@@ -82,9 +82,9 @@ def test_every_format_has_an_extension():
             "not one of ultrasound, microcalc, histology",
         ),
         (
-            {"presets": {"microcalc": {"image_size": [1024]}}},
-            "presets.microcalc.image_size = [1024]",
-            "at least 2 items",
+            {"presets": {"microcalc": {"image_size": [16, 768]}}},
+            "presets.microcalc.image_size.0 = 16",
+            "greater than or equal to 32",
         ),
         (
             {"presets": {"microcalc": {"lesion_radius": [0.1, 0.2]}}},

@@ -28,6 +28,11 @@ from .parameters import MicrocalcParams
 
 __all__ = ["render_microcalc"]
 
+_EDGE_PX = 9.0  # width of the skin line's fall-off
+#: The tissue texture: correlation lengths (px) and relative weights; in pixels, not in
+#: fractions of the image, so a smaller image keeps its texture smooth next to the specks.
+_TEXTURE = ((42.0, 1.0), (10.0, 0.6))
+
 
 def _breast(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, bool]:
     """Soft tissue occupancy in [0, 1] and whether the chest wall is on the left."""
@@ -38,7 +43,7 @@ def _breast(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarr
     half_height = rng.uniform(0.42, 0.49) * height
     centre = height / 2 + rng.uniform(-0.04, 0.04) * height
     outline = np.hypot(depth / reach, (rows - centre) / half_height)
-    edge = 0.012 * width
+    edge = _EDGE_PX
     occupancy = 0.5 * (1.0 - np.tanh((outline - 1.0) * reach * width / edge))
     return occupancy, left
 
@@ -103,8 +108,8 @@ def render_microcalc(
     cols = (np.arange(width) + 0.5) / width
     towards_wall = (1.0 - cols if left else cols)[None, :]
     density = 0.35 + 0.15 * towards_wall
-    density = density + cfg.texture * smooth_noise(rng, shape, height / 24, width / 18)
-    density = density + 0.6 * cfg.texture * smooth_noise(rng, shape, height / 100, width / 75)
+    for sigma, weight in _TEXTURE:
+        density = density + weight * cfg.texture * smooth_noise(rng, shape, sigma, sigma)
     image = 0.04 + occupancy * np.clip(density, 0.05, 0.9)
     mask = np.zeros(shape, dtype=bool)
     if label != "normal":
