@@ -321,7 +321,7 @@ def figures_of(per_seed: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str
     skipped: dict[str, str] = {}
     for preset, variants in VARIANTS.items():
         for variant in variants:
-            runs = [seed[preset][variant] for seed in per_seed if preset in seed]
+            runs = [seed[preset][variant] for seed in per_seed if variant in seed.get(preset, {})]
             for run in runs:
                 if "skipped" in run:
                     skipped.setdefault(f"{preset}.{variant}", run["skipped"])

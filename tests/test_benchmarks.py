@@ -459,7 +459,7 @@ def test_resolution_runs_share_a_training_budget_and_use_the_issue_parameter_nam
         if name.startswith(("agg_", "tiles"))
     }
     assert aggregations == {"mean", "max", "top_k_mean", "noisy_or", "attention"}
-    stains = [v["augmentation"].get("stain") for v in bench.VARIANTS["histology"].values()]
+    stains = [v.get("augmentation", {}).get("stain") for v in bench.VARIANTS["histology"].values()]
     assert {(s or {}).get("normalize") for s in stains} == {None, "reinhard", "macenko"}
 
 
