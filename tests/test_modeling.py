@@ -40,3 +40,26 @@ def test_random_affine_is_one_resampling_of_the_configured_ranges(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     affine = loaded.get_layer("augmentation").get_layer("random_affine")
     assert (affine.rotation, affine.zoom, affine.translation) == (0.1, 0.1, 0.1)
+
+
+def test_attention_head_weighs_only_the_real_tiles_of_a_bag():
+    """Gated attention: weights sum to 1 over the unmasked tiles, 0 on padding it ignores."""
+    from breast_cancer_pipeline.modeling import build_attention_mil_head, set_seed
+
+    set_seed(3)
+    head = build_attention_mil_head(8, 3, {"hidden": 16})
+    rng = np.random.default_rng(0)
+    bags = rng.normal(size=(2, 6, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], np.float32)
+    proba, weights = (np.asarray(out) for out in head([bags, mask], training=False))
+    assert proba.shape == (2, 3) and weights.shape == (2, 6)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(weights[0, 4:], 0.0)
+    assert (weights[0, :4] > 0).all() and weights[0, :4].std() > 0  # the tiles differ
+    # What the padding holds changes nothing; the bag alone, unpadded, gives the same answer.
+    bags[0, 4:] = 1e3
+    again, _ = head([bags, mask], training=False)
+    np.testing.assert_allclose(np.asarray(again), proba, rtol=1e-5)
+    alone, alone_weights = head([bags[:1, :4], mask[:1, :4]], training=False)
+    np.testing.assert_allclose(np.asarray(alone)[0], proba[0], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(alone_weights)[0], weights[0, :4], rtol=1e-5)

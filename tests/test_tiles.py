@@ -96,3 +96,32 @@ def test_aggregate_tiles_combines_each_image_s_tiles_by_the_rule():
     np.testing.assert_allclose(top[:, 1], [0.8, 0.4])
     with pytest.raises(ValueError, match=r"images \[2\] have no tile"):
         aggregate_tiles(proba, index, 3, TileSpec(size=8, stride=8))
+
+
+def test_image_probabilities_leave_the_internal_background_out():
+    from breast_cancer_pipeline.tiles import image_classes, image_probabilities, tile_classes
+
+    spec = TileSpec(size=16, stride=16, labels="mask", aggregation="mean")
+    names = tile_classes(["benign", "malignant"], spec)
+    assert names == ["benign", "malignant", "background"]
+    assert image_classes(names, spec) == ["benign", "malignant"]
+    tiles = np.array([[0.1, 0.1, 0.8], [0.1, 0.5, 0.4], [0.3, 0.1, 0.6]])
+    proba = image_probabilities(tiles, np.array([0, 0, 1]), 2, spec, names, "malignant")
+    # Image 0: mean (0.1, 0.3, 0.6), background dropped: (0.25, 0.75).
+    np.testing.assert_allclose(proba, [[0.25, 0.75], [0.75, 0.25]])
+    existing = TileSpec(size=16, stride=16, labels="mask", background_label="benign")
+    assert tile_classes(["benign", "malignant"], existing) == ["benign", "malignant"]
+    with pytest.raises(ValueError, match="background_label = 'normal' is not one of"):
+        tile_classes(
+            ["benign", "malignant"], TileSpec(16, 16, labels="mask", background_label="normal")
+        )
+    with pytest.raises(ValueError, match="already named 'background'"):
+        tile_classes(["background", "lesion"], spec)
+
+
+def test_spec_travels_with_the_arrays():
+    from breast_cancer_pipeline.tiles import spec_arrays, spec_of_arrays
+
+    spec = TileSpec(size=48, stride=24, scale=2.0, aggregation="max")
+    assert spec_of_arrays(spec_arrays(spec)) == spec
+    assert spec_of_arrays({"x_train": np.zeros((1, 4, 4, 1))}) is None

@@ -117,3 +117,14 @@ def test_each_stage_is_a_group_and_datasets_keep_their_names(build):
 @pytest.mark.parametrize("pipeline", ["demo_data", "inference"])
 def test_the_other_pipelines_are_groups_too(build, pipeline):
     assert pipeline in _graph(build, pipeline)["modular_pipelines"]
+
+
+def test_the_tile_stage_is_drawn_before_the_model_input(build):
+    """`tile_images` (augmentation.tiles) sits in the augmentation group, feeding both arrays."""
+    graph = _graph(build, "__default__")
+    nodes = {node["id"]: node for node in graph["nodes"]}
+    tasks = {node["full_name"]: node for node in nodes.values() if node["type"] == "task"}
+    assert tasks["augmentation.tile_images"]["modular_pipelines"] == ["augmentation"]
+    layout = next(i for i, n in nodes.items() if n["type"] == "data" and n["name"] == "tile_layout")
+    readers = {nodes[e["target"]]["full_name"] for e in graph["edges"] if e["source"] == layout}
+    assert readers == {"augmentation.prepare_model_input", "augmentation.prepare_external_input"}

@@ -198,16 +198,30 @@ def letterbox(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         A new ``uint8`` array ``(height, width, C)``.
     """
     height, width = size
-    rows, cols = array.shape[:2]
-    scale = min(height / rows, width / cols)
-    inner = (min(height, max(1, round(rows * scale))), min(width, max(1, round(cols * scale))))
-    scaled = resize_image(array, inner)
-    if inner == (height, width):
+    top, left, *inner = letterbox_box(array.shape, size)
+    scaled = resize_image(array, tuple(inner))
+    if tuple(inner) == (height, width):
         return scaled
     out = np.zeros((height, width, array.shape[2]), dtype=np.uint8)
-    top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
     out[top : top + inner[0], left : left + inner[1]] = scaled
     return out
+
+
+def letterbox_box(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where :func:`letterbox` puts an image of ``shape`` inside ``size``.
+
+    Args:
+        shape: The image's shape, ``(H, W, ...)``.
+        size: ``(height, width)`` of the letterboxed result.
+
+    Returns:
+        ``(top, left, height, width)`` of the scaled image within the result.
+    """
+    height, width = size
+    rows, cols = int(shape[0]), int(shape[1])
+    scale = min(height / rows, width / cols)
+    inner = (min(height, max(1, round(rows * scale))), min(width, max(1, round(cols * scale))))
+    return (height - inner[0]) // 2, (width - inner[1]) // 2, inner[0], inner[1]
 
 
 def foreground_box(array: np.ndarray, margin: float = 0.0) -> tuple[int, int, int, int]:

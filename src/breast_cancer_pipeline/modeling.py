@@ -327,6 +327,78 @@ def build_head_model(feature_dim: int, num_classes: int, head: Mapping[str, Any]
     return keras.Model(inputs, build_head(inputs, num_classes, head), name="head")
 
 
+@keras.saving.register_keras_serializable(package="breast_cancer_pipeline")
+class MaskedAttentionPooling(layers.Layer):
+    """Attention weights over a bag's real tiles, and the bag's attention-weighted embedding.
+
+    Called on ``[embeddings (B, N, D), scores (B, N, 1), mask (B, N)]``: the weights are the
+    softmax of the scores over the tiles whose mask is 1 (exactly 0 on padding), the pooled
+    embedding their weighted sum. A bag without any real tile gets zero weights.
+    """
+
+    def call(self, inputs: list[Any]) -> tuple[Any, Any]:
+        """Return ``(pooled (B, D), weights (B, N))``."""
+        embeddings, scores, mask = inputs
+        scores = ops.squeeze(ops.cast(scores, "float32"), axis=-1)
+        mask = ops.cast(mask, "float32")
+        scores = ops.where(mask > 0, scores, ops.full_like(scores, -1e9))
+        scores = scores - ops.max(scores, axis=1, keepdims=True)
+        weights = ops.exp(scores) * mask
+        weights = weights / ops.maximum(ops.sum(weights, axis=1, keepdims=True), 1e-12)
+        pooled = ops.sum(ops.cast(embeddings, "float32") * weights[..., None], axis=1)
+        return pooled, weights
+
+    def compute_output_shape(self, input_shape: list[tuple]) -> tuple[tuple, tuple]:
+        """``(batch, D)`` and ``(batch, N)``."""
+        embeddings = input_shape[0]
+        return (embeddings[0], embeddings[2]), (embeddings[0], embeddings[1])
+
+
+def build_attention_mil_head(
+    feature_dim: int,
+    num_classes: int,
+    params: Mapping[str, Any],
+    feature_mean: np.ndarray | None = None,
+    feature_variance: np.ndarray | None = None,
+) -> keras.Model:
+    """The gated attention-MIL head (Ilse et al. 2018) over the features of an image's tiles.
+
+    Each tile's feature vector is standardised, embedded (``h = ReLU(W h_0)``), scored by
+    gated attention ``w^T (tanh(V h) * sigmoid(U h))``; the scores' softmax over the bag's
+    real tiles weighs the embeddings, and a softmax layer classifies their weighted sum.
+
+    Args:
+        feature_dim: Width of a tile's features (the tile classifier's penultimate layer).
+        num_classes: Number of output classes.
+        params: ``augmentation.tiles.attention``; ``hidden`` is the width of the embedding
+            and of the attention's ``V`` and ``U``.
+        feature_mean: Per-feature mean the features are standardised with (None: 0).
+        feature_variance: Per-feature variance (None: 1).
+
+    Returns:
+        An uncompiled ``keras.Model`` from ``[bag (B, N, feature_dim), mask (B, N)]`` (mask 1
+        on real tiles, 0 on padding; any ``N``) to ``[probabilities (B, num_classes),
+        attention (B, N)]``, the attention summing to 1 over each bag's real tiles.
+    """
+    hidden = int(params["hidden"])
+    bag = keras.Input((None, feature_dim), name="bag")
+    mask = keras.Input((None,), name="mask")
+    scaling = layers.Normalization(
+        axis=-1,
+        mean=np.zeros(feature_dim) if feature_mean is None else np.asarray(feature_mean),
+        variance=np.ones(feature_dim) if feature_variance is None else np.asarray(feature_variance),
+        name="feature_scaling",
+    )
+    h = layers.Dense(hidden, activation="relu", name="embedding")(scaling(bag))
+    gate_v = layers.Dense(hidden, activation="tanh", name="attention_v")(h)
+    gate_u = layers.Dense(hidden, activation="sigmoid", name="attention_u")(h)
+    gated = layers.Multiply(name="attention_gate")([gate_v, gate_u])
+    scores = layers.Dense(1, name="attention_w")(gated)
+    pooled, weights = MaskedAttentionPooling(name="attention")([h, scores, mask])
+    proba = layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")
+    return keras.Model([bag, mask], [proba(pooled), weights], name="attention_mil_head")
+
+
 def build_classifier(
     backbone: str,
     num_classes: int,

@@ -5,6 +5,9 @@ Each pipeline that takes ``params:<name>`` keeps its model in
 hold **no defaults**: every default is written once, in ``conf/base/parameters_<name>.yml``,
 so a key missing from the configuration is an error here rather than a silent code-side value.
 Unknown keys are errors too (a typo such as ``finetune.phse1`` is caught before hours of work).
+A block that depends on another (``augmentation.tiles.labels: mask`` needs the masks of
+``ingestion``) says so in a ``check_across(parameters)`` function beside its ``SCHEMA``, which
+sees every block.
 
 :class:`~breast_cancer_pipeline.hooks.ParameterCheckHook` calls :func:`check_parameters` in
 ``before_pipeline_run`` for every top-level key the run's nodes read, so
@@ -110,11 +113,19 @@ def check_parameters(parameters: Mapping[str, Any], names: Iterable[str]) -> lis
             validate_block(name, parameters[name])
         except ParameterError as exc:
             problems.extend(str(exc).split("\n- ")[1:])
+        problems.extend(_across(name, parameters))
     if problems:
         raise ParameterError(
             f"invalid parameters ({len(problems)}), nothing was run:\n- " + "\n- ".join(problems)
         )
     return checked
+
+
+def _across(name: str, parameters: Mapping[str, Any]) -> list[str]:
+    """The problems a block's ``check_across(parameters)`` finds with the other blocks."""
+    module = importlib.import_module(schema_for(name).__module__)
+    check = getattr(module, "check_across", None)
+    return [] if check is None else list(check(parameters))
 
 
 def top_level_keys(inputs: Iterable[str]) -> set[str]:

@@ -26,6 +26,7 @@ scipy: never TensorFlow.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,6 +41,28 @@ TILE_AGGREGATIONS: tuple[str, ...] = ("mean", "max", "top_k_mean", "noisy_or", "
 
 #: Where a tile's label comes from (``augmentation.tiles.labels``).
 TILE_LABELS: tuple[str, ...] = ("image", "mask")
+
+#: The attention-MIL head's settings (``augmentation.tiles.attention``) a key left out takes:
+#: :mod:`breast_cancer_pipeline.training.attention` says what each means.
+ATTENTION_DEFAULTS: dict[str, Any] = {
+    "hidden": 64,
+    "epochs": 30,
+    "learning_rate": 1e-3,
+    "patience": 5,
+    "batch_size": 16,
+    "max_tiles": None,
+}
+
+
+def uses_attention(augmentation: Mapping[str, Any]) -> bool:
+    """Whether the ``augmentation`` parameters tile images and combine them by attention."""
+    tiles = augmentation.get("tiles")
+    return bool(tiles) and tiles.get("aggregation") == "attention"
+
+
+def attention_settings(tiles: Mapping[str, Any]) -> dict[str, Any]:
+    """``augmentation.tiles.attention`` with :data:`ATTENTION_DEFAULTS` for the keys left out."""
+    return {**ATTENTION_DEFAULTS, **(tiles.get("attention") or {})}
 
 
 @dataclass(frozen=True)
@@ -290,3 +313,98 @@ def aggregate_tiles(
         rows = tile_proba[order[bounds[i] : bounds[i + 1]]]
         out[i] = aggregate(rows, method, positive, top_k=spec.top_k)
     return out
+
+
+#: The class of tiles outside every lesion when ``labels: mask`` and ``background_label`` is
+#: null: the tile network's last output, left out of the image-level answer.
+BACKGROUND_CLASS = "background"
+
+
+def internal_background(spec: TileSpec | None) -> bool:
+    """Whether the tile network has the internal :data:`BACKGROUND_CLASS` as its last output."""
+    return spec is not None and spec.labels == "mask" and spec.background_label is None
+
+
+def tile_classes(class_names: list[str], spec: TileSpec | None) -> list[str]:
+    """The tile network's classes: the image classes, then the internal background if any.
+
+    Raises:
+        ValueError: A class is already named :data:`BACKGROUND_CLASS` while the internal one
+            is needed, or ``background_label`` is not one of ``class_names``.
+    """
+    names = [str(c) for c in class_names]
+    if spec is None or spec.labels != "mask":
+        return names
+    if spec.background_label is not None:
+        if spec.background_label not in names:
+            raise ValueError(
+                f"augmentation.tiles.background_label = {spec.background_label!r} is not one "
+                f"of the classes {names}; name one of them, or null for an internal "
+                f"{BACKGROUND_CLASS!r} class"
+            )
+        return names
+    if BACKGROUND_CLASS in names:
+        raise ValueError(
+            f"a class is already named {BACKGROUND_CLASS!r}: set "
+            f"augmentation.tiles.background_label to it (or to another class)"
+        )
+    return [*names, BACKGROUND_CLASS]
+
+
+def image_classes(tile_class_names: list[str], spec: TileSpec | None) -> list[str]:
+    """The image-level classes of a tile network's classes (the internal background left out)."""
+    names = [str(c) for c in tile_class_names]
+    return names[:-1] if internal_background(spec) else names
+
+
+def image_probabilities(
+    tile_proba: np.ndarray,
+    image_index: np.ndarray,
+    n_images: int,
+    spec: TileSpec,
+    tile_class_names: list[str],
+    positive_class: str | None = None,
+) -> np.ndarray:
+    """Image-level probabilities over the image classes, from a split's tile probabilities.
+
+    The tiles of each image are combined by :func:`aggregate_tiles`; the internal background
+    column, if any, is then dropped and each row renormalised.
+
+    Args:
+        tile_proba: ``(n_tiles, k)`` probabilities over ``tile_class_names``.
+        image_index: ``(n_tiles,)`` the row of each tile's image.
+        n_images: Images in the split.
+        spec: The tiling.
+        tile_class_names: The tile network's classes (:func:`tile_classes`).
+        positive_class: The class that ``max``, ``noisy_or`` and ``top_k_mean`` score, or
+            None to score every class.
+
+    Returns:
+        ``(n_images, k')`` rows summing to 1, over :func:`image_classes`.
+    """
+    names = [str(c) for c in tile_class_names]
+    positive = names.index(positive_class) if positive_class in names else None
+    proba = aggregate_tiles(tile_proba, image_index, n_images, spec, positive)
+    if not internal_background(spec):
+        return proba
+    kept = proba[:, :-1]
+    total = kept.sum(axis=1, keepdims=True)
+    uniform = np.full_like(kept, 1.0 / max(kept.shape[1], 1))
+    return np.where(total > 0, kept / np.where(total > 0, total, 1.0), uniform)
+
+
+#: Per-split model-input arrays that exist only with tiles (``<key>_<split>``): each tile's
+#: image row, each tile's box, and the image labels (``y_<split>`` holds the tile labels).
+TILE_SPLIT_KEYS: tuple[str, ...] = ("tile_image", "tile_boxes", "image_y")
+
+
+def spec_arrays(spec: TileSpec) -> dict[str, np.ndarray]:
+    """The ``tiles`` entry of model-input arrays made with ``spec`` (its config as JSON)."""
+    return {"tiles": np.array(json.dumps(spec.config()), dtype=np.str_)}
+
+
+def spec_of_arrays(arrays: Mapping[str, Any]) -> TileSpec | None:
+    """The tiling model-input arrays were made with (None: whole images, no ``tiles`` key)."""
+    if "tiles" not in arrays:
+        return None
+    return TileSpec.from_params(json.loads(str(np.asarray(arrays["tiles"]).item())))

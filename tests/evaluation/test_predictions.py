@@ -67,3 +67,26 @@ def test_new_probabilities_replace_the_predicted_class_and_leave_the_input():
     assert flipped["p_normal"].tolist() == pytest.approx([0.2, 0.6])
     assert flipped.columns.tolist() == frame.columns.tolist()
     assert frame["predicted"].tolist() == ["malignant", "benign"]  # a copy
+
+
+def test_tiles_are_combined_into_image_rows_by_the_spec_rule():
+    """Three tiles of image a, one of image b: ``max`` takes a's most malignant tile."""
+    from breast_cancer_pipeline.tiles import TileSpec, spec_arrays
+
+    tiles = {
+        "class_names": np.array(["benign", "malignant"]),
+        **spec_arrays(TileSpec(size=4, stride=4, aggregation="max")),
+        "x_test": np.zeros((4, 4, 4, 1), dtype=np.uint8),
+        "y_test": np.array([1, 1, 1, 0]),  # the tiles' labels
+        "tile_image_test": np.array([0, 0, 0, 1]),
+        "paths_test": np.array(["a.png", "b.png"]),
+        "image_y_test": np.array([1, 0]),
+    }
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4]])
+    classifier = _Classifier(proba)
+    frame = classifier_predictions(classifier, tiles, "test", 8, positive_class="malignant")
+    assert classifier.calls == [((4, 4, 4, 1), 8, 0)]
+    assert frame["path"].tolist() == ["a.png", "b.png"]
+    assert frame["label"].tolist() == ["malignant", "benign"]
+    assert frame["p_malignant"].tolist() == pytest.approx([0.8, 0.4])
+    assert frame["predicted"].tolist() == ["malignant", "benign"]

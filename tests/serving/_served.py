@@ -58,6 +58,29 @@ def tiny_serving_model():
     return ServingModel(model, CONFIG, ood=ood)
 
 
+#: The tiling of the tiny tile model: 32-px tiles side by side, the 3 best averaged.
+TILES = {"size": 32, "stride": 32, "aggregation": "top_k_mean", "top_k": 3}
+#: A model trained on tiles (RGB): its input is the tile, ``tiles`` as packaging writes it.
+TILE_CONFIG = {**CONFIG, "channels": 3, "color_mode": "rgb"}
+
+
+def tiny_tile_model():
+    """A random small CNN on 32-px RGB tiles, with an out-of-distribution score of noise tiles."""
+    from breast_cancer_pipeline.evaluation.ood import METHOD, fit_ood
+    from breast_cancer_pipeline.modeling import build_classifier, set_seed
+    from breast_cancer_pipeline.serving import ServingModel
+    from breast_cancer_pipeline.tiles import TileSpec
+
+    set_seed(0)
+    model = build_classifier("small_cnn", 3, 32, 3, None, {"dropout": 0.0})
+    config = {**TILE_CONFIG, "tiles": TileSpec.from_params(TILES).config()}
+    bare = ServingModel(model, config)
+    noise = np.random.default_rng(0).integers(0, 255, (24, 32, 32, 3), dtype=np.uint8)
+    features, _ = bare.forward(noise)
+    ood = fit_ood(METHOD, features[:12], np.arange(12) % 3, features[12:])
+    return ServingModel(model, config, ood=ood)
+
+
 def served_pipeline(training):
     """``training`` wired to log and register the served model, as the pipeline registry does."""
     from breast_cancer_pipeline.pipelines.inference.pipeline import (
@@ -69,10 +92,11 @@ def served_pipeline(training):
     return with_served_model(training, create_serving_pipeline(), SERVING_INPUT)
 
 
-def log_and_register(tmp_path: Path, exports: dict[str, bytes] | None = None) -> None:
+def log_and_register(tmp_path: Path, exports: dict[str, bytes] | None = None, model=None) -> None:
     """What kedro-mlflow's hook does at the end of a training run, on a tiny model.
 
-    ``exports`` (``{"onnx": bytes}``) are packaged with the model, as reporting's export does.
+    ``exports`` (``{"onnx": bytes}``) are packaged with the model, as reporting's export does;
+    ``model`` (a served model, e.g. :func:`tiny_tile_model`) instead of the tiny one.
     """
     import mlflow
     from kedro.io import DataCatalog, MemoryDataset
@@ -83,7 +107,7 @@ def log_and_register(tmp_path: Path, exports: dict[str, bytes] | None = None) ->
 
     # Served as reporting packages it: test-time views, a temperature, a conformal threshold,
     # the levels' operating points.
-    packaged = tiny_serving_model().with_config(
+    packaged = (model or tiny_serving_model()).with_config(
         **SERVED_PROBABILITIES, levels=LEVEL_OPERATING_POINTS
     )
     if exports:

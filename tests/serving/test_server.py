@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from breast_cancer_pipeline.serving import DEFAULT_MODEL_URI, REGISTERED_MODEL_NAME
+from tests.params import base_params
 from tests.pipelines.inference._files import every_format, pillow_file
 from tests.serving._served import (
     CONFIG,
@@ -30,6 +31,7 @@ from tests.serving._served import (
     free_port,
     log_and_register,
     post,
+    tiny_tile_model,
 )
 
 LIMITS = [
@@ -153,6 +155,14 @@ def _test_png(path: Path) -> Path:
     x[10:22, 26:38] = 250
     path.write_bytes(pillow_file(x, "PNG"))
     return path
+
+
+def _slide(height: int, width: int) -> np.ndarray:
+    """An RGB image with colour ramps and a bright square, for the tile model."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([x * 255 // width, y * 255 // height, (x + 3 * y) % 256], axis=-1)
+    image[100:140, 60:100] = 255
+    return image.astype(np.uint8)
 
 
 def _raw_request(base: str, head: str) -> tuple[int, dict]:
@@ -323,6 +333,48 @@ def _check_shown(shown: dict, expected: pd.Series, name: str) -> None:
     assert shown["gradcam_width"] == CONFIG["image_size"]  # the overlay of what the model saw
 
 
+def _tiled_answers(answers: list[dict]):
+    """A route answering /invocations with a tile model's answer (the scoring node's), kept."""
+    from breast_cancer_pipeline.pipelines.inference.nodes import predict_requests
+
+    tile_model = tiny_tile_model()
+    gradcam = base_params("reporting")["gradcam"]
+
+    def answer(route) -> None:
+        split = json.loads(route.request.post_data)["dataframe_split"]
+        frame = pd.DataFrame(split["data"], columns=split["columns"])
+        rows = predict_requests(frame, tile_model, base_params("inference"), gradcam)
+        answers.extend(rows.to_dict("records"))
+        body = json.dumps({"predictions": rows.to_dict("records")})
+        route.fulfill(status=200, content_type="application/json", body=body)
+
+    return answer
+
+
+def _tile_outlines(page) -> dict:
+    """The outlined tiles over the thumbnail: boxes relative to the image, in its pixels."""
+    image = page.locator("#gradcam").bounding_box()
+    scale = page.locator("#gradcam").evaluate("img => img.naturalWidth") / image["width"]
+    boxes = page.locator(".tile-box")
+    found = []
+    for i in range(boxes.count()):
+        box = boxes.nth(i).bounding_box()
+        found.append(
+            [
+                (box["y"] - image["y"]) * scale,
+                (box["x"] - image["x"]) * scale,
+                box["height"] * scale,
+                box["width"] * scale,
+            ]
+        )
+    return {
+        "boxes": found,
+        "ranks": [boxes.nth(i).inner_text() for i in range(boxes.count())],
+        "caption": page.locator("#tiles-caption").is_visible(),
+        "whole caption": page.locator("#whole-caption").is_visible(),
+    }
+
+
 @pytest.mark.slow
 def test_a_file_dropped_on_the_page_shows_what_the_model_answers(page_server, tmp_path):
     sync_api, executable = _browser()
@@ -331,6 +383,9 @@ def test_a_file_dropped_on_the_page_shows_what_the_model_answers(page_server, tm
     dicom.write_bytes(every_format(tmp_path)["d.dcm"])
     junk = tmp_path / "notes.png"
     junk.write_bytes(b"<b>not an image</b>")
+    slide = tmp_path / "slide.png"  # answered by a tile model: 8 x 6 tiles of 32 px
+    slide.write_bytes(pillow_file(_slide(192, 256), "PNG"))
+    tiled: list[dict] = []
     expected = {
         path.name: _pyfunc_answer(
             page_server.model_uri, base64.b64encode(path.read_bytes()).decode(), path.name
@@ -351,6 +406,12 @@ def test_a_file_dropped_on_the_page_shows_what_the_model_answers(page_server, tm
                 shown[path.name] = _read_result(page)
                 if path == png:
                     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            whole_image_outlines = _tile_outlines(page)
+            page.route("**/invocations", _tiled_answers(tiled))
+            page.set_input_files("#file", str(slide))
+            page.wait_for_selector("body[data-scored='4']", timeout=120_000)
+            outlines = _tile_outlines(page)
+            page.screenshot(path=str(tmp_path / "tiles.png"), full_page=True)
         finally:
             browser.close()
 
@@ -360,6 +421,21 @@ def test_a_file_dropped_on_the_page_shows_what_the_model_answers(page_server, tm
     assert all(url.startswith(page_server.base) or url.startswith("data:") for url in requested)
     assert (tmp_path / "page.png").stat().st_size > 10_000
     print(f"screenshot: {tmp_path / 'page.png'}")
+    # A tile model's answer: its top tiles outlined over the thumbnail, numbered by rank.
+    assert whole_image_outlines == {
+        "boxes": [],
+        "ranks": [],
+        "caption": False,
+        "whole caption": True,
+    }
+    (answer,) = tiled
+    assert answer["error"] == "" and len(answer["top_tiles"]) == 3
+    assert outlines["ranks"] == ["1", "2", "3"] and outlines["caption"]
+    assert not outlines["whole caption"]
+    for drawn, tile in zip(outlines["boxes"], answer["top_tiles"], strict=True):
+        expected = [tile[key] for key in ("top", "left", "height", "width")]
+        np.testing.assert_allclose(drawn, expected, atol=1.5)
+    print(f"screenshot: {tmp_path / 'tiles.png'}")
 
 
 def _read_exam(page) -> dict:

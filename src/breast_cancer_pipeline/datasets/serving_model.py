@@ -27,11 +27,13 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
     mode, positive class, threshold), an ensemble's other members as ``members/<i>.keras``
     and, when the model has one, ``ood.npz``: the fitted out-of-distribution score
     (:meth:`~breast_cancer_pipeline.evaluation.ood.OodScore.to_arrays`, plain arrays read
-    without pickle). A folder without ``ood.npz`` loads with no score. The served network
-    exported for other runtimes, when the model carries it, sits beside them as ``model.onnx``
-    and ``model.tflite`` (:data:`~breast_cancer_pipeline.serving.export.EXPORT_FILES`). It is
-    the artefact kedro-mlflow bundles into the registered pyfunc model (so the exported files
-    are logged with each model version), so it must be a local path.
+    without pickle). A folder without ``ood.npz`` loads with no score. A tile model combined
+    by the attention head carries it as the file its ``tiles.attention_head`` names. The
+    served network exported for other runtimes, when the model carries it, sits beside them
+    as ``model.onnx`` and ``model.tflite``
+    (:data:`~breast_cancer_pipeline.serving.export.EXPORT_FILES`). It is the artefact
+    kedro-mlflow bundles into the registered pyfunc model (so the exported files are logged
+    with each model version), so it must be a local path.
     """
 
     def load(self) -> Any:
@@ -53,6 +55,9 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
         config = json.loads(config_file.read_text())
         members = [load_model(path) for path in self._member_files()]
         served = ServingModel(load_model(model_file), config, members, ood=self._load_ood())
+        head_file = (config.get("tiles") or {}).get("attention_head")
+        if head_file:
+            served.attention_head = load_model(self._filepath / head_file)
         files = {kind: self._filepath / name for kind, name in EXPORT_FILES.items()}
         exports = {kind: path.read_bytes() for kind, path in files.items() if path.is_file()}
         return served.with_exports(exports) if exports else served
@@ -87,6 +92,8 @@ class ServingModelDataset(LocalPathDataset[Any, Any]):
             (tmp / _CONFIG_FILE).write_text(json.dumps(data.config, indent=2) + "\n")
             if getattr(data, "ood", None) is not None:
                 np.savez(tmp / _OOD_FILE, **data.ood.to_arrays())
+            if getattr(data, "attention_head", None) is not None:
+                data.attention_head.save(tmp / data.config["tiles"]["attention_head"])
             self._save_exports(tmp, getattr(data, "exports", {}))
 
     @staticmethod

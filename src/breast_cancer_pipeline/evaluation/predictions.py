@@ -2,7 +2,8 @@
 
 One row per image: ``path``, ``label``, ``predicted`` (the most probable class) and one
 ``p_<class>`` column per class of the model. Cross-validation writes it for each fold model,
-reporting for the served model.
+reporting for the served model. With tiles, the network's rows are tiles: :func:`image_proba`
+makes them image rows first.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from breast_cancer_pipeline.tiles import image_classes, image_probabilities, spec_of_arrays
+
 
 def prediction_frame(model_input: dict, split: str, proba: np.ndarray) -> pd.DataFrame:
     """The predictions table of one split from its class probabilities.
 
     Args:
-        model_input: The model-input arrays (``paths_<split>``, ``y_<split>``, class names).
+        model_input: The model-input arrays (``paths_<split>``, ``y_<split>``, class names;
+            with tiles, ``image_y_<split>`` holds the image labels).
         split: ``val``, ``test``, or another split of ``model_input``.
-        proba: ``(N, k)`` class probabilities of the split's images, in order.
+        proba: ``(N, k)`` class probabilities of the split's images, in order (with tiles,
+            from :func:`image_proba`).
 
     Returns:
         One row per image: ``path``, ``label``, ``predicted`` (argmax) and ``p_<class>``.
     """
-    class_names = [str(c) for c in model_input["class_names"]]
-    y = np.asarray(model_input[f"y_{split}"])
+    spec = spec_of_arrays(model_input)
+    class_names = image_classes(list(np.asarray(model_input["class_names"])), spec)
+    y = np.asarray(model_input[f"y_{split}" if spec is None else f"image_y_{split}"])
     frame = pd.DataFrame(
         {"path": np.asarray(model_input[f"paths_{split}"]), "label": [class_names[i] for i in y]}
     )
@@ -50,8 +56,41 @@ def with_probabilities(
     return out
 
 
+def image_proba(
+    model_input: dict, split: str, proba: np.ndarray, positive_class: str | None = None
+) -> np.ndarray:
+    """The image-level probabilities of a split from the network's rows of ``x_<split>``.
+
+    Whole images: ``proba`` itself. Tiles: each image's tiles combined by
+    :func:`~breast_cancer_pipeline.tiles.image_probabilities` (the rule of
+    ``augmentation.tiles.aggregation``; the internal background class left out).
+
+    Args:
+        model_input: The model-input arrays (``tiles``, ``tile_image_<split>``,
+            ``paths_<split>`` when tiled).
+        split: The split ``proba`` belongs to.
+        proba: ``(rows of x_<split>, k)`` probabilities.
+        positive_class: The class scored by ``max``, ``noisy_or`` and ``top_k_mean``.
+    """
+    spec = spec_of_arrays(model_input)
+    if spec is None:
+        return proba
+    return image_probabilities(
+        proba,
+        np.asarray(model_input[f"tile_image_{split}"]),
+        len(model_input[f"paths_{split}"]),
+        spec,
+        [str(c) for c in np.asarray(model_input["class_names"])],
+        positive_class,
+    )
+
+
 def classifier_predictions(
-    classifier: Any, model_input: dict, split: str, batch_size: int
+    classifier: Any,
+    model_input: dict,
+    split: str,
+    batch_size: int,
+    positive_class: str | None = None,
 ) -> pd.DataFrame:
     """The bare classifier's predictions of one split: one view, no temperature.
 
@@ -60,13 +99,15 @@ def classifier_predictions(
         model_input: The model-input arrays (``x_<split>`` and those of
             :func:`prediction_frame`).
         split: The split to predict.
-        batch_size: Images per forward pass.
+        batch_size: Images (or tiles) per forward pass.
+        positive_class: With tiles, the class the aggregation scores (:func:`image_proba`).
 
     Returns:
-        The columns of :func:`prediction_frame`.
+        The columns of :func:`prediction_frame`, one row per image.
     """
     images = np.asarray(model_input[f"x_{split}"])
     proba = classifier.predict(images, batch_size=batch_size, verbose=0)
+    proba = image_proba(model_input, split, proba, positive_class)
     return prediction_frame(model_input, split, proba)
 
 

@@ -4,6 +4,8 @@ One module per subject:
 
 * :mod:`~breast_cancer_pipeline.serving.model`: :class:`ServingModel`, the classifier (or
   ensemble) with its configuration, compiled forward pass and probability path;
+* :mod:`~breast_cancer_pipeline.serving.tiling`: a request image cut into the tiles a tile
+  model reads, scored and answered per image (top tiles, Grad-CAM on a thumbnail);
 * :mod:`~breast_cancer_pipeline.serving.levels`: the answer of a patient, breast or exam to
   the rows of a request that share its key;
 * :mod:`~breast_cancer_pipeline.serving.guard`: the request limits and the errors a caller

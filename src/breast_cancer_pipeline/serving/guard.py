@@ -45,6 +45,9 @@ _FIXES = {
     "unsupported pixel mode": "Convert it to 8-bit grayscale or RGB",
     "DICOM without pixel data": "Send an image, not a DICOM report or presentation state",
     "page out of range": "Send a file holding the image as its first page",
+    "image too large to tile": (
+        "Downsample the image before sending it, or raise inference.serving.decode_memory_mb"
+    ),
 }
 
 

@@ -12,6 +12,9 @@ scores images with. It bundles
   the temperature and floor fitted on validation (``temperature``, ``calibration_floor``,
   :mod:`~breast_cancer_pipeline.evaluation.calibration`) and the conformal threshold of the
   prediction sets (``conformal``, :mod:`~breast_cancer_pipeline.evaluation.conformal`),
+* for a model trained on tiles, the tiling (``tiles``): its input is then the tile, and an
+  image is cut, scored tile by tile and answered as a whole
+  (:mod:`~breast_cancer_pipeline.serving.tiling`),
 * optionally, the fitted out-of-distribution score
   (:class:`~breast_cancer_pipeline.evaluation.ood.OodScore`, ``ood.npz`` beside the model),
   computed on the penultimate features of the same forward pass,
@@ -34,9 +37,14 @@ import numpy as np
 from breast_cancer_pipeline.geometry import Geometry
 from breast_cancer_pipeline.imaging import COLOR_MODES
 from breast_cancer_pipeline.serving.levels import check_levels
+from breast_cancer_pipeline.tiles import TileSpec
 
 if TYPE_CHECKING:
     from breast_cancer_pipeline.evaluation.ood import OodScore
+    from breast_cancer_pipeline.serving.tiling import TiledAnswer, TiledImage
+
+#: The attention head's file in a packaged tile model (``tiles.attention_head``).
+ATTENTION_HEAD_FILE = "attention_head.keras"
 
 #: Keys of the serving configuration (``serving.json`` beside the model).
 CONFIG_KEYS = (
@@ -70,7 +78,9 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
         float, and the input geometry's keys (``image_size``: an int for a square, else
         ``[height, width]``; ``resize``, ``crop_margin``), ``stretch`` for a model packaged
         before resize modes existed; ``levels`` checked
-        (:func:`~breast_cancer_pipeline.serving.levels.check_levels`; None when absent).
+        (:func:`~breast_cancer_pipeline.serving.levels.check_levels`; None when absent);
+        ``tiles``, when present and not null, checked and completed
+        (:class:`~breast_cancer_pipeline.tiles.TileSpec`: the network's input is then the tile).
 
     Raises:
         ValueError: A key is missing or a value is out of range.
@@ -93,6 +103,9 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if not 0.0 <= out["threshold"] <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {out['threshold']}")
     out["levels"] = check_levels(out.get("levels"), out["positive_class"])
+    if out.get("tiles") is not None:
+        # Extra keys (the attention head's) are kept beside the tiling's own.
+        out["tiles"] = {**out["tiles"], **TileSpec.from_params(out["tiles"]).config()}
     return _check_probability_keys(out)
 
 
@@ -132,9 +145,13 @@ class ServingModel:
         ood: The fitted out-of-distribution score, or ``None`` (a model packaged without one).
         exports: The served network in other formats, ``{"onnx": bytes, "litert": bytes}``
             (:mod:`~breast_cancer_pipeline.serving.export`); empty when packaged without.
+        attention_head: With ``tiles.aggregation: attention``, the attention-MIL head that
+            combines an image's tiles from their penultimate features
+            (:mod:`~breast_cancer_pipeline.training.attention`); None without one.
     """
 
     exports: Mapping[str, bytes] = MappingProxyType({})
+    attention_head: Any = None
 
     def __init__(
         self,
@@ -151,7 +168,9 @@ class ServingModel:
         self.model = model
         self.members = [model, *members]
         self.config = check_config(config)
-        expected = (*Geometry.from_config(self.config).size, self.config["channels"])
+        spec = self.tiles
+        size = (spec.size, spec.size) if spec else Geometry.from_config(self.config).size
+        expected = (*size, self.config["channels"])
         for member in self.members:
             if tuple(member.input_shape[1:]) != expected:
                 raise ValueError(
@@ -170,6 +189,11 @@ class ServingModel:
         """The model's classes, in output order."""
         return self.config["class_names"]
 
+    @property
+    def tiles(self) -> TileSpec | None:
+        """The tiling of a model whose input is the tile (``tiles``), None for whole images."""
+        return TileSpec.from_params(self.config.get("tiles"))
+
     def with_config(self, **changes: Any) -> ServingModel:
         """The same classifier (and compiled forward pass) with some configuration keys changed.
 
@@ -179,6 +203,7 @@ class ServingModel:
         other = ServingModel(self.model, {**self.config, **changes}, self.members[1:], self.ood)
         other._forwards = self._forwards
         other.exports = self.exports
+        other.attention_head = self.attention_head
         return other
 
     def with_exports(self, exports: Mapping[str, bytes]) -> ServingModel:
@@ -186,6 +211,47 @@ class ServingModel:
         other = self.with_config()
         other.exports = MappingProxyType(dict(exports))
         return other
+
+    def with_attention_head(self, head: Any) -> ServingModel:
+        """The same model carrying the attention ``head``, saved beside it.
+
+        The configuration's ``tiles.attention_head`` names the head's file in the package
+        (:data:`ATTENTION_HEAD_FILE`).
+
+        Raises:
+            ValueError: The model is not a tile model aggregated by ``attention``.
+        """
+        spec = self.tiles
+        if spec is None or spec.aggregation != "attention":
+            raise ValueError(
+                "an attention head needs a model trained on tiles with "
+                "augmentation.tiles.aggregation: attention"
+            )
+        other = self.with_config(
+            tiles={**self.config["tiles"], "attention_head": ATTENTION_HEAD_FILE}
+        )
+        other.attention_head = head
+        return other
+
+    def attended(self, features: np.ndarray, image_index: np.ndarray, n_images: int) -> Any:
+        """Image probabilities and tile attention weights from the attention head, if any.
+
+        Args:
+            features: ``(n_tiles, d)`` the tiles' penultimate features (:meth:`forward`).
+            image_index: ``(n_tiles,)`` each tile's image row.
+            n_images: Images.
+
+        Returns:
+            ``(image_proba (n_images, k), tile_attention (n_tiles,))``
+            (:func:`~breast_cancer_pipeline.training.attention.aggregate_tile_features`), or
+            None when the model combines its tiles by another rule or carries no head.
+        """
+        spec = self.tiles
+        if self.attention_head is None or spec is None or spec.aggregation != "attention":
+            return None
+        from breast_cancer_pipeline.training.attention import aggregate_tile_features  # noqa: PLC0415
+
+        return aggregate_tile_features(self.attention_head, features, image_index, n_images)
 
     def with_forward(self, forward: Callable[[np.ndarray], tuple[Any, Any]]) -> ServingModel:
         """The same model whose forward pass is ``forward`` (another runtime's).
@@ -309,6 +375,20 @@ class ServingModel:
         served = self.calibrate(self.averaged_proba(images, first=proba))
         return served, self.ood_score(features)
 
+    def predict_tiled(self, images: Sequence[TiledImage], batch_size: int) -> TiledAnswer:
+        """Served answers of images cut into tiles, for a model with :attr:`tiles`.
+
+        See :func:`~breast_cancer_pipeline.serving.tiling.score_tiles`.
+
+        Args:
+            images: The cut images
+                (:func:`~breast_cancer_pipeline.serving.tiling.cut_image`).
+            batch_size: Tiles per forward pass.
+        """
+        from breast_cancer_pipeline.serving.tiling import score_tiles  # noqa: PLC0415
+
+        return score_tiles(self, images, batch_size)
+
     def ood_score(self, features: np.ndarray) -> np.ndarray | None:
         """The out-of-distribution score of each feature row, or ``None`` without a fitted score.
 
@@ -374,3 +454,22 @@ def compiled_forward(model: Any) -> Any:
         return both(images, training=False)
 
     return forward
+
+
+def penultimate_features(forward: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """The penultimate features of ``images``, ``batch_size`` at a time.
+
+    Args:
+        forward: A forward pass of :func:`compiled_forward` (or
+            :meth:`ServingModel.forward`).
+        images: ``uint8`` array ``(N, H, W, C)`` (a memory map is read batch by batch).
+        batch_size: Images per pass.
+
+    Returns:
+        ``float32`` array ``(N, d)``; ``(0, 0)`` without images.
+    """
+    out = [
+        np.asarray(forward(np.asarray(images[i : i + batch_size]))[0])
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

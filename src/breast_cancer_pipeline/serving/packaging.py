@@ -8,6 +8,7 @@ the inference pipeline with the persisted ``serving_model``, and registers it as
   :data:`EXPLAIN_COLUMN`, :data:`~breast_cancer_pipeline.serving.levels.LEVEL_COLUMNS`),
   which MLflow checks before the model runs;
 * :func:`example_request`: a one-row request, scored once when the model is logged;
+* :func:`served_tiles`: the tiling of a network trained on tiles, in its configuration;
 * :func:`serving_requirements`: the pip requirements of what serving imports, nothing more.
   Left to itself, MLflow records the project's whole locked environment (``uv export`` of
   every dependency), so the served model would ask for dvc, kedro-viz, great-expectations,
@@ -19,6 +20,7 @@ MLflow and kedro-mlflow are imported only when a model is packaged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +106,26 @@ def example_request() -> Any:
     return pd.DataFrame(
         {IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode()], "id": ["example"]}
     )
+
+
+def served_tiles(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``tiles`` key of a serving configuration, from the classifier's metadata.
+
+    A network trained on tiles (``augmentation.tiles``) answers for a whole image only after
+    the image is cut as in training and the tiles' answers combined: its configuration
+    carries the tiling (:meth:`~breast_cancer_pipeline.tiles.TileSpec.config`) under
+    ``tiles``. A whole-image network's has no such key.
+
+    Args:
+        metadata: The classifier's metadata (``classifier_metadata.json``).
+
+    Returns:
+        ``{"tiles": {...}}``, or ``{}`` without tiles.
+    """
+    from breast_cancer_pipeline.tiles import TileSpec  # noqa: PLC0415
+
+    spec = TileSpec.from_params(metadata.get("tiles"))
+    return {} if spec is None else {"tiles": spec.config()}
 
 
 def serving_requirements() -> list[str]:

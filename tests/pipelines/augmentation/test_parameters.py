@@ -58,3 +58,54 @@ def test_a_missing_key_points_to_conf_base():
     del params["translation"]
     with pytest.raises(ParameterError, match="augmentation.translation: missing; add it to conf"):
         validate_block("augmentation", params)
+
+
+def test_tiles_need_only_size_and_stride():
+    model = validate_block(
+        "augmentation", base_params("augmentation", tiles={"size": 64, "stride": 32})
+    )
+    assert (model.tiles.size, model.tiles.stride, model.tiles.scale) == (64, 32, 1.0)
+    assert (model.tiles.aggregation, model.tiles.labels) == ("mean", "image")
+    assert validate_block("augmentation", base_params("augmentation")).tiles is None
+
+
+@pytest.mark.parametrize(
+    ("tiles", "key", "message"),
+    [
+        ({"size": 64, "stride": 0}, "augmentation.tiles.stride = 0", "greater than 0"),
+        ({"size": 4, "stride": 4}, "augmentation.tiles.size = 4", "greater than or equal to 8"),
+        (
+            {"size": 64, "stride": 64, "scale": 0.5},
+            "tiles.scale = 0.5",
+            "greater than or equal to 1",
+        ),
+        ({"size": 64, "stride": 64, "min_lesion": 0}, "tiles.min_lesion = 0", "greater than 0"),
+        ({"size": 64, "stride": 64, "min_lesion": 1.5}, "tiles.min_lesion = 1.5", "less than or"),
+        ({"size": 64, "stride": 64, "aggregation": "median"}, "tiles.aggregation", "'attention'"),
+        ({"size": 64, "stride": 64, "labels": "boxes"}, "tiles.labels = 'boxes'", "'mask'"),
+        ({"size": 64, "stride": 64, "max_per_image": 0}, "tiles.max_per_image = 0", "greater"),
+        ({"size": 64}, "augmentation.tiles.stride: missing", ""),
+        ({"size": 64, "stride": 64, "overlap": 1}, "augmentation.tiles.overlap: unknown", ""),
+    ],
+)
+def test_bad_tiles_are_named(tiles, key, message):
+    text = refusal("augmentation", tiles=tiles)
+    assert key in text
+    assert message in text
+
+
+def test_mask_labels_without_masks_are_refused_before_the_run():
+    from breast_cancer_pipeline.param_schema import check_parameters
+
+    tiles = {"size": 64, "stride": 64, "labels": "mask", "background_label": "normal"}
+    parameters = {
+        "augmentation": base_params("augmentation", tiles=tiles),
+        "ingestion": {"mask_pattern": None, "csv": {"mask_column": None}},
+    }
+    with pytest.raises(ParameterError) as refused:
+        check_parameters(parameters, ["augmentation"])
+    text = str(refused.value)
+    assert "augmentation.tiles.labels = 'mask'" in text
+    assert "ingestion.mask_pattern" in text and "ingestion.csv.mask_column" in text
+    for masks in ({"mask_pattern": "{stem}_mask.png"}, {"csv": {"mask_column": "roi"}}):
+        assert check_parameters({**parameters, "ingestion": masks}, ["augmentation"])

@@ -227,3 +227,49 @@ def test_each_fold_is_a_group_of_the_finetune_stage_and_one_split_is_unchanged(m
     assert fit.inputs[0] == "oof_predictions"
     package = next(n for n in folded["reporting"].nodes if n.name == "reporting.package_model")
     assert package.inputs[0] == "fold_1.classifier" and "fold_3.classifier" in package.inputs
+
+
+def tiled(arrays: dict[str, np.ndarray], per_image: int = 3) -> dict[str, np.ndarray]:
+    """``arrays`` as tiles: each image cut into ``per_image`` tiles, each tile marked by its
+    image's row and its own number (pixel [0, 0] and [0, 1])."""
+    from breast_cancer_pipeline.tiles import TileSpec, spec_arrays
+
+    out = {"class_names": arrays["class_names"], **spec_arrays(TileSpec(SIZE, SIZE))}
+    for split in ("train", "val", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        tiles = np.repeat(x, per_image, axis=0)
+        tiles[:, 0, 0, 0] = np.repeat(np.arange(len(x)), per_image)
+        tiles[:, 0, 1, 0] = np.tile(np.arange(per_image), len(x))
+        out |= {
+            f"x_{split}": tiles,
+            f"y_{split}": np.repeat(y, per_image),
+            f"tile_image_{split}": np.repeat(np.arange(len(x)), per_image),
+            f"tile_boxes_{split}": np.tile([[0, 0, SIZE, SIZE]], (len(tiles), 1)),
+            f"paths_{split}": arrays[f"paths_{split}"],
+            f"image_y_{split}": y,
+        }
+    return out
+
+
+def test_a_fold_takes_whole_images_with_all_their_tiles():
+    manifest, arrays = tiny_split()
+    tiles = tiled(arrays)
+    development = manifest[manifest["split"].isin(["train", "val"])]
+    roles = pd.DataFrame(
+        {"path": development["path"], "role": np.resize(["holdout", "train"], len(development))}
+    )
+    fold = fold_model_input(tiles, roles)
+    source = {str(p): (s, i) for s in ("train", "val") for i, p in enumerate(arrays[f"paths_{s}"])}
+    for role in ("train", "holdout"):
+        paths = roles.loc[roles["role"] == role, "path"].tolist()
+        assert fold[f"paths_{role}"].tolist() == paths
+        assert fold[f"tile_image_{role}"].tolist() == np.repeat(np.arange(len(paths)), 3).tolist()
+        origin = [source[p] for p in paths]
+        marks = fold[f"x_{role}"][:, 0, :2, 0].tolist()
+        assert marks == [[i, k] for _, i in origin for k in range(3)]
+        labels = [int(tiles[f"image_y_{s}"][i]) for s, i in origin]
+        assert fold[f"image_y_{role}"].tolist() == labels
+        assert fold[f"y_{role}"].tolist() == np.repeat(labels, 3).tolist()
+    assert len(fold["x_val"]) == 0 and fold["paths_val"].tolist() == []
+    assert fold["tile_image_test"].tolist() == tiles["tile_image_test"].tolist()
+    assert str(fold["tiles"]) == str(tiles["tiles"])

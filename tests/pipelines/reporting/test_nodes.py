@@ -208,3 +208,24 @@ def test_the_packaged_model_carries_the_levels_operating_points(monkeypatch):
     assert served.config["temperature"] == 1.5
     with pytest.raises(ValueError, match="levels aggregation 'median'"):
         serving_settings({}, {**LEVEL_OPERATING_POINTS, "aggregation": "median"})
+
+
+def test_the_packaged_model_carries_the_attention_head_when_tiles_are_combined_by_it(monkeypatch):
+    from breast_cancer_pipeline.pipelines.reporting import pipeline as reporting
+
+    def nodes(aggregation: str, ensemble: bool = False) -> dict:
+        params = {
+            "evaluation": {**base_params("evaluation"), "folds": 3, "ensemble": ensemble},
+            "augmentation": {"tiles": {"size": 32, "stride": 32, "aggregation": aggregation}},
+        }
+        monkeypatch.setattr(reporting, "run_parameters", lambda: params)
+        return {n.name: n for n in reporting.create_pipeline().nodes}
+
+    plain, attended = nodes("mean"), nodes("attention")
+    assert "attach_attention_head" not in plain
+    assert "packaged_model" in plain["package_model"].outputs
+    assert attended["attach_attention_head"].inputs == ["packaged_tile_model", "attention_head"]
+    assert attended["attach_attention_head"].outputs == ["packaged_model"]
+    assert attended["predict_val_split"].inputs[-1] == "attention_head"
+    # The head reads the single classifier's features, not an ensemble's.
+    assert "attach_attention_head" not in nodes("attention", ensemble=True)

@@ -155,3 +155,29 @@ def test_a_small_trained_model_flags_the_ood_set_and_accepts_test():
     assert block["test_acceptance"] >= 0.8  # 24 test images; the target is 0.95 of val
     assert block["ood_detection_rate"] >= 0.9
     assert min(block["ood_detection_rate_per_kind"].values()) >= 0.8
+
+
+def test_with_tiles_an_image_scores_the_mean_of_its_tiles(model, fitted):
+    """The same 60 rows per split read as 30 images of 2 tiles: one row per image."""
+    from breast_cancer_pipeline.tiles import TileSpec, spec_arrays
+
+    arrays = {"class_names": np.array(["benign", "malignant", "normal"])}
+    arrays |= spec_arrays(TileSpec(size=8, stride=8))
+    for seed, split in enumerate(("train", "val", "test")):
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = _split(20, seed)
+        arrays[f"tile_image_{split}"] = np.repeat(np.arange(30), 2)
+        arrays[f"paths_{split}"] = np.array([f"{split}/{i}.png" for i in range(30)])
+        arrays[f"image_y_{split}"] = arrays[f"y_{split}"][::2]
+    score, table = fit_ood_score(model, arrays, PARAMS, SETTINGS)
+    _, per_tile = fitted
+    assert table["set"].value_counts().to_dict() == {
+        "train": 30,
+        "val": 30,
+        "test": 30,
+        "ood": PER_KIND * len(KINDS),
+    }
+    tile_scores = per_tile.loc[per_tile["set"] == "test", "score"].to_numpy()
+    image_scores = table.loc[table["set"] == "test", "score"].to_numpy()
+    np.testing.assert_allclose(image_scores, tile_scores.reshape(30, 2).mean(axis=1))
+    val_means = per_tile.loc[per_tile["set"] == "val", "score"].to_numpy().reshape(30, 2)
+    np.testing.assert_allclose(score.val_scores, np.sort(val_means.mean(axis=1)))

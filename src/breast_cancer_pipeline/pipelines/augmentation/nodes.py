@@ -26,6 +26,9 @@ from breast_cancer_pipeline.geometry import Geometry, fit_image, geometry_arrays
 from breast_cancer_pipeline.imaging import decode_image
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT, SPLITS
 from breast_cancer_pipeline.plotting import figure_png, pyplot
+from breast_cancer_pipeline.tiles import TileSpec, spec_arrays, tile_classes
+
+from .tiling import empty_layout, tile_split_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,36 @@ def _split_arrays(
     }
 
 
+def _shared_arrays(
+    class_names: list[str], geometry: Geometry, spec: TileSpec | None
+) -> dict[str, np.ndarray | ArrayRows]:
+    """``class_names`` (the network's classes), the geometry keys and, with tiles, ``tiles``."""
+    return {
+        "class_names": np.array(tile_classes(class_names, spec), dtype=np.str_),
+        **geometry_arrays(geometry),
+        **({} if spec is None else spec_arrays(spec)),
+    }
+
+
+def _arrays_of(
+    images: Mapping[str, Callable[[], bytes]],
+    rows: pd.DataFrame,
+    split: str,
+    shared: Mapping[str, np.ndarray | ArrayRows],
+    geometry: Geometry,
+    spec: TileSpec | None,
+    color_mode: str,
+    cluster: Mapping[str, Any] | None,
+    layout: pd.DataFrame,
+) -> dict[str, np.ndarray | ArrayRows]:
+    """One split's arrays: whole images at ``geometry``, or the tiles of ``layout``."""
+    class_names = [str(c) for c in np.asarray(shared["class_names"])]
+    if spec is None:
+        index = {name: i for i, name in enumerate(class_names)}
+        return _split_arrays(images, rows, split, index, geometry, color_mode, cluster)
+    return tile_split_arrays(images, rows, split, layout, class_names, spec, color_mode, cluster)
+
+
 def _internal(manifest: pd.DataFrame) -> pd.DataFrame:
     """The rows of train, val and test: the external site never decides what the model is."""
     return manifest[manifest["split"] != EXTERNAL_SPLIT]
@@ -109,44 +142,57 @@ def prepare_model_input(
     manifest: pd.DataFrame,
     params: dict,
     cluster: dict | None = None,
+    tile_layout: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray | ArrayRows]:
     """Decode every image of train, val and test into per-split arrays at the model's geometry.
 
     The external site's images (split ``external``) are not among them: they go to
-    :func:`prepare_external_input`, which no training node reads.
+    :func:`prepare_external_input`, which no training node reads. With ``tiles``, the arrays
+    hold the tiles of :func:`~.tiling.tile_images`'s layout instead of whole images.
 
     Args:
         images: ``{manifest path: load function}`` of the intermediate PNGs.
         manifest: The validated manifest.
         params: The ``augmentation`` parameters (``image_size``, ``resize``,
-            ``crop_margin``).
+            ``crop_margin``, ``tiles``).
         cluster: The ``cluster`` parameters: with an ``address``, the images are decoded on
             that Dask cluster (the arrays are the same).
+        tile_layout: The tiles of every image (:func:`~.tiling.tile_images`); read only with
+            ``tiles`` set.
 
     Returns:
         ``x_<split>`` (``uint8``, N×H×W×C, made image by image as the dataset writes it),
         ``y_<split>`` (class index), ``paths_<split>`` for train, val and test,
         ``class_names`` (sorted labels; the index order), and ``resize`` and ``crop_margin``
-        (what the finetune stage records for serving).
+        (what the finetune stage records for serving). With ``tiles``: ``x_<split>`` and
+        ``y_<split>`` are the tiles and their labels, ``paths_<split>`` stays one row per
+        image, with ``tile_image_<split>``, ``tile_boxes_<split>``, ``image_y_<split>``,
+        ``tiles`` (the spec as JSON) and, with an internal background class, that class
+        last in ``class_names``.
 
     Raises:
-        ValueError: A manifest path has no PNG.
+        ValueError: A manifest path has no PNG, or the tile layout misses an image.
     """
     geometry = Geometry.from_params(params)
+    spec = TileSpec.from_params(params.get("tiles"))
     internal = _internal(manifest)
     class_names, color_mode = _classes_and_mode(manifest)
-    index = {name: i for i, name in enumerate(class_names)}
     _check_pngs(images, internal)
-    arrays: dict[str, np.ndarray | ArrayRows] = {
-        "class_names": np.array(class_names, dtype=np.str_),
-        **geometry_arrays(geometry),
-    }
+    arrays = _shared_arrays(class_names, geometry, spec)
+    layout = empty_layout() if tile_layout is None else tile_layout
     for split in SPLITS:
         rows = internal[internal["split"] == split]
-        arrays |= _split_arrays(images, rows, split, index, geometry, color_mode, cluster)
+        arrays |= _arrays_of(
+            images, rows, split, arrays, geometry, spec, color_mode, cluster, layout
+        )
+    counts = "/".join(str(len(arrays[f"paths_{s}"])) for s in SPLITS)
+    if spec is not None:
+        tiles = "/".join(str(len(arrays[f"y_{s}"])) for s in SPLITS)
+        logger.info("Model input: %s tiles of %d px from %s images", tiles, spec.size, counts)
+        return arrays
     logger.info(
         "Model input: %s images of %dx%d px (%s), %s",
-        "/".join(str(len(arrays[f"y_{s}"])) for s in SPLITS),
+        counts,
         geometry.height,
         geometry.width,
         geometry.resize,
@@ -160,6 +206,7 @@ def prepare_external_input(
     manifest: pd.DataFrame,
     params: dict,
     cluster: dict | None = None,
+    tile_layout: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray | ArrayRows]:
     """The external test site's arrays, decoded like the model input (same geometry, classes).
 
@@ -170,11 +217,12 @@ def prepare_external_input(
             ``crop_margin``).
         cluster: The ``cluster`` parameters: with an ``address``, the images are decoded on
             that Dask cluster (the arrays are the same).
+        tile_layout: The tiles of every image (with ``tiles``, as for the model input).
 
     Returns:
         ``x_external``, ``y_external`` (class index in the model's order), ``paths_external``
         (empty, with 0 rows, when there is no external site: ``ingestion.external_dir`` null)
-        and ``class_names``.
+        and ``class_names``; with ``tiles``, the tile arrays of :func:`prepare_model_input`.
 
     Raises:
         ValueError: An external image has a class the training data lacks (the model cannot
@@ -190,12 +238,20 @@ def prepare_external_input(
             "merge them with ingestion.label_map, or leave them out with ingestion.exclude"
         )
     _check_pngs(images, rows)
-    index = {name: i for i, name in enumerate(class_names)}
     geometry = Geometry.from_params(params)
-    arrays = _split_arrays(images, rows, EXTERNAL_SPLIT, index, geometry, color_mode, cluster)
+    spec = TileSpec.from_params(params.get("tiles"))
+    shared = _shared_arrays(class_names, geometry, spec)
+    layout = empty_layout() if tile_layout is None else tile_layout
+    arrays = _arrays_of(
+        images, rows, EXTERNAL_SPLIT, shared, geometry, spec, color_mode, cluster, layout
+    )
     if len(rows):
         logger.info("External test site: %d images", len(rows))
-    return {"class_names": np.array(class_names, dtype=np.str_), **arrays}
+    return {
+        "class_names": shared["class_names"],
+        **({} if spec is None else spec_arrays(spec)),
+        **arrays,
+    }
 
 
 def build_augmentation_spec(params: dict) -> dict[str, Any]:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from breast_cancer_pipeline.geometry import as_size
 from breast_cancer_pipeline.param_schema import Params
+from breast_cancer_pipeline.tiles import (
+    ATTENTION_DEFAULTS,
+    TILE_AGGREGATIONS,
+    TILE_LABELS,
+    TileSpec,
+)
 
 #: The smallest side (px) of the model's input.
 MIN_SIDE = 16
@@ -28,6 +35,62 @@ class Preview(Params):
     figure_dpi: PositiveInt
 
 
+#: The smallest tile side (px).
+MIN_TILE = 8
+
+_TILE_DEFAULTS = {name: field.default for name, field in TileSpec.__dataclass_fields__.items()}
+
+
+class TileAttention(Params):
+    """The attention-MIL head of ``aggregation: attention`` (``augmentation.tiles.attention``).
+
+    Trained on the frozen tile features of each training image
+    (:mod:`breast_cancer_pipeline.training.attention`); every key defaults to
+    :data:`~breast_cancer_pipeline.tiles.ATTENTION_DEFAULTS` (listed in ``conf/base``).
+    """
+
+    #: Width of the tiles' embedding and of the gated attention.
+    hidden: PositiveInt = ATTENTION_DEFAULTS["hidden"]
+    #: Most epochs; training stops earlier when the validation loss stops falling.
+    epochs: PositiveInt = ATTENTION_DEFAULTS["epochs"]
+    learning_rate: Annotated[float, Field(gt=0.0)] = ATTENTION_DEFAULTS["learning_rate"]
+    #: Epochs without a lower validation loss before training stops.
+    patience: PositiveInt = ATTENTION_DEFAULTS["patience"]
+    #: Images (bags of tiles) per training step.
+    batch_size: PositiveInt = ATTENTION_DEFAULTS["batch_size"]
+    #: A training image with more tiles keeps this many, drawn with the seed; null keeps all.
+    max_tiles: PositiveInt | None = ATTENTION_DEFAULTS["max_tiles"]
+
+
+class TilesParams(Params):
+    """``augmentation.tiles``: the network trains on tiles cut from each image.
+
+    ``size`` and ``stride`` are required; the other keys default to
+    :class:`~breast_cancer_pipeline.tiles.TileSpec`'s values (listed in ``conf/base``).
+    """
+
+    #: Tile side (px, after ``scale``): the network's input.
+    size: Annotated[int, Field(ge=MIN_TILE)]
+    #: Step between tiles (px, after ``scale``); 0 is refused.
+    stride: PositiveInt
+    #: Downscale factor before tiling (1 = full resolution).
+    scale: Annotated[float, Field(ge=1.0)] = _TILE_DEFAULTS["scale"]
+    #: Tiles with a smaller foreground share are dropped.
+    min_foreground: Annotated[float, Field(ge=0.0, le=1.0)] = _TILE_DEFAULTS["min_foreground"]
+    max_per_image: PositiveInt | None = _TILE_DEFAULTS["max_per_image"]
+    aggregation: Literal[*TILE_AGGREGATIONS] = _TILE_DEFAULTS["aggregation"]
+    top_k: PositiveInt = _TILE_DEFAULTS["top_k"]
+    labels: Literal[*TILE_LABELS] = _TILE_DEFAULTS["labels"]
+    #: ``labels: mask``: the share of a tile a lesion must cover for the image's label.
+    min_lesion: Annotated[float, Field(gt=0.0, le=1.0)] = _TILE_DEFAULTS["min_lesion"]
+    #: ``labels: mask``: the class of tiles outside lesions, or null (internal background).
+    background_label: Annotated[str, Field(min_length=1)] | None = _TILE_DEFAULTS[
+        "background_label"
+    ]
+    #: ``aggregation: attention``: the attention-MIL head over the tiles' features.
+    attention: TileAttention = TileAttention()
+
+
 class AugmentationParams(Params):
     """The model's input geometry and the augmentation layers inside the model."""
 
@@ -44,6 +107,8 @@ class AugmentationParams(Params):
     translation: Fraction
     contrast: Fraction
     preview: Preview
+    #: Tiles cut from each image (:mod:`breast_cancer_pipeline.tiles`); null: whole images.
+    tiles: TilesParams | None
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -61,3 +126,25 @@ class AugmentationParams(Params):
 
 
 SCHEMA = AugmentationParams
+
+
+def check_across(parameters: Mapping[str, Any]) -> list[str]:
+    """What ``augmentation`` needs of the other blocks (see :func:`param_schema.check_parameters`).
+
+    ``tiles.labels: mask`` needs masks: ``ingestion.mask_pattern`` or
+    ``ingestion.csv.mask_column``.
+
+    Returns:
+        One line per problem, naming the keys and the fix.
+    """
+    tiles = (parameters.get("augmentation") or {}).get("tiles") or {}
+    if tiles.get("labels") != "mask":
+        return []
+    ingestion = parameters.get("ingestion") or {}
+    if ingestion.get("mask_pattern") or (ingestion.get("csv") or {}).get("mask_column"):
+        return []
+    return [
+        "augmentation.tiles.labels = 'mask' needs lesion masks, but neither "
+        "ingestion.mask_pattern nor ingestion.csv.mask_column is set; set one (e.g. "
+        "ingestion.mask_pattern: '{stem}_mask.png' for BUSI) or use labels: image"
+    ]

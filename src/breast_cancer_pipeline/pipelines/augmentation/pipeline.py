@@ -8,6 +8,7 @@ from .nodes import (
     prepare_model_input,
     preview_augmentation,
 )
+from .tiling import tile_images
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -15,10 +16,22 @@ def create_pipeline(**kwargs) -> Pipeline:
 
     ``model_input`` holds train, val and test; ``external_model_input`` the external test
     site (``x_external``, ``y_external``, ``paths_external``; 0 rows without one), which only
-    reporting reads.
+    reporting reads. ``tile_images`` lays out the tiles of every image
+    (``augmentation.tiles``; no row when it is null), which both arrays then hold.
     """
     return Pipeline(
         [
+            Node(
+                func=tile_images,
+                inputs=[
+                    "intermediate_images",
+                    "validated_manifest",
+                    "params:augmentation",
+                    "params:cluster",
+                ],
+                outputs="tile_layout",
+                name="tile_images",
+            ),
             Node(
                 func=prepare_model_input,
                 inputs=[
@@ -26,6 +39,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "validated_manifest",
                     "params:augmentation",
                     "params:cluster",
+                    "tile_layout",
                 ],
                 outputs="model_input",
                 name="prepare_model_input",
@@ -38,6 +52,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "validated_manifest",
                     "params:augmentation",
                     "params:cluster",
+                    "tile_layout",
                 ],
                 outputs="external_model_input",
                 name="prepare_external_input",

@@ -21,6 +21,7 @@ import pandas as pd
 from breast_cancer_pipeline.evaluation.folds import assign_folds, fold_roles
 from breast_cancer_pipeline.evaluation.predictions import classifier_predictions
 from breast_cancer_pipeline.geometry import ARRAY_KEYS
+from breast_cancer_pipeline.tiles import TILE_SPLIT_KEYS, spec_of_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,9 @@ def fold_model_input(
         ``x/y/paths_train`` and ``x/y/paths_val`` (the fold's training and validation
         images), ``x/y/paths_holdout`` (the held-out fold), ``x/y/paths_test`` (the test
         split, unchanged), ``class_names`` and how the images were made (``resize``,
-        ``crop_margin``).
+        ``crop_margin``). With tiles (``tiles``), each role holds the tiles of its images
+        (``x``, ``y``, ``tile_image``, ``tile_boxes``) and the images' ``paths`` and
+        ``image_y``: folds split images, never an image's tiles.
 
     Raises:
         ValueError: A development image of ``roles`` has no array, or the reverse.
@@ -75,15 +78,55 @@ def fold_model_input(
             f"{unknown[0]!r}): rerun the augmentation pipeline on the validated manifest"
         )
     arrays: dict[str, np.ndarray] = {"class_names": np.asarray(model_input["class_names"])}
-    arrays |= {key: np.asarray(model_input[key]) for key in ARRAY_KEYS if key in model_input}
+    shared = (*ARRAY_KEYS, "tiles")
+    arrays |= {key: np.asarray(model_input[key]) for key in shared if key in model_input}
+    tiled = spec_of_arrays(model_input) is not None
     for role in ("train", "val", "holdout"):
         index = np.array([position[p] for p in roles.loc[roles["role"] == role, "path"]], int)
+        if tiled:
+            arrays |= _tile_role(model_input, role, index)
+            continue
         for key in ("x", "y", "paths"):
             source = [model_input[f"{key}_{s}"] for s in _SOURCES]
             arrays[f"{key}_{role}"] = _take(source, index)
-    for key in ("x", "y", "paths"):
+    test_keys = ("x", "y", "paths", *(TILE_SPLIT_KEYS if tiled else ()))
+    for key in test_keys:
         arrays[f"{key}_test"] = model_input[f"{key}_test"]
     return arrays
+
+
+def _tile_role(
+    model_input: dict[str, np.ndarray], role: str, index: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The tile arrays of the development images ``index`` (positions in train then val).
+
+    A fold takes whole images, so an image's tiles stay together with its patient.
+    """
+    counts = [len(model_input[f"paths_{s}"]) for s in _SOURCES]
+    offsets = np.cumsum([0, *counts])[:-1]
+    image_of_tile = np.concatenate(
+        [
+            np.asarray(model_input[f"tile_image_{s}"]) + o
+            for s, o in zip(_SOURCES, offsets, strict=True)
+        ]
+    )
+    new_row = np.full(sum(counts), -1, dtype=np.int64)
+    new_row[index] = np.arange(len(index))
+    tile_row = new_row[image_of_tile]
+    keep = np.flatnonzero(tile_row >= 0)
+    keep = keep[np.argsort(tile_row[keep], kind="stable")]
+
+    def concat(key: str) -> np.ndarray:
+        return np.concatenate([np.asarray(model_input[f"{key}_{s}"]) for s in _SOURCES])
+
+    return {
+        f"x_{role}": _take([model_input[f"x_{s}"] for s in _SOURCES], keep),
+        f"y_{role}": concat("y")[keep],
+        f"tile_image_{role}": tile_row[keep],
+        f"tile_boxes_{role}": concat("tile_boxes")[keep],
+        f"paths_{role}": concat("paths")[index],
+        f"image_y_{role}": concat("image_y")[index],
+    }
 
 
 def _take(parts: list[np.ndarray], index: np.ndarray) -> np.ndarray:
@@ -105,16 +148,17 @@ def predict_fold(
     Args:
         classifier: The fold's classifier.
         model_input: The fold's arrays (:func:`fold_model_input`).
-        params: The ``reporting`` parameters (``batch_size``).
+        params: The ``reporting`` parameters (``batch_size``; ``positive_class``, which the
+            tiles' aggregation scores).
 
     Returns:
         ``(held-out predictions, test predictions)``, the columns of
         :func:`~breast_cancer_pipeline.evaluation.predictions.prediction_frame`.
     """
-    batch = params["batch_size"]
+    batch, positive = params["batch_size"], params["positive_class"]
     return (
-        classifier_predictions(classifier, model_input, "holdout", batch),
-        classifier_predictions(classifier, model_input, "test", batch),
+        classifier_predictions(classifier, model_input, "holdout", batch, positive),
+        classifier_predictions(classifier, model_input, "test", batch, positive),
     )
 
 

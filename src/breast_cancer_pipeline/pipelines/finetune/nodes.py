@@ -15,6 +15,7 @@ import numpy as np
 
 from breast_cancer_pipeline.backbones import get_backbone
 from breast_cancer_pipeline.geometry import geometry_of_arrays
+from breast_cancer_pipeline.tiles import image_classes, spec_of_arrays
 from breast_cancer_pipeline.training.plan import FinetunePlan, TrainingRun
 
 
@@ -71,14 +72,20 @@ def _metadata(
     """What reporting and serving need to know about the trained classifier.
 
     No timings: identical runs must write identical bytes, or DVC reruns reporting (the
-    node's seconds are in MLflow, ``node.finetune.finetune_classifier.seconds``).
+    node's seconds are in MLflow, ``node.finetune.finetune_classifier.seconds``). A network
+    trained on tiles takes the tile (``image_size`` is the tile's side) and its metadata
+    carries ``tiles``, the tiling that serving repeats.
     """
     shape = model_input["x_train"].shape
+    spec = spec_of_arrays(model_input)
+    tiles = {} if spec is None else {"tiles": spec.config()}
     return {
         "backbone": get_backbone(selected_backbone["backbone"]).name,
         "weights": selected_backbone["weights"],
-        "class_names": [str(c) for c in model_input["class_names"]],
+        # The image-level classes (a tile network's internal background class left out).
+        "class_names": image_classes(list(np.asarray(model_input["class_names"])), spec),
         **geometry_of_arrays(model_input).config(),
+        **tiles,
         "channels": int(shape[3]),
         "color_mode": "rgb" if shape[3] == 3 else "grayscale",
         "head": run.plan.head,

@@ -11,7 +11,9 @@ from kedro.pipeline import Node, Pipeline
 
 from breast_cancer_pipeline.context import run_parameters
 from breast_cancer_pipeline.evaluation.folds import fold_name
+from breast_cancer_pipeline.tiles import uses_attention
 
+from .attention import fit_tile_attention
 from .cross_validation import (
     assign_cv_folds,
     collect_out_of_fold,
@@ -65,6 +67,26 @@ def fold_pipeline() -> Pipeline:
     return Pipeline([arrays]) + finetune_pipeline() + Pipeline([predict])
 
 
+def attention_pipeline() -> Pipeline:
+    """The attention head over each image's tiles, fitted on the trained tile classifier."""
+    return Pipeline(
+        [
+            Node(
+                func=fit_tile_attention,
+                inputs=[
+                    "classifier",
+                    "model_input",
+                    "params:augmentation",
+                    "params:finetune",
+                    "params:reporting",
+                ],
+                outputs="attention_head",
+                name="fit_tile_attention",
+            )
+        ]
+    )
+
+
 def configured_folds() -> int:
     """``evaluation.folds`` in the run's parameters (see :mod:`breast_cancer_pipeline.context`)."""
     return int(run_parameters()["evaluation"]["folds"])
@@ -102,8 +124,15 @@ def cross_validation_pipeline(n_folds: int) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """The finetune pipeline: the classifier, and the folds when ``evaluation.folds`` ≥ 2."""
+    """The finetune pipeline: the classifier, its attention head, the folds.
+
+    The attention head over each image's tiles when ``augmentation.tiles.aggregation`` is
+    ``attention``; the folds when ``evaluation.folds`` ≥ 2.
+    """
     n_folds = configured_folds()
+    pipeline = finetune_pipeline()
+    if uses_attention(run_parameters().get("augmentation") or {}):
+        pipeline += attention_pipeline()
     if n_folds < 2:
-        return finetune_pipeline()
-    return finetune_pipeline() + cross_validation_pipeline(n_folds)
+        return pipeline
+    return pipeline + cross_validation_pipeline(n_folds)

@@ -9,11 +9,14 @@ cannot be decoded gets an ``error`` and no probabilities; the other rows are sco
 scored row gets the out-of-distribution score of the packaged model and whether it is within
 its threshold (``inference.serving.ood``: flagged, or refused with an ``error``). A request
 that breaks the ``inference.serving`` limits is refused whole (see
-:mod:`breast_cancer_pipeline.serving.guard`).
+:mod:`breast_cancer_pipeline.serving.guard`). A model trained on tiles reads each image cut
+into its tiles and answers it as a whole, with its top tiles
+(:mod:`breast_cancer_pipeline.serving.tiling`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +42,15 @@ from breast_cancer_pipeline.serving.levels import (
     thresholded_classes,
 )
 from breast_cancer_pipeline.serving.runtime import DEFAULT_RUNTIME, served_by
+from breast_cancer_pipeline.serving.tiling import (
+    SIZE_COLUMNS,
+    TOP_TILES_COLUMN,
+    ExplainedTile,
+    explained_tile,
+    tile_gradcam_pngs,
+    top_tiles,
+)
+from breast_cancer_pipeline.tiles import TileSpec
 
 from .model_input import decode_row
 
@@ -106,7 +118,13 @@ def predict_requests(
         when the row was scored). Probabilities of failed rows are empty. With an
         ``explain`` column: ``gradcam_png``, the base64 PNG of the row's Grad-CAM overlay
         for its ``thresholded_label`` (:func:`breast_cancer_pipeline.explain.gradcam_pngs`),
-        empty where ``explain`` is false or the row failed.
+        empty where ``explain`` is false or the row failed. A model trained on tiles
+        answers the same columns per image, plus ``top_tiles`` (its ``tiles.top_k`` tiles
+        of highest positive-class probability, each ``{top, left, height, width, score}``
+        in the image's pixels: :func:`~breast_cancer_pipeline.serving.tiling.top_tiles`),
+        ``image_height`` and ``image_width`` before ``error``; its ``gradcam_png`` is
+        Grad-CAM on the top tile placed on a thumbnail of the whole image
+        (:func:`~breast_cancer_pipeline.serving.tiling.tile_gradcam_pngs`).
 
     Raises:
         ValueError: The request has no ``image`` column or a bad ``explain`` value (HTTP 400
@@ -136,7 +154,8 @@ def _predict(
     check_request(cells, limits)
     names = [ids[i] if ids else f"row {i}" for i in range(len(cells))]
     explain = _explain_flags(requests, names, gradcam)
-    proba, ood, errors, kept = _score(cells, names, explain, serving_model, params, cluster)
+    scored = _score(cells, names, explain, serving_model, params, cluster)
+    proba, ood, errors, kept, tiled = scored
     columns = _prediction_columns(
         proba,
         errors,
@@ -144,6 +163,8 @@ def _predict(
         _ood_columns(ood, errors, serving_model, limits["ood"]),  # may add row errors
     )
     columns["prediction_set"] = _sets(serving_model, proba, errors)
+    if tiled is not None:
+        columns |= {key: _unless_failed(values, errors) for key, values in tiled.items()}
     columns["error"] = errors
     if explain is not None:
         called = columns["thresholded_label"]
@@ -174,12 +195,17 @@ def predict_files(
             same pixels and row errors); the model runs here, batch by batch, either way.
 
     Returns:
-        ``(predictions, {level: table})``: the tables of
+        ``(predictions, {level: table})``: ``predictions`` with ``top_tiles`` (a model
+        trained on tiles) as JSON text; the tables of
         :func:`~breast_cancer_pipeline.serving.levels.level_tables` (one row per key, from the
         rows scored), none for a model packaged without levels or a folder without their
         columns.
     """
     predictions = _predict(requests, serving_model, params, gradcam, cluster)
+    if TOP_TILES_COLUMN in predictions.columns:  # a table cell of its own: JSON text
+        predictions[TOP_TILES_COLUMN] = [
+            None if tiles is None else json.dumps(tiles) for tiles in predictions[TOP_TILES_COLUMN]
+        ]
     config = serving_model.config
     return predictions, level_tables(predictions, config.get("levels"), config["class_names"])
 
@@ -218,34 +244,79 @@ def _score(
     serving_model: Any,
     params: dict,
     cluster: Mapping[str, Any] | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, Any], dict[str, list] | None]:
     """Decode and score the rows a batch at a time (decoded here, or on ``cluster``'s workers).
 
     Returns:
-        ``(proba, ood scores, row errors, decoded pixels of the rows to explain)``; a row that
-        failed has NaN probabilities and score, and its error.
+        ``(proba, ood scores, row errors, what Grad-CAM needs of the rows to explain, the
+        tile columns)``: a row that failed has NaN probabilities and score, and its error;
+        the tile columns (:func:`_tile_columns`) are None for a whole-image model.
     """
     config = serving_model.config
-    kept: dict[int, np.ndarray] = {}
+    spec = TileSpec.from_params(config.get("tiles"))
+    kept: dict[int, Any] = {}
     proba = np.full((len(cells), len(config["class_names"])), np.nan, dtype=np.float64)
     errors = [""] * len(cells)
     if uses_cluster(cluster):
-        batches = _batches_from_cluster(cells, names, errors, config, params, cluster)
+        batches = _batches_from_cluster(cells, names, errors, explain, config, params, cluster)
     else:
-        decode = _row_decoder(cells, names, errors, config, params)
+        decode = _row_decoder(cells, names, errors, explain, config, params)
         batches = _decoded_batches(len(cells), params["batch_size"], decode)
     ood = np.full(len(cells), np.nan)
+    tiled = None if spec is None else _tile_columns(len(cells))
     for rows, pixels in batches:
-        proba[rows], scores = serving_model.predict_with_ood(np.stack(pixels))
+        if spec is None:
+            proba[rows], scores = serving_model.predict_with_ood(np.stack(pixels))
+            kept.update((i, x) for i, x in zip(rows, pixels, strict=True) if explain and explain[i])
+        else:
+            answer = serving_model.predict_tiled(pixels, params["batch_size"])
+            proba[rows], scores = answer.proba, answer.ood
+            _record_tiles(rows, pixels, answer, spec.top_k, explain, tiled, kept)
         if scores is not None:
             ood[rows] = scores
-        kept.update((i, x) for i, x in zip(rows, pixels, strict=True) if explain and explain[i])
-    return proba, ood, errors, kept
+    return proba, ood, errors, kept, tiled
+
+
+def _tile_columns(n: int) -> dict[str, list]:
+    """A tile model's answer columns, empty: ``top_tiles``, ``image_height``, ``image_width``."""
+    return {TOP_TILES_COLUMN: [None] * n, **{key: [None] * n for key in SIZE_COLUMNS}}
+
+
+def _record_tiles(
+    rows: list[int],
+    images: list[Any],
+    answer: Any,
+    k: int,
+    explain: list[bool] | None,
+    columns: dict[str, list],
+    kept: dict[int, Any],
+) -> None:
+    """Fill the tile ``columns`` of the scored ``rows``; keep the top tile of rows to explain.
+
+    ``answer`` is the rows' :class:`~breast_cancer_pipeline.serving.tiling.TiledAnswer`: with
+    the attention head's weights the top tiles are those of highest attention.
+    """
+    attention = answer.tile_attention or [None] * len(rows)
+    for i, image, scores, weights in zip(rows, images, answer.tile_scores, attention, strict=True):
+        columns[TOP_TILES_COLUMN][i] = top_tiles(image.tiles.boxes, scores, k, weights)
+        columns[SIZE_COLUMNS[0]][i], columns[SIZE_COLUMNS[1]][i] = image.height, image.width
+        if explain and explain[i]:
+            kept[i] = explained_tile(image, scores, weights)
+
+
+def _unless_failed(values: list, errors: list[str]) -> list:
+    """``values``, None where the row has an error (e.g. refused as out of distribution)."""
+    return [None if error else value for value, error in zip(values, errors, strict=True)]
 
 
 def _row_decoder(
-    cells: list[Any], names: list[str], errors: list[str], config: Mapping[str, Any], params: dict
-) -> Callable[[int], np.ndarray | None]:
+    cells: list[Any],
+    names: list[str],
+    errors: list[str],
+    explain: list[bool] | None,
+    config: Mapping[str, Any],
+    params: dict,
+) -> Callable[[int], Any]:
     """A function decoding and resizing row ``i``, or recording its error and returning None.
 
     Each row is :func:`.model_input.decode_row`: decodes draw on the process-wide budget of
@@ -255,12 +326,13 @@ def _row_decoder(
     """
     deadline = params["serving"].get("decode_seconds")
 
-    def decode(i: int) -> np.ndarray | None:
+    def decode(i: int) -> Any:
+        flag = bool(explain and explain[i])
         if callable(cells[i]) or not deadline:  # the batch command's files: no deadline
-            pixels, errors[i] = decode_row(cells[i], names[i], config, params)
+            pixels, errors[i] = decode_row(cells[i], names[i], config, params, flag)
             return pixels
         finished, outcome = _within(
-            deadline, lambda: decode_row(cells[i], names[i], config, params)
+            deadline, lambda: decode_row(cells[i], names[i], config, params, flag)
         )
         if not finished:
             errors[i] = (
@@ -279,10 +351,11 @@ def _batches_from_cluster(
     cells: list[Any],
     names: list[str],
     errors: list[str],
+    explain: list[bool] | None,
     config: Mapping[str, Any],
     params: dict,
     cluster: Mapping[str, Any],
-) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+) -> Iterator[tuple[list[int], list[Any]]]:
     """The batches of :func:`_decoded_batches`, the rows decoded on the Dask cluster.
 
     Every row is :func:`.model_input.decode_row` on a worker, the results gathered in order
@@ -291,7 +364,10 @@ def _batches_from_cluster(
     is recorded in ``errors``. Progress (count, rate, ETA) is logged as results come back.
     """
     batch_size = params["batch_size"]
-    calls = ((cells[i], names[i], config, params) for i in range(len(cells)))
+    calls = (
+        (cells[i], names[i], config, params, bool(explain and explain[i]))
+        for i in range(len(cells))
+    )
     progress = Progress(len(cells), "Decoding on the Dask cluster", logger, unit="images")
     rows: list[int] = []
     pixels: list[np.ndarray] = []
@@ -439,7 +515,11 @@ def _gradcam_column(
     called: list[str | None],
     gradcam: dict | None,
 ) -> list[str | None]:
-    """Base64 PNG overlays for the kept rows that were scored, for their thresholded label."""
+    """Base64 PNG overlays for the kept rows that were scored, for their thresholded label.
+
+    A kept row is the model's input (whole-image model) or its top tile and thumbnail
+    (:class:`~breast_cancer_pipeline.serving.tiling.ExplainedTile`).
+    """
     import base64
 
     from breast_cancer_pipeline.explain import gradcam_pngs
@@ -448,10 +528,12 @@ def _gradcam_column(
     rows = [i for i in sorted(kept) if called[i] is not None]
     names = serving_model.class_names
     classes = [names.index(called[i]) for i in rows]
-    images = np.stack([kept[i] for i in rows]) if rows else np.empty((0,))
-    for i, png in zip(
-        rows, gradcam_pngs(serving_model.model, images, classes, gradcam), strict=True
-    ):
+    if rows and isinstance(kept[rows[0]], ExplainedTile):
+        pngs = tile_gradcam_pngs(serving_model.model, [kept[i] for i in rows], classes, gradcam)
+    else:
+        images = np.stack([kept[i] for i in rows]) if rows else np.empty((0,))
+        pngs = gradcam_pngs(serving_model.model, images, classes, gradcam)
+    for i, png in zip(rows, pngs, strict=True):
         column[i] = base64.b64encode(png).decode("ascii")
     return column
 

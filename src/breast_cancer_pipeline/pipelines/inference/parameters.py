@@ -53,6 +53,8 @@ class ServingLimits(Params):
     ood: OodSettings
     #: What runs the forward pass: the Keras model, or model.onnx on ONNX Runtime.
     runtime: Literal["tensorflow", "onnxruntime"]
+    #: Long side (px) of the thumbnail a tile model's ``explain`` answer is drawn on.
+    thumbnail_side: PositiveInt
 
     @model_validator(mode="after")
     def _one_image_fits(self) -> ServingLimits:

@@ -172,9 +172,15 @@ def plot_learning_curves(learning_curves: pd.DataFrame, params: dict) -> bytes:
 
 
 def _image_lookup(model_input: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each test image's pixels as the network saw them; with tiles, its middle tile."""
     paths = [str(p) for p in np.asarray(model_input["paths_test"])]
-    images = np.asarray(model_input["x_test"])
-    return {p: images[i] for i, p in enumerate(paths)}
+    images = model_input["x_test"]
+    if "tile_image_test" not in model_input:
+        return {p: np.asarray(images[i]) for i, p in enumerate(paths)}
+    image = np.asarray(model_input["tile_image_test"])
+    first = np.searchsorted(image, np.arange(len(paths)))
+    middle = first + np.bincount(image, minlength=len(paths)) // 2
+    return {p: np.asarray(images[middle[i]]) for i, p in enumerate(paths)}
 
 
 def _show(ax: Any, image: np.ndarray) -> None:

@@ -17,6 +17,7 @@ from breast_cancer_pipeline import metrics as m
 from breast_cancer_pipeline.evaluation.levels import image_groups
 from breast_cancer_pipeline.evaluation.predictions import as_arrays, binary_view
 from breast_cancer_pipeline.geometry import Geometry
+from breast_cancer_pipeline.serving.packaging import served_tiles
 
 from .parameters import check_positive_class
 
@@ -116,6 +117,7 @@ def compute_metrics(
     levels: dict[str, Any] | None = None,
     subgroups: dict[str, Any] | None = None,
     decision_curve: dict[str, Any] | None = None,
+    tiles: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
 
@@ -139,6 +141,8 @@ def compute_metrics(
         levels: The ``levels`` block (:func:`.levels.level_metrics`).
         subgroups: The ``subgroups`` block (:func:`.subgroups.subgroup_metrics`).
         decision_curve: The ``decision_curve`` block (:func:`.net_benefit.decision_curves`).
+        tiles: The ``tiles`` block of a network trained on tiles (:func:`.tiles.tile_metrics`);
+            left out when empty.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -164,6 +168,7 @@ def compute_metrics(
         ("levels", levels),
         ("subgroups", subgroups),
         ("decision_curve", decision_curve),
+        ("tiles", tiles or None),
     ):
         if block is not None:
             metrics[name] = block
@@ -262,6 +267,9 @@ def package_model(
             the model (``ood.npz``); none: rows get no score.
         *members: The other fold models of the ensemble, whose probabilities are averaged.
 
+    With ``tiles`` in the metadata, the configuration carries it (:func:`served_tiles`): the
+    network's input is then the tile.
+
     Returns:
         ``(packaged_model, classifier)``: the
         :class:`~breast_cancer_pipeline.serving.ServingModel` (its ONNX and LiteRT files are
@@ -281,7 +289,25 @@ def package_model(
         "threshold_rule": operating_point["rule"],
         "backbone": metadata["backbone"],
         **(probability_settings or {}),
+        **served_tiles(metadata),
     }
     if members:
         config["ensemble_members"] = 1 + len(members)
     return ServingModel(classifier, config, members, ood=ood), classifier
+
+
+def attach_attention_head(packaged_model: Any, attention_head: Any) -> Any:
+    """The packaged tile model carrying the attention head that combines an image's tiles.
+
+    Args:
+        packaged_model: The :class:`~breast_cancer_pipeline.serving.ServingModel` of
+            :func:`package_model`, trained on tiles with ``aggregation: attention``.
+        attention_head: The head fitted after the tile classifier (``attention_head``).
+
+    Returns:
+        The model with the head (saved beside it, named in ``tiles.attention_head``).
+
+    Raises:
+        ValueError: The model is not a tile model combined by ``attention``.
+    """
+    return packaged_model.with_attention_head(attention_head)

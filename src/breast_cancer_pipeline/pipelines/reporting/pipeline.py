@@ -6,6 +6,7 @@ from kedro.pipeline import Node, Pipeline
 
 from breast_cancer_pipeline.context import run_parameters
 from breast_cancer_pipeline.evaluation.folds import fold_name
+from breast_cancer_pipeline.tiles import uses_attention
 
 from .calibration import calibration_report
 from .cross_validation import cross_validation_summary
@@ -35,6 +36,7 @@ from .levels import (
 )
 from .net_benefit import decision_curves
 from .nodes import (
+    attach_attention_head,
     compute_metrics,
     curve_tables,
     learning_curve_table,
@@ -50,6 +52,7 @@ from .predictions import (
 )
 from .report import FIGURES, render_report
 from .subgroups import subgroup_metrics
+from .tiles import tile_metrics
 
 P = "params:reporting"
 E = "params:evaluation"
@@ -82,10 +85,10 @@ def _node(
     return Node(func=func, inputs=inputs, outputs=outputs, name=func.__name__)
 
 
-def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
+def _metric_nodes(n_folds: int, ensemble: bool, attention: bool = False) -> list[Node]:
     """Predictions, the validation operating point, test metrics and curve tables."""
     return [
-        *_calibration_nodes(ensemble),
+        *_calibration_nodes(ensemble, attention),
         _node(
             choose_operating_point,
             ["val_predictions", "classifier_metadata", P],
@@ -127,6 +130,7 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
                 "levels": "level_metrics",
                 "subgroups": "subgroup_metrics",
                 "decision_curve": "decision_curve_summary",
+                "tiles": "tile_metrics",
             },
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
         ),
@@ -134,6 +138,7 @@ def _metric_nodes(n_folds: int, ensemble: bool) -> list[Node]:
             curve_tables, ["test_predictions", "classifier_metadata", P], ["roc_table", "pr_table"]
         ),
         _node(learning_curve_table, "finetune_history", "learning_curves_table"),
+        _node(tile_metrics, ["serving_model", "model_input", P], "tile_metrics"),
     ]
 
 
@@ -193,7 +198,7 @@ def _cv_nodes(n_folds: int, ensemble: bool) -> list[Node]:
     return nodes
 
 
-def _calibration_nodes(ensemble: bool) -> list[Node]:
+def _calibration_nodes(ensemble: bool, attention: bool = False) -> list[Node]:
     """Validation and test through the serving model; temperature and conformal threshold.
 
     The order is the point: the temperature is fitted on the validation predictions, the
@@ -201,7 +206,8 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
     on the recalibrated ones, and the test split is predicted by the packaged model. With
     ``evaluation.ensemble`` the served model is the fold models' average, whose held-out
     predictions are the out-of-fold ones: the temperature, the threshold and the conformal
-    sets are fitted on those.
+    sets are fitted on those. With ``attention`` the validation images' tiles are combined by
+    the attention head, as served.
     """
     if ensemble:
         validation = []
@@ -209,7 +215,7 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
         validation = [
             _node(
                 predict_val_split,
-                ["classifier", "model_input", M, P, E],
+                ["classifier", "model_input", M, P, E, *(["attention_head"] if attention else [])],
                 "val_predictions_uncalibrated",
             )
         ]
@@ -244,12 +250,15 @@ def _calibration_nodes(ensemble: bool) -> list[Node]:
     ]
 
 
-def _report_nodes(n_folds: int, ensemble: bool, levels: bool) -> list[Node]:
+def _report_nodes(
+    n_folds: int, ensemble: bool, levels: bool, attention: bool = False
+) -> list[Node]:
     """The report and model card (fed every figure), and the packaged serving model.
 
     ``package_model`` bundles the classifier (or the fold models) with its settings (with
-    ``evaluation.levels``, the levels' operating points); ``export_served_model`` adds the
-    ONNX and LiteRT files that match Keras on the test split.
+    ``evaluation.levels``, the levels' operating points) and, with ``attention``, the
+    attention head that combines an image's tiles; ``export_served_model`` adds the ONNX and
+    LiteRT files that match Keras on the test split.
     """
     report_inputs = {
         "metrics": "metrics",
@@ -272,10 +281,17 @@ def _report_nodes(n_folds: int, ensemble: bool, levels: bool) -> list[Node]:
         )
     ]
     served = _served(n_folds, ensemble, levels)
+    packaged = "packaged_tile_model" if attention else "packaged_model"
+    with_head = (
+        [_node(attach_attention_head, [packaged, "attention_head"], "packaged_model")]
+        if attention
+        else []
+    )
     return [
         _node(render_report, report_inputs, ["report_html", "model_card"]),
         *(with_levels if levels else []),
-        _node(package_model, served, ["packaged_model", "tf_serving_model"]),
+        _node(package_model, served, [packaged, "tf_serving_model"]),
+        *with_head,
         _node(
             export_served_model,
             ["packaged_model", "model_input", "params:inference.export"],
@@ -308,14 +324,16 @@ def create_pipeline(**kwargs) -> Pipeline:
     evaluation = run_parameters()["evaluation"]
     n_folds, ensemble = int(evaluation["folds"]), bool(evaluation["ensemble"])
     levels = bool(evaluation.get("levels"))
+    # The head reads the single classifier's features: an ensemble combines tiles by mean.
+    attention = uses_attention(run_parameters().get("augmentation") or {}) and not ensemble
     figures = [_node(func, [*inputs, P], output) for func, inputs, output in FIGURE_NODES]
     figures.append(_node(plot_ood_scores, ["ood_scores", "ood_metrics", P], "ood_scores_figure"))
     return Pipeline(
         [
-            *_metric_nodes(n_folds, ensemble),
+            *_metric_nodes(n_folds, ensemble, attention),
             *_level_nodes(),
             *_cv_nodes(n_folds, ensemble),
             *figures,
-            *_report_nodes(n_folds, ensemble, levels),
+            *_report_nodes(n_folds, ensemble, levels, attention),
         ]
     )

@@ -5,6 +5,12 @@ Every split but the fold models' is predicted by a
 temperature and floor), so the report's figures are those of the served probabilities.
 Each node returns a predictions table
 (:func:`~breast_cancer_pipeline.evaluation.predictions.prediction_frame`).
+
+With tiles (``augmentation.tiles``) the network's rows are tiles: their test-time views are
+averaged per tile, the tiles combined per image
+(:func:`~breast_cancer_pipeline.evaluation.predictions.image_proba`), and only then is the
+temperature applied, so that every image-level output (threshold, calibration, conformal sets,
+levels, external site) reads image rows as without tiles.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import pandas as pd
 
 from breast_cancer_pipeline.evaluation.predictions import (
     classifier_predictions,
+    image_proba,
     prediction_frame,
 )
 from breast_cancer_pipeline.evaluation.tta import tta_settings
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT
 from breast_cancer_pipeline.progress import Progress
+from breast_cancer_pipeline.serving.model import penultimate_features
 
 from .nodes import package_model
 from .parameters import check_positive_class
@@ -32,7 +40,28 @@ logger = logging.getLogger(__name__)
 _NOT_CHOSEN = {"threshold": 0.5, "rule": "not chosen yet (validation predictions)"}
 
 
-def _predict(serving_model: Any, images: np.ndarray, batch_size: int, split: str) -> np.ndarray:
+def _predict(
+    serving_model: Any, model_input: dict[str, np.ndarray], split: str, batch_size: int
+) -> np.ndarray:
+    """The split's image rows of :meth:`ServingModel.averaged_proba` (tiles combined).
+
+    A tile model packaged with its attention head combines each image's tiles by the head,
+    from the tiles' penultimate features (:meth:`ServingModel.attended`), as served.
+    """
+    images = np.asarray(model_input[f"x_{split}"])
+    if serving_model.attention_head is not None:
+        features = penultimate_features(serving_model.forward, images, batch_size)
+        n_images = len(model_input[f"paths_{split}"])
+        attended = serving_model.attended(
+            features, np.asarray(model_input[f"tile_image_{split}"]), n_images
+        )
+        if attended is not None:
+            return attended[0]
+    proba = _averaged(serving_model, images, batch_size, split)
+    return image_proba(model_input, split, proba, serving_model.config["positive_class"])
+
+
+def _averaged(serving_model: Any, images: np.ndarray, batch_size: int, split: str) -> np.ndarray:
     """:meth:`ServingModel.averaged_proba` of ``images``, ``batch_size`` at a time."""
     progress = Progress(len(images), f"Predicting the {split} split", logger, unit="images")
     parts = []
@@ -51,8 +80,12 @@ def predict_val_split(
     metadata: dict[str, Any],
     reporting: dict,
     evaluation: dict,
+    attention_head: Any = None,
 ) -> pd.DataFrame:
     """Validation probabilities of the serving model before recalibration.
+
+    ``attention_head``: with ``augmentation.tiles.aggregation: attention``, the head that
+    combines each image's tiles (packaged with the model, as served).
 
     Returns:
         One row per image: ``path``, ``label``, ``predicted``, ``p_<class>`` (views averaged,
@@ -64,8 +97,9 @@ def predict_val_split(
     check_positive_class(reporting["positive_class"], metadata["class_names"])
     point = {**_NOT_CHOSEN, "positive_class": reporting["positive_class"]}
     uncalibrated, _ = package_model(classifier, metadata, point, {"tta": tta_settings(evaluation)})
-    images = np.asarray(model_input["x_val"])
-    proba = _predict(uncalibrated, images, reporting["batch_size"], "val")
+    if attention_head is not None:
+        uncalibrated = uncalibrated.with_attention_head(attention_head)
+    proba = _predict(uncalibrated, model_input, "val", reporting["batch_size"])
     return prediction_frame(model_input, "val", proba)
 
 
@@ -77,8 +111,7 @@ def predict_split(
     Returns:
         One row per image: ``path``, ``label``, ``predicted``, ``p_<class>``.
     """
-    images = np.asarray(model_input[f"x_{split}"])
-    proba = serving_model.calibrate(_predict(serving_model, images, batch_size, split))
+    proba = serving_model.calibrate(_predict(serving_model, model_input, split, batch_size))
     return prediction_frame(model_input, split, proba)
 
 
@@ -94,13 +127,14 @@ def predict_test_split(
         ``without_tta`` the original image alone, recalibrated the same way (the same
         forward passes as ``served`` when ``tta`` is off).
     """
-    images = np.asarray(model_input["x_test"])
-    raw = _predict(serving_model, images, reporting["batch_size"], "test")
+    batch = reporting["batch_size"]
+    raw = _predict(serving_model, model_input, "test", batch)
     if serving_model.config["tta"]["mode"] == "off":
         single = raw
     else:
-        plain = serving_model.with_config(tta={"mode": "off"})
-        single = _predict(plain, images, reporting["batch_size"], "test (no test-time views)")
+        single = _predict(
+            serving_model.with_config(tta={"mode": "off"}), model_input, "test", batch
+        )
     return (
         prediction_frame(model_input, "test", serving_model.calibrate(raw)),
         prediction_frame(model_input, "test", raw),
@@ -137,6 +171,8 @@ def predict_single_model_test(
     Args:
         classifier: The classifier fine-tuned on the single train/val split.
         model_input: The model-input arrays.
-        params: The ``reporting`` parameters (``batch_size``).
+        params: The ``reporting`` parameters (``batch_size``, ``positive_class``).
     """
-    return classifier_predictions(classifier, model_input, "test", params["batch_size"])
+    return classifier_predictions(
+        classifier, model_input, "test", params["batch_size"], params["positive_class"]
+    )

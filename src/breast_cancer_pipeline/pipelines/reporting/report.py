@@ -188,6 +188,24 @@ def _model_rows(metadata: dict, point: dict, positive: str) -> list[tuple[str, s
     ]
 
 
+def _tile_rows(tiles: dict | None) -> list[tuple[str, str]]:
+    """The model table's line on tiles (none for a whole-image network)."""
+    if not tiles:
+        return []
+    count = tiles["n_tiles"]
+    scale = "full resolution" if tiles["scale"] == 1 else f"1/{tiles['scale']:g} resolution"
+    return [
+        (
+            "Tiles",
+            f"{tiles['tile_size']} px cut at {scale}, "
+            f"labels from the {tiles['labels']}, {tiles['tiles_per_image']:.1f} per image "
+            f"(train/val/test {count['train']}/{count['val']}/{count['test']}); "
+            f"image answer: {tiles['aggregation'].replace('_', ' ')} of its tiles; "
+            f"a single test tile's AUROC {fmt(tiles['tile_auroc'])}",
+        )
+    ]
+
+
 def _embedded_figures(figures: dict[str, Figure | None]) -> list[dict]:
     """The figures given, in report order, as base64 PNG for ``data:`` URIs."""
     return [
@@ -206,7 +224,7 @@ def _context(
     return {
         "title": f"Breast image classifier — {metadata['backbone']}",
         "positive": positive,
-        "model_rows": _model_rows(metadata, point, positive),
+        "model_rows": _model_rows(metadata, point, positive) + _tile_rows(metrics.get("tiles")),
         "summary": data_summary(manifest),
         "metric_rows": _metric_rows(metrics),
         "auroc_rows": [(c, fmt(v)) for c, v in metrics["auroc_per_class"].items()],

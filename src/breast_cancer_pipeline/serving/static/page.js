@@ -2,7 +2,8 @@
 // model decodes and preprocesses it); the answer is written with textContent only, never
 // parsed as HTML (labels and messages come from the model and the user's file). Several files
 // go in one request as the views of one exam (one `group` and `study`): the model answers each
-// of its levels keyed by those columns, shown above the images' answers.
+// of its levels keyed by those columns, shown above the images' answers. A model read tile by
+// tile answers `top_tiles` (boxes in the image's pixels): they are outlined over its thumbnail.
 "use strict";
 
 const byId = (id) => document.getElementById(id);
@@ -93,6 +94,35 @@ function show(row) {
   figure.hidden = !row.gradcam_png;
   if (row.gradcam_png) image.src = `data:image/png;base64,${row.gradcam_png}`;
   else image.removeAttribute("src");
+  showTiles(row);
+}
+
+function percent(value, total) {
+  return `${(100 * Number(value)) / Number(total)}%`;
+}
+
+function showTiles(row) {
+  // The top tiles outlined over the whole image's thumbnail, numbered by rank; positions in
+  // percent of the image, so they fit the thumbnail at any size.
+  const frame = byId("gradcam-frame");
+  for (const old of frame.querySelectorAll(".tile-box")) old.remove();
+  const tiles = Array.isArray(row.top_tiles) ? row.top_tiles : [];
+  const shown = Boolean(row.gradcam_png) && tiles.length > 0 && row.image_width > 0;
+  byId("tiles-caption").hidden = !shown;
+  byId("whole-caption").hidden = shown;
+  if (!shown) return;
+  tiles.forEach((tile, i) => {
+    const box = document.createElement("div");
+    box.className = "tile-box";
+    box.dataset.rank = String(i + 1);
+    box.style.top = percent(tile.top, row.image_height);
+    box.style.left = percent(tile.left, row.image_width);
+    box.style.height = percent(tile.height, row.image_height);
+    box.style.width = percent(tile.width, row.image_width);
+    box.title = `tile ${i + 1}: p(${config.positive}) = ${Number(tile.score).toFixed(4)}`;
+    box.textContent = String(i + 1);
+    frame.append(box);
+  });
 }
 
 function cell(text) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline.evaluation.ood import METHOD, OodScore, fit_ood, ood_images
+from breast_cancer_pipeline.tiles import spec_of_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -17,31 +19,40 @@ logger = logging.getLogger(__name__)
 SETS = ("train", "val", "test", "ood")
 
 
-def _features(forward: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
-    out = [
-        np.asarray(forward(images[i : i + batch_size])[0])
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
 def _features_of_sets(
     forward: Any, model_input: dict[str, np.ndarray], params: dict
 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """The penultimate features of each of :data:`SETS`, and the kind of each image."""
+    from breast_cancer_pipeline.serving.model import penultimate_features
+
     x_train = np.asarray(model_input["x_train"])
     size, channels = (x_train.shape[1], x_train.shape[2]), x_train.shape[3]
     settings = params["ood_images"]
     ood, kinds = ood_images(settings["per_kind"], size, channels, settings["seed"])
+    spec = spec_of_arrays(model_input)
     class_names = [str(c) for c in model_input["class_names"]]
+    labels = "y" if spec is None else "image_y"
     features, kind_of = {}, {}
     for name in SETS[:3]:
-        features[name] = _features(
+        features[name] = penultimate_features(
             forward, np.asarray(model_input[f"x_{name}"]), params["batch_size"]
         )
-        kind_of[name] = [class_names[i] for i in np.asarray(model_input[f"y_{name}"])]
-    features["ood"], kind_of["ood"] = _features(forward, ood, params["batch_size"]), list(kinds)
+        kind_of[name] = [class_names[i] for i in np.asarray(model_input[f"{labels}_{name}"])]
+    features["ood"] = penultimate_features(forward, ood, params["batch_size"])
+    kind_of["ood"] = list(kinds)
     return features, kind_of
+
+
+def per_image_scores(
+    values: np.ndarray, model_input: dict[str, np.ndarray], split: str
+) -> np.ndarray:
+    """A split's scores per image: the mean of its tiles' scores (tiles), else ``values``."""
+    if spec_of_arrays(model_input) is None or split not in SETS[:3]:
+        return values
+    image = np.asarray(model_input[f"tile_image_{split}"])
+    n_images = len(model_input[f"paths_{split}"])
+    sums = np.bincount(image, weights=values, minlength=n_images)
+    return sums / np.maximum(np.bincount(image, minlength=n_images), 1)
 
 
 def _score_table(
@@ -50,10 +61,11 @@ def _score_table(
     threshold: float,
     features: dict[str, np.ndarray],
     kind_of: dict[str, list[str]],
+    model_input: dict[str, np.ndarray],
 ) -> pd.DataFrame:
     frames = []
     for name in SETS:
-        values = score.score(features[name])
+        values = per_image_scores(score.score(features[name]), model_input, name)
         frames.append(
             pd.DataFrame(
                 {
@@ -61,7 +73,9 @@ def _score_table(
                     "kind": kind_of[name],
                     "score": values,
                     "in_distribution": values <= threshold,
-                    "energy_score": energy.score(features[name]),
+                    "energy_score": per_image_scores(
+                        energy.score(features[name]), model_input, name
+                    ),
                 }
             )
         )
@@ -77,7 +91,9 @@ def fit_ood_score(
     penultimate features (the forward pass the server runs,
     :func:`breast_cancer_pipeline.serving.compiled_forward`), fitted on the training split;
     its threshold accepts ``accept_rate`` of the validation split. The energy score is
-    computed on the same features for comparison.
+    computed on the same features for comparison. With tiles, the score is fitted on the
+    training tiles' features and an image's score is the mean of its tiles' scores: the
+    threshold is taken on the validation images' means, and the table has one row per image.
 
     Args:
         classifier: The trained Keras classifier (ends with its ``Dense`` layer).
@@ -105,8 +121,18 @@ def fit_ood_score(
         np.asarray(w, dtype=np.float64) for w in penultimate_layer(classifier).get_weights()
     )
     energy = fit_ood("energy", features["train"], y_train, features["val"], (kernel, bias))
+    if spec_of_arrays(model_input) is not None:  # an image's score: its tiles' mean
+        score, energy = (
+            dataclasses.replace(
+                fitted,
+                val_scores=np.sort(
+                    per_image_scores(fitted.score(features["val"]), model_input, "val")
+                ),
+            )
+            for fitted in (score, energy)
+        )
     threshold = score.threshold(ood_settings["accept_rate"])
-    table = _score_table(score, energy, threshold, features, kind_of)
+    table = _score_table(score, energy, threshold, features, kind_of, model_input)
     logger.info(
         "Out-of-distribution score (%s) fitted on %d training images, threshold %.4g; "
         "%d images scored in %.1f s",
