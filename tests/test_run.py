@@ -75,6 +75,13 @@ def test_the_dag_writes_consistent_metrics_predictions_and_selection(experiments
         (predictions["label"] == predictions["predicted"]).mean()
     )
     assert not manifest["source_path"].str.contains("_mask").any()
+    # Every demo image has its mask (ingestion.mask_pattern), converted beside it.
+    stems = manifest["source_path"].str.replace(r"\.\w+$", "", regex=True)
+    assert (manifest["mask_path"] == stems + "_mask.png").all()
+    assert (project / "data/02_intermediate/images" / manifest["mask_path"].iloc[0]).is_file()
+    explanation = metrics["explanation"]
+    assert explanation["n"] >= 1 and 0.0 <= explanation["energy_inside"] <= 1.0
+    assert set(explanation["per_class"]) <= {"benign", "malignant"}
     assert (project / MODEL).is_file()
     for kind, name in (("onnx", "model.onnx"), ("litert", "model.tflite")):  # checked, shipped
         export = metrics["export"][kind]

@@ -38,8 +38,13 @@ REQUIRED_COLUMNS = (
     "split_origin",
 )
 
-#: The manifest as ingestion writes it: the required columns, then the duplicates it collapsed.
-MANIFEST_COLUMNS = (*REQUIRED_COLUMNS, "duplicates")
+#: The converted lesion mask of an image (``ingestion.mask_pattern``,
+#: ``ingestion.csv.mask_column``): a path like ``path``, empty when the image has none.
+MASK_PATH = "mask_path"
+
+#: The manifest as ingestion writes it: the required columns, the duplicates it collapsed, the
+#: image's lesion mask.
+MANIFEST_COLUMNS = (*REQUIRED_COLUMNS, "duplicates", MASK_PATH)
 
 #: Manifest columns that hold numbers (the validation gate coerces them before checking).
 NUMERIC_COLUMNS = ("width", "height", "channels", "mean", "std")

@@ -250,3 +250,27 @@ def test_the_model_card_lists_the_exported_files_and_their_parity():
         PARAMS,
     )
     assert "## Exported files" not in without
+
+
+def test_explanations_against_masks_have_a_section_and_a_card_line(metrics):
+    explanation = {
+        "n": 4,
+        "energy_inside": 0.61,
+        "energy_inside_ci_low": 0.5,
+        "energy_inside_ci_high": 0.7,
+        "pointing_game": 0.75,
+        "pointing_game_ci_low": 0.5,
+        "pointing_game_ci_high": 1.0,
+        "mask_area": 0.08,
+        "bootstrap": "cluster",
+        "per_class": {"malignant": {"n": 2, "energy_inside": 0.4, "pointing_game": 0.5}},
+    }
+    with_block = {**metrics, "explanation": explanation}
+    html, card = render_report(with_block, POINT, META, _manifest(), _predictions(), PARAMS)
+    rows = _rows(html, '<h2 id="explanation">')
+    assert rows[1] == ["all", "4", "0.610 [0.500, 0.700]", "0.080", "0.750 [0.500, 1.000]"]
+    assert rows[2] == ["malignant", "2", "0.400", "–", "0.500"]
+    assert r"(4 test images with a lesion mask): 0.610 \[0.500, 0.700\] of the Grad-CAM" in card
+    assert r"pointing game 0.750 \[0.500, 1.000\] (cluster bootstrap intervals)" in card
+    plain, plain_card = render_report(metrics, POINT, META, _manifest(), _predictions(), PARAMS)
+    assert "expert masks" not in plain and "expert masks" not in plain_card

@@ -15,14 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from breast_cancer_pipeline import imaging
 from breast_cancer_pipeline.cluster import available_cores
 from breast_cancer_pipeline.columns import dicom_tags, read_dicom_header, tag_keywords
 from breast_cancer_pipeline.file_records import FileTask, StoredFiles, StorePlan
-from breast_cancer_pipeline.imaging import ImageDecodeError, decode_pages, encode_png, pixel_sha256
-from breast_cancer_pipeline.manifest import NUMERIC_COLUMNS, REQUIRED_COLUMNS
+from breast_cancer_pipeline.imaging import (
+    ImageDecodeError,
+    decode_image,
+    decode_pages,
+    encode_png,
+    pixel_sha256,
+)
+from breast_cancer_pipeline.manifest import MASK_PATH, NUMERIC_COLUMNS, REQUIRED_COLUMNS
+from breast_cancer_pipeline.masks import as_mask, distinct_values, encode_mask, merge_masks
+
+from .mask_pairing import MASK_SOURCES, split_sources
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +70,21 @@ class ConvertToPng:
     multipage: str
     compress_level: int
     tag_keywords: tuple[str, ...] = ()
+    masks: tuple[tuple[str, Callable[[], bytes]], ...] = ()
+    mask_png_path: str = ""
 
     def __call__(self) -> tuple[dict[str, bytes] | None, dict[str, Any]]:
-        """Convert the image.
+        """Convert the image (and its lesion masks, merged into one).
 
         Returns:
             ``(pngs, record)``: on success ``{PNG path: bytes}`` (one per page under
-            ``multipage: all``, else one) and a record with ``n_pages``, ``pages`` (each
-            page's ``path``, ``page`` and statistics) and ``tags`` (the ``tag_keywords`` a
-            DICOM header holds, ``{}`` for other formats); for a bad file ``None`` and ``error``
-            (a short reason) with ``detail`` (the message and its fix).
+            ``multipage: all``, else one; plus the merged mask at ``mask_png_path``) and a
+            record with ``n_pages``, ``pages`` (each page's ``path``, ``page`` and
+            statistics), ``tags`` (the ``tag_keywords`` a DICOM header holds, ``{}`` for other
+            formats) and, with masks, ``masks`` (one entry per mask file:
+            :func:`mask_record`) and ``mask_path`` (empty when a mask could not be read or
+            differs in size from the image); for a bad file ``None`` and ``error`` (a short
+            reason) with ``detail`` (the message and its fix).
         """
         record: dict[str, Any] = {"source_path": self.name}
         try:
@@ -107,7 +122,55 @@ class ConvertToPng:
         for page, (path, pixels) in enumerate(zip(paths, pages, strict=True)):
             record["pages"].append({"path": path, "page": page, **_statistics(pixels)})
             pngs[path] = encode_png(pixels, compress_level=self.compress_level)
+        if self.masks:
+            limits = {"max_pixels": self.max_pixels, "max_decoded_bytes": self.max_decoded_bytes}
+            merged, record["masks"] = convert_masks(self.masks, pages[0].shape[:2], limits)
+            record["mask_path"] = self.mask_png_path if merged is not None else ""
+            if merged is not None:
+                pngs[self.mask_png_path] = encode_mask(merged, compress_level=self.compress_level)
         return pngs, record
+
+
+def convert_masks(
+    masks: tuple[tuple[str, Callable[[], bytes]], ...],
+    shape: tuple[int, int],
+    limits: Mapping[str, int | None],
+) -> tuple[np.ndarray | None, list[dict[str, Any]]]:
+    """Read an image's mask files and merge them; a record of each.
+
+    Args:
+        masks: ``(source path, loader)`` of each mask file.
+        shape: The image's ``(height, width)``.
+        limits: ``max_pixels`` and ``max_decoded_bytes`` of the decoder (as for images).
+
+    Returns:
+        ``(merged, records)``: the merged boolean mask, or None when a mask cannot be read or
+        differs in size from the image (the gate names it); one :func:`mask_record` per file.
+    """
+    records, read = [], []
+    for name, load in masks:
+        try:
+            pixels = decode_image(load(), name, color_mode="rgb", **limits)
+        except (OSError, ImageDecodeError) as exc:
+            records.append({"source": name, "error": str(exc)})
+            continue
+        records.append(mask_record(name, pixels))
+        read.append(as_mask(pixels))
+    if len(read) < len(masks) or any(mask.shape != tuple(shape) for mask in read):
+        return None, records
+    return merge_masks(read, [name for name, _ in masks]), records
+
+
+def mask_record(name: str, pixels: np.ndarray) -> dict[str, Any]:
+    """What the gate checks of one mask file: its size, its distinct values, its lesion."""
+    return {
+        "source": name,
+        "error": "",
+        "width": int(pixels.shape[1]),
+        "height": int(pixels.shape[0]),
+        "n_values": distinct_values(pixels),
+        "lesion_pixels": int(as_mask(pixels).sum()),
+    }
 
 
 def build_plan(
@@ -121,7 +184,9 @@ def build_plan(
     settings = _settings_fingerprint(params)
     files: dict[str, FileTask] = {}
     owner: dict[str, str] = {}
-    for rel in inventory.loc[inventory["problem"] == "", "source_path"]:
+    usable = inventory[inventory["problem"] == ""]
+    mask_cells = usable[MASK_SOURCES] if MASK_SOURCES in usable else [""] * len(usable)
+    for rel, cell in zip(usable["source_path"], mask_cells, strict=True):
         png = png_path(rel)
         if png in owner:
             raise ValueError(
@@ -129,11 +194,10 @@ def build_plan(
                 "them or exclude it with ingestion.exclude"
             )
         owner[png] = rel
-        loader = raw_files[rel]
-        size, mtime = getattr(loader, "size", None), getattr(loader, "mtime_ns", None)
-        key = None if size is None or mtime is None else f"{rel}|{size}|{mtime}|{settings}"
+        masks = tuple((mask, raw_files[mask]) for mask in split_sources(cell))
+        key = _task_key([(rel, raw_files[rel]), *masks], settings)
         task = ConvertToPng(
-            load=loader,
+            load=raw_files[rel],
             name=rel,
             png_path=png,
             color_mode=params["color_mode"],
@@ -143,6 +207,8 @@ def build_plan(
             multipage=params["multipage"],
             compress_level=params["png_compress_level"],
             tag_keywords=tag_keywords(params["column_patterns"]),
+            masks=masks,
+            mask_png_path=png_path(masks[0][0]) if masks else "",
         )
         files[png] = FileTask(key=key, produce=task)
     workers = _workers(params["workers"], len(files), params["images_per_worker"])
@@ -176,6 +242,7 @@ def collect_records(
     unrecorded: list[str] = []
     for row in inventory.to_dict("records"):
         rel = row.pop("source_path")
+        row.pop(MASK_SOURCES, None)
         record = by_path.get(png_path(rel))
         if row["problem"]:
             bad.append((rel, row["problem"], ""))
@@ -190,7 +257,12 @@ def collect_records(
             for page in pages:
                 stats = {column: page[column] for column in STAT_COLUMNS}
                 tags = {TAGS_FIELD: record.get("tags") or {}}
-                good.append({"source_path": rel, **row, "path": page["path"], **stats, **tags})
+                mask = record.get("mask_path") if page["page"] == 0 else ""
+                mask = mask if isinstance(mask, str) else ""  # NaN: a record without masks
+                good.append(
+                    {"source_path": rel, **row, "path": page["path"], **stats, **tags}
+                    | {MASK_PATH: mask}
+                )
     if unrecorded:
         raise ValueError(
             f"intermediate_images has no conversion record for {len(unrecorded)} indexed "
@@ -286,6 +358,17 @@ def _settings_fingerprint(params: dict) -> str:
         _decoder_fingerprint(),
     )
     return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+
+
+def _task_key(sources: list[tuple[str, Callable[[], bytes]]], settings: str) -> str | None:
+    """The files' paths, sizes and modification times and the settings; None if one is unknown."""
+    parts = []
+    for rel, loader in sources:
+        size, mtime = getattr(loader, "size", None), getattr(loader, "mtime_ns", None)
+        if size is None or mtime is None:
+            return None
+        parts.append(f"{rel}|{size}|{mtime}")
+    return "|".join([*parts, settings])
 
 
 def _workers(setting: int | str, n_jobs: int, images_per_worker: int) -> int:

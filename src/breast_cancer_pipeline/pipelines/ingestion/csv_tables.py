@@ -1,8 +1,9 @@
 """Layout ``csv``: a CSV or parquet table (or several, by glob) names the images.
 
 Each row gives an image path relative to ``ingestion.source_dir`` (``csv.path_column``) and,
-optionally, its label, patient/group, the provider's split and the columns of
-``csv.extra_columns`` (copied into the manifest). A path that leaves the folder,
+optionally, its label, patient/group, the provider's split, its lesion mask
+(``csv.mask_column``; an image on several rows, one per lesion, gets every mask) and the
+columns of ``csv.extra_columns`` (copied into the manifest). A path that leaves the folder,
 a listed file that is missing, a row without label or group become inventory rows with a
 ``problem`` (bad files), so every one is reported at once.
 """
@@ -31,6 +32,7 @@ from .layouts import (
     link_problem,
     selected,
 )
+from .mask_pairing import MASK_SOURCES, SEPARATOR, split_sources
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +58,11 @@ def index_csv(raw_files: Mapping[str, Callable[[], bytes]], params: dict) -> pd.
             rel = entry.pop("source_path")
             if rel in entries and entries[rel]["label"] != entry["label"]:
                 conflicts.setdefault(rel, {entries[rel]["label"]}).add(entry["label"])
-            entries.setdefault(rel, entry)
+            _add_masks(entries.setdefault(rel, entry), entry)
     _resolve_conflicts(entries, conflicts, params["csv"]["label_priority"])
     extra = list(params["csv"]["extra_columns"])
+    if params["csv"]["mask_column"]:
+        extra.append(MASK_SOURCES)
     rows = [
         (rel, *(e[c] for c in INVENTORY_COLUMNS[1:] + extra)) for rel, e in sorted(entries.items())
     ]
@@ -89,11 +93,13 @@ class _RowReader:
             f"ingestion.csv.extra_columns.{column}": (column, table_column)
             for column, table_column in csv["extra_columns"].items()
         }
+        self.mask_column = csv["mask_column"]
         self.label_pattern = compile_pattern(self.params["label_pattern"])
         self.group_pattern = compile_pattern(self.params["group_pattern"])
 
     def check_columns(self, table_name: str, table: pd.DataFrame) -> None:
         extra = {parameter: column for parameter, (_, column) in self.extra.items()}
+        extra["ingestion.csv.mask_column"] = self.mask_column
         for parameter, column in {**self.columns, **extra}.items():
             if column and column not in table.columns:
                 raise ValueError(
@@ -111,6 +117,7 @@ class _RowReader:
         label = _cell(row, label_col) if label_col else label_of(rel, parts, self.label_pattern)
         group = _cell(row, group_col) if group_col else group_of(rel, self.group_pattern)
         split = self._split(row, split_col, where) if split_col else ""
+        mask = clean_path(_cell(row, self.mask_column)) if self.mask_column else ""
         problem = ""
         if PurePosixPath(rel).is_absolute() or ".." in parts:
             problem = f"{where}: the path must be relative to ingestion.source_dir"
@@ -122,6 +129,11 @@ class _RowReader:
             problem = f"{where}: no label"
         elif not group:
             problem = f"{where}: empty {group_col!r} (patient/group id)"
+        elif mask and mask not in self.files:
+            problem = (
+                f"{where}: the mask {mask!r} (ingestion.csv.mask_column {self.mask_column!r}) "
+                "is not found under ingestion.source_dir"
+            )
         label = str(self.params["label_map"].get(label, label)) if label else ""
         return {
             "source_path": rel,
@@ -129,6 +141,7 @@ class _RowReader:
             "group": group,
             "split": split,
             "problem": problem,
+            MASK_SOURCES: mask,
             **{
                 column: clean_value(column, _cell(row, source))
                 for column, source in self.extra.values()
@@ -145,6 +158,18 @@ class _RowReader:
                 f"expected one of {sorted(SPLIT_FOLDERS)} (case-insensitive)"
             )
         return split
+
+
+def _add_masks(kept: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Join the mask of another row of the same image (another lesion) to the kept entry."""
+    if kept is entry or not entry[MASK_SOURCES]:
+        return
+    if entry["problem"]:  # e.g. this lesion's mask is missing: the image cannot be ingested
+        kept["problem"] = kept["problem"] or entry["problem"]
+        return
+    masks = split_sources(kept[MASK_SOURCES])
+    if entry[MASK_SOURCES] not in masks:
+        kept[MASK_SOURCES] = SEPARATOR.join([*masks, entry[MASK_SOURCES]])
 
 
 def _tables(raw_files: Mapping[str, Any], path: str) -> list[str]:

@@ -10,9 +10,10 @@ swap the new PNGs in (see ``breast_cancer_pipeline.datasets.image_store``).
 
 Steps: :func:`index_source` (labels, groups, provider splits) → :func:`plan_conversion` →
 :func:`collect_conversion` (statistics, bad files) → :func:`collapse_duplicates` →
-:func:`split_manifest` → :func:`publish_conversion`. The work is done by the modules beside
+:func:`split_manifest` → :func:`publish_conversion`; :func:`collect_masks` lists the lesion
+masks for the gate. The work is done by the modules beside
 this one: :mod:`.layouts` and :mod:`.csv_tables` (what the images are), :mod:`.conversion`
-(the plan and its records), :mod:`.duplicates` and :mod:`.splitting`.
+(the plan and its records), :mod:`.mask_pairing`, :mod:`.duplicates` and :mod:`.splitting`.
 """
 
 from __future__ import annotations
@@ -24,17 +25,19 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 
 from breast_cancer_pipeline.file_records import StoreCommit, StoredFiles, StorePlan
-from breast_cancer_pipeline.manifest import EXTERNAL_PREFIX, EXTERNAL_SPLIT
+from breast_cancer_pipeline.manifest import EXTERNAL_PREFIX, EXTERNAL_SPLIT, MASK_PATH
 from breast_cancer_pipeline.param_schema import validate_block
 
-from . import conversion, descriptors, duplicates, layouts, splitting
+from . import conversion, descriptors, duplicates, layouts, mask_pairing, splitting
 from .conversion import BadFilesError
 from .csv_tables import index_csv
+from .mask_pairing import MASK_SOURCES, SEPARATOR, split_sources
 
 __all__ = [
     "BadFilesError",
     "collapse_duplicates",
     "collect_conversion",
+    "collect_masks",
     "index_source",
     "plan_conversion",
     "publish_conversion",
@@ -73,7 +76,9 @@ def index_source(
         cannot be ingested, e.g. a file the CSV lists but the folder lacks, or a link that
         leads outside the folder; empty when fine); then the columns of
         ``ingestion.csv.extra_columns`` and of the path patterns of
-        ``ingestion.column_patterns`` (a ``group`` pattern sets ``group``).
+        ``ingestion.column_patterns`` (a ``group`` pattern sets ``group``); with
+        ``ingestion.mask_pattern`` or ``ingestion.csv.mask_column``, ``mask_sources``: the
+        image's mask files, ``;``-joined (empty: none).
 
     Raises:
         ParameterError: A parameter is invalid (the message names it).
@@ -85,6 +90,8 @@ def index_source(
     if external_files:
         external = _index_folder(external_files, params, "ingestion.external_dir")
         inventory = pd.concat([inventory, external_rows(external)], ignore_index=True)
+        if MASK_SOURCES in inventory:
+            inventory[MASK_SOURCES] = inventory[MASK_SOURCES].fillna("")
     return inventory
 
 
@@ -98,9 +105,13 @@ def _index_folder(
     else:
         inventory = layouts.index_folders(raw_files, params, presplit=layout == "presplit")
     inventory = descriptors.add_path_columns(inventory, params, setting)
+    if params["mask_pattern"]:
+        inventory = _with_pattern_masks(inventory, raw_files, params["mask_pattern"], setting)
     refused = layouts.refused_link_rows(raw_files, params, set(inventory["source_path"]))
     if len(refused):
         inventory = pd.concat([inventory, refused], ignore_index=True)
+        if MASK_SOURCES in inventory:
+            inventory[MASK_SOURCES] = inventory[MASK_SOURCES].fillna("")
     if inventory.empty:
         raise ValueError(
             f"no images found in {setting} ({len(raw_files)} files seen, layout "
@@ -124,6 +135,23 @@ def _index_folder(
     return inventory
 
 
+def _with_pattern_masks(
+    inventory: pd.DataFrame, raw_files: Mapping[str, object], pattern: str, setting: str
+) -> pd.DataFrame:
+    """The inventory with each image's masks by ``ingestion.mask_pattern`` (and the table's)."""
+    from_table = inventory.get(MASK_SOURCES)
+    paired = mask_pairing.pair_masks(inventory, list(raw_files), pattern, setting)
+    if from_table is not None:
+        paired[MASK_SOURCES] = [
+            SEPARATOR.join(dict.fromkeys(split_sources(a) + split_sources(b)))
+            for a, b in zip(from_table, paired[MASK_SOURCES], strict=True)
+        ]
+    n_masks = sum(len(split_sources(v)) for v in paired[MASK_SOURCES])
+    n_images = int((paired[MASK_SOURCES] != "").sum())
+    logger.info("Paired %d mask file(s) with %d image(s) (%s)", n_masks, n_images, setting)
+    return paired
+
+
 def external_rows(inventory: pd.DataFrame) -> pd.DataFrame:
     """The external site's inventory as rows of the combined one.
 
@@ -134,6 +162,11 @@ def external_rows(inventory: pd.DataFrame) -> pd.DataFrame:
     rows["source_path"] = EXTERNAL_PREFIX + rows["source_path"].astype(str)
     rows["group"] = EXTERNAL_PREFIX + rows["group"].astype(str)
     rows["split"] = EXTERNAL_SPLIT
+    if MASK_SOURCES in rows:
+        rows[MASK_SOURCES] = [
+            SEPARATOR.join(EXTERNAL_PREFIX + mask for mask in split_sources(cell))
+            for cell in rows[MASK_SOURCES]
+        ]
     return rows
 
 
@@ -274,4 +307,44 @@ def publish_conversion(manifest: pd.DataFrame) -> StoreCommit:
     Returns:
         The commit for ``published_images`` (the same store as ``intermediate_images``).
     """
-    return StoreCommit(referenced=tuple(manifest["path"]))
+    masks = manifest[MASK_PATH] if MASK_PATH in manifest else pd.Series([], dtype=str)
+    return StoreCommit(referenced=(*manifest["path"], *masks[masks != ""]))
+
+
+def collect_masks(
+    converted: StoredFiles,
+    manifest: pd.DataFrame,
+    raw_files: Mapping[str, Callable[[], bytes]],
+    params: dict,
+    external_files: Mapping[str, Callable[[], bytes]] | None = None,
+) -> pd.DataFrame:
+    """The mask table the validation gate checks: one row per mask file.
+
+    Each mask file paired with an image of the manifest (``ingestion.mask_pattern`` or
+    ``ingestion.csv.mask_column``) has its size beside its image's, its number of distinct
+    values, its lesion pixels and the read error, if any; each file that looks like a mask by
+    ``ingestion.mask_pattern`` but pairs with no image file has a row without image.
+
+    Args:
+        converted: The ``intermediate_images`` store, with its conversion records.
+        manifest: Output of :func:`split_manifest`.
+        raw_files: ``{relative path: loader}`` of the source folder.
+        params: The ``ingestion`` parameters.
+        external_files: ``{relative path: loader}`` of ``ingestion.external_dir``, if any.
+
+    Returns:
+        The table of :data:`.mask_pairing.MASK_TABLE_COLUMNS` (no row without masks).
+    """
+    orphans: list[str] = []
+    if params["mask_pattern"]:
+        files = list(combined_sources(raw_files, external_files))
+        orphans = mask_pairing.orphan_masks(files, params["mask_pattern"])
+        if orphans:
+            logger.warning(
+                "%d file(s) look like masks (ingestion.mask_pattern %r) but pair with no "
+                "image, e.g. %s; the validation gate names them (mask_has_image)",
+                len(orphans),
+                params["mask_pattern"],
+                ", ".join(orphans[:3]),
+            )
+    return mask_pairing.mask_table(converted.records, manifest, orphans)

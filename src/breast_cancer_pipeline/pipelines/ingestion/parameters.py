@@ -11,6 +11,8 @@ from breast_cancer_pipeline.columns import check_tag, compile_pattern
 from breast_cancer_pipeline.manifest import RESERVED_COLUMNS, expected_split_shares
 from breast_cancer_pipeline.param_schema import Params
 
+from .mask_pairing import check_pattern
+
 
 def _check_column(column: Any) -> str:
     """A descriptive column's name: text, not one that ingestion sets itself."""
@@ -42,6 +44,8 @@ class CsvParams(Params):
     label_priority: list[str] | None
     #: Manifest column -> table column copied into it (e.g. ``{density: breast_density}``).
     extra_columns: dict[str, str]
+    #: Column of each row's lesion mask file (CBIS-DDSM's ROI mask); null: none.
+    mask_column: str | None
 
     @field_validator("extra_columns")
     @classmethod
@@ -103,6 +107,9 @@ class IngestionParams(Params):
     exclude: list[str]
     #: Globs of the only files taken in; null: every image file.
     include: list[str] | None
+    #: A mask's path relative to its image's folder, ``{stem}`` the image's name without
+    #: extension (``{stem}_mask*.png``); null: no masks.
+    mask_pattern: str | None
     csv: CsvParams
     #: The channels every image is converted to.
     color_mode: Literal["grayscale", "rgb"]
@@ -136,6 +143,11 @@ class IngestionParams(Params):
         if pattern is not None:
             compile_pattern(pattern)
         return pattern
+
+    @field_validator("mask_pattern")
+    @classmethod
+    def _mask_pattern(cls, pattern: str | None) -> str | None:
+        return None if pattern is None else check_pattern(pattern)
 
     @field_validator("column_patterns", mode="before")
     @classmethod

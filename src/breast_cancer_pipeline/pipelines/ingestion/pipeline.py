@@ -5,6 +5,7 @@ from kedro.pipeline import Node, Pipeline
 from .nodes import (
     collapse_duplicates,
     collect_conversion,
+    collect_masks,
     index_source,
     plan_conversion,
     publish_conversion,
@@ -21,7 +22,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     ``ingestion.external_dir``; empty when null) is indexed and converted beside the source,
     under ``external/``, and gets split ``external``. Once the manifest is saved,
     ``publish_conversion`` saves a commit to ``published_images`` (the same store), which
-    swaps them in and removes superseded ones.
+    swaps them in and removes superseded ones. Lesion masks (``ingestion.mask_pattern``,
+    ``ingestion.csv.mask_column``) are converted with their image, merged into one PNG beside
+    it (the manifest's ``mask_path``); ``collect_masks`` lists every mask file for the gate.
     """
     return Pipeline(
         [
@@ -60,6 +63,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["unique_image_info", "params:ingestion"],
                 outputs="manifest",
                 name="split_manifest",
+            ),
+            Node(
+                func=collect_masks,
+                inputs=[
+                    "intermediate_images",
+                    "manifest",
+                    "raw_images",
+                    "params:ingestion",
+                    "external_raw_images",
+                ],
+                outputs="mask_table",
+                name="collect_masks",
             ),
             Node(
                 func=publish_conversion,

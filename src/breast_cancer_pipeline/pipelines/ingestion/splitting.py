@@ -15,6 +15,7 @@ from breast_cancer_pipeline.manifest import (
     EXTERNAL_SPLIT,
     MANIFEST_COLUMNS,
     MANIFEST_SPLITS,
+    MASK_PATH,
     SPLITS,
     expected_split_shares,
 )
@@ -35,8 +36,9 @@ def assign_splits(image_info: pd.DataFrame, split_params: dict) -> pd.DataFrame:
         ValueError: Fewer than two classes remain.
     """
     manifest = image_info.copy()
-    if "duplicates" not in manifest:
-        manifest["duplicates"] = ""
+    for column in ("duplicates", MASK_PATH):
+        if column not in manifest:
+            manifest[column] = ""
     external = manifest["split"] == EXTERNAL_SPLIT
     internal = manifest[~external].copy()
     require_classes(internal["label"], "the ingested images")

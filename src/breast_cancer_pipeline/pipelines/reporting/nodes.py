@@ -118,6 +118,7 @@ def compute_metrics(
     subgroups: dict[str, Any] | None = None,
     decision_curve: dict[str, Any] | None = None,
     tiles: dict[str, Any] | None = None,
+    explanation: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
 
@@ -143,6 +144,8 @@ def compute_metrics(
         decision_curve: The ``decision_curve`` block (:func:`.net_benefit.decision_curves`).
         tiles: The ``tiles`` block of a network trained on tiles (:func:`.tiles.tile_metrics`);
             left out when empty.
+        explanation: The ``explanation`` block (:func:`.explanation.explanation_metrics`):
+            Grad-CAM against the lesion masks.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -169,10 +172,12 @@ def compute_metrics(
         ("subgroups", subgroups),
         ("decision_curve", decision_curve),
         ("tiles", tiles or None),
+        ("explanation", explanation),
     ):
         if block is not None:
             metrics[name] = block
     tracked = _test_tracked(metrics) | m.tracked_metrics("external", external or {})
+    tracked |= m.tracked_metrics("test.explanation", explanation or {})
     for kind, block in (export or {}).items():  # export.onnx.max_abs_diff...
         tracked |= m.tracked_metrics(f"export.{kind}", block)
     return m.json_safe(metrics), tracked, bins

@@ -10,6 +10,7 @@ from breast_cancer_pipeline.tiles import uses_attention
 
 from .calibration import calibration_report
 from .cross_validation import cross_validation_summary
+from .explanation import explanation_metrics
 from .export import export_served_model
 from .external import external_metrics
 from .figures import (
@@ -131,8 +132,22 @@ def _metric_nodes(n_folds: int, ensemble: bool, attention: bool = False) -> list
                 "subgroups": "subgroup_metrics",
                 "decision_curve": "decision_curve_summary",
                 "tiles": "tile_metrics",
+                "explanation": "explanation_metrics",
             },
             ["metrics", "reporting_mlflow_metrics", "calibration_table"],
+        ),
+        _node(
+            explanation_metrics,
+            [
+                "classifier",
+                "model_input",
+                "intermediate_images",
+                "validated_manifest",
+                KEYS,
+                M,
+                P,
+            ],
+            "explanation_metrics",
         ),
         _node(
             curve_tables, ["test_predictions", "classifier_metadata", P], ["roc_table", "pr_table"]

@@ -25,6 +25,7 @@ from .sections import (
     calibration_context,
     comparison_rows,
     cross_validation_context,
+    explanation_context,
     export_context,
     ood_context,
     png_base64,
@@ -279,6 +280,7 @@ def render_report(
     context["subgroups"] = subgroups_context(metrics, figures.pop("subgroups", None))
     context["decision_curve"] = decision_curve_context(metrics, figures.pop("decision_curve", None))
     context["export"] = export_context(metrics.get("export"))
+    context["explanation"] = explanation_context(metrics.get("explanation"))
     summary = context.pop("summary")
     cv = cross_validation_context(metrics, figures.pop("cv_folds", None))
     report = render(

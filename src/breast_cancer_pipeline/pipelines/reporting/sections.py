@@ -2,8 +2,8 @@
 
 One function per section, each returning ``None`` (or no rows) when its block is absent:
 recalibration, test-time views and conformal sets (``_calibration.*.j2``), cross-validation
-(``_cv.html.j2``), the external site (``_external.*.j2``) and the out-of-distribution check
-(``_ood.*.j2``).
+(``_cv.html.j2``), the external site (``_external.*.j2``), the out-of-distribution check
+(``_ood.*.j2``) and the explanations against expert masks (``_explanation.*.j2``).
 """
 
 from __future__ import annotations
@@ -307,4 +307,34 @@ def export_context(export: dict[str, Any] | None) -> dict[str, Any] | None:
         "graph": first.get("graph", ""),
         "images": first.get("images"),
         "tolerance": first.get("tolerance"),
+    }
+
+
+# ------------------------------------------------------------------------------ explanations
+def explanation_context(explanation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``_explanation.*.j2`` show of the ``explanation`` block, or ``None`` (no masks).
+
+    One row overall and one per class: images, the Grad-CAM's energy inside the mask and the
+    pointing game with their intervals, and the mask's share of the image (the energy inside
+    of a map spread evenly).
+    """
+    if not explanation or not explanation.get("n"):
+        return None
+
+    def row(name: str, block: dict[str, Any]) -> tuple[str, str, str, str, str]:
+        return (
+            name,
+            str(block["n"]),
+            fmt_interval(block, "energy_inside", optional=True),
+            fmt(block.get("mask_area")),
+            fmt_interval(block, "pointing_game", optional=True),
+        )
+
+    per_class = explanation.get("per_class") or {}
+    kind = "cluster bootstrap" if explanation.get("bootstrap") == "cluster" else "bootstrap"
+    return {
+        **explanation,
+        "interval_kind": kind,
+        "overall": row("all", explanation)[2:],
+        "rows": [row("all", explanation), *(row(c, b) for c, b in per_class.items())],
     }

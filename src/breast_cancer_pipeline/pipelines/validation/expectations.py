@@ -34,6 +34,8 @@ from breast_cancer_pipeline.manifest import (
 )
 from breast_cancer_pipeline.param_schema import validate_block
 
+from .mask_checks import mask_specs, mask_tables
+
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
@@ -60,15 +62,23 @@ class GateSettings:
 
     params: ValidationParams
     split_shares: dict[str, float]
+    has_masks: bool = False
+    mask_labels: bool = False
 
 
-def gate_settings(validation: Mapping[str, Any], ingestion: Mapping[str, Any]) -> GateSettings:
+def gate_settings(
+    validation: Mapping[str, Any],
+    ingestion: Mapping[str, Any],
+    augmentation: Mapping[str, Any] | None = None,
+) -> GateSettings:
     """Validates the gate's parameters before any data is looked at.
 
     Args:
         validation: ``params:validation``.
-        ingestion: ``params:ingestion``; only ``split.ratios`` and ``split.val_from_train``
-            are read.
+        ingestion: ``params:ingestion``; ``split.ratios`` and ``split.val_from_train``, and
+            whether masks are paired (``mask_pattern``, ``csv.mask_column``).
+        augmentation: ``params:augmentation``: whether tiles take their labels from masks
+            (``tiles.labels: mask``); None: they do not.
 
     Returns:
         The settings.
@@ -81,7 +91,9 @@ def gate_settings(validation: Mapping[str, Any], ingestion: Mapping[str, Any]) -
     params = validate_block("validation", validation)
     split = ingestion["split"]
     shares = expected_split_shares(split["ratios"], split["val_from_train"])
-    return GateSettings(params=params, split_shares=shares)
+    masks = bool(ingestion.get("mask_pattern") or (ingestion.get("csv") or {}).get("mask_column"))
+    tiles = (augmentation or {}).get("tiles") or {}
+    return GateSettings(params, shares, masks, tiles.get("labels") == "mask")
 
 
 @dataclass(frozen=True)
@@ -120,19 +132,23 @@ class Check:
     rules: tuple[str, ...]
 
 
-def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Table]:
+def build_tables(
+    manifest: pd.DataFrame, settings: GateSettings, masks: pd.DataFrame | None = None
+) -> dict[str, Table]:
     """Derives, with pandas, the tables the checks run on.
 
     Args:
         manifest: One row per image (see the ingestion pipeline).
         settings: The gate's settings.
+        masks: Ingestion's mask table (one row per mask file), or None: no masks.
 
     Returns:
         The tables by name: ``images`` (the manifest as given), ``image_columns`` (its
         descriptive columns as text, empty values null), ``column_missing`` (one row per
         column of ``validation.max_missing_share``), ``class_counts``,
         ``train_class_balance``, ``image_hashes``, ``groups``, ``split_proportions``,
-        ``split_intensity`` and ``external_shift`` (the external site against train).
+        ``split_intensity``, ``external_shift`` (the external site against train),
+        ``masks`` and ``lesion_images`` (:func:`.mask_checks.mask_tables`).
         Derived tables are computed from a copy of the manifest in which missing required
         columns are empty and numeric columns are numbers, so that a broken manifest fails
         checks instead of raising.
@@ -156,6 +172,7 @@ def build_tables(manifest: pd.DataFrame, settings: GateSettings) -> dict[str, Ta
         _split_proportions(frame, settings),
         _split_intensity(frame),
         _external_shift(frame),
+        *mask_tables(frame, masks, settings),
     ]
     return {table.name: table for table in tables}
 
@@ -641,8 +658,14 @@ SPECS: dict[str, CheckSpec] = {
     ),
 }
 
-#: Check name -> what it guards against.
+#: The mask checks (:mod:`.mask_checks`): one severity for all, ``validation.masks.severity``.
+MASK_SPECS: dict[str, CheckSpec] = mask_specs(CheckSpec)
+
+#: Check name -> what it guards against (the checks of ``validation.severity``).
 CHECKS: dict[str, str] = {name: spec.why for name, spec in SPECS.items()}
+
+#: Every check's name -> what it guards against, the mask checks included.
+ALL_CHECKS: dict[str, str] = {**CHECKS, **{n: spec.why for n, spec in MASK_SPECS.items()}}
 
 
 def build_checks(
@@ -664,12 +687,15 @@ def build_checks(
 
     images = tables["images"].frame
     checks, skipped = [], {}
-    for name, spec in SPECS.items():
+    for name, spec in {**SPECS, **MASK_SPECS}.items():
         reason = spec.skip(settings, images)
         if reason is not None:
             skipped[name] = reason
             continue
-        severity = getattr(settings.params.severity, name)
+        if name in MASK_SPECS:
+            severity = settings.params.masks.severity
+        else:
+            severity = getattr(settings.params.severity, name)
         rules = spec.rules(settings, images)
         built = tuple(
             getattr(gx.expectations, kind)(

@@ -21,7 +21,7 @@ import pandas as pd
 
 from breast_cancer_pipeline.templating import render
 
-from .expectations import CHECKS, Check, Table, build_checks, build_tables, gate_settings
+from .expectations import ALL_CHECKS, Check, Table, build_checks, build_tables, gate_settings
 
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
@@ -42,6 +42,8 @@ def run_expectations(
     manifest: pd.DataFrame,
     validation: dict[str, Any],
     ingestion: dict[str, Any],
+    masks: pd.DataFrame | None = None,
+    augmentation: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, str], str]:
     """Validates the manifest with Great Expectations; never raises because of the data.
 
@@ -49,7 +51,11 @@ def run_expectations(
         manifest: One row per image, as written by the ingestion pipeline.
         validation: ``params:validation`` (thresholds and one severity per expectation).
         ingestion: ``params:ingestion``; ``split.ratios`` and ``split.val_from_train`` give
-            the configured split shares.
+            the configured split shares, ``mask_pattern`` and ``csv.mask_column`` whether
+            masks are checked.
+        masks: Ingestion's mask table (one row per mask file); None: no masks.
+        augmentation: ``params:augmentation``; with ``tiles.labels: mask``, every image of
+            a lesion class must have a mask.
 
     Returns:
         ``validation_results``: a JSON-serialisable dict with one entry per expectation (name,
@@ -65,8 +71,8 @@ def run_expectations(
     Raises:
         ValueError: If a parameter is missing or invalid; the message names it.
     """
-    settings = gate_settings(validation, ingestion)
-    tables = build_tables(manifest, settings)
+    settings = gate_settings(validation, ingestion, augmentation)
+    tables = build_tables(manifest, settings, masks)
     checks, skipped = build_checks(tables, settings)
     gx_results, data_docs = _run_great_expectations(tables, checks)
     entries = [_summarise(check, gx_results[check.name], tables[check.table]) for check in checks]
@@ -246,7 +252,7 @@ def _summarise(check: Check, results: list[dict[str, Any]], table: Table) -> dic
         "name": check.name,
         "severity": check.severity,
         "success": success,
-        "description": CHECKS[check.name],
+        "description": ALL_CHECKS[check.name],
         "table": check.table,
         "expectation_types": [result["expectation_config"]["type"] for result in results],
         "expected": "; ".join(check.rules),

@@ -28,6 +28,15 @@ Column = Annotated[str, StringConstraints(min_length=1)]
 Value = Annotated[str | int | float, Field(union_mode="left_to_right")]
 
 
+class MaskGateParams(Params):
+    """The gate's checks of lesion masks (``validation.masks``)."""
+
+    #: Classes whose images must have a non-empty mask; null: every class but ``normal``.
+    lesion_classes: Annotated[list[Label], Field(min_length=1)] | None
+    #: ``error`` or ``warning`` for every mask check.
+    severity: Severity
+
+
 class ValidationParams(Params):
     """The data gate's thresholds, and what each failed check does."""
 
@@ -53,6 +62,8 @@ class ValidationParams(Params):
     report_path: Annotated[str, StringConstraints(min_length=1)]
     #: ``error`` or ``warning`` for each check.
     severity: SeverityParams  # type: ignore[valid-type]
+    #: The checks of lesion masks.
+    masks: MaskGateParams
 
     @field_validator("expected_labels")
     @classmethod

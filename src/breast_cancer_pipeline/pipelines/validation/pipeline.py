@@ -11,7 +11,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=run_expectations,
-                inputs=["manifest", "params:validation", "params:ingestion"],
+                inputs=[
+                    "manifest",
+                    "params:validation",
+                    "params:ingestion",
+                    "mask_table",
+                    "params:augmentation",
+                ],
                 outputs=[
                     "validation_results",
                     "validation_metrics",
