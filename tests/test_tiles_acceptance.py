@@ -28,7 +28,7 @@ from tests.whole_dag import copy_project
 pytestmark = pytest.mark.slow
 
 #: Images per class, and the source images' size (height, width).
-PER_CLASS = 36
+PER_CLASS = 28
 SHAPE = (384, 512)
 #: Clusters per image, specks (or blobs) per cluster.
 CLUSTERS, PER_CLUSTER = 6, 4
@@ -39,11 +39,11 @@ TILES = {"size": 32, "stride": 32, "scale": 2.0, "aggregation": "top_k_mean", "t
 TRAINING_STAGES = ["augmentation", "backbone_selection", "finetune", "reporting"]
 
 
-def _image(rng: np.random.Generator, malignant: bool) -> bytes:
+def _image(rng: np.random.Generator, malignant: bool, shape: tuple[int, int] = SHAPE) -> bytes:
     """A textured pink field with clusters of specks (malignant) or of faint blobs (benign)."""
-    height, width = SHAPE
+    height, width = shape
     coarse = rng.normal(0, 10, (height // 16 + 1, width // 16 + 1))
-    texture = np.kron(coarse, np.ones((16, 16)))[:height, :width] + rng.normal(0, 8, SHAPE)
+    texture = np.kron(coarse, np.ones((16, 16)))[:height, :width] + rng.normal(0, 8, shape)
     pixels = np.array([205.0, 160.0, 185.0])[None, None, :] + texture[..., None]
     side, depth = (SPECK, SPECK_DEPTH) if malignant else (BLOB, BLOB_DEPTH)
     for _ in range(CLUSTERS):
@@ -83,7 +83,7 @@ def _parameters(source: Path, augmentation: dict) -> dict:
         },
         "finetune": {
             "phase1": {"epochs": 1},
-            "phase2": {"epochs": 8, "learning_rate": 0.002, "unfreeze": {"fraction": 1.0}},
+            "phase2": {"epochs": 6, "learning_rate": 0.002, "unfreeze": {"fraction": 1.0}},
         },
         "reporting": {
             "bootstrap": {"n_resamples": 50},
@@ -134,6 +134,7 @@ def test_acceptance_tiles_find_what_resizing_loses(tmp_path, monkeypatch):
     stages = ["ingestion", "validation", *TRAINING_STAGES]
     tiled = _run(project, "tiles", stages, monkeypatch)
     serving = json.loads((project / "data/06_models/serving_model/serving.json").read_text())
+    served = _served_large_images(project)
     resized = _run(project, "resized", TRAINING_STAGES, monkeypatch)
 
     n_test = tiled["n_test"]
@@ -143,3 +144,34 @@ def test_acceptance_tiles_find_what_resizing_loses(tmp_path, monkeypatch):
     assert serving["tiles"]["size"] == 32 and serving["image_size"] == 32
     assert tiled["auroc"] >= 0.85, (tiled["auroc"], resized["auroc"])
     assert resized["auroc"] <= 0.7, (tiled["auroc"], resized["auroc"])
+
+    # The trained tile model, served: one image-level answer per 2048 x 1536 request, with the
+    # top tiles' boxes (64 px at scale 2) inside the image.
+    assert served["error"].tolist() == ["", ""]
+    assert served["label"].tolist() == ["malignant", "benign"]
+    for tops, height, width in served[["top_tiles", "image_height", "image_width"]].itertuples(
+        index=False
+    ):
+        assert (height, width) == (1536, 2048) and len(tops) == TILES["top_k"]
+        for tile in tops:
+            assert tile["height"] == tile["width"] == 64
+            assert 0 <= tile["top"] <= height - 64 and 0 <= tile["left"] <= width - 64
+
+
+def _served_large_images(project: Path):
+    """The run's packaged model answering a malignant and a benign 2048 x 1536 request."""
+    import base64
+
+    import pandas as pd
+
+    from breast_cancer_pipeline.datasets.serving_model import ServingModelDataset
+    from breast_cancer_pipeline.pipelines.inference.nodes import predict_requests
+    from tests.params import base_params
+
+    model = ServingModelDataset(str(project / "data/06_models/serving_model")).load()
+    rng = np.random.default_rng(7)
+    images = [_image(rng, malignant, (1536, 2048)) for malignant in (True, False)]
+    requests = pd.DataFrame(
+        {"image": [base64.b64encode(data).decode() for data in images], "id": ["m", "b"]}
+    )
+    return predict_requests(requests, model, base_params("inference"))

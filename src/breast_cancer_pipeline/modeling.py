@@ -1,8 +1,10 @@
 """The model factory: one place that builds every network used in training and serving.
 
 A classifier takes ``uint8`` images of shape ``(size, size, channels)`` and does everything
-else inside the model: augmentation (active only in training), the backbone's own input
-scaling, grey-to-RGB expansion for ImageNet backbones, the backbone, pooling and the head.
+else inside the model: stain normalisation of RGB histopathology (:mod:`.stain`, when the
+augmentation spec has a fitted reference), augmentation (active only in training), the
+backbone's own input scaling, grey-to-RGB expansion for ImageNet backbones, the backbone,
+pooling and the head.
 Serving therefore cannot drift from training: it feeds the same decoded pixels.
 
 Importing this module imports Keras (and TensorFlow); pipelines import it inside their
@@ -28,6 +30,7 @@ from breast_cancer_pipeline.backbones import (
     get_backbone,
 )
 from breast_cancer_pipeline.geometry import as_size
+from breast_cancer_pipeline.stain import HEDJitter, StainNormalization
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -163,13 +166,16 @@ def build_augmenter(spec: Mapping[str, Any], seed: int | None = None) -> keras.S
     Args:
         spec: ``{"flip": "horizontal"|"vertical"|"horizontal_and_vertical"|None,
             "rotation": float (fraction of a full turn), "zoom": float, "contrast": float,
-            "translation": float}``; zero or ``None`` leaves a transform out.
+            "translation": float, "hed_jitter": float (RGB only)}``; zero or ``None`` leaves a
+            transform out.
         seed: Seed for the random layers.
 
     Returns:
         A ``Sequential`` of Keras preprocessing layers, active only when ``training=True``.
     """
     blocks: list[layers.Layer] = []
+    if spec.get("hed_jitter"):
+        blocks.append(HEDJitter(spec["hed_jitter"], seed=seed, name="hed_jitter"))
     if spec.get("flip"):
         blocks.append(layers.RandomFlip(spec["flip"], seed=seed))
     geometry = {key: float(spec.get(key) or 0.0) for key in ("rotation", "zoom", "translation")}
@@ -297,15 +303,40 @@ def _backbone_features(
     return x, base
 
 
+def stain_preprocessing(x: Any, augmentation: Mapping[str, Any] | None, channels: int) -> Any:
+    """``x`` through stain normalisation when the spec has a fitted ``stain_reference``.
+
+    Raises:
+        ValueError: A stain setting (normalisation or ``hed_jitter``) on images that are not
+            RGB.
+    """
+    spec = augmentation or {}
+    reference = spec.get("stain_reference") or {}
+    if (reference.get("normalize") or spec.get("hed_jitter")) and channels != 3:
+        raise ValueError(
+            f"augmentation.stain needs RGB images, the model has {channels} channel(s): set "
+            "ingestion.color_mode: rgb, or augmentation.stain.normalize and jitter to null"
+        )
+    if not reference.get("normalize"):
+        return x
+    # Computed in float32 under any dtype policy (optical densities, percentiles).
+    return StainNormalization(reference, name="stain_normalization", dtype="float32")(x)
+
+
 def build_feature_extractor(
-    backbone: str, image_size: int | tuple[int, int], channels: int, weights: str | None
+    backbone: str,
+    image_size: int | tuple[int, int],
+    channels: int,
+    weights: str | None,
+    augmentation: Mapping[str, Any] | None = None,
 ) -> keras.Model:
     """Frozen backbone + global average pooling: ``uint8`` images to feature vectors.
 
-    ``image_size`` is one side (a square) or ``(height, width)``.
+    ``image_size`` is one side (a square) or ``(height, width)``; an ``augmentation`` spec
+    with a ``stain_reference`` normalises the stains first, as the classifier does.
     """
     inputs = keras.Input((*as_size(image_size), channels), dtype="uint8", name="image")
-    x = layers.Rescaling(1.0, name="to_float")(inputs)
+    x = stain_preprocessing(layers.Rescaling(1.0, name="to_float")(inputs), augmentation, channels)
     features, base = _backbone_features(x, backbone, image_size, channels, weights)
     base.trainable = False
     return keras.Model(inputs, features, name=f"{backbone}_features")
@@ -421,14 +452,19 @@ def build_classifier(
         channels: 1 (grayscale) or 3 (RGB) input channels.
         weights: ``"imagenet"``, a local weights file path, or ``None``.
         head: ``{"dropout": float, "dense_units": int | None}``.
-        augmentation: Augmentation spec for :func:`build_augmenter`, or ``None``.
+        augmentation: Augmentation spec for :func:`build_augmenter`, or ``None``; its
+            ``stain_reference`` (:func:`breast_cancer_pipeline.stain.fit_reference`) adds
+            stain normalisation before the augmentation, active at inference too.
         seed: Seed for the augmentation layers.
 
     Returns:
         An uncompiled ``keras.Model`` from ``uint8`` images to class probabilities.
+
+    Raises:
+        ValueError: A stain setting on images that are not RGB.
     """
     inputs = keras.Input((*as_size(image_size), channels), dtype="uint8", name="image")
-    x = layers.Rescaling(1.0, name="to_float")(inputs)
+    x = stain_preprocessing(layers.Rescaling(1.0, name="to_float")(inputs), augmentation, channels)
     if augmentation:
         x = build_augmenter(augmentation, seed=seed)(x)
     features, base = _backbone_features(x, backbone, image_size, channels, weights)

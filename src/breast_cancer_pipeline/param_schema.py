@@ -6,8 +6,9 @@ hold **no defaults**: every default is written once, in ``conf/base/parameters_<
 so a key missing from the configuration is an error here rather than a silent code-side value.
 Unknown keys are errors too (a typo such as ``finetune.phse1`` is caught before hours of work).
 A block that depends on another (``augmentation.tiles.labels: mask`` needs the masks of
-``ingestion``) says so in a ``check_across(parameters)`` function beside its ``SCHEMA``, which
-sees every block.
+``ingestion``; a stain setting needs ``ingestion.color_mode: rgb``) says so in a
+``check_against(parameters)`` function beside its ``SCHEMA``, which sees every block
+(:func:`problems_across`; it runs once the block itself is valid).
 
 :class:`~breast_cancer_pipeline.hooks.ParameterCheckHook` calls :func:`check_parameters` in
 ``before_pipeline_run`` for every top-level key the run's nodes read, so
@@ -34,6 +35,18 @@ class ParameterError(ValueError):
     """One or more parameters are invalid; the message lists each with its key and the fix."""
 
 
+def _parameters_module(name: str) -> Any:
+    """The module ``pipelines/<name>/parameters.py`` (or ``<name>/parameters.py``), or ``None``."""
+    for package in ("breast_cancer_pipeline.pipelines", "breast_cancer_pipeline"):
+        try:
+            return importlib.import_module(f"{package}.{name}.parameters")
+        except ModuleNotFoundError as exc:
+            if exc.name in (f"{package}.{name}.parameters", f"{package}.{name}"):
+                continue
+            raise
+    return None
+
+
 def schema_for(name: str) -> type[Params] | None:
     """The model of the top-level parameter block ``name``, or ``None`` when it has none.
 
@@ -41,15 +54,17 @@ def schema_for(name: str) -> type[Params] | None:
         name: A top-level parameter key: a pipeline's folder name (``pipelines/<name>/``), or
             a shared subject's package read by several stages (``evaluation/``).
     """
-    for package in ("breast_cancer_pipeline.pipelines", "breast_cancer_pipeline"):
-        try:
-            module = importlib.import_module(f"{package}.{name}.parameters")
-        except ModuleNotFoundError as exc:
-            if exc.name in (f"{package}.{name}.parameters", f"{package}.{name}"):
-                continue
-            raise
-        return getattr(module, "SCHEMA", None)
-    return None
+    return getattr(_parameters_module(name), "SCHEMA", None)
+
+
+def problems_across(name: str, parameters: Mapping[str, Any]) -> list[str]:
+    """The problems of block ``name`` with other blocks, by its module's ``check_against``.
+
+    A parameters module may define ``check_against(parameters) -> list[str]`` for rules that
+    span blocks (e.g. a stain setting with grayscale images); it runs once ``name`` is valid.
+    """
+    check = getattr(_parameters_module(name), "check_against", None)
+    return check(parameters) if check is not None else []
 
 
 def _format_error(name: str, error: Mapping[str, Any]) -> str:
@@ -113,19 +128,13 @@ def check_parameters(parameters: Mapping[str, Any], names: Iterable[str]) -> lis
             validate_block(name, parameters[name])
         except ParameterError as exc:
             problems.extend(str(exc).split("\n- ")[1:])
-        problems.extend(_across(name, parameters))
+        else:
+            problems.extend(problems_across(name, parameters))
     if problems:
         raise ParameterError(
             f"invalid parameters ({len(problems)}), nothing was run:\n- " + "\n- ".join(problems)
         )
     return checked
-
-
-def _across(name: str, parameters: Mapping[str, Any]) -> list[str]:
-    """The problems a block's ``check_across(parameters)`` finds with the other blocks."""
-    module = importlib.import_module(schema_for(name).__module__)
-    check = getattr(module, "check_across", None)
-    return [] if check is None else list(check(parameters))
 
 
 def top_level_keys(inputs: Iterable[str]) -> set[str]:

@@ -14,7 +14,7 @@ from breast_cancer_pipeline.evaluation.explanation import (
 )
 from tests.params import base_params
 
-BOOTSTRAP = base_params("reporting")["bootstrap"]
+BOOTSTRAP = {**base_params("reporting")["bootstrap"], "n_resamples": 200}
 
 
 def _mask() -> np.ndarray:
@@ -38,7 +38,13 @@ def test_pointing_game_hits_when_the_maximum_is_inside():
     assert pointing_hit(cam, _mask()) == 1.0
     cam[8, 8] = 2.0
     assert pointing_hit(cam, _mask()) == 0.0
-    assert pointing_hit(np.zeros((10, 10)), _mask()) == 0.0  # a flat zero map points nowhere
+    assert pointing_hit(np.zeros((10, 10)), _mask()) == 0.0  # a flat map points nowhere
+    assert pointing_hit(np.ones((10, 10)), _mask()) == 0.0
+    tied = np.zeros((10, 10))
+    tied[2, 2] = tied[3, 6] = 1.0  # two maxima, both inside
+    assert pointing_hit(tied, _mask()) == 1.0
+    tied[0, 0] = 1.0  # and one outside
+    assert pointing_hit(tied, _mask()) == 0.0
     with pytest.raises(ValueError, match="does not fit"):
         pointing_hit(np.zeros((4, 4)), _mask())
 

@@ -92,11 +92,19 @@ def served_pipeline(training):
     return with_served_model(training, create_serving_pipeline(), SERVING_INPUT)
 
 
-def log_and_register(tmp_path: Path, exports: dict[str, bytes] | None = None, model=None) -> None:
+def log_and_register(
+    tmp_path: Path,
+    exports: dict[str, bytes] | None = None,
+    model=None,
+    probabilities: dict | None = None,
+    **inference,
+) -> None:
     """What kedro-mlflow's hook does at the end of a training run, on a tiny model.
 
     ``exports`` (``{"onnx": bytes}``) are packaged with the model, as reporting's export does;
-    ``model`` (a served model, e.g. :func:`tiny_tile_model`) instead of the tiny one.
+    ``model`` (a served model, e.g. :func:`tiny_tile_model`) instead of the tiny one, with
+    ``probabilities`` over :data:`SERVED_PROBABILITIES` and ``inference`` over the logged
+    ``inference`` parameters (``batch_size=8``).
     """
     import mlflow
     from kedro.io import DataCatalog, MemoryDataset
@@ -108,7 +116,7 @@ def log_and_register(tmp_path: Path, exports: dict[str, bytes] | None = None, mo
     # Served as reporting packages it: test-time views, a temperature, a conformal threshold,
     # the levels' operating points.
     packaged = (model or tiny_serving_model()).with_config(
-        **SERVED_PROBABILITIES, levels=LEVEL_OPERATING_POINTS
+        **{**SERVED_PROBABILITIES, **(probabilities or {})}, levels=LEVEL_OPERATING_POINTS
     )
     if exports:
         packaged = packaged.with_exports(exports)
@@ -118,7 +126,9 @@ def log_and_register(tmp_path: Path, exports: dict[str, bytes] | None = None, mo
     catalog = DataCatalog(
         {
             "serving_model": ServingModelDataset(str(tmp_path / "serving_model")),
-            "params:inference": MemoryDataset(base_params("inference", batch_size=8)),
+            "params:inference": MemoryDataset(
+                base_params("inference", **{"batch_size": 8, **inference})
+            ),
             "params:reporting.gradcam": MemoryDataset(base_params("reporting")["gradcam"]),
         }
     )

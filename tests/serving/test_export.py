@@ -1,7 +1,8 @@
 """The served network exported to ONNX and LiteRT: parity with Keras on a tiny trained model.
 
 One export for the module (about 10 s): an ensemble of a small CNN trained a few steps and a
-second member, at 32 px, with augmentation layers inside, as reporting packages it.
+second member, at 32 px RGB, with augmentation layers (HED jitter among them) and stain
+normalisation inside (Reinhard in one member, Macenko in the other), as reporting packages it.
 """
 
 from contextlib import nullcontext
@@ -9,24 +10,33 @@ from contextlib import nullcontext
 import numpy as np
 import pytest
 
+from tests.he_images import SITE_B, he_images
 from tests.params import base_params
 from tests.serving._served import CONFIG
 
 EXPORT = base_params("inference")["export"]
 ODD = EXPORT["parity_batch_size"]
+RGB = {**CONFIG, "channels": 3, "color_mode": "rgb"}
 
 
-def _classifier(seed: int, train: bool):
+def _classifier(seed: int, train: bool, normalize: str):
     from breast_cancer_pipeline.modeling import build_classifier, set_seed
+    from breast_cancer_pipeline.stain import fit_reference
 
     set_seed(seed)
-    augmentation = {"flip": "horizontal", "rotation": 0.05, "contrast": 0.1}
+    augmentation = {
+        "flip": "horizontal",
+        "rotation": 0.05,
+        "contrast": 0.1,
+        "hed_jitter": 0.05,
+        "stain_reference": fit_reference(he_images(4, 32, 10 + seed), normalize),
+    }
     model = build_classifier(
-        "small_cnn", 3, 32, 1, None, {"dropout": 0.1, "dense_units": 8}, augmentation, seed
+        "small_cnn", 3, 32, 3, None, {"dropout": 0.1, "dense_units": 8}, augmentation, seed
     )
     if train:  # a few steps: moving BatchNorm statistics and weights away from their start
         rng = np.random.default_rng(seed)
-        x = rng.integers(0, 255, (24, 32, 32, 1), dtype=np.uint8)
+        x = he_images(24, 32, seed)
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         model.fit(x, rng.integers(0, 3, 24), batch_size=8, epochs=1, verbose=0)
     return model
@@ -38,8 +48,9 @@ def exported():
     from breast_cancer_pipeline.pipelines.reporting.export import export_served_model
     from breast_cancer_pipeline.serving import ServingModel
 
-    packaged = ServingModel(_classifier(0, train=True), CONFIG, [_classifier(1, train=False)])
-    images = np.random.default_rng(2).integers(0, 255, (2 * ODD - 3, 32, 32, 1), dtype=np.uint8)
+    members = [_classifier(0, True, "reinhard"), _classifier(1, False, "macenko")]
+    packaged = ServingModel(members[0], RGB, members[1:])
+    images = he_images(2 * ODD - 3, 32, 2, SITE_B, scale=(0.9, 1.1))  # another site's stains
     served, report = export_served_model(packaged, {"x_test": images}, EXPORT)
     return packaged, served, report, images
 
@@ -74,11 +85,12 @@ def test_the_graph_has_no_augmentation_and_a_dynamic_batch(exported):
     graph = onnx.load_from_string(served.exports["onnx"])
     ops = {node.op_type for node in graph.graph.node}
     assert not any("Random" in op for op in ops) and "Conv" in ops
+    assert {"TopK", "Atan"} <= ops  # the stain normalisation's percentiles and angles
     assert {(o.domain, o.version) for o in graph.opset_import} >= {("", EXPORT["opset"])}
     (image,) = graph.graph.input
     assert image.name == "image" and image.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     batch, *rest = image.type.tensor_type.shape.dim
-    assert batch.dim_param == "batch" and [d.dim_value for d in rest] == [32, 32, 1]
+    assert batch.dim_param == "batch" and [d.dim_value for d in rest] == [32, 32, 3]
     assert [o.name for o in graph.graph.output] == ["features", "probabilities"]
     for output, width in zip(graph.graph.output, (8, 3), strict=True):
         assert [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim] == [

@@ -353,11 +353,11 @@ def _tiled_answers(answers: list[dict]):
 
 def _tile_outlines(page) -> dict:
     """The outlined tiles over the thumbnail: boxes relative to the image, in its pixels."""
-    image = page.locator("#gradcam").bounding_box()
-    scale = page.locator("#gradcam").evaluate("img => img.naturalWidth") / image["width"]
     boxes = page.locator(".tile-box")
     found = []
     for i in range(boxes.count()):
+        image = page.locator("#gradcam").bounding_box()
+        scale = page.locator("#gradcam").evaluate("img => img.naturalWidth") / image["width"]
         box = boxes.nth(i).bounding_box()
         found.append(
             [
@@ -370,8 +370,8 @@ def _tile_outlines(page) -> dict:
     return {
         "boxes": found,
         "ranks": [boxes.nth(i).inner_text() for i in range(boxes.count())],
-        "caption": page.locator("#tiles-caption").is_visible(),
-        "whole caption": page.locator("#whole-caption").is_visible(),
+        "caption": not page.locator("#tiles-caption").evaluate("span => span.hidden"),
+        "whole caption": not page.locator("#whole-caption").evaluate("span => span.hidden"),
     }
 
 

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -63,16 +64,20 @@ def tile_model():
 
 
 @pytest.fixture(scope="module")
-def tile_app(tmp_path_factory):
+def tile_app(tmp_path_factory, _mlflow_template):
     """``(app, served model)``: the tile model registered and served by the server's code."""
     from breast_cancer_pipeline.serving.server import create_app, load_served_model, served_part
 
     root = tmp_path_factory.mktemp("tiles")
+    shutil.copyfile(_mlflow_template, root / "mlflow.db")  # its tables made: no migrations
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
             patch.delenv(key)
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        log_and_register(root, model=tiny_tile_model())
+        # One view per tile and 512 tiles per forward pass: the 3,072 tiles of a 2048 x 1536
+        # image in 6 passes.
+        one_view = {"tta": {"mode": "off", "passes": 1, "shift": 0.05}}
+        log_and_register(root, model=tiny_tile_model(), probabilities=one_view, batch_size=512)
         model, info = load_served_model("models:/breast-cancer-classifier/1")
         yield create_app(model, info), served_part(model, "serving_model")
         # MLflow's scoring app marks the process as a server: not for the next tests.
@@ -204,6 +209,32 @@ def test_onnxruntime_answers_a_tiled_image_as_tensorflow(tile_model):
         [t["score"] for t in tensorflow["top_tiles"]],
         atol=1e-4,
     )
+
+
+def test_a_network_with_the_internal_background_class_answers_the_image_classes():
+    """Mask-labelled tiles with ``background_label: null``: the network has one more output."""
+    from breast_cancer_pipeline.modeling import build_classifier
+    from breast_cancer_pipeline.pipelines.inference.nodes import predict_requests
+    from breast_cancer_pipeline.serving import ServingModel
+    from breast_cancer_pipeline.tiles import TileSpec, image_probabilities, tile_image
+
+    network = build_classifier("small_cnn", 4, 32, 3, None, {"dropout": 0.0})
+    spec = TileSpec(32, 32, aggregation="max", labels="mask")
+    served = ServingModel(network, {**TILE_CONFIG, "tiles": spec.config()})
+    image = rgb_image(64, 96)
+    requests = pd.DataFrame({"image": [b64(image)]})
+    (answer,) = predict_requests(requests, served, base_params("inference")).to_dict("records")
+
+    tiles = tile_image(image, spec)
+    tile_names = [*CONFIG["class_names"], "background"]
+    expected = image_probabilities(
+        served.averaged_proba(tiles.pixels), np.zeros(len(tiles), int), 1, spec, tile_names,
+        "malignant",
+    )  # fmt: skip
+    shown = [answer[f"p_{name}"] for name in CONFIG["class_names"]]
+    assert answer["error"] == "" and "p_background" not in answer
+    np.testing.assert_allclose(shown, expected[0], atol=1e-6)
+    assert sum(shown) == pytest.approx(1.0)
 
 
 def test_a_tile_models_configuration_is_checked(tile_model):

@@ -9,7 +9,7 @@ from breast_cancer_pipeline.metrics import binary_auroc
 
 PARAMS = {
     "hidden": 16,
-    "epochs": 30,
+    "epochs": 20,
     "learning_rate": 1e-2,
     "patience": 5,
     "batch_size": 16,
@@ -39,7 +39,7 @@ def _bags(n_images: int, seed: int):
 def trained():
     from breast_cancer_pipeline.training.attention import fit_attention_head
 
-    train, y_train, _ = _bags(160, seed=1)
+    train, y_train, _ = _bags(96, seed=1)
     val = _bags(48, seed=2)[:2]
     head = fit_attention_head(train, y_train, PARAMS, seed=0, validation=val, num_classes=2)
     return head, _bags(80, seed=3)

@@ -6,7 +6,7 @@ of the model input's size, values >= 0):
 * the **energy inside**: the share of the map's total inside the mask (0 to 1; a map spread
   evenly over the image scores the mask's share of the image, :func:`mask_area`);
 * the **pointing game** (Zhang et al., "Top-down neural attention by excitation backprop",
-  ECCV 2016): a hit when the map's maximum lies inside the mask.
+  ECCV 2016): a hit when the map's maximum lies inside the mask (every pixel of it, on a tie).
 
 :func:`explanation_summary` averages both over images, per class and overall, with
 percentile bootstrap intervals (patients resampled whole when one has several images,
@@ -42,9 +42,10 @@ def energy_inside(cam: np.ndarray, mask: np.ndarray) -> float:
 
 
 def pointing_hit(cam: np.ndarray, mask: np.ndarray) -> float:
-    """1.0 when the map's maximum (the first in row order) lies inside the mask, else 0.0.
+    """1.0 when the map's maximum lies inside the mask, else 0.0.
 
-    A map that is zero everywhere points nowhere: 0.0.
+    When several pixels share the maximum, every one must lie inside: a flat map, or a map
+    zero everywhere, points nowhere (0.0 unless the mask is the whole image).
 
     Raises:
         ValueError: The shapes differ.
@@ -52,7 +53,7 @@ def pointing_hit(cam: np.ndarray, mask: np.ndarray) -> float:
     cam, mask = _checked(cam, mask)
     if not (cam > 0).any():
         return 0.0
-    return float(mask.flat[int(np.argmax(cam))])
+    return float(mask[cam == cam.max()].all())
 
 
 def mask_area(mask: np.ndarray) -> float:

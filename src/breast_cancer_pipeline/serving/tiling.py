@@ -33,8 +33,9 @@ from breast_cancer_pipeline.imaging import ImageDecodeError, encode_png, resize_
 from breast_cancer_pipeline.tiles import (
     Tiles,
     TileSpec,
-    aggregate_tiles,
+    image_probabilities,
     scaled_size,
+    tile_classes,
     tile_count,
     tile_image,
 )
@@ -239,7 +240,7 @@ def score_tiles(serving_model: Any, images: Sequence[TiledImage], batch_size: in
     attention = None
     if attended is None:
         image_proba = aggregate_image_rows(
-            tile_proba, tile_features, index, len(images), spec, positive
+            tile_proba, tile_features, index, len(images), spec, config
         )
     else:
         image_proba, attention = attended[0], np.split(attended[1], np.cumsum(counts)[:-1])
@@ -255,36 +256,42 @@ def aggregate_image_rows(
     image_index: np.ndarray,
     n_images: int,
     spec: TileSpec,
-    positive: int,
+    config: Mapping[str, Any],
     serving_model: Any = None,
 ) -> np.ndarray:
     """The image rows of the tile rows: the one place the served model combines its tiles.
 
     ``mean``, ``max``, ``top_k_mean`` and ``noisy_or`` are
-    :func:`~breast_cancer_pipeline.tiles.aggregate_tiles`. ``attention`` is the attention
+    :func:`~breast_cancer_pipeline.tiles.image_probabilities` (as reporting combines them:
+    :func:`~breast_cancer_pipeline.tiles.aggregate_tiles`, then the internal background
+    class of a network trained on mask labels left out). ``attention`` is the attention
     head (``tiles.attention_head`` in the package,
     :meth:`~breast_cancer_pipeline.serving.ServingModel.attended`), which reads the tiles'
     ``features``; a model packaged without its head falls back to ``aggregate_tiles``'s
     ``mean``.
 
     Args:
-        tile_proba: ``(n_tiles, n_classes)`` tile probabilities (test-time views averaged).
+        tile_proba: ``(n_tiles, n_tile_classes)`` tile probabilities (test-time views
+            averaged), over the tile network's classes.
         features: ``(n_tiles, d)`` the tiles' penultimate features (the first view's).
         image_index: ``(n_tiles,)`` each tile's image row.
         n_images: Images in the batch.
         spec: The served model's tiling.
-        positive: Index of the positive class.
+        config: The serving configuration (``class_names``: the image classes;
+            ``positive_class``).
         serving_model: The served model (holds the attention head, when packaged with one).
 
     Returns:
-        ``(n_images, n_classes)`` probabilities, rows summing to 1.
+        ``(n_images, n_classes)`` probabilities over the image classes, rows summing to 1.
     """
     attended = (
         None if serving_model is None else serving_model.attended(features, image_index, n_images)
     )
     if attended is not None:
         return attended[0]
-    return aggregate_tiles(tile_proba, image_index, n_images, spec, positive)
+    names = tile_classes(config["class_names"], spec)
+    positive_class = config["positive_class"]
+    return image_probabilities(tile_proba, image_index, n_images, spec, names, positive_class)
 
 
 def image_means(values: np.ndarray, image_index: np.ndarray, n_images: int) -> np.ndarray:
@@ -376,7 +383,7 @@ def placed_overlay(tile: ExplainedTile, cam: np.ndarray, alpha: float) -> np.nda
 
     small = tile.thumbnail
     top, bottom, left, right = thumbnail_box(tile.box, (tile.height, tile.width), small.shape)
-    out = np.ascontiguousarray(np.broadcast_to(small, (*small.shape[:2], 3)))
+    out = np.broadcast_to(small, (*small.shape[:2], 3)).copy()
     level = np.clip(np.rint(cam * 255.0), 0, 255).astype(np.uint8)[..., None]
     region = resize_image(level, (bottom - top, right - left))[..., 0] / 255.0
     out[top:bottom, left:right] = overlay(small[top:bottom, left:right], region, alpha)

@@ -25,6 +25,7 @@ Imports Keras (and TensorFlow): import it inside the nodes that fit or apply the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,8 @@ import numpy as np
 
 from breast_cancer_pipeline.metrics import class_weights
 from breast_cancer_pipeline.modeling import build_attention_mil_head, set_seed
+
+logger = logging.getLogger(__name__)
 
 #: Bags per forward pass when the head is applied (memory only: the answers do not depend on it).
 PREDICT_BAGS = 64
@@ -157,17 +160,8 @@ def fit_attention_head(
         loss="sparse_categorical_crossentropy",
     )
     bags, mask = pad_bags(features_per_image, params.get("max_tiles"), rng)
-    callbacks, validation_data = [], None
-    if validation is not None:
-        val_labels = np.asarray(validation[1], dtype=np.int64)
-        _check_bags(validation[0], val_labels, "validation")
-        validation_data = ([*pad_bags(validation[0], params.get("max_tiles"), rng)], val_labels)
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(params["patience"]), restore_best_weights=True
-            )
-        )
-    trainer.fit(
+    validation_data, callbacks = _early_stopping(validation, params, rng)
+    history = trainer.fit(
         [bags, mask],
         labels,
         batch_size=int(params["batch_size"]),
@@ -176,8 +170,33 @@ def fit_attention_head(
         validation_data=validation_data,
         callbacks=callbacks,
         verbose=0,
+    ).history
+    logger.info(
+        "Attention head fitted on %d images (%d tiles): %d epochs, best %s loss %.4f",
+        len(features_per_image),
+        int(mask.sum()),
+        len(history["loss"]),
+        "validation" if validation is not None else "training",
+        min(history.get("val_loss", history["loss"])),
     )
     return head
+
+
+def _early_stopping(
+    validation: tuple[Sequence[np.ndarray], np.ndarray] | None,
+    params: Mapping[str, Any],
+    rng: np.random.Generator,
+) -> tuple[Any, list[keras.callbacks.Callback]]:
+    """Keras's ``validation_data`` of the validation bags and the early stopping on them."""
+    if validation is None:
+        return None, []
+    labels = np.asarray(validation[1], dtype=np.int64)
+    _check_bags(validation[0], labels, "validation")
+    data = ([*pad_bags(validation[0], params.get("max_tiles"), rng)], labels)
+    stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=int(params["patience"]), restore_best_weights=True
+    )
+    return data, [stopping]
 
 
 def _check_bags(bags: Sequence[np.ndarray], labels: np.ndarray, name: str) -> None:

@@ -87,8 +87,14 @@ def test_spec_holds_the_transforms_as_numbers():
         "zoom": 0.0,
         "translation": 0.05,
         "contrast": 0.1,
+        "hed_jitter": 0.0,
+        "stain_reference": {"normalize": None},
     }
     assert isinstance(spec["zoom"], float)
+    reference = {"normalize": "reinhard", "lab_mean": [60.0, 20.0, -10.0], "lab_std": [9, 5, 4]}
+    params = base_params("augmentation", stain={"normalize": "reinhard", "jitter": 0.05})
+    spec = build_augmentation_spec(params, reference)
+    assert (spec["hed_jitter"], spec["stain_reference"]) == (0.05, reference)
 
 
 def test_augmenter_changes_images_only_in_training():

@@ -60,6 +60,38 @@ def test_a_missing_key_points_to_conf_base():
         validate_block("augmentation", params)
 
 
+@pytest.mark.parametrize(
+    ("stain", "key", "message"),
+    [
+        ({"normalize": "vahadane"}, "augmentation.stain.normalize = 'vahadane'", "'reinhard'"),
+        ({"jitter": 1.0}, "augmentation.stain.jitter = 1.0", "less than 1"),
+        ({"reference_images": 0}, "augmentation.stain.reference_images = 0", "greater than 0"),
+    ],
+)
+def test_bad_stain_values_are_named(stain, key, message):
+    text = refusal("augmentation", stain=stain)
+    assert key in text and message in text
+
+
+@pytest.mark.parametrize(
+    ("stain", "named"), [({"normalize": "macenko"}, "normalize='macenko'"), ({"jitter": 0.05}, "")]
+)
+def test_a_stain_setting_with_grayscale_images_is_refused_before_the_run(stain, named):
+    from breast_cancer_pipeline.param_schema import check_parameters
+
+    parameters = {
+        "augmentation": base_params("augmentation", stain=stain),
+        "ingestion": base_params("ingestion", color_mode="grayscale"),
+    }
+    with pytest.raises(ParameterError) as info:
+        check_parameters(parameters, ["augmentation"])
+    text = str(info.value)
+    assert "augmentation.stain (" in text and named in text
+    assert "ingestion.color_mode = 'grayscale'" in text and "set ingestion.color_mode: rgb" in text
+    parameters["ingestion"]["color_mode"] = "rgb"
+    assert check_parameters(parameters, ["augmentation"]) == ["augmentation"]
+
+
 def test_tiles_need_only_size_and_stride():
     model = validate_block(
         "augmentation", base_params("augmentation", tiles={"size": 64, "stride": 32})
@@ -109,3 +141,16 @@ def test_mask_labels_without_masks_are_refused_before_the_run():
     assert "ingestion.mask_pattern" in text and "ingestion.csv.mask_column" in text
     for masks in ({"mask_pattern": "{stem}_mask.png"}, {"csv": {"mask_column": "roi"}}):
         assert check_parameters({**parameters, "ingestion": masks}, ["augmentation"])
+
+
+def test_the_attention_head_settings_default_and_bad_ones_are_named():
+    from breast_cancer_pipeline.tiles import ATTENTION_DEFAULTS, attention_settings
+
+    tiles = {"size": 64, "stride": 64, "aggregation": "attention", "attention": {"hidden": 32}}
+    model = validate_block("augmentation", base_params("augmentation", tiles=tiles))
+    assert model.tiles.attention.model_dump() == {**ATTENTION_DEFAULTS, "hidden": 32}
+    assert attention_settings(tiles) == model.tiles.attention.model_dump()
+    bad = {**tiles, "attention": {"learning_rate": 0, "max_tile": 4}}
+    text = refusal("augmentation", tiles=bad)
+    assert "augmentation.tiles.attention.learning_rate = 0" in text
+    assert "augmentation.tiles.attention.max_tile: unknown key" in text

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-
-from breast_cancer_pipeline.metrics import binary_auroc
-
-ATTENTION = {
-    "hidden": 16,
-    "epochs": 30,
-    "learning_rate": 1e-2,
-    "patience": 5,
-    "batch_size": 8,
-    "max_tiles": None,
-}
 
 
 def _tile_split(n_images: int, seed: int) -> dict[str, np.ndarray]:
@@ -34,7 +25,7 @@ def _tile_split(n_images: int, seed: int) -> dict[str, np.ndarray]:
 
 def _model_input() -> dict[str, np.ndarray]:
     arrays = {"class_names": np.array(["benign", "malignant"])}
-    for split, n, seed in (("train", 40, 0), ("val", 16, 1), ("test", 24, 2)):
+    for split, n, seed in (("train", 40, 0), ("val", 16, 1)):
         x, owner, labels = _tile_split(n, seed)
         arrays |= {
             f"x_{split}": x,
@@ -45,26 +36,50 @@ def _model_input() -> dict[str, np.ndarray]:
     return arrays
 
 
-def test_the_head_learns_the_images_from_the_frozen_tile_features():
-    from breast_cancer_pipeline.modeling import build_classifier, set_seed
-    from breast_cancer_pipeline.pipelines.finetune.attention import fit_tile_attention, split_bags
-    from breast_cancer_pipeline.training.attention import attention_aggregate
+def test_the_head_is_fitted_on_each_images_frozen_tile_features(monkeypatch):
+    """The node's bags are the tile network's features grouped by image, its classes the images'.
 
+    The head's own learning is tested in ``tests/training/test_attention.py``; here the fit
+    is recorded, not run.
+    """
+    from breast_cancer_pipeline.modeling import build_classifier, set_seed
+    from breast_cancer_pipeline.pipelines.finetune.attention import fit_tile_attention
+    from breast_cancer_pipeline.serving import compiled_forward
+    from breast_cancer_pipeline.tiles import ATTENTION_DEFAULTS, TileSpec
+    from breast_cancer_pipeline.training import attention
+
+    fitted = {}
+    monkeypatch.setattr(
+        attention, "fit_attention_head", lambda *args, **kwargs: fitted.update(args=args, **kwargs)
+    )
     set_seed(0)
-    # An untrained tile network: its features still tell a bright tile from a dark one.
-    classifier = build_classifier("small_cnn", 2, 16, 1, None, {})
-    arrays = _model_input()
-    head = fit_tile_attention(
+    # A tile network with an internal background class (labels: mask): 3 outputs, 2 images'.
+    classifier = build_classifier("small_cnn", 3, 16, 1, None, {})
+    spec = TileSpec(size=16, stride=16, aggregation="attention", labels="mask")
+    arrays = {
+        **_model_input(),
+        "class_names": np.array(["benign", "malignant", "background"]),
+        "tiles": np.array(json.dumps(spec.config())),
+    }
+    fit_tile_attention(
         classifier,
         arrays,
-        {"tiles": {"aggregation": "attention", "attention": ATTENTION}},
+        {"tiles": {**spec.config(), "attention": {"hidden": 8}}},
         {"seed": 3},
         {"batch_size": 32},
     )
-    bags = split_bags(classifier, arrays, "test", 32)
-    assert [len(bag) for bag in bags] == np.bincount(arrays["tile_image_test"]).tolist()
-    proba, _ = attention_aggregate(head, bags)
-    assert binary_auroc(arrays["image_y_test"] == 1, proba[:, 1]) >= 0.9
+    bags, labels, settings, seed = fitted["args"]
+    features = np.asarray(compiled_forward(classifier)(arrays["x_train"])[0])
+    owner = arrays["tile_image_train"]
+    assert len(bags) == len(labels) == 40
+    for i, bag in enumerate(bags):
+        np.testing.assert_allclose(bag, features[owner == i], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(labels, arrays["image_y_train"])
+    assert settings == {**ATTENTION_DEFAULTS, "hidden": 8} and seed == 3
+    val_bags, val_labels = fitted["validation"]
+    assert [len(bag) for bag in val_bags] == np.bincount(arrays["tile_image_val"]).tolist()
+    np.testing.assert_array_equal(val_labels, arrays["image_y_val"])
+    assert fitted["num_classes"] == 2
 
 
 def test_arrays_without_tiles_are_refused_with_the_parameter_to_set():

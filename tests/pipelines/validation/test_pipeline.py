@@ -12,6 +12,7 @@ from breast_cancer_pipeline.param_schema import ParameterError
 from breast_cancer_pipeline.pipelines.validation import create_pipeline
 from breast_cancer_pipeline.pipelines.validation.expectations import (
     CHECKS,
+    MASK_SPECS,
     build_tables,
     gate_settings,
 )
@@ -195,7 +196,8 @@ def test_planted_fault_stops_the_gate_naming_expectation_and_offender(plant, ori
     assert all(offender in message for offender in offenders)
     assert REPORT in message
     if origin == "provider":
-        assert [s["name"] for s in results["skipped"]] == ["split_proportions", "external_drift"]
+        skipped = [s["name"] for s in results["skipped"] if s["name"] not in MASK_SPECS]
+        assert skipped == ["split_proportions", "external_drift"]  # mask checks: no masks
 
 
 def test_failed_warnings_are_logged_and_do_not_stop_the_gate(caplog):
@@ -287,7 +289,13 @@ def test_pipeline_wiring():
     nodes = {node.name: node for node in create_pipeline().nodes}
     assert set(nodes) == {"run_expectations", "enforce_gate"}
     run, gate = nodes["run_expectations"], nodes["enforce_gate"]
-    assert run.inputs == ["manifest", "params:validation", "params:ingestion"]
+    assert run.inputs == [
+        "manifest",
+        "params:validation",
+        "params:ingestion",
+        "mask_table",
+        "params:augmentation",
+    ]
     assert run.outputs == [
         "validation_results",
         "validation_metrics",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -96,34 +97,42 @@ def _split_arrays(
     }
 
 
-def _shared_arrays(
-    class_names: list[str], geometry: Geometry, spec: TileSpec | None
-) -> dict[str, np.ndarray | ArrayRows]:
-    """``class_names`` (the network's classes), the geometry keys and, with tiles, ``tiles``."""
-    return {
-        "class_names": np.array(tile_classes(class_names, spec), dtype=np.str_),
-        **geometry_arrays(geometry),
-        **({} if spec is None else spec_arrays(spec)),
-    }
+@dataclass(frozen=True)
+class _Arrays:
+    """How a stage's arrays are made: whole images at ``geometry``, or the tiles of ``layout``."""
 
+    images: Mapping[str, Callable[[], bytes]]
+    class_names: list[str]
+    geometry: Geometry
+    spec: TileSpec | None
+    color_mode: str
+    cluster: Mapping[str, Any] | None
+    layout: pd.DataFrame | None
 
-def _arrays_of(
-    images: Mapping[str, Callable[[], bytes]],
-    rows: pd.DataFrame,
-    split: str,
-    shared: Mapping[str, np.ndarray | ArrayRows],
-    geometry: Geometry,
-    spec: TileSpec | None,
-    color_mode: str,
-    cluster: Mapping[str, Any] | None,
-    layout: pd.DataFrame,
-) -> dict[str, np.ndarray | ArrayRows]:
-    """One split's arrays: whole images at ``geometry``, or the tiles of ``layout``."""
-    class_names = [str(c) for c in np.asarray(shared["class_names"])]
-    if spec is None:
-        index = {name: i for i, name in enumerate(class_names)}
-        return _split_arrays(images, rows, split, index, geometry, color_mode, cluster)
-    return tile_split_arrays(images, rows, split, layout, class_names, spec, color_mode, cluster)
+    def shared(self) -> dict[str, np.ndarray]:
+        """``class_names`` (the network's), the geometry keys and, with tiles, ``tiles``."""
+        return {
+            "class_names": np.array(self.network_classes(), dtype=np.str_),
+            **geometry_arrays(self.geometry),
+            **({} if self.spec is None else spec_arrays(self.spec)),
+        }
+
+    def network_classes(self) -> list[str]:
+        """The classes the network outputs (with tiles, maybe the internal background)."""
+        return tile_classes(self.class_names, self.spec)
+
+    def of_split(self, rows: pd.DataFrame, split: str) -> dict[str, np.ndarray | ArrayRows]:
+        """One split's arrays."""
+        names = self.network_classes()
+        if self.spec is None:
+            index = {name: i for i, name in enumerate(names)}
+            return _split_arrays(
+                self.images, rows, split, index, self.geometry, self.color_mode, self.cluster
+            )
+        layout = empty_layout() if self.layout is None else self.layout
+        return tile_split_arrays(
+            self.images, rows, split, layout, names, self.spec, self.color_mode, self.cluster
+        )
 
 
 def _internal(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -178,13 +187,10 @@ def prepare_model_input(
     internal = _internal(manifest)
     class_names, color_mode = _classes_and_mode(manifest)
     _check_pngs(images, internal)
-    arrays = _shared_arrays(class_names, geometry, spec)
-    layout = empty_layout() if tile_layout is None else tile_layout
+    making = _Arrays(images, class_names, geometry, spec, color_mode, cluster, tile_layout)
+    arrays: dict[str, np.ndarray | ArrayRows] = making.shared()
     for split in SPLITS:
-        rows = internal[internal["split"] == split]
-        arrays |= _arrays_of(
-            images, rows, split, arrays, geometry, spec, color_mode, cluster, layout
-        )
+        arrays |= making.of_split(internal[internal["split"] == split], split)
     counts = "/".join(str(len(arrays[f"paths_{s}"])) for s in SPLITS)
     if spec is not None:
         tiles = "/".join(str(len(arrays[f"y_{s}"])) for s in SPLITS)
@@ -240,33 +246,43 @@ def prepare_external_input(
     _check_pngs(images, rows)
     geometry = Geometry.from_params(params)
     spec = TileSpec.from_params(params.get("tiles"))
-    shared = _shared_arrays(class_names, geometry, spec)
-    layout = empty_layout() if tile_layout is None else tile_layout
-    arrays = _arrays_of(
-        images, rows, EXTERNAL_SPLIT, shared, geometry, spec, color_mode, cluster, layout
-    )
+    making = _Arrays(images, class_names, geometry, spec, color_mode, cluster, tile_layout)
+    arrays = making.of_split(rows, EXTERNAL_SPLIT)
     if len(rows):
         logger.info("External test site: %d images", len(rows))
-    return {
-        "class_names": shared["class_names"],
-        **({} if spec is None else spec_arrays(spec)),
-        **arrays,
-    }
+    shared = making.shared()
+    tiles = {} if spec is None else {"tiles": shared["tiles"]}
+    return {"class_names": shared["class_names"], **tiles, **arrays}
 
 
-def build_augmentation_spec(params: dict) -> dict[str, Any]:
+def build_augmentation_spec(
+    params: dict, stain_reference: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The augmentation spec the model factory reads (checked before the run by the schema).
 
+    Args:
+        params: The ``augmentation`` parameters.
+        stain_reference: The fitted stain reference (``fit_stain_reference``), or ``None``.
+
     Returns:
-        ``flip`` and the strengths of ``rotation``, ``zoom``, ``translation`` and ``contrast``.
+        ``flip``, the strengths of ``rotation``, ``zoom``, ``translation``, ``contrast`` and
+        ``hed_jitter`` (``augmentation.stain.jitter``), and ``stain_reference``.
     """
-    return {"flip": params["flip"], **{key: float(params[key]) for key in _STRENGTHS}}
+    return {
+        "flip": params["flip"],
+        **{key: float(params[key]) for key in _STRENGTHS},
+        "hed_jitter": float(params["stain"]["jitter"] or 0.0),
+        "stain_reference": stain_reference or {"normalize": None},
+    }
 
 
 def preview_augmentation(
     model_input: dict[str, np.ndarray], spec: dict[str, Any], params: dict
 ) -> bytes:
     """A grid of training images (left column) and augmented versions of each.
+
+    The augmented versions are of the stain-normalised image when the spec has a stain
+    reference, as the model sees them.
 
     Args:
         model_input: The model-input arrays (``x_train``, ``y_train``, ``class_names``).
@@ -277,7 +293,10 @@ def preview_augmentation(
     Returns:
         The grid as PNG bytes.
     """
-    from breast_cancer_pipeline.modeling import build_augmenter  # noqa: PLC0415
+    from breast_cancer_pipeline.modeling import (  # noqa: PLC0415
+        build_augmenter,
+        stain_preprocessing,
+    )
 
     preview = params["preview"]
     rng = np.random.default_rng(preview["seed"])
@@ -289,8 +308,9 @@ def preview_augmentation(
     fig, axes = pyplot().subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
     for r, i in enumerate(picks):
         image = np.asarray(x[i], dtype=np.float32)[None]
+        seen = stain_preprocessing(image, spec, image.shape[-1])  # stain-normalised, if on
         for c in range(cols):
-            shown = image[0] if c == 0 else np.asarray(augmenter(image, training=True))[0]
+            shown = image[0] if c == 0 else np.asarray(augmenter(seen, training=True))[0]
             ax = axes[r][c]
             pixels = np.clip(shown, 0, 255).astype(np.uint8).squeeze()
             ax.imshow(pixels, cmap="gray", vmin=0, vmax=255)  # brightness as the model sees it

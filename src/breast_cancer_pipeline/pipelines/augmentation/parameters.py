@@ -35,6 +35,17 @@ class Preview(Params):
     figure_dpi: PositiveInt
 
 
+class Stain(Params):
+    """Stain normalisation and HED jitter of RGB histopathology (``stain.py``)."""
+
+    #: Normalisation to a reference fitted on the training images, inside the model.
+    normalize: Literal["macenko", "reinhard"] | None
+    #: HED augmentation strength, training only (``None`` or 0: off).
+    jitter: Fraction | None
+    #: Training images the reference is fitted on.
+    reference_images: PositiveInt
+
+
 #: The smallest tile side (px).
 MIN_TILE = 8
 
@@ -107,6 +118,7 @@ class AugmentationParams(Params):
     translation: Fraction
     contrast: Fraction
     preview: Preview
+    stain: Stain
     #: Tiles cut from each image (:mod:`breast_cancer_pipeline.tiles`); null: whole images.
     tiles: TilesParams | None
 
@@ -128,20 +140,41 @@ class AugmentationParams(Params):
 SCHEMA = AugmentationParams
 
 
-def check_across(parameters: Mapping[str, Any]) -> list[str]:
-    """What ``augmentation`` needs of the other blocks (see :func:`param_schema.check_parameters`).
+def check_against(parameters: Mapping[str, Any]) -> list[str]:
+    """Problems of ``augmentation`` with other blocks (:func:`param_schema.problems_across`).
 
-    ``tiles.labels: mask`` needs masks: ``ingestion.mask_pattern`` or
-    ``ingestion.csv.mask_column``.
+    Stain settings need RGB images; ``tiles.labels: mask`` needs masks
+    (``ingestion.mask_pattern`` or ``ingestion.csv.mask_column``).
+
+    Args:
+        parameters: The merged parameters (``augmentation`` already valid).
 
     Returns:
         One line per problem, naming the keys and the fix.
     """
-    tiles = (parameters.get("augmentation") or {}).get("tiles") or {}
-    if tiles.get("labels") != "mask":
+    return [*_stain_problems(parameters), *_tile_label_problems(parameters)]
+
+
+def _stain_problems(parameters: Mapping[str, Any]) -> list[str]:
+    stain = parameters["augmentation"]["stain"]
+    color_mode = parameters.get("ingestion", {}).get("color_mode")
+    used = [f"{key}={stain[key]!r}" for key in ("normalize", "jitter") if stain[key]]
+    if used and color_mode == "grayscale":
+        return [
+            f"augmentation.stain ({', '.join(used)}) needs RGB images but "
+            "ingestion.color_mode = 'grayscale': set ingestion.color_mode: rgb (histopathology), "
+            "or augmentation.stain.normalize and jitter to null"
+        ]
+    return []
+
+
+def _tile_label_problems(parameters: Mapping[str, Any]) -> list[str]:
+    tiles = parameters["augmentation"].get("tiles")
+    if not isinstance(tiles, Mapping) or tiles.get("labels") != "mask":
         return []
     ingestion = parameters.get("ingestion") or {}
-    if ingestion.get("mask_pattern") or (ingestion.get("csv") or {}).get("mask_column"):
+    csv = ingestion.get("csv") if isinstance(ingestion.get("csv"), Mapping) else {}
+    if ingestion.get("mask_pattern") or csv.get("mask_column"):
         return []
     return [
         "augmentation.tiles.labels = 'mask' needs lesion masks, but neither "

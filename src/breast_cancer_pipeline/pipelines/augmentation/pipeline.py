@@ -8,6 +8,7 @@ from .nodes import (
     prepare_model_input,
     preview_augmentation,
 )
+from .stain_reference import fit_stain_reference
 from .tiling import tile_images
 
 
@@ -18,6 +19,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     site (``x_external``, ``y_external``, ``paths_external``; 0 rows without one), which only
     reporting reads. ``tile_images`` lays out the tiles of every image
     (``augmentation.tiles``; no row when it is null), which both arrays then hold.
+    ``stain_reference`` is fitted on training images (or tiles)
+    (``augmentation.stain.normalize``) and travels in the augmentation spec into the model.
     """
     return Pipeline(
         [
@@ -58,8 +61,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="prepare_external_input",
             ),
             Node(
+                func=fit_stain_reference,
+                inputs=["model_input", "params:augmentation"],
+                outputs="stain_reference",
+                name="fit_stain_reference",
+            ),
+            Node(
                 func=build_augmentation_spec,
-                inputs="params:augmentation",
+                inputs=["params:augmentation", "stain_reference"],
                 outputs="augmentation_spec",
                 name="build_augmentation_spec",
             ),

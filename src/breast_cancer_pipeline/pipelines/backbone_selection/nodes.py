@@ -48,7 +48,8 @@ def extract_features(
 
     Args:
         model_input: Arrays from the augmentation pipeline.
-        augmentation_spec: The augmentation spec (used when ``augmented_passes`` > 0).
+        augmentation_spec: The augmentation spec (its stain reference normalises the images
+            inside the extractor; its layers are used when ``augmented_passes`` > 0).
         candidate: This candidate's ``backbone`` and ``weights`` (checked before the run).
         params: The ``backbone_selection`` parameters.
 
@@ -68,7 +69,7 @@ def extract_features(
     )  # fmt: skip
     set_seed(params["seed"])
     size, channels = tuple(x_train.shape[1:3]), x_train.shape[3]
-    extractor = build_feature_extractor(name, size, channels, weights)
+    extractor = build_feature_extractor(name, size, channels, weights, augmentation_spec)
     run = _feature_runner(extractor, int(max(y_train.max(), y_val.max())) + 1, params)
     started = time.perf_counter()
     features_val = run(x_val, y_val)

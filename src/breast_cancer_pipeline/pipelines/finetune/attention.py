@@ -19,12 +19,13 @@ SPLITS = ("train", "val")
 
 
 def split_bags(
-    classifier: Any, model_input: dict[str, np.ndarray], split: str, batch_size: int
+    forward: Any, model_input: dict[str, np.ndarray], split: str, batch_size: int
 ) -> list[np.ndarray]:
     """The tile classifier's penultimate features of each image's tiles in ``split``.
 
     Args:
-        classifier: The trained tile classifier (ends with its ``Dense`` layer).
+        forward: The tile classifier's forward pass
+            (:func:`~breast_cancer_pipeline.serving.model.compiled_forward`).
         model_input: The tile arrays (``x_<split>``, ``tile_image_<split>``,
             ``image_y_<split>``).
         split: The split's name.
@@ -36,7 +37,7 @@ def split_bags(
     Raises:
         KeyError: The arrays hold no tiles (``augmentation.tiles`` is null).
     """
-    from breast_cancer_pipeline.serving.model import compiled_forward, penultimate_features
+    from breast_cancer_pipeline.serving.model import penultimate_features
     from breast_cancer_pipeline.training.attention import bags_from_tiles
 
     key = f"tile_image_{split}"
@@ -45,9 +46,7 @@ def split_bags(
             f"the model input has no {key!r}: the attention head needs tiles; set "
             "augmentation.tiles (or another augmentation.tiles.aggregation)"
         )
-    features = penultimate_features(
-        compiled_forward(classifier), model_input[f"x_{split}"], batch_size
-    )
+    features = penultimate_features(forward, model_input[f"x_{split}"], batch_size)
     n_images = len(model_input[f"image_y_{split}"])
     return bags_from_tiles(features, model_input[key], n_images)
 
@@ -76,10 +75,12 @@ def fit_tile_attention(
     Raises:
         KeyError: The arrays hold no tiles.
     """
+    from breast_cancer_pipeline.serving.model import compiled_forward
     from breast_cancer_pipeline.training.attention import fit_attention_head
 
+    forward = compiled_forward(classifier)
     bags = {
-        split: split_bags(classifier, model_input, split, int(reporting["batch_size"]))
+        split: split_bags(forward, model_input, split, int(reporting["batch_size"]))
         for split in SPLITS
     }
     # The image classes: a tile network's internal background class is no image's label.

@@ -203,9 +203,8 @@ def predict_files(
     """
     predictions = _predict(requests, serving_model, params, gradcam, cluster)
     if TOP_TILES_COLUMN in predictions.columns:  # a table cell of its own: JSON text
-        predictions[TOP_TILES_COLUMN] = [
-            None if tiles is None else json.dumps(tiles) for tiles in predictions[TOP_TILES_COLUMN]
-        ]
+        cells = [None if t is None else json.dumps(t) for t in predictions[TOP_TILES_COLUMN]]
+        predictions[TOP_TILES_COLUMN] = pd.Series(cells, index=predictions.index, dtype=object)
     config = serving_model.config
     return predictions, level_tables(predictions, config.get("levels"), config["class_names"])
 

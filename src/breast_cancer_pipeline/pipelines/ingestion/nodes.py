@@ -335,6 +335,8 @@ def collect_masks(
     Returns:
         The table of :data:`.mask_pairing.MASK_TABLE_COLUMNS` (no row without masks).
     """
+    if not (params["mask_pattern"] or params["csv"]["mask_column"]):
+        return mask_pairing.mask_table(pd.DataFrame(), manifest.iloc[:0], [])
     orphans: list[str] = []
     if params["mask_pattern"]:
         files = list(combined_sources(raw_files, external_files))

@@ -117,8 +117,8 @@ def compute_metrics(
     levels: dict[str, Any] | None = None,
     subgroups: dict[str, Any] | None = None,
     decision_curve: dict[str, Any] | None = None,
-    tiles: dict[str, Any] | None = None,
     explanation: dict[str, Any] | None = None,
+    tiles: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """Test metrics: discrimination with bootstrap intervals, the operating point, calibration.
 
@@ -142,10 +142,10 @@ def compute_metrics(
         levels: The ``levels`` block (:func:`.levels.level_metrics`).
         subgroups: The ``subgroups`` block (:func:`.subgroups.subgroup_metrics`).
         decision_curve: The ``decision_curve`` block (:func:`.net_benefit.decision_curves`).
-        tiles: The ``tiles`` block of a network trained on tiles (:func:`.tiles.tile_metrics`);
-            left out when empty.
         explanation: The ``explanation`` block (:func:`.explanation.explanation_metrics`):
             Grad-CAM against the lesion masks.
+        tiles: The ``tiles`` block of a network trained on tiles (:func:`.tiles.tile_metrics`);
+            left out when empty.
 
     Returns:
         ``(metrics, mlflow_metrics, calibration)``: the DVC metrics file content, the numeric
@@ -171,8 +171,8 @@ def compute_metrics(
         ("levels", levels),
         ("subgroups", subgroups),
         ("decision_curve", decision_curve),
-        ("tiles", tiles or None),
         ("explanation", explanation),
+        ("tiles", tiles or None),
     ):
         if block is not None:
             metrics[name] = block

@@ -30,6 +30,7 @@ from breast_cancer_pipeline.evaluation.tta import tta_settings
 from breast_cancer_pipeline.manifest import EXTERNAL_SPLIT
 from breast_cancer_pipeline.progress import Progress
 from breast_cancer_pipeline.serving.model import penultimate_features
+from breast_cancer_pipeline.tiles import spec_of_arrays
 
 from .nodes import package_model
 from .parameters import check_positive_class
@@ -58,6 +59,8 @@ def _predict(
         if attended is not None:
             return attended[0]
     proba = _averaged(serving_model, images, batch_size, split)
+    if spec_of_arrays(model_input) is None:
+        return proba
     return image_proba(model_input, split, proba, serving_model.config["positive_class"])
 
 
