@@ -410,3 +410,73 @@ def test_the_serving_peer_takes_the_pixel_tensor_and_answers_keras_probabilities
     onnx = bench.inference_params("onnxruntime")
     assert onnx["serving"] == {**bench.INFERENCE["serving"], "runtime": "onnxruntime"}
     assert bench.INFERENCE["serving"]["runtime"] == "tensorflow"
+
+
+def test_resolution_figures_are_gains_per_seed_and_skipped_variants_say_why():
+    from benchmarks import bench_resolution as bench
+
+    def seed(tiles, resize, mask=None):
+        microcalc = {
+            "resize": {"auroc": resize, "external_auroc": resize - 0.1, "seconds": 60.0},
+            "tiles": {"auroc": tiles, "external_auroc": float("nan"), "seconds": 70.0},
+            "tiles_mask": {"skipped": "no masks"} if mask is None else {"auroc": mask},
+        }
+        return {"microcalc": microcalc, "histology": {"resize": {"skipped": "stain"}}}
+
+    figures = bench.figures_of([seed(0.9, 0.6), seed(0.8, 0.7, mask=0.85), seed(0.95, 0.55)])
+    gain = figures["resolution.tile_auroc_gain"]
+    assert gain["repeats"] == [0.3, 0.1, 0.4] and gain["median"] == 0.3
+    assert figures["resolution.mask_label_auroc_gain"]["repeats"] == [0.05]  # one seed had both
+    assert figures["resolution.microcalc.tiles.auroc"]["median"] == 0.9
+    assert "resolution.microcalc.tiles.external_auroc" not in figures  # never defined
+    assert figures["resolution.microcalc.resize.seconds"]["repeats"] == [60.0] * 3
+    assert figures["resolution.skipped"] == {
+        "microcalc.tiles_mask": "no masks",
+        "histology.resize": "stain",
+    }
+    assert "resolution.histology_tile_auroc_gain" not in figures
+    report = harness.check_goals(figures, bench.GOALS)
+    assert report["resolution.tile_auroc_gain"]["met"] is True
+
+
+def test_resolution_runs_share_a_training_budget_and_use_the_issue_parameter_names():
+    from benchmarks import bench_resolution as bench
+    from breast_cancer_pipeline.tiles import TileSpec
+
+    common = bench.common_settings("microcalc", 2, masks=True)
+    assert common["ingestion"]["mask_pattern"] == "{stem}_mask.png"
+    assert common["demo_data"]["seed"] == common["finetune"]["seed"] == 2
+    assert bench.common_settings("histology", 1, masks=False)["ingestion"]["color_mode"] == "rgb"
+    resized = bench.variant_settings("microcalc", "resize", common)
+    tiled = bench.variant_settings("microcalc", "tiles_mask", common)
+    per_image = bench.tiles_per_image("microcalc")
+    assert resized["finetune"]["phase2"]["epochs"] == bench.EPOCHS
+    assert tiled["finetune"]["phase2"]["epochs"] == max(1, round(bench.EPOCHS / per_image))
+    assert TileSpec.from_params(tiled["augmentation"]["tiles"]).labels == "mask"
+    aggregations = {
+        bench.VARIANTS["microcalc"][name]["augmentation"]["tiles"]["aggregation"]
+        for name in bench.VARIANTS["microcalc"]
+        if name.startswith(("agg_", "tiles"))
+    }
+    assert aggregations == {"mean", "max", "top_k_mean", "noisy_or", "attention"}
+    stains = [v.get("augmentation", {}).get("stain") for v in bench.VARIANTS["histology"].values()]
+    assert {(s or {}).get("normalize") for s in stains} == {None, "reinhard", "macenko"}
+
+
+def test_resolution_skips_a_variant_whose_feature_this_checkout_lacks(tmp_path, monkeypatch):
+    from benchmarks import bench_resolution as bench
+    from benchmarks._project import copy_project
+    from tests.params import load_parameters
+
+    project = copy_project(tmp_path / "project")
+    demo = load_parameters(project, "demo")
+    common = bench.common_settings("histology", 1, masks=False)
+    bench.configure(project, common, demo)
+    assert bench.missing_feature(project, "resize") is None  # the common settings are valid
+    bench.configure(project, bench.merge(common, {"augmentation": {"hue_magic": 1}}), demo)
+    reason = bench.missing_feature(project, "resize")
+    assert "augmentation.hue_magic: unknown key" in reason
+    monkeypatch.setattr(bench, "MODULES", (("agg_x", "breast_cancer_pipeline.no_such", "X"),))
+    assert bench.missing_feature(project, "agg_x") == (
+        "X is not in this checkout (no module breast_cancer_pipeline.no_such)"
+    )

@@ -16,6 +16,14 @@ def test_configured_block_validates_into_typed_values(env):
     assert cfg.preset == "standard" and {"standard", "hard"} <= set(cfg.presets)
     assert cfg.difficulty.lesion_radius == (0.11, 0.22)
     assert cfg.difficulty.label_noise == 0.0
+    kinds = {name: preset.kind for name, preset in cfg.presets.items()}
+    assert kinds == {
+        "standard": "ultrasound",
+        "hard": "ultrasound",
+        "microcalc": "microcalc",
+        "histology": "histology",
+    }
+    assert cfg.presets["microcalc"].image_size == (1024, 768)
     assert cfg.spicules == (8, 16) and all(isinstance(v, int) for v in cfg.spicules)
     assert cfg.format_mix == {"png": 0.6, "jpeg": 0.25, "tiff16": 0.15}
 
@@ -62,7 +70,32 @@ def test_every_format_has_an_extension():
             "presets.hard.label_noise = 0.6",
             "less than or equal to 0.5",
         ),
-        ({"preset": "easy"}, "preset = 'easy'", "not one of demo_data.presets (hard, standard)"),
+        (
+            {"preset": "easy"},
+            "preset = 'easy'",
+            "not one of demo_data.presets (hard, histology, microcalc, standard)",
+        ),
+        ({"presets": {"x": {"label_noise": 0.1}}}, "presets.x.kind: missing", "add it"),
+        (
+            {"presets": {"hard": {"kind": "ct"}}},
+            "presets.hard.kind = 'ct'",
+            "not one of ultrasound, microcalc, histology",
+        ),
+        (
+            {"presets": {"microcalc": {"image_size": [16, 768]}}},
+            "presets.microcalc.image_size.0 = 16",
+            "greater than or equal to 32",
+        ),
+        (
+            {"presets": {"microcalc": {"lesion_radius": [0.1, 0.2]}}},
+            "presets.microcalc.lesion_radius: unknown key",
+            "spelling",
+        ),
+        (
+            {"presets": {"histology": {"eosin": [0.1, -0.9, 0.4]}}},
+            "presets.histology.eosin.1 = -0.9",
+            "greater than or equal to 0",
+        ),
         (
             {"external_site": {"normal_patients": -2}},
             "external_site.normal_patients = -2",

@@ -33,17 +33,24 @@ another, pixels unchanged; :func:`label_flip_record` lists its images) and the s
 second site's shift. :func:`generate_external_site` draws that second site (another scanner, for the
 external test) from its own seeds.
 
+A preset is of a ``kind``: ``ultrasound`` draws the images above; ``microcalc`` (large grayscale
+mammogram-like images, :mod:`.microcalc`) and ``histology`` (large RGB H&E-like fields,
+:mod:`.histology`) draw their own, at their own size, for the same patients, names and masks;
+their signal is a few pixels wide, so that it survives tiling and not a resize.
+
 Each image is written as 8-bit PNG, JPEG or 16-bit TIFF (``I;16``, with a random gain and offset
-so that consumers have to window it). Masks are always binary (0/255) 8-bit PNG, all-zero where
-no lesion is drawn. Images of normal breasts get one, as in BUSI, unless ``normal_masks`` is
-false.
+so that consumers have to window it); an RGB (histology) image is 8-bit in every format, its
+TIFF too. Masks are always binary (0/255) 8-bit PNG, all-zero where no lesion is drawn. Images
+of normal breasts get one, as in BUSI, unless ``normal_masks`` is false.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -51,8 +58,16 @@ import pandas as pd
 from PIL import Image
 
 from breast_cancer_pipeline.param_schema import validate_block
-from breast_cancer_pipeline.pipelines.demo_data.parameters import DemoDataParams, ImageFormat
+from breast_cancer_pipeline.pipelines.demo_data.parameters import (
+    DemoDataParams,
+    HistologyParams,
+    ImageFormat,
+    MicrocalcParams,
+)
 
+from .histology import render_histology
+from .microcalc import render_microcalc
+from .noise import blur, smooth_noise
 from .patients import CLASS_NAMES, Cohort, PlannedImage, allocate_formats, plan_cohort
 
 __all__ = [
@@ -123,45 +138,9 @@ def _resample(image: np.ndarray, resolution: float) -> np.ndarray:
     return np.asarray(coarse.resize((size, size), Image.Resampling.BILINEAR), dtype=float)
 
 
-def _gaussian_transfer(shape: tuple[int, int], sigma_y: float, sigma_x: float) -> np.ndarray:
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    return np.exp(-2.0 * np.pi**2 * ((sigma_y * fy) ** 2 + (sigma_x * fx) ** 2))
-
-
-def _blur(image: np.ndarray, sigma_y: float, sigma_x: float | None = None) -> np.ndarray:
-    """Gaussian blur with reflected borders (FFT based, so the cost does not grow with sigma)."""
-    sigma_x = sigma_y if sigma_x is None else sigma_x
-    if sigma_y <= 0 and sigma_x <= 0:
-        return image
-    pad_y = min(int(math.ceil(3 * sigma_y)), image.shape[0] - 1)
-    pad_x = min(int(math.ceil(3 * sigma_x)), image.shape[1] - 1)
-    padded = np.pad(image, ((pad_y, pad_y), (pad_x, pad_x)), mode="reflect")
-    transfer = _gaussian_transfer(padded.shape, sigma_y, sigma_x)
-    blurred = np.fft.irfft2(np.fft.rfft2(padded) * transfer, s=padded.shape)
-    return blurred[pad_y : pad_y + image.shape[0], pad_x : pad_x + image.shape[1]]
-
-
-def _smooth_noise(
-    rng: np.random.Generator,
-    shape: tuple[int, int],
-    sigma_y: float,
-    sigma_x: float,
-    count: int | None = None,
-) -> np.ndarray:
-    """Stationary Gaussian noise with unit standard deviation and the given correlation length.
-
-    With ``count``, returns a stack of ``count`` independent fields (one batched FFT).
-    """
-    white = rng.standard_normal(shape if count is None else (count, *shape))
-    transfer = _gaussian_transfer(shape, sigma_y, sigma_x)
-    field = np.fft.irfft2(np.fft.rfft2(white) * transfer, s=shape)
-    return field / (field.std(axis=(-2, -1), keepdims=True) + 1e-12)
-
-
 def _smooth_curve(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
     """A 1-D smooth random curve in roughly [-1, 1] (used for wavy layer boundaries)."""
-    return np.clip(_smooth_noise(rng, (1, n), 0.0, sigma)[0] / 2.0, -1.0, 1.0)
+    return np.clip(smooth_noise(rng, (1, n), 0.0, sigma)[0] / 2.0, -1.0, 1.0)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -181,7 +160,7 @@ def _tissue(rng: np.random.Generator, size: int) -> np.ndarray:
     """Echogenicity of tissue without any mass: layers, texture, ligaments, attenuation."""
     depth = (np.arange(size)[:, None] + 0.5) / size  # 0 at the probe, 1 at the bottom
     shape = (size, size)
-    warp = 0.02 * _smooth_noise(rng, shape, size / 8, size / 4)
+    warp = 0.02 * smooth_noise(rng, shape, size / 8, size / 4)
     depth_w = depth + warp
 
     skin = rng.uniform(0.02, 0.06)
@@ -191,8 +170,8 @@ def _tissue(rng: np.random.Generator, size: int) -> np.ndarray:
     into_gland = _sigmoid((depth_w - fat_end) / edge)
     into_muscle = _sigmoid((depth_w - gland_end) / edge)
 
-    fat = rng.uniform(0.45, 0.8) * np.exp(0.25 * _smooth_noise(rng, shape, size / 20, size / 12))
-    gland = rng.uniform(0.8, 1.3) * np.exp(0.22 * _smooth_noise(rng, shape, size / 40, size / 20))
+    fat = rng.uniform(0.45, 0.8) * np.exp(0.25 * smooth_noise(rng, shape, size / 20, size / 12))
+    gland = rng.uniform(0.8, 1.3) * np.exp(0.22 * smooth_noise(rng, shape, size / 40, size / 20))
     stripes = 1.0 + 0.35 * np.sin(
         2 * np.pi * rng.uniform(10, 18) * depth_w + rng.uniform(0, 2 * np.pi)
     )
@@ -302,7 +281,7 @@ def _posterior(occupancy: np.ndarray, size: int, rng: np.random.Generator) -> np
     rows = np.arange(size)[:, None]
     first = np.argmax(passed > 0.5, axis=0)[None, :]
     fade = np.exp(-np.maximum(rows - first, 0) / (rng.uniform(0.3, 1.0) * size))
-    return _blur(behind * fade, 1.0, 2.0)
+    return blur(behind * fade, 1.0, 2.0)
 
 
 def _render(
@@ -331,12 +310,12 @@ def _render(
         distance, occupancy, mask = _mass(rng, size, malignant, cfg, site)
         contrast = _uniform(rng, site.lesion_contrast)
         if malignant:
-            texture = np.exp(0.35 * _smooth_noise(rng, (size, size), 2.0, 2.0))
+            texture = np.exp(0.35 * smooth_noise(rng, (size, size), 2.0, 2.0))
             rim = np.exp(-(((distance - 3.0) / 3.0) ** 2)) * (distance > 0)
             rim_gain = rng.uniform(0.3, 0.8) if rng.random() < 0.7 else 0.0
             posterior = -rng.uniform(0.3, 0.7) if rng.random() < 0.7 else 0.0
         else:
-            texture = np.exp(0.12 * _smooth_noise(rng, (size, size), 3.0, 3.0))
+            texture = np.exp(0.12 * smooth_noise(rng, (size, size), 3.0, 3.0))
             rim = np.exp(-((distance / 0.8) ** 2))
             rim_gain = rng.uniform(0.5, 1.2) if rng.random() < 0.8 else 0.0
             posterior = rng.uniform(0.3, 0.8) if rng.random() < 0.7 else 0.0
@@ -349,11 +328,11 @@ def _render(
             if candidates.size:
                 specks = np.zeros(size * size)
                 specks[rng.choice(candidates, size=int(rng.integers(3, 10)))] = 1.0
-                echo = echo + 3.0 * _blur(specks.reshape(size, size), 0.6)
+                echo = echo + 3.0 * blur(specks.reshape(size, size), 0.6)
     # Correlated speckle, laterally elongated as in real scans; averaging the intensity of a few
     # independent Rayleigh fields mimics spatial compounding, which tames the grain.
     sy, sx = site.speckle_px, 1.6 * site.speckle_px
-    fields = _smooth_noise(rng, (size, size), sy, sx, count=2 * _SPECKLE_LOOKS)
+    fields = smooth_noise(rng, (size, size), sy, sx, count=2 * _SPECKLE_LOOKS)
     speckle = np.sqrt(np.mean(fields**2, axis=0))
     # Log compression with random dynamic range, gain and gamma.
     decibels = 20.0 * np.log10(np.maximum(echo * speckle, 1e-6))
@@ -370,8 +349,9 @@ def _render(
 
 
 def _encode(image: np.ndarray, fmt: str, rng: np.random.Generator, cfg: DemoDataParams) -> bytes:
+    """Grayscale as the format says (``tiff16``: 16-bit, windowing needed); RGB in 8 bits."""
     buffer = io.BytesIO()
-    if fmt == "tiff16":
+    if fmt == "tiff16" and image.ndim == 2:
         span = rng.uniform(0.2, 0.85) * 65535.0
         offset = rng.uniform(0.0, 65535.0 - span)
         values = np.round(offset + image / 255.0 * span).astype("<u2")
@@ -381,7 +361,7 @@ def _encode(image: np.ndarray, fmt: str, rng: np.random.Generator, cfg: DemoData
         if fmt == "jpeg":
             pixels.save(buffer, format="JPEG", quality=cfg.jpeg_quality)
         else:
-            pixels.save(buffer, format="PNG")
+            pixels.save(buffer, format="TIFF" if fmt == "tiff16" else "PNG")
     return buffer.getvalue()
 
 
@@ -403,13 +383,29 @@ def _cohort(cfg: DemoDataParams) -> Cohort:
     )
 
 
-def _draw(cfg: DemoDataParams, site: _Site, plan: list[PlannedImage]) -> dict[str, bytes]:
+#: Draws one image: ``(rng, label) -> (pixels, mask)``.
+Renderer = Callable[[np.random.Generator, str], tuple[np.ndarray, np.ndarray]]
+
+
+def _renderer(cfg: DemoDataParams, external: bool) -> Renderer:
+    """The drawing function of the preset's kind, for the first site or the external one."""
+    preset = cfg.difficulty
+    shift = preset.site_shift if external else 0.0
+    if isinstance(preset, MicrocalcParams):
+        return partial(render_microcalc, cfg=preset, shift=shift)
+    if isinstance(preset, HistologyParams):
+        return partial(render_histology, cfg=preset, shift=shift)
+    site = _external_site(cfg) if external else _internal_site(cfg)
+    return partial(_render, cfg=cfg, site=site)
+
+
+def _draw(cfg: DemoDataParams, render: Renderer, plan: list[PlannedImage]) -> dict[str, bytes]:
     """``{relative path: bytes}`` of the planned images and their masks."""
     files: dict[str, bytes] = {}
     for image in plan:
         rng = np.random.default_rng(image.seed)
         drawn = image.drawn_as if image.shows_lesion else "normal"
-        pixels, mask = _render(rng, drawn, cfg, site)
+        pixels, mask = render(rng, drawn)
         files[image.stem + FORMAT_EXTENSIONS[image.image_format]] = _encode(
             pixels, image.image_format, rng, cfg
         )
@@ -444,7 +440,7 @@ def generate_demo_dataset(params: dict[str, Any]) -> dict[str, bytes]:
             before this node starts.
     """
     cfg = validate_block("demo_data", params)
-    return _draw(cfg, _internal_site(cfg), plan_cohort(_cohort(cfg)))
+    return _draw(cfg, _renderer(cfg, external=False), plan_cohort(_cohort(cfg)))
 
 
 def label_flip_record(params: dict[str, Any]) -> pd.DataFrame:
@@ -494,4 +490,4 @@ def generate_external_site(params: dict[str, Any]) -> dict[str, bytes]:
         format_mix=dict(cfg.format_mix),
         seed_tail=(_EXTERNAL_SEED_TAG,),
     )
-    return _draw(cfg, _external_site(cfg), plan_cohort(cohort))
+    return _draw(cfg, _renderer(cfg, external=True), plan_cohort(cohort))

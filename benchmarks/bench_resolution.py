@@ -1,0 +1,363 @@
+"""What tiles, lesion masks, tile aggregation and stain normalisation change on large images.
+
+Each seed generates the two large-image demo presets (``demo_data.preset``): ``microcalc``
+(1024 x 768 grayscale, the malignant signal a cluster of 2-4 px specks that a resize to 128 px
+turns into the faint blob a benign image has) and ``histology`` (1024 x 768 RGB H&E-like
+fields, the signal in the nuclei, the external site stained otherwise). In a throw-away copy
+of the project, per preset and seed: ``demo_data``, then ingestion and validation once, then
+each variant of :data:`VARIANTS` (``augmentation``, ``backbone_selection``, ``finetune``,
+``reporting`` with the variant's settings), its test and external-site AUROC read off
+``metrics.json``. Figures are medians over the seeds (min, max and every seed beside them):
+
+* ``resolution.tile_auroc_gain``: on microcalc, test AUROC with tiles (labels from the
+  image, ``top_k_mean``) minus with the whole image resized to 128 px, at the same training
+  budget (goal >= 0.15); ``resolution.histology_tile_auroc_gain`` the same on histology.
+* ``resolution.mask_label_auroc_gain``: tiles labelled by the lesion masks
+  (``augmentation.tiles.labels: mask``, the patch stage of Shen et al. 2019) minus labelled
+  by their image.
+* ``resolution.microcalc.<variant>.auroc`` (and ``.external_auroc``, ``.seconds``) for every
+  variant, among them each aggregation (``agg_mean``, ``agg_max``, ``tiles`` = top_k_mean,
+  ``agg_noisy_or``, ``agg_attention``);
+* ``resolution.histology.stain_<option>.external_auroc``: the stain options
+  (``augmentation.stain``) on the other site's staining.
+
+**The same training budget.** A tile run sees ``tiles per image`` samples per image and
+epoch, each the size of a resized image (128 px), so its epochs are divided by that count:
+every run trains on about as many 128 px samples (:func:`budget_epochs`);
+``.seconds`` says what each took.
+
+A variant whose parameters this checkout refuses (a feature not yet built: tiles, masks,
+stain, the attention head) is skipped, and ``resolution.skipped`` names the missing
+parameter or module. ``BENCH_QUICK=1`` runs one seed on tiny images (figures meaningless).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness
+from benchmarks._project import copy_project
+
+QUICK = harness.quick()
+SEEDS = (1,) if QUICK else (1, 2, 3)
+GOALS: dict[str, harness.Goal] = {"resolution.tile_auroc_gain": (">=", 0.15)}
+
+#: The resized runs' input (the demo's) and its phase-2 epochs: the training budget.
+RESIZED = 32 if QUICK else 128
+EPOCHS = 2 if QUICK else 30
+#: Tiles of the tile runs: 128 px at half resolution (the signal, 2-4 px at full resolution,
+#: stays 1-2 px), at most 12 per image, the two highest-scoring averaged per image.
+TILE_SIZE = 32 if QUICK else 128
+TILES = {
+    "size": TILE_SIZE,
+    "stride": TILE_SIZE,
+    "scale": 2.0,
+    "min_foreground": 0.0,
+    "max_per_image": 12,
+    "aggregation": "top_k_mean",
+    "top_k": 2,
+    "labels": "image",
+}
+#: Per preset: a mammogram's tiles of empty film are dropped; a microscopy field is all
+#: tissue but its lumina (which Otsu would call foreground there).
+PRESET_TILES = {"microcalc": {"min_foreground": 0.3}, "histology": {}}
+#: Images of each preset: 4 per patient, both views of an affected breast show its lesion.
+DATA = {
+    "lesion_patients_per_class": 3 if QUICK else 24,
+    "normal_patients": 1 if QUICK else 8,
+    "lesion_both_views": 1.0,
+    "external_site": {
+        "lesion_patients_per_class": 1 if QUICK else 8,
+        "normal_patients": 1 if QUICK else 2,
+    },
+}
+#: The presets at a smoke run's size (a quarter of the side).
+QUICK_PRESETS = {
+    "microcalc": {"image_size": [256, 192], "cluster_radius_px": [4.0, 6.0]},
+    "histology": {
+        "image_size": [192, 256],
+        "nucleus_radius_px": [1.0, 1.5],
+        "malignant_nucleus_radius_px": [2.0, 3.0],
+        "cluster_radius_px": [12.0, 16.0],
+        "cluster_nuclei": [20, 30],
+    },
+}
+#: Ingestion per preset: the histology fields keep their colour.
+PRESET_INGESTION = {"microcalc": {}, "histology": {"color_mode": "rgb"}}
+#: Every preset's mask files, as demo_data writes them.
+MASKS = {"mask_pattern": "{stem}_mask.png"}
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, nested dicts key by key (a None replaces a dict)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _tiles(preset: str, **changes: Any) -> dict[str, Any]:
+    return {"augmentation": {"tiles": {**TILES, **PRESET_TILES[preset], **changes}}}
+
+
+def _stain(normalize: str, jitter: float | None = None) -> dict[str, Any]:
+    tiles = _tiles("histology")
+    return merge(tiles, {"augmentation": {"stain": {"normalize": normalize, "jitter": jitter}}})
+
+
+#: ``{preset: {variant: parameters set over the demo environment}}``. ``resize`` is the
+#: whole image at the demo's 128 px (``augmentation.tiles: null``, the default).
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "microcalc": {
+        "resize": {},
+        "tiles": _tiles("microcalc"),
+        # A cluster's disc (8-14 px radius) is 0.3-0.9 % of a tile's 256 x 256 px of the original.
+        "tiles_mask": _tiles(
+            "microcalc", labels="mask", min_lesion=0.002, background_label="normal"
+        ),
+        "agg_mean": _tiles("microcalc", aggregation="mean"),
+        "agg_max": _tiles("microcalc", aggregation="max"),
+        "agg_noisy_or": _tiles("microcalc", aggregation="noisy_or"),
+        "agg_attention": _tiles("microcalc", aggregation="attention"),
+    },
+    "histology": {
+        "resize": {},
+        "stain_none": _tiles("histology"),
+        "stain_reinhard": _stain("reinhard"),
+        "stain_macenko": _stain("macenko"),
+        "stain_macenko_jitter": _stain("macenko", 0.05),
+    },
+}
+#: What a variant needs beyond parameters: ``(variant prefix, module, what it is)``.
+MODULES = (("agg_attention", "breast_cancer_pipeline.training.attention", "the attention head"),)
+#: The pairs whose difference is a headline figure: ``name: (preset, variant, baseline)``.
+GAINS = {
+    "tile_auroc_gain": ("microcalc", "tiles", "resize"),
+    "histology_tile_auroc_gain": ("histology", "stain_none", "resize"),
+    "mask_label_auroc_gain": ("microcalc", "tiles_mask", "tiles"),
+}
+
+
+def tiles_per_image(preset: str) -> int:
+    """The most tiles a :data:`TILES` run cuts from one image of ``preset`` (its budget)."""
+    from breast_cancer_pipeline.tiles import TileSpec, tile_count  # noqa: PLC0415
+    from tests.params import base_params  # noqa: PLC0415
+
+    shape = base_params("demo_data")["presets"][preset]["image_size"]
+    if QUICK:
+        shape = QUICK_PRESETS[preset]["image_size"]
+    return tile_count(tuple(shape), TileSpec.from_params({**TILES, **PRESET_TILES[preset]}))
+
+
+def budget_epochs(preset: str, tiled: bool) -> int:
+    """Phase-2 epochs: :data:`EPOCHS` resized, divided by the tiles per image with tiles."""
+    return max(1, round(EPOCHS / tiles_per_image(preset))) if tiled else EPOCHS
+
+
+def common_settings(preset: str, seed: int, masks: bool) -> dict[str, Any]:
+    """What every run of ``preset`` sets over the demo environment (its data, a small run).
+
+    Args:
+        preset: A key of :data:`VARIANTS`.
+        seed: The data's, the split's and the training's seed.
+        masks: Whether ingestion pairs the masks (``ingestion.mask_pattern``).
+    """
+    data = merge(DATA, {"seed": seed, "preset": preset})
+    if QUICK:
+        data["presets"] = {preset: QUICK_PRESETS[preset]}
+    return {
+        "demo_data": data,
+        "ingestion": {
+            "split": {"seed": seed},
+            **PRESET_INGESTION[preset],
+            **(MASKS if masks else {}),
+        },
+        "validation": {"min_per_class": 1},
+        "augmentation": {"image_size": RESIZED},
+        "backbone_selection": {
+            "candidates": {"small_cnn_narrow": None, "small_resnet": None},
+            "epochs": 2 if QUICK else 5,
+            "repeats": 1,
+            "head_search": {"n_trials": 0},
+        },
+        "finetune": {"seed": seed, "phase1": {"epochs": 1}, "phase2": {"epochs": EPOCHS}},
+        "reporting": {
+            "bootstrap": {"n_resamples": 50 if QUICK else 200},
+            "gradcam": {"per_class": 1},
+            "champion": {"min_ci_low": 0.0},
+        },
+    }
+
+
+def variant_settings(preset: str, variant: str, common: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`common_settings` with the variant's, its epochs at the training budget."""
+    settings = merge(common, VARIANTS[preset][variant])
+    tiled = settings["augmentation"].get("tiles") is not None
+    epochs = {"phase2": {"epochs": budget_epochs(preset, tiled)}}
+    return merge(settings, {"finetune": epochs})
+
+
+def configure(project: Path, settings: Mapping[str, Any], demo: Mapping[str, Any]) -> None:
+    """Write ``settings`` over the demo environment's blocks ``demo`` into the copy."""
+    import yaml  # noqa: PLC0415
+
+    blocks = {name: merge(demo.get(name) or {}, settings.get(name) or {}) for name in demo}
+    path = project / "conf" / "demo" / "parameters.yml"
+    path.write_text(yaml.safe_dump(blocks, sort_keys=False))
+
+
+def missing_feature(project: Path, variant: str) -> str | None:
+    """Why this checkout cannot run the copy's configuration, or None when it can.
+
+    A parameter the checkout's schemas refuse (``augmentation.stain: unknown key``) names a
+    feature not built yet; so does a module of :data:`MODULES`.
+    """
+    for prefix, module, what in MODULES:
+        if variant.startswith(prefix) and importlib.util.find_spec(module) is None:
+            return f"{what} is not in this checkout (no module {module})"
+    from breast_cancer_pipeline.param_schema import (  # noqa: PLC0415
+        ParameterError,
+        check_parameters,
+    )
+    from tests.params import load_parameters  # noqa: PLC0415
+
+    parameters = load_parameters(project, "demo")
+    try:
+        check_parameters(parameters, parameters)
+    except ParameterError as exc:
+        problems = str(exc).split("\n- ")[1:]
+        return "this checkout refuses its parameters: " + "; ".join(problems)
+    return None
+
+
+def _kedro(project: Path, *args: str) -> float:
+    """``kedro run --env=demo ...`` in ``project`` (output to ``run.log``); its seconds."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEDRO_", "MLFLOW_"))}
+    env.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        KEDRO_DISABLE_TELEMETRY="true",
+        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+    )
+    log = project / "run.log"
+    command = [str(Path(sys.executable).with_name("kedro")), "run", "--env=demo", *args]
+    started = time.perf_counter()
+    with log.open("a") as out:
+        done = subprocess.run(command, cwd=project, env=env, stdout=out, stderr=out, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
+    return time.perf_counter() - started
+
+
+def _masks_available() -> bool:
+    """Whether this checkout's ingestion pairs masks (``ingestion.mask_pattern``)."""
+    from breast_cancer_pipeline.param_schema import ParameterError, validate_block  # noqa: PLC0415
+    from tests.params import base_params  # noqa: PLC0415
+
+    try:
+        validate_block("ingestion", base_params("ingestion", **MASKS))
+    except ParameterError:
+        return False
+    return True
+
+
+TRAINING = "--pipelines=augmentation,backbone_selection,finetune,reporting"
+
+
+def one_preset(workdir: Path, preset: str, seed: int) -> dict[str, dict[str, Any]]:
+    """Every variant of ``preset`` on its data of ``seed``: figures, or ``{"skipped": why}``."""
+    from tests.params import load_parameters  # noqa: PLC0415
+
+    project = copy_project(workdir / f"{preset}_{seed}")
+    demo = load_parameters(project, "demo")
+    common = common_settings(preset, seed, masks=_masks_available())
+    configure(project, common, demo)
+    _kedro(project, "--pipelines=demo_data")
+    _kedro(project, "--pipelines=ingestion,validation")
+    results: dict[str, dict[str, Any]] = {}
+    for variant in VARIANTS[preset]:
+        configure(project, variant_settings(preset, variant, common), demo)
+        reason = missing_feature(project, variant)
+        if reason is not None:
+            print(f"   {preset} {variant}: skipped: {reason}", flush=True)
+            results[variant] = {"skipped": reason}
+            continue
+        seconds = _kedro(project, TRAINING)
+        metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+        results[variant] = {
+            "auroc": metrics["auroc"],
+            "external_auroc": (metrics.get("external") or {}).get("auroc", math.nan),
+            "seconds": seconds,
+        }
+        print(f"   {preset} seed {seed} {variant}: {results[variant]}", flush=True)
+    shutil.rmtree(project / "data")
+    return results
+
+
+def _over_seeds(values: list[float]) -> dict[str, Any] | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return harness.summary(finite) if finite else None
+
+
+def figures_of(per_seed: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, Any]:
+    """The area's figures from each seed's ``{preset: {variant: result}}``.
+
+    Every measured variant's AUROC, external AUROC and seconds, and the :data:`GAINS` over the
+    seeds where both sides ran; the skipped variants with the first reason given.
+    """
+    figures: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for preset, variants in VARIANTS.items():
+        for variant in variants:
+            runs = [seed[preset][variant] for seed in per_seed if variant in seed.get(preset, {})]
+            for run in runs:
+                if "skipped" in run:
+                    skipped.setdefault(f"{preset}.{variant}", run["skipped"])
+            for key in ("auroc", "external_auroc", "seconds"):
+                value = _over_seeds([run[key] for run in runs if key in run])
+                if value is not None:
+                    figures[f"resolution.{preset}.{variant}.{key}"] = value
+    for name, (preset, variant, baseline) in GAINS.items():
+        pairs = [seed.get(preset, {}) for seed in per_seed]
+        gains = [
+            runs[variant]["auroc"] - runs[baseline]["auroc"]
+            for runs in pairs
+            if "auroc" in runs.get(variant, {}) and "auroc" in runs.get(baseline, {})
+        ]
+        if gains:
+            figures[f"resolution.{name}"] = harness.summary(gains)
+    return {**figures, "resolution.skipped": skipped}
+
+
+def run(workdir: Path) -> dict[str, Any]:
+    """Every preset and seed, then the figures over the seeds."""
+    per_seed = [
+        {preset: one_preset(workdir, preset, seed) for preset in VARIANTS} for seed in SEEDS
+    ]
+    for seed in per_seed:
+        for variants in seed.values():
+            for result in variants.values():
+                assert "skipped" in result or 0.0 <= result["auroc"] <= 1.0, result
+    return {
+        **figures_of(per_seed),
+        "resolution.seeds": list(SEEDS),
+        "resolution.settings": {
+            "data": DATA,
+            "resized": RESIZED,
+            "tiles": TILES,
+            "epochs": {p: {"resized": EPOCHS, "tiles": budget_epochs(p, True)} for p in VARIANTS},
+            **({"quick": QUICK_PRESETS} if QUICK else {}),
+        },
+    }
