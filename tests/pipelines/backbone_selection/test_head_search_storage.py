@@ -189,3 +189,23 @@ def test_storage_must_be_a_database_url_or_null():
         ParameterError, match=r"head_search\.storage = 'optuna\.db': must be a database URL"
     ):
         param_schema.validate_block("backbone_selection", block)
+
+
+def test_a_worker_losing_the_race_to_create_postgresql_types_retries(monkeypatch):
+    """PostgreSQL refuses the loser's ``CREATE TYPE`` (DuplicateObject, a ProgrammingError)."""
+    from sqlalchemy.exc import ProgrammingError
+
+    from breast_cancer_pipeline.pipelines.backbone_selection import study
+
+    attempts = []
+
+    def storage(url, engine_kwargs):
+        attempts.append(url)
+        if len(attempts) == 1:
+            raise ProgrammingError("CREATE TYPE studydirection", {}, Exception("exists"))
+        return "storage"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    monkeypatch.setattr(study.time, "sleep", lambda seconds: None)
+    assert study._storage("postgresql://127.0.0.1/optuna") == "storage"
+    assert len(attempts) == 2

@@ -94,20 +94,25 @@ def open_study(search: Mapping[str, Any], name: str, seed: int) -> Any:
 def _storage(url: str | None) -> Any:
     """Optuna's RDB storage at ``url`` (None: in memory).
 
-    Workers started together on a new database race to create its tables: the loser's
-    ``IntegrityError`` is retried once the winner has made them.
+    Workers started together on a new database race to create its tables (and, on
+    PostgreSQL, its enum types): the loser's ``IntegrityError`` (or ``ProgrammingError``:
+    the type already exists) is retried once the winner has made them.
     """
     if url is None:
         return None
     import optuna  # noqa: PLC0415
-    from sqlalchemy.exc import IntegrityError, OperationalError  # noqa: PLC0415
+    from sqlalchemy.exc import (  # noqa: PLC0415
+        IntegrityError,
+        OperationalError,
+        ProgrammingError,
+    )
 
     connect_args = {"timeout": SQLITE_TIMEOUT_SECONDS} if url.startswith("sqlite") else {}
     engine_kwargs = {"connect_args": connect_args}
     for attempt in range(1, STORAGE_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except (IntegrityError, OperationalError):
+        except (IntegrityError, OperationalError, ProgrammingError):
             time.sleep(attempt)
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)  # errors propagate
 
