@@ -415,23 +415,24 @@ def test_the_serving_peer_takes_the_pixel_tensor_and_answers_keras_probabilities
 def test_resolution_figures_are_gains_per_seed_and_skipped_variants_say_why():
     from benchmarks import bench_resolution as bench
 
-    def seed(tiles, resize, mask=None):
+    def seed(mask, resize, tiles=None):
         microcalc = {
             "resize": {"auroc": resize, "external_auroc": resize - 0.1, "seconds": 60.0},
-            "tiles": {"auroc": tiles, "external_auroc": float("nan"), "seconds": 70.0},
-            "tiles_mask": {"skipped": "no masks"} if mask is None else {"auroc": mask},
+            "tiles_mask": {"auroc": mask, "external_auroc": float("nan"), "seconds": 70.0},
+            "tiles": {"skipped": "no tiles"} if tiles is None else {"auroc": tiles},
         }
         return {"microcalc": microcalc, "histology": {"resize": {"skipped": "stain"}}}
 
-    figures = bench.figures_of([seed(0.9, 0.6), seed(0.8, 0.7, mask=0.85), seed(0.95, 0.55)])
-    gain = figures["resolution.tile_auroc_gain"]
+    figures = bench.figures_of([seed(0.9, 0.6), seed(0.8, 0.7, tiles=0.75), seed(0.95, 0.55)])
+    gain = figures["resolution.tile_auroc_gain"]  # mask-labelled tiles minus resized
     assert gain["repeats"] == [0.3, 0.1, 0.4] and gain["median"] == 0.3
     assert figures["resolution.mask_label_auroc_gain"]["repeats"] == [0.05]  # one seed had both
-    assert figures["resolution.microcalc.tiles.auroc"]["median"] == 0.9
-    assert "resolution.microcalc.tiles.external_auroc" not in figures  # never defined
+    assert figures["resolution.image_label_tile_auroc_gain"]["repeats"] == [0.05]
+    assert figures["resolution.microcalc.tiles_mask.auroc"]["median"] == 0.9
+    assert "resolution.microcalc.tiles_mask.external_auroc" not in figures  # never defined
     assert figures["resolution.microcalc.resize.seconds"]["repeats"] == [60.0] * 3
     assert figures["resolution.skipped"] == {
-        "microcalc.tiles_mask": "no masks",
+        "microcalc.tiles": "no tiles",
         "histology.resize": "stain",
     }
     assert "resolution.histology_tile_auroc_gain" not in figures
@@ -451,8 +452,15 @@ def test_resolution_runs_share_a_training_budget_and_use_the_issue_parameter_nam
     tiled = bench.variant_settings("microcalc", "tiles_mask", common)
     per_image = bench.tiles_per_image("microcalc")
     assert resized["finetune"]["phase2"]["epochs"] == bench.EPOCHS
-    assert tiled["finetune"]["phase2"]["epochs"] == max(1, round(bench.EPOCHS / per_image))
+    # As many pixels: the resized images' EPOCHS x RESIZED^2 over an image's tiles' pixels.
+    pixels = per_image * bench.TILE_SIZE**2
+    assert tiled["finetune"]["phase2"]["epochs"] == round(bench.EPOCHS * bench.RESIZED**2 / pixels)
     assert TileSpec.from_params(tiled["augmentation"]["tiles"]).labels == "mask"
+    # The aggregation variants that reuse a model differ from it only in the aggregation.
+    for name, trained in bench.REUSE.items():
+        spec = dict(bench.VARIANTS["microcalc"][name]["augmentation"]["tiles"])
+        model = dict(bench.VARIANTS["microcalc"][trained]["augmentation"]["tiles"])
+        assert spec.pop("aggregation") != model.pop("aggregation") and spec == model
     aggregations = {
         bench.VARIANTS["microcalc"][name]["augmentation"]["tiles"]["aggregation"]
         for name in bench.VARIANTS["microcalc"]
