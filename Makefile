@@ -54,11 +54,12 @@ serve: install  ## The champion model: a page and /invocations on port PORT (def
 	PORT=$(PORT) RUNTIME=$(RUNTIME) KEDRO_LOGGING_CONFIG=$${KEDRO_LOGGING_CONFIG:-conf/logging_serving.yml} \
 		$(BIN)/python -m breast_cancer_pipeline.serving
 
-# Two xdist workers, each module's tests on one of them, the two modules of the shared
+# Three xdist workers on the two cores (the suite waits on servers, subprocesses and disks for
+# a good part of its time: two workers kept 1.2 of 2 cores busy), each module's tests on one, the two modules of the shared
 # whole-DAG flow together and first (tests/conftest.py): the flow overlaps with the rest.
 # PYTEST_WORKERS=0 runs everything in this process.
-PYTEST_WORKERS ?= 2
-test: install  ## Lint, the docs site (strict), then the test suite on 2 workers
+PYTEST_WORKERS ?= 3
+test: install  ## Lint, the docs site (strict), then the test suite on 3 workers
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MKDOCS) build --strict --quiet --site-dir $(DOCS_CHECK_DIR)

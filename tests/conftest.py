@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-try:  # pytest-xdist (a dev dependency) runs `make test` on two workers
+try:  # pytest-xdist (a dev dependency) runs `make test` on several workers
     from xdist.scheduler import LoadScopeScheduling
 except ImportError:  # pragma: no cover
     LoadScopeScheduling = None
@@ -63,7 +63,7 @@ class _ModuleScheduling(LoadScopeScheduling if LoadScopeScheduling else object):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """``make test`` (``pytest -n 2``): each module's tests on one worker.
+    """``make test`` (``pytest -n 3``): each module's tests on one worker.
 
     So a module-scoped fixture (a trained tiny model, a served one) is built once, not once per
     worker, and the whole-DAG flow (:mod:`tests.whole_dag`) once for both its modules.
