@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from .noise import blur, smooth_noise
+from .noise import blur, disc, smooth_noise
 from .parameters import HistologyParams
 
 __all__ = ["render_histology", "stain_vectors"]
@@ -114,8 +114,7 @@ def _cluster(
         where = (centre[0] + distance * math.sin(angle), centre[1] + distance * math.cos(angle))
         amount = darkness * rng.uniform(0.85, 1.15)
         _stamp(hematoxylin, where, rng.uniform(*sizes), amount, rng, irregular=malignant)
-    rows, cols = np.ogrid[0:height, 0:width]
-    return (rows + 0.5 - centre[0]) ** 2 + (cols + 0.5 - centre[1]) ** 2 <= radius**2
+    return disc((height, width), centre, radius)
 
 
 def render_histology(

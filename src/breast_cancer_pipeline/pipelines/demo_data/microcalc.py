@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .noise import blur, smooth_noise
+from .noise import blur, disc, smooth_noise
 from .parameters import MicrocalcParams
 
 __all__ = ["render_microcalc"]
@@ -83,11 +83,6 @@ def _specks(
     return signal, radius
 
 
-def _disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
-    rows, cols = np.ogrid[0 : shape[0], 0 : shape[1]]
-    return (rows + 0.5 - centre[0]) ** 2 + (cols + 0.5 - centre[1]) ** 2 <= radius**2
-
-
 def render_microcalc(
     rng: np.random.Generator, label: str, cfg: MicrocalcParams, shift: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +115,7 @@ def render_microcalc(
             blob[int(centre[0]), int(centre[1])] = specks.sum()
             specks = blur(blob, radius / 2)
         image = image + specks
-        mask = _disc(shape, centre, radius)
+        mask = disc(shape, centre, radius)
     image = image + cfg.noise * blur(rng.standard_normal(shape), 0.6) / 0.47
     gamma = cfg.external_gamma**shift
     return 255.0 * np.clip(image, 0.0, 1.0) ** gamma, mask

@@ -12,6 +12,12 @@ import numpy as np
 __all__ = ["blur", "gaussian_transfer", "smooth_noise"]
 
 
+def disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
+    """Boolean ``shape`` array: True where a pixel's centre is within ``radius`` of ``centre``."""
+    rows, cols = np.ogrid[0 : shape[0], 0 : shape[1]]
+    return (rows + 0.5 - centre[0]) ** 2 + (cols + 0.5 - centre[1]) ** 2 <= radius**2
+
+
 def gaussian_transfer(shape: tuple[int, int], sigma_y: float, sigma_x: float) -> np.ndarray:
     """The frequency response of a Gaussian of ``(sigma_y, sigma_x)`` for a real 2-D FFT."""
     fy = np.fft.fftfreq(shape[0])[:, None]
