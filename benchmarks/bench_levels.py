@@ -21,17 +21,14 @@ predictions, and summarised over the seeds as mean, min and max:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from benchmarks._project import copy_project
+from benchmarks._project import copy_project, kedro_run
 from benchmarks.bench_evaluation import QUICK_SETTINGS, over_seeds
 from tests.params import load_parameters
 
@@ -90,22 +87,6 @@ def summarise(per_seed: list[Mapping[str, float]]) -> dict[str, Any]:
     return {f"levels.{name}": over_seeds([run[name] for run in per_seed]) for name in per_seed[0]}
 
 
-def _kedro(project: Path, *args: str) -> None:
-    """``kedro run --env=demo ...`` in ``project``; its output to ``run.log``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEDRO_", "MLFLOW_"))}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        KEDRO_DISABLE_TELEMETRY="true",
-        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
-    )
-    log = project / "run.log"
-    command = [str(Path(sys.executable).with_name("kedro")), "run", "--env=demo", *args]
-    with log.open("a") as out:
-        done = subprocess.run(command, cwd=project, env=env, stdout=out, stderr=out, check=False)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
-
-
 def one_seed(workdir: Path, seed: int) -> dict[str, Any]:
     """The hard data with ``seed``, the default run, its figures."""
     import pandas as pd  # noqa: PLC0415
@@ -114,13 +95,13 @@ def one_seed(workdir: Path, seed: int) -> dict[str, Any]:
     sizes = QUICK_SETTINGS if QUICK else {}
     started = time.perf_counter()
     data = {**DATA, "demo_data.seed": seed, **sizes}
-    _kedro(
+    kedro_run(
         project,
         "--pipelines=demo_data",
         "--params=" + ",".join(f"{k}={v}" for k, v in data.items()),
     )
     run = {"ingestion.split.seed": seed, "finetune.seed": seed, **sizes}
-    _kedro(project, "--params=" + ",".join(f"{k}={v}" for k, v in run.items()))
+    kedro_run(project, "--params=" + ",".join(f"{k}={v}" for k, v in run.items()))
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
     predictions = pd.read_csv(project / "data/07_model_output/test_predictions.csv")
     reporting = load_parameters(project, "demo")["reporting"]

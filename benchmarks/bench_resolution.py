@@ -40,17 +40,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from benchmarks._project import copy_project
+from benchmarks._project import copy_project, kedro_run
 
 QUICK = harness.quick()
 SEEDS = (1,) if QUICK else (1, 2, 3)
@@ -269,24 +265,6 @@ def missing_feature(project: Path, variant: str) -> str | None:
     return None
 
 
-def _kedro(project: Path, *args: str) -> float:
-    """``kedro run --env=demo ...`` in ``project`` (output to ``run.log``); its seconds."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEDRO_", "MLFLOW_"))}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        KEDRO_DISABLE_TELEMETRY="true",
-        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
-    )
-    log = project / "run.log"
-    command = [str(Path(sys.executable).with_name("kedro")), "run", "--env=demo", *args]
-    started = time.perf_counter()
-    with log.open("a") as out:
-        done = subprocess.run(command, cwd=project, env=env, stdout=out, stderr=out, check=False)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{log.read_text()[-3000:]}")
-    return time.perf_counter() - started
-
-
 def _masks_available() -> bool:
     """Whether this checkout's ingestion pairs masks (``ingestion.mask_pattern``)."""
     from breast_cancer_pipeline.param_schema import ParameterError, validate_block  # noqa: PLC0415
@@ -311,8 +289,8 @@ def one_preset(workdir: Path, preset: str, seed: int) -> dict[str, dict[str, Any
     demo = load_parameters(project, "demo")
     common = common_settings(preset, seed, masks=_masks_available())
     configure(project, common, demo)
-    _kedro(project, "--pipelines=demo_data")
-    _kedro(project, "--pipelines=ingestion,validation")
+    kedro_run(project, "--pipelines=demo_data")
+    kedro_run(project, "--pipelines=ingestion,validation")
     results: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS[preset]:
         configure(project, variant_settings(preset, variant, common), demo)
@@ -325,7 +303,7 @@ def one_preset(workdir: Path, preset: str, seed: int) -> dict[str, dict[str, Any
         if reused is not None and "auroc" not in results.get(reused, {}):
             results[variant] = {"skipped": f"its model, {reused}'s, was not trained"}
             continue
-        seconds = _kedro(project, REPORTING if reused else TRAINING)
+        seconds = kedro_run(project, REPORTING if reused else TRAINING)
         metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
         results[variant] = {
             "auroc": metrics["auroc"],
