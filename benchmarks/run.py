@@ -96,19 +96,39 @@ def run_areas(
             continue
         goals_met = harness.check_goals(measured, getattr(module, "GOALS", {}))
         measured_by_area[area] = (measured, goals_met, _now())
-    # Read the previous results only now: an area run meanwhile by another process is kept.
-    previous = json.loads(output.read_text()) if keep_previous and output.is_file() else {}
-    results, measured_now = _merge(previous, measured_by_area, machine, reference)
-    machine["load_average_after"] = harness.machine()["load_average"]
-    results.update(quick=reference_scale < 1.0, failed=failed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(output)
+        # Written after every area: a run stopped later keeps the areas it finished.
+        _write(output, keep_previous, measured_by_area, machine, reference)
+    results, measured_now = _write(output, keep_previous, measured_by_area, machine, reference)
+    results["failed"] = failed
+    _atomic_write(output, results)
     goals = results["goals"]
     _print_goals({k: v for k, v in goals.items() if k in measured_now}, failed)
     print(f"wrote {output}", flush=True)
     return 1 if failed else 0
+
+
+def _write(
+    output: Path,
+    keep_previous: bool,
+    measured_by_area: Mapping[str, tuple[dict[str, Any], dict[str, Any], str]],
+    machine: dict[str, Any],
+    reference: dict[str, Any],
+) -> tuple[dict[str, Any], set[str]]:
+    """Merge the areas measured so far into ``output`` and write it; the results written."""
+    # Read the previous results only now: an area run meanwhile by another process is kept.
+    previous = json.loads(output.read_text()) if keep_previous and output.is_file() else {}
+    results, measured_now = _merge(previous, measured_by_area, machine, reference)
+    machine["load_average_after"] = harness.machine()["load_average"]
+    results.update(quick=reference["scale"] < 1.0, failed={})
+    _atomic_write(output, results)
+    return results, measured_now
+
+
+def _atomic_write(output: Path, results: Mapping[str, Any]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(output)
 
 
 def _merge(
