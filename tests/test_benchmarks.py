@@ -120,6 +120,21 @@ def test_a_failing_area_fails_the_run_and_the_others_are_kept(tmp_path):
     assert results["goals"] == {}
 
 
+def test_each_finished_area_is_written_before_the_next_starts(tmp_path):
+    output = tmp_path / "latest.json"
+    seen = {}
+
+    def second(workdir):
+        seen.update(json.loads(output.read_text())["figures"])
+        raise KeyboardInterrupt  # the run stopped here, as by a session's end
+
+    areas = {"a": _area({"a.x": 1}), "b": SimpleNamespace(run=second, GOALS={})}
+    with pytest.raises(KeyboardInterrupt):
+        run.run_areas(areas, output, reference_scale=0.01)
+    assert seen["a.x"] == 1  # a's figures were on disk while b ran
+    assert json.loads(output.read_text())["figures"]["a.x"] == 1
+
+
 class _ClosingHandler(http.server.BaseHTTPRequestHandler):
     """Answers a POST as HTTP/1.1 (kept alive), then closes, as a server at its idle timeout."""
 
@@ -419,13 +434,18 @@ def test_resolution_figures_are_gains_per_seed_and_skipped_variants_say_why():
         microcalc = {
             "resize": {"auroc": resize, "external_auroc": resize - 0.1, "seconds": 60.0},
             "tiles_mask": {"auroc": mask, "external_auroc": float("nan"), "seconds": 70.0},
-            "tiles": {"skipped": "no tiles"} if tiles is None else {"auroc": tiles},
+            "tiles": {"skipped": "no tiles"}
+            if tiles is None
+            else {"auroc": tiles, "external_auroc": tiles - 0.1},
         }
         return {"microcalc": microcalc, "histology": {"resize": {"skipped": "stain"}}}
 
     figures = bench.figures_of([seed(0.9, 0.6), seed(0.8, 0.7, tiles=0.75), seed(0.95, 0.55)])
     gain = figures["resolution.tile_auroc_gain"]  # mask-labelled tiles minus resized
     assert gain["repeats"] == [0.3, 0.1, 0.4] and gain["median"] == 0.3
+    # Each gain on the external site too, where both sides have a finite external AUROC.
+    assert figures["resolution.image_label_tile_auroc_gain_external"]["repeats"] == [0.05]
+    assert "resolution.tile_auroc_gain_external" not in figures  # tiles_mask's are NaN
     assert figures["resolution.mask_label_auroc_gain"]["repeats"] == [0.05]  # one seed had both
     assert figures["resolution.image_label_tile_auroc_gain"]["repeats"] == [0.05]
     assert figures["resolution.microcalc.tiles_mask.auroc"]["median"] == 0.9
