@@ -19,12 +19,10 @@ from breast_cancer_pipeline.pipelines.backbone_selection.nodes import (
 from tests.params import base_params
 
 
-def _params(**overrides):
-    """conf/base's block with three made-up candidates (``big``, ``small``, ``bad``)."""
+def _params(names=("big", "small", "bad"), **overrides):
+    """conf/base's block with made-up candidates (by default ``big``, ``small``, ``bad``)."""
     params = base_params("backbone_selection", **{"tolerance": 0.02, **overrides})
-    params["candidates"] = {
-        name: {"backbone": "small_cnn", "weights": None} for name in ("big", "small", "bad")
-    }
+    params["candidates"] = {name: {"backbone": "small_cnn", "weights": None} for name in names}
     return params
 
 
@@ -59,6 +57,15 @@ def test_near_tie_goes_to_the_cheaper_backbone():
     assert table["within_tolerance"].tolist() == [True, True, False]
     assert metrics["selection.big.val_auroc_mean"] == {"value": 0.91, "step": 0}
     assert metrics["selection.small.ms_per_image"] == {"value": 15.0, "step": 0}
+
+
+def test_candidates_outside_the_tolerance_follow_by_score_not_speed():
+    records = (*RECORDS, _record("tiny_cnn", 0.60, 0.5))
+    _, table, _ = select_backbone(_params(("big", "small", "bad", "worse")), *records)
+    ranks = dict(zip(table["candidate"], table["rank"], strict=True))
+    # small and big are within the tolerance (fastest first); bad (0.70) before worse (0.60),
+    # though worse is faster.
+    assert ranks == {"small": 1, "big": 2, "bad": 3, "worse": 4}
 
 
 def test_outside_tolerance_the_best_wins():

@@ -271,7 +271,7 @@ def select_backbone(
     """Pick the best candidate; near-ties go to the cheaper one at inference.
 
     Candidates within ``tolerance`` of the best ``metric`` are ranked by lower
-    ``ms_per_image``.
+    ``ms_per_image``; the others follow them by higher ``metric``.
 
     Returns:
         ``(selected, comparison, mlflow_metrics)``.
@@ -291,8 +291,12 @@ def select_backbone(
     table = pd.DataFrame([{"candidate": n, **r} for n, r in zip(names, records, strict=True)])
     best = table[metric].max()
     table["within_tolerance"] = table[metric] >= best - params["tolerance"]
-    ranked = table.sort_values(
-        ["within_tolerance", "ms_per_image", metric], ascending=[False, True, False]
+    near = table["within_tolerance"]
+    ranked = pd.concat(
+        [
+            table[near].sort_values(["ms_per_image", metric], ascending=[True, False]),
+            table[~near].sort_values([metric, "ms_per_image"], ascending=[False, True]),
+        ]
     )
     table["rank"] = ranked.index.to_series().argsort().to_numpy() + 1
     winner = ranked.iloc[0]
