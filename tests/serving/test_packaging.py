@@ -111,6 +111,25 @@ def test_the_served_model_is_logged_with_these_requirements():
     assert served.log_model_kwargs["pip_requirements"] == serving_requirements()
 
 
+def test_a_slice_that_does_not_package_the_model_runs_as_a_plain_pipeline():
+    from kedro_mlflow.pipeline.pipeline_ml import PipelineML
+
+    training = Pipeline(
+        [
+            Node(lambda: 1, None, "metrics", name="report"),
+            Node(lambda m: None, "metrics", "serving_model", name="package"),
+        ]
+    )
+    served = served_pipeline(training)
+    # `kedro run --nodes=report`: no served model to log; kedro-mlflow alone refuses it.
+    report = served.filter(node_names=["report"])
+    assert not isinstance(report, PipelineML) and [n.name for n in report.nodes] == ["report"]
+    # A slice that still packages the model logs it, and slices further the same way.
+    package = served.filter(from_nodes=["package"])
+    assert isinstance(package, PipelineML) and package.log_model_kwargs == served.log_model_kwargs
+    assert served.filter(to_nodes=["report"]).nodes == report.nodes
+
+
 #: A black 16-px PNG, base64: the fake model's p(malignant) is 0.
 BLACK = base64.b64encode(encode_png(np.zeros((16, 16, 1), np.uint8))).decode()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -166,13 +167,15 @@ def with_served_model(training: Pipeline, inference: Pipeline, input_name: str) 
         inference: The served pipeline: a request in, predictions out.
         input_name: The dataset of ``inference`` each request's dataframe is fed into.
 
+    A slice of it (``kedro run --nodes=...``, ``--from-nodes``...) that no longer produces the
+    served model's inputs runs as a plain pipeline, logging and registering nothing
+    (kedro-mlflow's own ``PipelineML`` refuses such a slice).
+
     Returns:
         A kedro-mlflow ``PipelineML`` that runs exactly the nodes of ``training``.
     """
-    from kedro_mlflow.pipeline import pipeline_ml_factory
-
-    return pipeline_ml_factory(
-        training=training,
+    return _served_model_pipeline()(
+        nodes=training.nodes,
         inference=inference,
         input_name=input_name,
         log_model_kwargs={
@@ -184,3 +187,34 @@ def with_served_model(training: Pipeline, inference: Pipeline, input_name: str) 
             "pip_requirements": serving_requirements(),
         },
     )
+
+
+@cache
+def _served_model_pipeline() -> type:
+    """kedro-mlflow's ``PipelineML`` whose slices without the served model's inputs are plain."""
+    from kedro_mlflow.pipeline.pipeline_ml import PipelineML
+
+    class ServedModelPipeline(PipelineML):
+        def _turn_pipeline_to_ml(self, pipeline: Pipeline) -> Pipeline:
+            needed = {
+                name
+                for name in self.inference.inputs() - {self.input_name}
+                if not name.startswith("params:")
+            }
+            missing = needed - pipeline.all_outputs() - pipeline.inputs()
+            if missing:
+                logger.info(
+                    "This slice of the pipeline does not produce %s: it runs without logging "
+                    "or registering the served model",
+                    ", ".join(sorted(missing)),
+                )
+                return pipeline
+            return type(self)(
+                nodes=pipeline.nodes,
+                inference=self.inference,
+                input_name=self.input_name,
+                kpm_kwargs=self.kpm_kwargs,
+                log_model_kwargs=self.log_model_kwargs,
+            )
+
+    return ServedModelPipeline
