@@ -15,7 +15,8 @@ them); every gain is also given on the external site (``<gain>_external``):
 * ``resolution.tile_auroc_gain``: on microcalc, test AUROC with 64 px tiles at full
   resolution (labelled by the lesion masks, the patch stage of Shen et al. 2019, combined by
   ``top_k_mean``) minus with the whole image resized to 128 px, at the same training budget
-  (goal >= 0.15); ``resolution.image_label_tile_auroc_gain`` the same with every tile
+  (goal >= 0.15); ``resolution.attention_tile_auroc_gain`` the same tiles read by the
+  attention head; ``resolution.image_label_tile_auroc_gain`` the same with every tile
   labelled by its image; ``resolution.histology_tile_auroc_gain`` tiles (image labels) minus
   resized on histology.
 * ``resolution.mask_label_auroc_gain``: tiles labelled by the lesion masks
@@ -170,6 +171,7 @@ MODULES = (("agg_attention", "breast_cancer_pipeline.training.attention", "the a
 #: The pairs whose difference is a headline figure: ``name: (preset, variant, baseline)``.
 GAINS = {
     "tile_auroc_gain": ("microcalc", "tiles_mask", "resize"),
+    "attention_tile_auroc_gain": ("microcalc", "agg_attention", "resize"),
     "image_label_tile_auroc_gain": ("microcalc", "tiles", "resize"),
     "histology_tile_auroc_gain": ("histology", "stain_none", "resize"),
     "mask_label_auroc_gain": ("microcalc", "tiles_mask", "tiles"),
