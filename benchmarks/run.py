@@ -97,10 +97,10 @@ def run_areas(
         goals_met = harness.check_goals(measured, getattr(module, "GOALS", {}))
         measured_by_area[area] = (measured, goals_met, _now())
         # Written after every area: a run stopped later keeps the areas it finished.
-        _write(output, keep_previous, measured_by_area, machine, reference)
-    results, measured_now = _write(output, keep_previous, measured_by_area, machine, reference)
-    results["failed"] = failed
-    _atomic_write(output, results)
+        _write(output, keep_previous, measured_by_area, {}, machine, reference)
+    results, measured_now = _write(
+        output, keep_previous, measured_by_area, failed, machine, reference
+    )
     goals = results["goals"]
     _print_goals({k: v for k, v in goals.items() if k in measured_now}, failed)
     print(f"wrote {output}", flush=True)
@@ -111,6 +111,7 @@ def _write(
     output: Path,
     keep_previous: bool,
     measured_by_area: Mapping[str, tuple[dict[str, Any], dict[str, Any], str]],
+    failed: Mapping[str, str],
     machine: dict[str, Any],
     reference: dict[str, Any],
 ) -> tuple[dict[str, Any], set[str]]:
@@ -119,7 +120,7 @@ def _write(
     previous = json.loads(output.read_text()) if keep_previous and output.is_file() else {}
     results, measured_now = _merge(previous, measured_by_area, machine, reference)
     machine["load_average_after"] = harness.machine()["load_average"]
-    results.update(quick=reference["scale"] < 1.0, failed={})
+    results.update(quick=reference["scale"] < 1.0, failed=dict(failed))
     _atomic_write(output, results)
     return results, measured_now
 
