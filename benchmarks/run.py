@@ -97,7 +97,7 @@ def run_areas(
         goals_met = harness.check_goals(measured, getattr(module, "GOALS", {}))
         measured_by_area[area] = (measured, goals_met, _now())
         # Written after every area: a run stopped later keeps the areas it finished.
-        _write(output, keep_previous, measured_by_area, {}, machine, reference)
+        _write(output, keep_previous, measured_by_area, failed, machine, reference)
     results, measured_now = _write(
         output, keep_previous, measured_by_area, failed, machine, reference
     )
