@@ -192,29 +192,24 @@ def with_served_model(training: Pipeline, inference: Pipeline, input_name: str) 
 @cache
 def _served_model_pipeline() -> type:
     """kedro-mlflow's ``PipelineML`` whose slices without the served model's inputs are plain."""
-    from kedro_mlflow.pipeline.pipeline_ml import PipelineML
+    from kedro_mlflow.pipeline.pipeline_ml import KedroMlflowPipelineMLError, PipelineML
 
     class ServedModelPipeline(PipelineML):
         def _turn_pipeline_to_ml(self, pipeline: Pipeline) -> Pipeline:
-            needed = {
-                name
-                for name in self.inference.inputs() - {self.input_name}
-                if not name.startswith("params:")
-            }
-            missing = needed - pipeline.all_outputs() - pipeline.inputs()
-            if missing:
+            try:  # kedro-mlflow's own check: the slice must produce the inference's inputs
+                return type(self)(
+                    nodes=pipeline.nodes,
+                    inference=self.inference,
+                    input_name=self.input_name,
+                    kpm_kwargs=self.kpm_kwargs,
+                    log_model_kwargs=self.log_model_kwargs,
+                )
+            except KedroMlflowPipelineMLError as exc:
                 logger.info(
-                    "This slice of the pipeline does not produce %s: it runs without logging "
-                    "or registering the served model",
-                    ", ".join(sorted(missing)),
+                    "This slice of the pipeline runs without logging or registering the "
+                    "served model: %s",
+                    " ".join(str(exc).split()),
                 )
                 return pipeline
-            return type(self)(
-                nodes=pipeline.nodes,
-                inference=self.inference,
-                input_name=self.input_name,
-                kpm_kwargs=self.kpm_kwargs,
-                log_model_kwargs=self.log_model_kwargs,
-            )
 
     return ServedModelPipeline
